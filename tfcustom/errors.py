@@ -1,0 +1,79 @@
+"""One error template for every argument a user can get wrong.
+
+Every message says three things: what is wrong, what was received, and what
+to do. Constructors and loaders call :func:`check` (or raise
+:class:`ConfigError` through :func:`config_error`) so the wording is the same
+everywhere.
+
+Example:
+
+>>> from tfcustom.errors import check
+>>> check(3 > 0, "epochs must be positive", 3, "pass epochs >= 1")
+"""
+
+from __future__ import annotations
+
+
+class TfcustomError(Exception):
+    """Base class of tfcustom's user-facing errors."""
+
+
+class ConfigError(TfcustomError, ValueError):
+    """A flag, config field or argument has a value that cannot work."""
+
+
+class DataError(TfcustomError, ValueError):
+    """Data is missing, corrupt, or does not match what the model expects."""
+
+
+class NonFiniteLossError(TfcustomError, FloatingPointError):
+    """The loss or a gradient became NaN or Inf during training."""
+
+
+def format_error(what: str, received, fix: str) -> str:
+    """Return the one-line message ``"<what> (received: <received>). <fix>."``."""
+    msg = f"{what} (received: {received!r})"
+    fix = fix.strip()
+    if fix:
+        msg += ". " + fix[0].upper() + fix[1:]
+        if not msg.endswith("."):
+            msg += "."
+    return msg
+
+
+def config_error(what: str, received, fix: str) -> ConfigError:
+    """Build (not raise) a :class:`ConfigError` with the standard template."""
+    return ConfigError(format_error(what, received, fix))
+
+
+def data_error(what: str, received, fix: str) -> DataError:
+    """Build (not raise) a :class:`DataError` with the standard template."""
+    return DataError(format_error(what, received, fix))
+
+
+def check(condition: bool, what: str, received, fix: str) -> None:
+    """Raise :class:`ConfigError` with the standard template unless ``condition``."""
+    if not condition:
+        raise config_error(what, received, fix)
+
+
+def check_positive_int(name: str, value) -> int:
+    """Validate that ``value`` is an int >= 1 and return it."""
+    check(
+        isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+        f"{name} must be a positive integer",
+        value,
+        f"pass {name} >= 1",
+    )
+    return value
+
+
+def check_one_of(name: str, value, choices) -> None:
+    """Validate that ``value`` is one of ``choices``."""
+    choices = list(choices)
+    check(
+        value in choices,
+        f"unknown {name}",
+        value,
+        f"choose one of: {', '.join(map(str, choices))}",
+    )
