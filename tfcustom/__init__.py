@@ -1,3 +1,28 @@
-"""tfcustom: a TensorFlow 2 custom-training toolkit."""
+"""tfcustom: a TensorFlow 2 custom-training toolkit.
+
+Components (``layers``, ``models``, ``losses``, ``metrics``, ``optimizers``),
+the readable GradientTape steps (``steps``), a thin ``Trainer`` loop, and
+``train_and_evaluate(config, workdir)`` behind the example trainer.
+
+Importing tfcustom registers every custom Keras object, so models saved with
+tfcustom components reload with ``keras.models.load_model`` after
+``import tfcustom``.
+"""
 
 __version__ = "0.1.0"
+
+from tfcustom import data, errors, layers, losses, metrics, models, optimizers, steps
+from tfcustom.config import TrainConfig
+from tfcustom.early_stopping import EarlyStopping
+from tfcustom.errors import ConfigError, DataError, NonFiniteLossError, TfcustomError
+from tfcustom.history import History
+from tfcustom.steps import make_predict_step, make_test_step, make_train_step
+from tfcustom.train import train_and_evaluate
+from tfcustom.trainer import Trainer
+
+__all__ = [
+    "ConfigError", "DataError", "EarlyStopping", "History", "NonFiniteLossError",
+    "TfcustomError", "TrainConfig", "Trainer", "data", "errors", "layers", "losses",
+    "make_predict_step", "make_test_step", "make_train_step", "metrics", "models",
+    "optimizers", "steps", "train_and_evaluate",
+]

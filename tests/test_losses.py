@@ -1,0 +1,507 @@
+"""Tests for tfcustom.losses against independent oracles.
+
+Oracles: Keras' built-in categorical losses on one-hot labels, and NumPy
+formulas written here in float64. Gradients: tape vs central finite
+differences (a small helper below, in float64).
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfcustom import losses as L
+from tfcustom.errors import ConfigError
+
+NUM_CLASSES = 5
+CLASS_WEIGHTS = [1.0, 2.5, 0.5, 0.0, 3.0]
+
+
+# --------------------------------------------------------------------------
+# data and NumPy oracles
+# --------------------------------------------------------------------------
+
+
+def _data(batch=16, num_classes=NUM_CLASSES, seed=0, scale=3.0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, size=batch)
+    logits = (rng.normal(size=(batch, num_classes)) * scale).astype("float32")
+    weights = rng.uniform(0.0, 2.0, size=batch).astype("float32")
+    return labels, logits, weights
+
+
+def _np_log_softmax(z):
+    z = np.asarray(z, dtype=np.float64)
+    m = z.max(axis=-1, keepdims=True)
+    return z - m - np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
+
+
+def _np_target(labels, num_classes, ls):
+    t = np.eye(num_classes)[labels]
+    return t * (1.0 - ls) + ls / num_classes
+
+
+def _np_cross_entropy(labels, logits, ls=0.0, class_weights=None):
+    t = _np_target(labels, logits.shape[-1], ls)
+    ce = -(t * _np_log_softmax(logits)).sum(-1)
+    if class_weights is not None:
+        ce = ce * np.asarray(class_weights)[labels]
+    return ce
+
+
+def _np_focal(labels, logits, gamma, alpha):
+    log_pt = _np_log_softmax(logits)[np.arange(len(labels)), labels]
+    out = -((-np.expm1(log_pt)) ** gamma) * log_pt
+    if alpha is None:
+        return out
+    return out * (np.asarray(alpha)[labels] if isinstance(alpha, list) else alpha)
+
+
+def _np_poly1(labels, logits, epsilon, ls=0.0):
+    """Poly-1 (Leng et al. 2022): CE + epsilon * (1 - p_t), p_t = <t, softmax>."""
+    t = _np_target(labels, logits.shape[-1], ls)
+    logp = _np_log_softmax(logits)
+    p = np.exp(logp)
+    return -(t * logp).sum(-1) + epsilon * (1.0 - (t * p).sum(-1))
+
+
+def _np_reduce(per_example, weights, reduction):
+    v = per_example * (1.0 if weights is None else weights)
+    if reduction == "none":
+        return v
+    if reduction == "sum":
+        return v.sum()
+    return v.sum() / v.size  # sum_over_batch_size
+
+
+# --------------------------------------------------------------------------
+# finite-difference helper (tfcustom.testing did not exist when written)
+# --------------------------------------------------------------------------
+
+
+def _max_gradient_error(loss, labels, logits, coeffs, h=1e-6):
+    """Max |tape - central FD| / max(1, |FD|) of f(z) = sum(coeffs * loss.call)."""
+    z = tf.constant(np.asarray(logits, np.float64))
+    c = tf.constant(np.asarray(coeffs, np.float64))
+
+    def f(zz):
+        return tf.reduce_sum(c * loss.call(labels, zz))
+
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        value = f(z)
+    tape_grad = tape.gradient(value, z).numpy()
+    base = z.numpy()
+    fd = np.zeros_like(base)
+    for idx in np.ndindex(base.shape):
+        plus, minus = base.copy(), base.copy()
+        plus[idx] += h
+        minus[idx] -= h
+        fd[idx] = (f(tf.constant(plus)).numpy() - f(tf.constant(minus)).numpy()) / (2 * h)
+    return float(np.max(np.abs(tape_grad - fd) / np.maximum(1.0, np.abs(fd))))
+
+
+# --------------------------------------------------------------------------
+# values against oracles
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1, 0.35])
+@pytest.mark.parametrize("class_weights", [None, CLASS_WEIGHTS])
+@pytest.mark.parametrize("label_shape", ["flat", "column"])
+def test_crossentropy_matches_keras_categorical(label_smoothing, class_weights, label_shape):
+    labels, logits, _ = _data()
+    oracle = keras.losses.CategoricalCrossentropy(
+        from_logits=True, label_smoothing=label_smoothing, reduction="none"
+    )(np.eye(NUM_CLASSES)[labels], logits).numpy()
+    if class_weights is not None:
+        oracle = oracle * np.asarray(class_weights)[labels]
+    loss = L.SparseCategoricalCrossentropy(
+        class_weights=class_weights, label_smoothing=label_smoothing, reduction="none"
+    )
+    y = labels if label_shape == "flat" else labels[:, None]
+    per_example = loss.call(y, logits)
+    assert per_example.shape == (len(labels),)
+    np.testing.assert_allclose(per_example.numpy(), oracle, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loss(y, logits).numpy(), oracle, rtol=1e-5, atol=1e-6)
+    # and the NumPy float64 formula
+    np.testing.assert_allclose(
+        per_example.numpy(),
+        _np_cross_entropy(labels, logits, label_smoothing, class_weights),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_crossentropy_from_probabilities_matches_keras():
+    labels, logits, _ = _data()
+    probs = tf.nn.softmax(logits).numpy()
+    oracle = keras.losses.CategoricalCrossentropy(
+        from_logits=False, label_smoothing=0.2, reduction="none"
+    )(np.eye(NUM_CLASSES)[labels], probs).numpy()
+    got = L.SparseCategoricalCrossentropy(label_smoothing=0.2, from_logits=False).call(
+        labels, probs
+    )
+    np.testing.assert_allclose(got.numpy(), oracle, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0, 3.5])
+@pytest.mark.parametrize("alpha", [None, 0.25, [0.1, 0.4, 0.2, 0.9, 0.6]])
+def test_focal_matches_keras_categorical_focal(gamma, alpha):
+    labels, logits, _ = _data(seed=1)
+    # Keras multiplies each class' term by alpha (scalar or per-class list);
+    # with one-hot labels that is alpha[true class]. Our alpha=None == 1.0.
+    oracle = keras.losses.CategoricalFocalCrossentropy(
+        from_logits=True,
+        gamma=gamma,
+        alpha=1.0 if alpha is None else alpha,
+        reduction="none",
+    )(np.eye(NUM_CLASSES)[labels], logits).numpy()
+    loss = L.SparseFocalLoss(gamma=gamma, alpha=alpha, reduction="none")
+    np.testing.assert_allclose(loss.call(labels, logits).numpy(), oracle, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loss(labels, logits).numpy(), oracle, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        loss.call(labels, logits).numpy(),
+        _np_focal(labels, logits, gamma, alpha),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize("epsilon", [1.0, 2.0, -1.0, 0.0])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_poly1_matches_numpy_formula(epsilon, label_smoothing):
+    labels, logits, _ = _data(seed=2)
+    loss = L.PolyLoss(epsilon=epsilon, label_smoothing=label_smoothing, reduction="none")
+    expected = _np_poly1(labels, logits, epsilon, label_smoothing)
+    np.testing.assert_allclose(loss.call(labels, logits).numpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loss(labels, logits).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_poly1_default_epsilon_is_one_and_hand_computed_value():
+    # p = softmax([0, ln 3]) = [1/4, 3/4]; label 1: CE = ln(4/3), 1 - p_t = 1/4.
+    loss = L.PolyLoss(reduction="none")
+    assert loss.epsilon == 1.0
+    got = loss([1], [[0.0, np.log(3.0)]]).numpy()
+    np.testing.assert_allclose(got, [np.log(4.0 / 3.0) + 0.25], rtol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# reductions and sample weights (Keras __call__ machinery)
+# --------------------------------------------------------------------------
+
+_CASES = [
+    (
+        lambda r: L.SparseCategoricalCrossentropy(
+            class_weights=CLASS_WEIGHTS, label_smoothing=0.1, reduction=r
+        ),
+        lambda y, z: _np_cross_entropy(y, z, 0.1, CLASS_WEIGHTS),
+    ),
+    (
+        lambda r: L.SparseFocalLoss(gamma=2.0, alpha=0.25, reduction=r),
+        lambda y, z: _np_focal(y, z, 2.0, 0.25),
+    ),
+    (
+        lambda r: L.PolyLoss(epsilon=2.0, label_smoothing=0.1, reduction=r),
+        lambda y, z: _np_poly1(y, z, 2.0, 0.1),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", range(len(_CASES)))
+@pytest.mark.parametrize("reduction", ["none", "sum", "sum_over_batch_size"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_reductions_and_sample_weight(case, reduction, weighted):
+    make, oracle = _CASES[case]
+    labels, logits, weights = _data(batch=11, seed=3)
+    w = weights if weighted else None
+    expected = _np_reduce(oracle(labels, logits), w, reduction)
+    got = make(reduction)(labels, logits, sample_weight=w).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", range(len(_CASES)))
+def test_call_is_per_example_for_the_train_step(case):
+    """The tfcustom step: sum(w * loss.call(y, z)) / global_batch_size."""
+    make, oracle = _CASES[case]
+    labels, logits, weights = _data(batch=9, seed=4)
+    loss = make("sum_over_batch_size")  # the reduction must not affect call()
+    per_example = loss.call(labels, logits)
+    assert per_example.shape == (9,)
+    global_batch = 12  # e.g. a partial per-replica batch of a larger global batch
+    step_loss = tf.reduce_sum(per_example * weights) / global_batch
+    np.testing.assert_allclose(
+        step_loss.numpy(), (oracle(labels, logits) * weights).sum() / global_batch, rtol=1e-5
+    )
+
+
+def test_call_computes_in_float32_for_float16_logits():
+    labels, logits, _ = _data(seed=5)
+    for loss in (L.SparseCategoricalCrossentropy(), L.SparseFocalLoss(), L.PolyLoss()):
+        out = loss.call(labels, tf.constant(logits, tf.float16))
+        assert out.dtype == tf.float32
+
+
+def test_works_inside_tf_function_with_unknown_batch():
+    labels, logits, _ = _data(batch=7, seed=6)
+    loss = L.SparseFocalLoss(gamma=1.0, alpha=[0.2, 0.2, 0.2, 0.2, 0.2])
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.int64),
+            tf.TensorSpec([None, NUM_CLASSES], tf.float32),
+        ]
+    )
+    def per_example(y, z):
+        return loss.call(y, z)
+
+    np.testing.assert_allclose(
+        per_example(labels, logits).numpy(), _np_focal(labels, logits, 1.0, 0.2), rtol=1e-5
+    )
+
+
+# --------------------------------------------------------------------------
+# numerical stability and gradients
+# --------------------------------------------------------------------------
+
+_EXTREME_LOGITS = np.array(
+    [
+        [1e4, -1e4, 0.0],
+        [1e4, -1e4, 0.0],
+        [1e4, -1e4, 0.0],
+        [-1e4, -1e4, 1e4],
+        [1e4, 1e4, -1e4],
+        [0.0, 0.0, 0.0],
+    ],
+    dtype="float32",
+)
+_EXTREME_LABELS = np.array([0, 1, 2, 2, 0, 1])
+
+_STABILITY_LOSSES = {
+    "ce": lambda: L.SparseCategoricalCrossentropy(reduction="none"),
+    "ce_smoothed_weighted": lambda: L.SparseCategoricalCrossentropy(
+        class_weights=[1.0, 2.0, 0.5], label_smoothing=0.2, reduction="none"
+    ),
+    "focal_gamma2": lambda: L.SparseFocalLoss(gamma=2.0, reduction="none"),
+    "focal_gamma0.5": lambda: L.SparseFocalLoss(gamma=0.5, alpha=[0.3, 0.3, 0.4], reduction="none"),
+    "focal_gamma0.01": lambda: L.SparseFocalLoss(gamma=0.01, reduction="none"),
+    "focal_gamma0": lambda: L.SparseFocalLoss(gamma=0.0, reduction="none"),
+    "poly1": lambda: L.PolyLoss(reduction="none"),
+    "poly1_smoothed": lambda: L.PolyLoss(epsilon=2.0, label_smoothing=0.1, reduction="none"),
+}
+
+_STABILITY_ORACLES = {
+    "ce": lambda y, z: _np_cross_entropy(y, z),
+    "ce_smoothed_weighted": lambda y, z: _np_cross_entropy(y, z, 0.2, [1.0, 2.0, 0.5]),
+    "focal_gamma2": lambda y, z: _np_focal(y, z, 2.0, None),
+    "focal_gamma0.5": lambda y, z: _np_focal(y, z, 0.5, [0.3, 0.3, 0.4]),
+    "focal_gamma0.01": lambda y, z: _np_focal(y, z, 0.01, None),
+    "focal_gamma0": lambda y, z: _np_focal(y, z, 0.0, None),
+    "poly1": lambda y, z: _np_poly1(y, z, 1.0),
+    "poly1_smoothed": lambda y, z: _np_poly1(y, z, 2.0, 0.1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_STABILITY_LOSSES))
+def test_extreme_logits_give_finite_values_and_gradients(name):
+    loss = _STABILITY_LOSSES[name]()
+    z = tf.constant(_EXTREME_LOGITS)
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        values = loss.call(_EXTREME_LABELS, z)
+        total = tf.reduce_sum(values)
+    grads = tape.gradient(total, z)
+    assert np.all(np.isfinite(values.numpy())), values.numpy()
+    assert np.all(np.isfinite(grads.numpy())), grads.numpy()
+    # values are right, not just finite (e.g. CE of a -1e4 vs +1e4 logit is 2e4)
+    np.testing.assert_allclose(
+        values.numpy(), _STABILITY_ORACLES[name](_EXTREME_LABELS, _EXTREME_LOGITS), rtol=1e-6, atol=1e-6
+    )
+    # gradient of every loss lies in a bounded range: |d loss / d logit| is
+    # O(1) per example for these losses (here at most a few units)
+    assert np.max(np.abs(grads.numpy())) < 20.0
+    # through Keras' reduction machinery too
+    for reduction in ("sum", "sum_over_batch_size"):
+        loss.reduction = reduction
+        assert np.isfinite(loss(_EXTREME_LABELS, _EXTREME_LOGITS).numpy())
+
+
+def test_extreme_crossentropy_value_is_logit_gap():
+    got = L.SparseCategoricalCrossentropy(reduction="none").call([1, 0], [[1e4, -1e4], [1e4, -1e4]])
+    np.testing.assert_allclose(got.numpy(), [2e4, 0.0], rtol=1e-7)
+
+
+_GRADIENT_LOSSES = {
+    "ce": lambda: L.SparseCategoricalCrossentropy(dtype="float64"),
+    "ce_smoothed_weighted": lambda: L.SparseCategoricalCrossentropy(
+        class_weights=CLASS_WEIGHTS, label_smoothing=0.15, dtype="float64"
+    ),
+    "ce_probabilities": lambda: L.SparseCategoricalCrossentropy(
+        label_smoothing=0.1, from_logits=False, dtype="float64"
+    ),
+    "focal_gamma2_alpha_list": lambda: L.SparseFocalLoss(
+        gamma=2.0, alpha=[0.1, 0.4, 0.2, 0.9, 0.6], dtype="float64"
+    ),
+    "focal_gamma0.5": lambda: L.SparseFocalLoss(gamma=0.5, alpha=0.25, dtype="float64"),
+    "poly1": lambda: L.PolyLoss(dtype="float64"),
+    "poly1_smoothed": lambda: L.PolyLoss(epsilon=-0.5, label_smoothing=0.2, dtype="float64"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_GRADIENT_LOSSES))
+def test_gradients_match_finite_differences(name):
+    labels, logits, weights = _data(batch=4, seed=7, scale=2.0)
+    if name == "ce_probabilities":
+        logits = tf.nn.softmax(tf.constant(logits, tf.float64)).numpy()
+    err = _max_gradient_error(_GRADIENT_LOSSES[name](), labels, logits, weights)
+    assert err < 1e-6, err
+
+
+# --------------------------------------------------------------------------
+# labels and argument validation
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss_cls", [L.SparseCategoricalCrossentropy, L.SparseFocalLoss, L.PolyLoss])
+@pytest.mark.parametrize("bad_label", [-1, NUM_CLASSES])
+def test_out_of_range_labels_raise(loss_cls, bad_label):
+    labels, logits, _ = _data(batch=4)
+    labels[2] = bad_label
+    with pytest.raises(tf.errors.InvalidArgumentError, match="labels must be"):
+        loss_cls().call(labels, logits)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="labels must be"):
+        tf.function(lambda y, z: loss_cls().call(y, z))(labels, logits)
+
+
+def test_one_hot_labels_are_rejected_with_a_clear_error():
+    labels, logits, _ = _data(batch=4)
+    with pytest.raises(ConfigError, match="sparse integer labels"):
+        L.SparseCategoricalCrossentropy().call(np.eye(NUM_CLASSES)[labels], logits)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: L.SparseCategoricalCrossentropy(class_weights=[1.0, 2.0]).call([0], np.zeros((1, 3))),
+        lambda: L.SparseFocalLoss(alpha=[0.5, 0.5, 0.5, 0.5]).call([0], np.zeros((1, 3))),
+    ],
+)
+def test_per_class_list_length_must_match_num_classes(make):
+    with pytest.raises(ConfigError, match="one entry per class"):
+        make()
+
+
+@pytest.mark.parametrize(
+    "make, fragment",
+    [
+        (lambda: L.SparseCategoricalCrossentropy(label_smoothing=1.5), "label_smoothing"),
+        (lambda: L.SparseCategoricalCrossentropy(label_smoothing=-0.1), "label_smoothing"),
+        (lambda: L.SparseCategoricalCrossentropy(label_smoothing="0.1"), "label_smoothing"),
+        (lambda: L.SparseCategoricalCrossentropy(class_weights=[]), "class_weights"),
+        (lambda: L.SparseCategoricalCrossentropy(class_weights=[1.0, -1.0]), "class_weights"),
+        (lambda: L.SparseCategoricalCrossentropy(class_weights=["a"]), "class_weights"),
+        (lambda: L.SparseCategoricalCrossentropy(class_weights=3.0), "class_weights"),
+        (lambda: L.SparseCategoricalCrossentropy(from_logits="yes"), "from_logits"),
+        (lambda: L.SparseCategoricalCrossentropy(reduction="avg"), "reduction"),
+        (lambda: L.SparseFocalLoss(gamma=-1.0), "gamma"),
+        (lambda: L.SparseFocalLoss(gamma=float("nan")), "gamma"),
+        (lambda: L.SparseFocalLoss(alpha=-0.5), "alpha"),
+        (lambda: L.SparseFocalLoss(alpha=[0.5, float("inf")]), "alpha"),
+        (lambda: L.PolyLoss(epsilon=-2.0), "epsilon"),
+        (lambda: L.PolyLoss(label_smoothing=2.0), "label_smoothing"),
+    ],
+)
+def test_constructor_validation_uses_error_template(make, fragment):
+    with pytest.raises(ConfigError, match=fragment) as info:
+        make()
+    assert "(received: " in str(info.value)
+
+
+# --------------------------------------------------------------------------
+# registry
+# --------------------------------------------------------------------------
+
+
+def test_registry_names_and_aliases():
+    assert L.names() == sorted(["sparse_categorical_crossentropy", "crossentropy", "focal", "poly1"])
+    assert type(L.get("crossentropy")) is L.SparseCategoricalCrossentropy
+    assert type(L.get("sparse_categorical_crossentropy")) is L.SparseCategoricalCrossentropy
+    focal = L.get("focal", gamma=1.0, alpha=0.5)
+    assert type(focal) is L.SparseFocalLoss and focal.gamma == 1.0 and focal.alpha == 0.5
+    poly = L.get("poly1", epsilon=3.0)
+    assert type(poly) is L.PolyLoss and poly.epsilon == 3.0
+
+
+def test_registry_unknown_name_lists_names():
+    with pytest.raises(ConfigError) as info:
+        L.get("hinge")
+    for name in L.names():
+        assert name in str(info.value)
+
+
+# --------------------------------------------------------------------------
+# serialization
+# --------------------------------------------------------------------------
+
+_SERIALIZABLE = [
+    L.SparseCategoricalCrossentropy(class_weights=CLASS_WEIGHTS, label_smoothing=0.1, name="ce_w"),
+    L.SparseCategoricalCrossentropy(from_logits=False, reduction="sum"),
+    L.SparseFocalLoss(gamma=1.5, alpha=[0.1, 0.4, 0.2, 0.9, 0.6]),
+    L.SparseFocalLoss(gamma=2.0, alpha=0.25, reduction="none"),
+    L.SparseFocalLoss(),
+    L.PolyLoss(epsilon=2.0, label_smoothing=0.05, dtype="float64"),
+]
+
+
+@pytest.mark.parametrize("index", range(len(_SERIALIZABLE)))
+def test_config_round_trip(index):
+    loss = _SERIALIZABLE[index]
+    labels, logits, _ = _data(seed=8)
+    config = loss.get_config()
+    clone = type(loss).from_config(config)
+    assert clone.get_config() == config
+    np.testing.assert_allclose(clone.call(labels, logits), loss.call(labels, logits))
+    # registered under the tfcustom package, through Keras' serialization
+    serialized = keras.saving.serialize_keras_object(loss)
+    assert serialized["registered_name"] == f"tfcustom>{type(loss).__name__}"
+    restored = keras.saving.deserialize_keras_object(serialized, safe_mode=True)
+    assert type(restored) is type(loss) and restored.get_config() == config
+
+
+def _small_model(seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(NUM_CLASSES)])
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        L.SparseCategoricalCrossentropy(class_weights=CLASS_WEIGHTS, label_smoothing=0.1),
+        L.SparseFocalLoss(gamma=1.5, alpha=[0.1, 0.4, 0.2, 0.9, 0.6]),
+        L.PolyLoss(epsilon=2.0, label_smoothing=0.05),
+    ],
+    ids=["crossentropy", "focal", "poly1"],
+)
+def test_save_and_load_in_compiled_keras_model(loss, tmp_path):
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(40, 4)).astype("float32")
+    y = rng.integers(0, NUM_CLASSES, size=40)
+    model = _small_model()
+    model.compile(
+        optimizer="sgd", loss=loss, metrics=[keras.metrics.SparseCategoricalAccuracy()]
+    )
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # gradients flow through fit
+    before = model.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    reloaded = keras.models.load_model(path, safe_mode=True)
+    assert type(reloaded.loss) is type(loss)
+    assert reloaded.loss.get_config() == loss.get_config()
+    after = reloaded.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+    np.testing.assert_allclose(after["loss"], before["loss"], rtol=1e-6)
+    logits = model(x)
+    np.testing.assert_allclose(reloaded.loss(y, logits), loss(y, logits), rtol=1e-6)

@@ -1,0 +1,155 @@
+"""``tfcustom-train`` / ``python examples/train.py``: absl flags -> TrainConfig -> train_and_evaluate.
+
+This module is the only one that reads ``FLAGS``. Flags can come from a file:
+``--flagfile=configs/fashion_mnist_cnn.flags`` (``--config`` is an alias).
+
+Exit codes: 0 done, 2 bad flags / config / data, 3 non-finite loss.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("config", None, "A flagfile (same as --flagfile), e.g. configs/fashion_mnist_cnn.flags.")
+flags.DEFINE_string("dataset", "fashion_mnist", "fashion_mnist, mnist, or tfds:<name>.")
+flags.DEFINE_string("data_dir", None, "Directory with the IDX files (default: $TFCUSTOM_DATA_DIR, then /usr/share/datasets/fashion-mnist).")
+flags.DEFINE_integer("validation_size", 5000, "Training examples held out for validation.")
+flags.DEFINE_string("model", "cnn", "Model name (see tfcustom.models.names()).")
+flags.DEFINE_string("model_kwargs", "{}", 'Model constructor arguments as a JSON object, e.g. \'{"filters": [32, 64]}\'.')
+flags.DEFINE_string("loss", "sparse_categorical_crossentropy", "Loss name (see tfcustom.losses.names()).")
+flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing for the cross-entropy loss.")
+flags.DEFINE_list("metrics", ["accuracy"], "Metric names (see tfcustom.metrics.names()).")
+flags.DEFINE_string("optimizer", "adam", "Optimizer name; prefix sam_ for Sharpness-Aware Minimization (e.g. sam_sgd).")
+flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate.")
+flags.DEFINE_string("lr_schedule", "constant", "constant, cosine, exponential or step.")
+flags.DEFINE_float("warmup_epochs", 0.0, "Linear warm-up length in epochs (cosine schedule).")
+flags.DEFINE_float("weight_decay", None, "Decoupled weight decay of the optimizer.")
+flags.DEFINE_float("momentum", 0.9, "Momentum for sgd/momentum/nesterov/rmsprop.")
+flags.DEFINE_float("clip_global_norm", None, "Clip the gradient to this global norm.")
+flags.DEFINE_float("sam_rho", None, "SAM neighbourhood size (implies SAM).")
+flags.DEFINE_integer("epochs", 10, "Number of epochs.")
+flags.DEFINE_integer("batch_size", 128, "Global batch size.")
+flags.DEFINE_integer("eval_batch_size", 500, "Batch size for validation and test.")
+flags.DEFINE_integer("early_stopping_patience", None, "Stop after this many epochs without improvement of --monitor.")
+flags.DEFINE_string("monitor", "val_accuracy", "Value watched by early stopping.")
+flags.DEFINE_integer("seed", 0, "Random seed (data order, initial weights, dropout).")
+flags.DEFINE_boolean("deterministic", False, "Deterministic TF kernels: two runs give identical histories.")
+flags.DEFINE_boolean("jit_compile", False, "XLA-compile the per-replica forward/backward pass.")
+flags.DEFINE_integer("steps_per_execution", 1, "Train steps per tf.function call.")
+flags.DEFINE_string("on_nonfinite", "stop", "What to do on a NaN/Inf loss: stop or skip.")
+flags.DEFINE_string("output_dir", "runs/default", "Run directory (history, plot, model, results).")
+flags.DEFINE_boolean("overwrite", False, "Replace an existing run in --output_dir.")
+flags.DEFINE_integer("verbose", 1, "1: progress bar per epoch; 0: log lines only.")
+
+for _name in ("validation_size",):
+    flags.register_validator(_name, lambda v: v is not None and v >= 0, message=f"--{_name} must be >= 0 (e.g. --{_name}=5000)")
+for _name in ("epochs", "batch_size", "eval_batch_size", "steps_per_execution"):
+    flags.register_validator(_name, lambda v: v is not None and v >= 1, message=f"--{_name} must be a positive integer (e.g. --{_name}=10)")
+flags.register_validator("learning_rate", lambda v: v > 0, message="--learning_rate must be positive (e.g. --learning_rate=1e-3)")
+flags.register_validator("seed", lambda v: v >= 0, message="--seed must be >= 0")
+flags.register_validator("on_nonfinite", lambda v: v in ("stop", "skip"), message="--on_nonfinite must be stop or skip")
+
+
+def _model_kwargs(text: str):
+    from tfcustom.errors import config_error
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise config_error(f"--model_kwargs is not valid JSON ({e.msg})", text, 'pass a JSON object, e.g. --model_kwargs=\'{"filters": [32, 64]}\'') from None
+    if not isinstance(value, dict):
+        raise config_error("--model_kwargs must be a JSON object", text, 'pass e.g. --model_kwargs=\'{"dropout": 0.3}\'')
+    return value
+
+
+def config_from_flags():
+    """Parse the flags into a :class:`tfcustom.TrainConfig`."""
+    from tfcustom.config import TrainConfig
+
+    return TrainConfig(
+        dataset=FLAGS.dataset,
+        data_dir=FLAGS.data_dir,
+        validation_size=FLAGS.validation_size,
+        model=FLAGS.model,
+        model_kwargs=_model_kwargs(FLAGS.model_kwargs),
+        loss=FLAGS.loss,
+        label_smoothing=FLAGS.label_smoothing,
+        metrics=tuple(FLAGS.metrics),
+        optimizer=FLAGS.optimizer,
+        learning_rate=FLAGS.learning_rate,
+        lr_schedule=FLAGS.lr_schedule,
+        warmup_epochs=FLAGS.warmup_epochs,
+        weight_decay=FLAGS.weight_decay,
+        momentum=FLAGS.momentum,
+        clip_global_norm=FLAGS.clip_global_norm,
+        sam_rho=FLAGS.sam_rho,
+        epochs=FLAGS.epochs,
+        batch_size=FLAGS.batch_size,
+        eval_batch_size=FLAGS.eval_batch_size,
+        early_stopping_patience=FLAGS.early_stopping_patience,
+        monitor=FLAGS.monitor,
+        seed=FLAGS.seed,
+        deterministic=FLAGS.deterministic,
+        jit_compile=FLAGS.jit_compile,
+        steps_per_execution=FLAGS.steps_per_execution,
+        on_nonfinite=FLAGS.on_nonfinite,
+        verbose=FLAGS.verbose,
+    )
+
+
+def main(argv):
+    if len(argv) > 1:
+        print(f"error: unexpected arguments {argv[1:]!r}. Flags take the form --name=value.", file=sys.stderr)
+        return 2
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.set_verbosity(logging.INFO)
+    from tfcustom.errors import NonFiniteLossError, TfcustomError
+    from tfcustom.train import train_and_evaluate
+
+    try:
+        config = config_from_flags()
+        results = train_and_evaluate(config, FLAGS.output_dir, overwrite=FLAGS.overwrite)
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except TfcustomError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    test = results["test"]
+    print(
+        f"Test accuracy: {test.get('accuracy', float('nan')):.4f}  test loss: {test['loss']:.4f}  "
+        f"({results['epochs_run']} epochs, {results['train_time_s']:.0f} s of training; run in {FLAGS.output_dir})"
+    )
+    return 0
+
+
+def _expand_config_alias(argv):
+    """``--config=FILE`` -> ``--flagfile=FILE`` (absl reads flagfiles natively)."""
+    out = []
+    for arg in argv:
+        if arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+            if not os.path.isfile(path):
+                print(f"error: config file not found (received: {path!r}). Pass a file from configs/, e.g. --config=configs/fashion_mnist_cnn.flags.", file=sys.stderr)
+                sys.exit(2)
+            out.append("--flagfile=" + path)
+        else:
+            out.append(arg)
+    return out
+
+
+def run():
+    """Console-script entry point."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.argv = _expand_config_alias(sys.argv)
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,129 @@
+"""The training configuration: one dataclass, validated up front.
+
+The example trainer parses absl flags into a :class:`TrainConfig`; notebooks
+and tests build one directly. :meth:`TrainConfig.validate` checks every field
+and raises :class:`tfcustom.errors.ConfigError` with a message that says what
+is wrong, what was received and what to do.
+
+Example:
+
+>>> config = TrainConfig(model="mlp", epochs=2, batch_size=128)
+>>> config.validate()
+>>> config.replace(epochs=3).epochs
+3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Dict, Optional, Tuple
+
+from tfcustom.errors import check, check_one_of, check_positive_int
+
+LR_SCHEDULES = ("constant", "cosine", "exponential", "step")
+NONFINITE_POLICIES = ("stop", "skip")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a training run."""
+
+    # data
+    dataset: str = "fashion_mnist"
+    data_dir: Optional[str] = None
+    validation_size: int = 5000
+    # model and objective
+    model: str = "cnn"
+    model_kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    loss: str = "sparse_categorical_crossentropy"
+    label_smoothing: float = 0.0
+    metrics: Tuple[str, ...] = ("accuracy",)
+    # optimization
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    lr_schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    weight_decay: Optional[float] = None
+    momentum: float = 0.9
+    clip_global_norm: Optional[float] = None
+    sam_rho: Optional[float] = None
+    epochs: int = 10
+    batch_size: int = 128
+    early_stopping_patience: Optional[int] = None
+    monitor: str = "val_accuracy"
+    # execution
+    seed: int = 0
+    deterministic: bool = False
+    jit_compile: bool = False
+    steps_per_execution: int = 1
+    on_nonfinite: str = "stop"
+    eval_batch_size: int = 500
+    verbose: int = 1
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["metrics"] = list(self.metrics)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        check(not unknown, "unknown config fields", unknown, f"use only: {', '.join(sorted(known))}")
+        d = dict(d)
+        if "metrics" in d:
+            d["metrics"] = tuple(d["metrics"])
+        return cls(**d)
+
+    def validate(self) -> "TrainConfig":
+        """Check every field; return self. Names (model, loss, ...) are checked
+        against the registries."""
+        from tfcustom import losses, models, optimizers
+        from tfcustom.data import DATASET_NAMES
+
+        check(
+            self.dataset in DATASET_NAMES[:-1] or self.dataset.startswith("tfds:"),
+            "unknown dataset", self.dataset,
+            f"use one of: {', '.join(DATASET_NAMES)}",
+        )
+        check(isinstance(self.validation_size, int) and self.validation_size >= 0, "validation_size must be an integer >= 0", self.validation_size, "pass 0 to train without validation, or a positive count")
+        check_one_of("model", self.model, models.names())
+        check(isinstance(self.model_kwargs, dict), "model_kwargs must be a dict (JSON object)", self.model_kwargs, 'pass e.g. --model_kwargs=\'{"filters": [32, 64]}\'')
+        check_one_of("loss", self.loss, losses.names())
+        check(0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)", self.label_smoothing, "pass e.g. 0.1")
+        from tfcustom import metrics as metrics_lib
+
+        for m in self.metrics:
+            check_one_of("metric", m, metrics_lib.names())
+        base, _ = _split_sam(self.optimizer)
+        check_one_of("optimizer", self.optimizer, optimizers.names() + [f"sam_{n}" for n in optimizers.names()])
+        check(self.learning_rate > 0, "learning_rate must be positive", self.learning_rate, "pass e.g. 1e-3")
+        check_one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check(self.warmup_epochs >= 0, "warmup_epochs must be >= 0", self.warmup_epochs, "pass 0 for no warm-up")
+        check(self.weight_decay is None or self.weight_decay >= 0, "weight_decay must be >= 0", self.weight_decay, "pass e.g. 1e-4, or leave it unset")
+        check(0.0 <= self.momentum < 1.0, "momentum must be in [0, 1)", self.momentum, "pass e.g. 0.9")
+        check(self.clip_global_norm is None or self.clip_global_norm > 0, "clip_global_norm must be positive", self.clip_global_norm, "pass e.g. 1.0, or leave it unset")
+        check(self.sam_rho is None or self.sam_rho >= 0, "sam_rho must be >= 0", self.sam_rho, "pass e.g. 0.05")
+        check_positive_int("epochs", self.epochs)
+        check_positive_int("batch_size", self.batch_size)
+        check_positive_int("eval_batch_size", self.eval_batch_size)
+        check(self.early_stopping_patience is None or (isinstance(self.early_stopping_patience, int) and self.early_stopping_patience >= 0), "early_stopping_patience must be an integer >= 0", self.early_stopping_patience, "pass e.g. 3, or leave it unset")
+        check(isinstance(self.seed, int) and self.seed >= 0, "seed must be an integer >= 0", self.seed, "pass e.g. --seed=0")
+        check_positive_int("steps_per_execution", self.steps_per_execution)
+        check_one_of("on_nonfinite policy", self.on_nonfinite, NONFINITE_POLICIES)
+        check(self.validation_size > 0 or not self.monitor.startswith("val_") or self.early_stopping_patience is None,
+              "early stopping monitors a validation metric but validation_size is 0", self.monitor, "set validation_size > 0 or monitor a training metric")
+        return self
+
+
+def _split_sam(name: str):
+    if name.startswith("sam_"):
+        return name[len("sam_"):], True
+    return name, False

@@ -1,0 +1,137 @@
+"""Turn in-memory splits into ``tf.data`` input, per epoch and per replica.
+
+An :class:`InputPipeline` is a recipe, not a dataset: ``pipeline.dataset(epoch,
+skip_batches, input_context)`` builds the input of one epoch. The order of an
+epoch is a seeded permutation of ``(seed, epoch)``, so any epoch can be rebuilt
+exactly, from any batch (``skip_batches``): that is what exact resume needs.
+Under a ``tf.distribute`` strategy the pipeline is sharded per input pipeline
+and batched per replica (``distribute_datasets_from_function``), so that the
+union of the replicas' batches at a step is the same set of examples as the
+single-device batch.
+
+Example:
+
+>>> train, val = split_validation(ds.train, num_validation=5000, seed=0)
+>>> pipe = InputPipeline(train, batch_size=128, shuffle=True, seed=0)
+>>> for x, y in pipe.dataset(epoch=0): ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from tfcustom.data.sources import Split
+from tfcustom.errors import check, check_positive_int
+
+
+def split_validation(train: Split, num_validation: int = 5000, seed: int = 0):
+    """Carve a validation split out of ``train``, deterministic given ``seed``.
+
+    Returns ``(train, validation)``; ``validation`` is None if ``num_validation`` is 0.
+    """
+    check(
+        isinstance(num_validation, int) and 0 <= num_validation < len(train),
+        "validation size must be in [0, number of training examples)",
+        num_validation,
+        f"pass a validation size below {len(train)}",
+    )
+    if num_validation == 0:
+        return train, None
+    order = np.random.default_rng(seed).permutation(len(train))
+    val_idx, train_idx = np.sort(order[:num_validation]), np.sort(order[num_validation:])
+    return Split(train.x[train_idx], train.y[train_idx]), Split(train.x[val_idx], train.y[val_idx])
+
+
+def normalize_images(x):
+    """uint8 images -> float32 in [0, 1]; float images are cast to float32 as they are."""
+    if x.dtype == tf.uint8:
+        return tf.cast(x, tf.float32) / 255.0
+    return tf.cast(x, tf.float32)
+
+
+@dataclasses.dataclass
+class InputPipeline:
+    """Batched, optionally shuffled ``tf.data`` input over one :class:`Split`.
+
+    Args:
+      split: the examples.
+      batch_size: the **global** batch size (summed over replicas).
+      shuffle: a new seeded order every epoch (training); False keeps file order.
+      seed: base seed of the per-epoch orders.
+      drop_remainder: drop the final partial batch. Off by default: evaluation
+        must see every example.
+      cache: cache the normalised examples in memory (useful for evaluation
+        pipelines that are read many times).
+    """
+
+    split: Split
+    batch_size: int
+    shuffle: bool = False
+    seed: int = 0
+    drop_remainder: bool = False
+    cache: bool = False
+
+    def __post_init__(self):
+        check_positive_int("batch_size", self.batch_size)
+        check(
+            self.batch_size <= len(self.split),
+            "batch size is larger than the dataset",
+            (self.batch_size, len(self.split)),
+            f"use a batch size of at most {len(self.split)}",
+        )
+        self._x = None
+        self._y = None
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        n = len(self.split)
+        return n // self.batch_size if self.drop_remainder else math.ceil(n / self.batch_size)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """Indices of the examples of ``epoch`` in the order they are read."""
+        n = len(self.split)
+        if not self.shuffle:
+            return np.arange(n, dtype=np.int64)
+        return np.random.default_rng([self.seed, epoch]).permutation(n).astype(np.int64)
+
+    def _tensors(self):
+        if self._x is None:
+            with tf.device("/cpu:0"):
+                self._x = tf.constant(self.split.x)
+                self._y = tf.constant(self.split.y)
+        return self._x, self._y
+
+    def dataset(self, epoch: int = 0, skip_batches: int = 0, input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
+        """The input of one epoch, starting after ``skip_batches`` global batches."""
+        batch = self.batch_size
+        indices = self.order(epoch)
+        if self.drop_remainder:
+            indices = indices[: self.steps_per_epoch * batch]
+        indices = indices[skip_batches * batch:]
+        if input_context is not None:
+            replicas = input_context.num_replicas_in_sync
+            check(
+                batch % replicas == 0,
+                f"global batch size must divide evenly by the {replicas} replicas",
+                batch,
+                f"use a multiple of {replicas}",
+            )
+            batch = input_context.get_per_replica_batch_size(batch)
+            indices = indices[input_context.input_pipeline_id::input_context.num_input_pipelines]
+        x, y = self._tensors()
+        ds = tf.data.Dataset.from_tensor_slices(indices).batch(batch, drop_remainder=self.drop_remainder)
+        ds = ds.map(lambda i: (normalize_images(tf.gather(x, i)), tf.gather(y, i)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if self.cache and not self.shuffle:
+            ds = ds.cache()
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        options.deterministic = True
+        return ds.with_options(options).prefetch(tf.data.AUTOTUNE)

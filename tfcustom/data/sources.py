@@ -1,0 +1,199 @@
+"""Where examples come from: IDX files, TFDS, or NumPy arrays.
+
+Every source returns a :class:`Dataset` of in-memory NumPy arrays (uint8 or
+float images and int32 labels) that the pipeline in
+:mod:`tfcustom.data.pipeline` turns into ``tf.data`` input.
+
+Example:
+
+>>> ds = load("fashion_mnist")          # IDX files from the default directory
+>>> ds.train.x.shape, ds.test.x.shape
+((60000, 28, 28, 1), (10000, 28, 28, 1))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+
+from tfcustom.data.idx import read_idx
+from tfcustom.errors import check, config_error, data_error
+
+DEFAULT_DATA_DIRS = {
+    "fashion_mnist": "/usr/share/datasets/fashion-mnist",
+    "mnist": "/usr/share/datasets/mnist",
+}
+DATA_DIR_ENV = "TFCUSTOM_DATA_DIR"
+
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+MNIST_CLASSES = tuple(str(i) for i in range(10))
+
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """Images ``x`` of shape (N, H, W, C) and integer labels ``y`` of shape (N,)."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A classification dataset held in memory."""
+
+    name: str
+    train: Split
+    test: Split
+    num_classes: int
+    class_names: Sequence[str]
+
+    @property
+    def input_shape(self):
+        return tuple(self.train.x.shape[1:])
+
+
+def validate_split(split: Split, num_classes: int, where: str) -> Split:
+    """Check shapes and label range; return the split with int32 labels."""
+    x, y = np.asarray(split.x), np.asarray(split.y)
+    if x.shape[0] != y.shape[0]:
+        raise data_error(
+            f"{where}: images and labels differ in count",
+            (x.shape[0], y.shape[0]),
+            "pass one label per example",
+        )
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise data_error(f"{where}: labels must be a vector of class ids", y.shape, "pass integer labels of shape (N,)")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.all(np.equal(np.mod(y, 1), 0)):
+            raise data_error(f"{where}: labels must be integer class ids", str(y.dtype), "pass integer labels, not one-hot or probabilities")
+    if y.size:
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= num_classes:
+            raise data_error(
+                f"{where}: labels outside [0, {num_classes})",
+                (lo, hi),
+                f"check the labels or set num_classes to at least {hi + 1}",
+            )
+    if x.ndim == 3:  # (N, H, W) grey images -> add a channel axis
+        x = x[..., None]
+    return Split(x=x, y=y.astype(np.int32))
+
+
+def resolve_data_dir(name: str, data_dir: Optional[str] = None) -> str:
+    """``data_dir`` argument, then ``$TFCUSTOM_DATA_DIR``, then the Debian path."""
+    return data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIRS[name]
+
+
+def load_idx_dataset(name: str, data_dir: Optional[str] = None) -> Dataset:
+    """Load MNIST or Fashion-MNIST from the four IDX ``.gz`` (or plain) files."""
+    check(name in DEFAULT_DATA_DIRS, "no IDX layout known for dataset", name, "use 'fashion_mnist' or 'mnist'")
+    directory = resolve_data_dir(name, data_dir)
+    if not os.path.isdir(directory):
+        hint = (
+            "install it with `apt-get install dataset-fashion-mnist` or pass --data_dir"
+            if name == "fashion_mnist"
+            else "put the four MNIST IDX files there and pass --data_dir (or $TFCUSTOM_DATA_DIR)"
+        )
+        raise data_error(f"{name} data directory does not exist", directory, hint)
+    splits = {}
+    for split, (img_base, lbl_base) in IDX_FILES.items():
+        paths = []
+        for base in (img_base, lbl_base):
+            candidates = [os.path.join(directory, base + ext) for ext in (".gz", "")]
+            found = next((p for p in candidates if os.path.isfile(p)), None)
+            if found is None:
+                raise data_error(
+                    f"{name}: file {base}.gz is missing from {directory}",
+                    sorted(os.listdir(directory)),
+                    "reinstall the dataset or point --data_dir at a directory with all four IDX files",
+                )
+            paths.append(found)
+        images = read_idx(paths[0], expected_ndim=3)
+        labels = read_idx(paths[1], expected_ndim=1)
+        if images.shape[0] != labels.shape[0]:
+            raise data_error(
+                f"{name}: {os.path.basename(paths[0])} and {os.path.basename(paths[1])} hold different numbers of examples",
+                (images.shape[0], labels.shape[0]),
+                "the files come from different datasets or one is corrupt; reinstall them",
+            )
+        splits[split] = validate_split(Split(images, labels), 10, f"{name} {split} ({paths[1]})")
+    classes = FASHION_MNIST_CLASSES if name == "fashion_mnist" else MNIST_CLASSES
+    return Dataset(name, splits["train"], splits["test"], 10, classes)
+
+
+def load_tfds_dataset(name: str, data_dir: Optional[str] = None, image_key: str = "image", label_key: str = "label") -> Dataset:
+    """Load any TFDS dataset with (image, label) features into memory.
+
+    Downloads through TFDS when the data is not prepared in ``data_dir``
+    (which needs a network). Uses the ``train`` and ``test`` splits.
+    """
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as e:  # DatasetNotFoundError and friends
+        raise config_error(f"unknown TFDS dataset ({type(e).__name__})", name, "use a name from `tfds.list_builders()`") from None
+    info = builder.info
+    for key in (image_key, label_key):
+        check(key in info.features, f"TFDS dataset {name} has no feature '{key}'", list(info.features), "choose a dataset with image and label features")
+    num_classes = int(info.features[label_key].num_classes)
+    class_names = list(info.features[label_key].names)
+    try:
+        builder.download_and_prepare()
+    except Exception as e:
+        raise data_error(
+            f"could not download or prepare TFDS dataset {name} ({type(e).__name__}: {e})",
+            data_dir,
+            "check the network, or prepare the dataset elsewhere and pass its --data_dir",
+        ) from None
+    splits = {}
+    for split in ("train", "test"):
+        check(split in info.splits, f"TFDS dataset {name} has no '{split}' split", list(info.splits), "choose a dataset with train and test splits")
+        ds = builder.as_dataset(split=split, as_supervised=False)
+        xs, ys = [], []
+        for ex in tfds.as_numpy(ds):
+            xs.append(ex[image_key])
+            ys.append(ex[label_key])
+        splits[split] = validate_split(Split(np.stack(xs), np.asarray(ys)), num_classes, f"TFDS {name} {split}")
+    return Dataset(name, splits["train"], splits["test"], num_classes, class_names)
+
+
+def from_numpy(x_train, y_train, x_test, y_test, num_classes: Optional[int] = None, class_names=None, name: str = "numpy") -> Dataset:
+    """Wrap in-memory arrays as a :class:`Dataset` (labels validated)."""
+    if num_classes is None:
+        num_classes = int(max(np.max(y_train), np.max(y_test))) + 1
+    class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+    train = validate_split(Split(np.asarray(x_train), np.asarray(y_train)), num_classes, f"{name} train")
+    test = validate_split(Split(np.asarray(x_test), np.asarray(y_test)), num_classes, f"{name} test")
+    if train.x.shape[1:] != test.x.shape[1:]:
+        raise data_error("train and test examples differ in shape", (train.x.shape[1:], test.x.shape[1:]), "pass arrays of the same example shape")
+    return Dataset(name, train, test, num_classes, class_names)
+
+
+def load(name: str, data_dir: Optional[str] = None) -> Dataset:
+    """Load a dataset by name: ``fashion_mnist`` / ``mnist`` from IDX files,
+    or ``tfds:<name>`` (e.g. ``tfds:cifar10``) through TFDS."""
+    if name in DEFAULT_DATA_DIRS:
+        return load_idx_dataset(name, data_dir)
+    if name.startswith("tfds:"):
+        return load_tfds_dataset(name[len("tfds:"):], data_dir)
+    raise config_error("unknown dataset", name, "use 'fashion_mnist', 'mnist' or 'tfds:<name>' (any TFDS image classification dataset)")
+
+
+DATASET_NAMES = tuple(DEFAULT_DATA_DIRS) + ("tfds:<name>",)

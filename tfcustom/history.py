@@ -1,0 +1,98 @@
+"""Per-epoch training history: in memory, as ``history.json`` / ``history.csv``, and as a plot.
+
+Example:
+
+>>> h = History()
+>>> h.append({"epoch": 1, "loss": 0.5, "val_loss": 0.6})
+>>> h.write("runs/demo")          # history.json + history.csv
+>>> h.plot("runs/demo/learning_curves.png")
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from typing import Dict, List
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+class History:
+    """A list of per-epoch records (dicts of floats), with one column per key."""
+
+    def __init__(self, records: List[Dict[str, float]] | None = None):
+        self.records: List[Dict[str, float]] = list(records or [])
+
+    def append(self, record: Dict[str, float]) -> None:
+        self.records.append({k: (float(v) if not isinstance(v, int) else v) for k, v in record.items()})
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key: str) -> List[float]:
+        return [r.get(key) for r in self.records]
+
+    @property
+    def history(self) -> Dict[str, List[float]]:
+        """Keras-style ``{metric: [value per epoch]}``."""
+        return {k: self[k] for k in self.keys()}
+
+    def keys(self) -> List[str]:
+        keys: List[str] = []
+        for r in self.records:
+            keys.extend(k for k in r if k not in keys)
+        return keys
+
+    def to_json(self) -> str:
+        return json.dumps(self.records, indent=2)
+
+    def write(self, directory: str) -> None:
+        """Write ``history.json`` and ``history.csv`` into ``directory`` (atomically)."""
+        os.makedirs(directory, exist_ok=True)
+        _atomic_write_text(os.path.join(directory, "history.json"), self.to_json() + "\n")
+        keys = self.keys()
+        tmp = os.path.join(directory, "history.csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            for r in self.records:
+                writer.writerow(r)
+        os.replace(tmp, os.path.join(directory, "history.csv"))
+
+    @classmethod
+    def read(cls, directory: str) -> "History":
+        with open(os.path.join(directory, "history.json")) as f:
+            return cls(json.load(f))
+
+    def plot(self, path: str, metric: str = "accuracy") -> str:
+        """Learning curves: train vs validation loss and ``metric`` per epoch.
+
+        Where validation loss rises while training loss falls, the model overfits.
+        """
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        epochs = self["epoch"]
+        panels = [k for k in ("loss", metric) if k in self.keys()]
+        fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+        for ax, key in zip(axes[0], panels):
+            ax.plot(epochs, self[key], "o-", label=f"train {key}")
+            if f"val_{key}" in self.keys():
+                ax.plot(epochs, self[f"val_{key}"], "s-", label=f"validation {key}")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(key)
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.suptitle("Learning curves (validation above train = overfitting)")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path

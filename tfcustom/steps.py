@@ -1,0 +1,283 @@
+"""The train, test and predict steps: one GradientTape implementation for every strategy.
+
+Read this file top to bottom to see exactly what one training step computes:
+
+1. Each replica takes its batch ``(x, y[, sample_weight])`` and the **global**
+   number of examples in the step (an all-reduce of the replicas' batch sizes).
+2. :func:`compute_loss_and_gradients` runs the forward pass with
+   ``training=True`` under a ``tf.GradientTape``; the loss is
+   ``sum(per_example_loss * sample_weight) / global_examples`` plus the model's
+   regularization losses divided by the replica count, so that summing the
+   replicas' gradients gives the gradient of the global-batch mean loss, on one
+   device or on many. This part may be XLA-compiled (``jit_compile``).
+3. The replicas' gradients are summed (``strategy.reduce``), optionally clipped
+   by their global norm, checked for NaN/Inf, and applied by the optimizer once.
+4. Metrics are updated per replica (their variables sum across replicas on read).
+
+``make_train_step`` returns a ``tf.function`` that runs up to
+``steps_per_execution`` such steps from a (distributed) iterator in one call.
+The Trainer uses exactly these functions; a custom loop can too:
+
+>>> step = make_train_step(model, loss, optimizer, metrics=[acc], loss_tracker=mean)
+>>> out = step(iter(dataset), tf.constant(1))
+>>> float(out["loss"])
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import keras
+import tensorflow as tf
+
+from tfcustom.errors import check, check_one_of
+
+NONFINITE_POLICIES = ("stop", "skip")
+
+
+def unpack_batch(batch):
+    """``(x, y)`` or ``(x, y, sample_weight)`` -> ``(x, y, sample_weight or None)``."""
+    if isinstance(batch, dict):
+        return batch["x"], batch["y"], batch.get("sample_weight")
+    if len(batch) == 2:
+        return batch[0], batch[1], None
+    return batch[0], batch[1], batch[2]
+
+
+def per_example_loss(loss: keras.losses.Loss, y, y_pred, sample_weight=None):
+    """Per-example loss values (shape [batch]), weighted by ``sample_weight``.
+
+    ``loss.call`` is a Keras loss' unreduced computation; reduction is done by
+    the step so that it is over the *global* batch.
+    """
+    values = loss.call(y, y_pred)
+    values = tf.cast(values, tf.float32)
+    if values.shape.rank is not None and values.shape.rank > 1:
+        values = tf.reshape(values, [tf.shape(values)[0], -1])
+        values = tf.reduce_mean(values, axis=-1)
+    if sample_weight is not None:
+        values = values * tf.cast(tf.reshape(sample_weight, [-1]), values.dtype)
+    return values
+
+
+def regularization_loss(model: keras.Model, num_replicas):
+    """The model's ``losses`` (weight penalties etc.), divided by the replica count."""
+    if not model.losses:
+        return tf.constant(0.0)
+    total = tf.add_n([tf.cast(l, tf.float32) for l in model.losses])
+    return total / tf.cast(num_replicas, tf.float32)
+
+
+def compute_loss_and_gradients(model, loss, x, y, sample_weight, global_examples, num_replicas):
+    """Forward and backward pass of one replica.
+
+    Returns a dict with ``grads`` (list aligned with
+    ``model.trainable_variables``), ``loss`` (this replica's share of the
+    global-batch loss, i.e. what its gradients are the gradient of),
+    ``per_example`` (weighted per-example losses), ``y_pred`` and
+    ``regularization`` (the model's total regularization loss, unscaled).
+
+    This is the default ``gradient_fn`` of :func:`make_train_step`; a variant
+    (e.g. :class:`tfcustom.sam.SAM`) takes the same arguments and returns the
+    same dict.
+    """
+    with tf.GradientTape() as tape:
+        y_pred = model(x, training=True)
+        values = per_example_loss(loss, y, y_pred, sample_weight)
+        regularization = regularization_loss(model, 1)
+        replica_loss = tf.reduce_sum(values) / global_examples + regularization / tf.cast(num_replicas, tf.float32)
+    grads = tape.gradient(replica_loss, model.trainable_variables)
+    return {
+        "grads": grads,
+        "loss": replica_loss,
+        "per_example": values,
+        "y_pred": y_pred,
+        "regularization": regularization,
+    }
+
+
+def _global_examples(y):
+    """All-reduce (sum over replicas) of this replica's batch size, as float32."""
+    local = tf.cast(tf.shape(y)[0], tf.float32)
+    ctx = tf.distribute.get_replica_context()
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, local)
+
+
+def update_metrics(metrics, loss_tracker, y, y_pred, per_example, extra_loss, sample_weight, valid=None):
+    """Update the loss tracker (mean over examples) and the metrics of one replica.
+
+    ``valid`` (a scalar bool) masks the update out, used to skip a non-finite step
+    without a Python branch.
+    """
+    weight = tf.ones_like(per_example) if sample_weight is None else tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
+    values = per_example + extra_loss
+    if valid is not None:
+        values = tf.where(valid, values, tf.zeros_like(values))
+        weight = weight * tf.cast(valid, weight.dtype)
+    if loss_tracker is not None:
+        # Every example counts once (sample weights are already in the values),
+        # as in Keras' loss tracker.
+        count = tf.ones_like(values)
+        if valid is not None:
+            count = count * tf.cast(valid, count.dtype)
+        loss_tracker.update_state(values, sample_weight=count)
+    for metric in metrics:
+        metric.update_state(y, y_pred, sample_weight=weight if (sample_weight is not None or valid is not None) else None)
+
+
+def _all_finite(values):
+    flags = [tf.reduce_all(tf.math.is_finite(v)) for v in values if v is not None]
+    return tf.reduce_all(tf.stack(flags)) if flags else tf.constant(True)
+
+
+def make_train_step(
+    model: keras.Model,
+    loss: keras.losses.Loss,
+    optimizer: keras.optimizers.Optimizer,
+    metrics: Sequence[keras.metrics.Metric] = (),
+    *,
+    loss_tracker: Optional[keras.metrics.Mean] = None,
+    strategy: Optional[tf.distribute.Strategy] = None,
+    clip_global_norm: Optional[float] = None,
+    jit_compile: bool = False,
+    on_nonfinite: str = "stop",
+    gradient_fn: Callable = compute_loss_and_gradients,
+) -> Callable:
+    """Build the compiled training step.
+
+    Returns ``train_step(iterator, num_steps)``: runs ``num_steps`` (a scalar
+    int32 tensor, so that changing it does not retrace) steps from
+    ``iterator`` and returns a dict of tensors:
+
+    * ``loss``: global-batch loss of the last step run;
+    * ``replica_losses``: a [num_replicas] vector, each replica's share of the
+      last step's loss (they sum to ``loss``);
+    * ``steps_run``: number of updates applied;
+    * ``nonfinite``: True if a step met a NaN/Inf loss or gradient;
+    * ``skipped``: number of steps skipped because of NaN/Inf (policy ``skip``).
+
+    With ``on_nonfinite="stop"`` the loop ends at the first non-finite step
+    *without* applying it, so the variables stay finite.
+    """
+    check_one_of("on_nonfinite policy", on_nonfinite, NONFINITE_POLICIES)
+    check(
+        clip_global_norm is None or clip_global_norm > 0,
+        "clip_global_norm must be positive",
+        clip_global_norm,
+        "pass a positive norm or None to disable clipping",
+    )
+    strategy = strategy or tf.distribute.get_strategy()
+    metrics = list(metrics)
+    grad_impl = tf.function(gradient_fn, jit_compile=True) if jit_compile else gradient_fn
+    variables = model.trainable_variables
+    num_replicas = strategy.num_replicas_in_sync
+
+    def replica_grads(batch):
+        x, y, sw = unpack_batch(batch)
+        ctx = tf.distribute.get_replica_context()
+        global_examples = _global_examples(y)
+        out = grad_impl(model, loss, x, y, sw, global_examples, ctx.num_replicas_in_sync)
+        metric_args = (y, out["y_pred"], out["per_example"], out["regularization"], sw)
+        return out["grads"], tf.reshape(out["loss"], [1]), metric_args
+
+    def replica_metrics(y, y_pred, per_example, reg, sw, valid):
+        update_metrics(metrics, loss_tracker, y, y_pred, per_example, reg, sw, valid)
+
+    def one_step(iterator):
+        batch = next(iterator)
+        grads, replica_loss, metric_args = strategy.run(replica_grads, args=(batch,))
+        grads = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in grads]
+        replica_losses = tf.reshape(strategy.gather(replica_loss, axis=0), [num_replicas])
+        loss_value = tf.reduce_sum(replica_losses)
+        if clip_global_norm is not None:
+            grads, _ = tf.clip_by_global_norm(grads, clip_global_norm)
+        finite = tf.logical_and(_all_finite(grads), tf.math.is_finite(loss_value))
+        tf.cond(finite, lambda: _apply(grads), lambda: tf.no_op())
+        strategy.run(replica_metrics, args=metric_args + (finite,))
+        return loss_value, replica_losses, finite
+
+    def _apply(grads):
+        optimizer.apply_gradients(zip(grads, variables))
+        return tf.no_op()
+
+    stop_on_nonfinite = on_nonfinite == "stop"
+
+    @tf.function
+    def train_step(iterator, num_steps):
+        loss_value = tf.constant(0.0)
+        replica_losses = tf.zeros([num_replicas])
+        steps_run = tf.constant(0)
+        skipped = tf.constant(0)
+        nonfinite = tf.constant(False)
+        for _ in tf.range(num_steps):
+            loss_value, replica_losses, finite = one_step(iterator)
+            if finite:
+                steps_run += 1
+            else:
+                nonfinite = tf.constant(True)
+                skipped += 1
+                if stop_on_nonfinite:
+                    break
+        return {
+            "loss": loss_value,
+            "replica_losses": replica_losses,
+            "steps_run": steps_run,
+            "skipped": skipped,
+            "nonfinite": nonfinite,
+        }
+
+    return train_step
+
+
+def make_test_step(
+    model: keras.Model,
+    loss: keras.losses.Loss,
+    metrics: Sequence[keras.metrics.Metric] = (),
+    *,
+    loss_tracker: Optional[keras.metrics.Mean] = None,
+    strategy: Optional[tf.distribute.Strategy] = None,
+) -> Callable:
+    """Build the compiled evaluation loop.
+
+    Returns ``test_loop(iterator)``: reads the (distributed) iterator to its end
+    in one ``tf.function`` call and, per replica, updates ``loss_tracker``
+    (an exact mean over examples) and ``metrics`` with ``training=False``.
+    Partial final batches are kept, so under any number of replicas the
+    counts equal the single-device ones. Returns the number of steps run.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    metrics = list(metrics)
+
+    def replica_fn(batch):
+        x, y, sw = unpack_batch(batch)
+        y_pred = model(x, training=False)
+        values = per_example_loss(loss, y, y_pred, sw)
+        update_metrics(metrics, loss_tracker, y, y_pred, values, 0.0, sw)
+
+    @tf.function
+    def test_loop(iterator):
+        steps = tf.constant(0)
+        while tf.constant(True):
+            optional = iterator.get_next_as_optional()
+            if not optional.has_value():
+                break
+            strategy.run(replica_fn, args=(optional.get_value(),))
+            steps += 1
+        return steps
+
+    return test_loop
+
+
+def make_predict_step(model: keras.Model) -> Callable:
+    """Build ``predict_step(x)``: the model's outputs with ``training=False``.
+
+    Prediction runs on the local device (mirrored variables are read from the
+    local copy) over the unsharded input, so outputs keep the input order under
+    any strategy. Traced once for a batch dimension of any size.
+    """
+
+    @tf.function(reduce_retracing=True)
+    def predict_step(x):
+        return model(x, training=False)
+
+    return predict_step
