@@ -2,7 +2,7 @@
 
 Oracles: Keras' built-in categorical losses on one-hot labels, and NumPy
 formulas written here in float64. Gradients: tape vs central finite
-differences (a small helper below, in float64).
+differences in float64 (tfcustom.testing.check_gradients).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from tfcustom import losses as L
 from tfcustom.errors import ConfigError
+from tfcustom.testing import check_gradients
 
 NUM_CLASSES = 5
 CLASS_WEIGHTS = [1.0, 2.5, 0.5, 0.0, 3.0]
@@ -76,33 +77,6 @@ def _np_reduce(per_example, weights, reduction):
     if reduction == "sum":
         return v.sum()
     return v.sum() / v.size  # sum_over_batch_size
-
-
-# --------------------------------------------------------------------------
-# finite-difference helper (tfcustom.testing did not exist when written)
-# --------------------------------------------------------------------------
-
-
-def _max_gradient_error(loss, labels, logits, coeffs, h=1e-6):
-    """Max |tape - central FD| / max(1, |FD|) of f(z) = sum(coeffs * loss.call)."""
-    z = tf.constant(np.asarray(logits, np.float64))
-    c = tf.constant(np.asarray(coeffs, np.float64))
-
-    def f(zz):
-        return tf.reduce_sum(c * loss.call(labels, zz))
-
-    with tf.GradientTape() as tape:
-        tape.watch(z)
-        value = f(z)
-    tape_grad = tape.gradient(value, z).numpy()
-    base = z.numpy()
-    fd = np.zeros_like(base)
-    for idx in np.ndindex(base.shape):
-        plus, minus = base.copy(), base.copy()
-        plus[idx] += h
-        minus[idx] -= h
-        fd[idx] = (f(tf.constant(plus)).numpy() - f(tf.constant(minus)).numpy()) / (2 * h)
-    return float(np.max(np.abs(tape_grad - fd) / np.maximum(1.0, np.abs(fd))))
 
 
 # --------------------------------------------------------------------------
@@ -170,6 +144,17 @@ def test_focal_matches_keras_categorical_focal(gamma, alpha):
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+def test_focal_from_probabilities_matches_keras():
+    labels, logits, _ = _data(seed=11)
+    probs = tf.nn.softmax(logits).numpy()
+    alpha = [0.1, 0.4, 0.2, 0.9, 0.6]
+    oracle = keras.losses.CategoricalFocalCrossentropy(
+        from_logits=False, gamma=1.5, alpha=alpha, reduction="none"
+    )(np.eye(NUM_CLASSES)[labels], probs).numpy()
+    got = L.SparseFocalLoss(gamma=1.5, alpha=alpha, from_logits=False).call(labels, probs)
+    np.testing.assert_allclose(got.numpy(), oracle, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("epsilon", [1.0, 2.0, -1.0, 0.0])
@@ -357,7 +342,9 @@ def test_gradients_match_finite_differences(name):
     labels, logits, weights = _data(batch=4, seed=7, scale=2.0)
     if name == "ce_probabilities":
         logits = tf.nn.softmax(tf.constant(logits, tf.float64)).numpy()
-    err = _max_gradient_error(_GRADIENT_LOSSES[name](), labels, logits, weights)
+    loss = _GRADIENT_LOSSES[name]()
+    coeffs = tf.constant(weights, tf.float64)  # distinct weight per example
+    err = check_gradients(lambda z: coeffs * loss.call(labels, z), logits)
     assert err < 1e-6, err
 
 

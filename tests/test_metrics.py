@@ -236,7 +236,7 @@ def test_update_inside_tf_function_matches_eager():
     eager = _accumulate(M.F1Score(C), labels, logits, weights)
     metric = M.F1Score(C)
 
-    @tf.function
+    @tf.function(reduce_retracing=True)
     def update(y, z, w):
         metric.update_state(y, z, w)
 

@@ -379,11 +379,13 @@ def names():
     return sorted(_REGISTRY)
 
 
-def get(name, num_classes, **kwargs):
+def get(name, /, num_classes, **kwargs):
     """Build the model registered as ``name`` with ``num_classes`` logits.
 
-    ``kwargs`` go to the model's constructor; a name or argument the model
-    does not know raises :class:`~tfcustom.errors.ConfigError`.
+    ``kwargs`` go to the model's constructor (including Keras' own ``name``
+    and ``dtype``; ``name`` here is positional-only so the two don't clash);
+    a model name or argument the model does not know raises
+    :class:`~tfcustom.errors.ConfigError`. Model names are case-insensitive.
 
     Example:
 

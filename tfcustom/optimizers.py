@@ -156,9 +156,9 @@ class SGD(keras.optimizers.Optimizer):
 _NAMES = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "keras_sgd")
 
 
-def names() -> tuple:
-    """The optimizer names :func:`get` accepts."""
-    return _NAMES
+def names() -> list:
+    """The optimizer names :func:`get` accepts (a new list)."""
+    return list(_NAMES)
 
 
 def _check_learning_rate(learning_rate) -> None:
@@ -281,9 +281,9 @@ _SCHEDULES = ("constant", "cosine", "exponential", "step")
 _STEP_FRACTIONS = (0.5, 0.75)
 
 
-def schedule_names() -> tuple:
-    """The schedule names :func:`make_schedule` accepts."""
-    return _SCHEDULES
+def schedule_names() -> list:
+    """The schedule names :func:`make_schedule` accepts (a new list)."""
+    return list(_SCHEDULES)
 
 
 def make_schedule(name: str, learning_rate: float, *, total_steps: int, warmup_steps: int = 0, decay_rate: float = 0.1):

@@ -208,6 +208,6 @@ def split_sam_name(name: str) -> tuple:
     return base, use_sam
 
 
-def names() -> tuple:
+def names() -> list:
     """The ``sam_<optimizer>`` names, one per :func:`tfcustom.optimizers.names`."""
-    return tuple(SAM_PREFIX + n for n in optimizers.names())
+    return [SAM_PREFIX + n for n in optimizers.names()]

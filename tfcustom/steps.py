@@ -156,8 +156,9 @@ def make_train_step(
     * ``nonfinite``: True if a step met a NaN/Inf loss or gradient;
     * ``skipped``: number of steps skipped because of NaN/Inf (policy ``skip``).
 
-    With ``on_nonfinite="stop"`` the loop ends at the first non-finite step
-    *without* applying it, so the variables stay finite.
+    A non-finite step is never applied: the gradients are dropped and the
+    state the forward pass changed (BatchNorm statistics) is put back. With
+    ``on_nonfinite="stop"`` the loop also ends at that step.
     """
     check_one_of("on_nonfinite policy", on_nonfinite, NONFINITE_POLICIES)
     check(
@@ -170,6 +171,7 @@ def make_train_step(
     metrics = list(metrics)
     grad_impl = tf.function(gradient_fn, jit_compile=True) if jit_compile else gradient_fn
     variables = model.trainable_variables
+    state_variables = [v for v in model.non_trainable_variables if tf.as_dtype(v.dtype).is_floating]
     num_replicas = strategy.num_replicas_in_sync
 
     def replica_grads(batch):
@@ -185,6 +187,9 @@ def make_train_step(
 
     def one_step(iterator):
         batch = next(iterator)
+        # The forward pass also updates state (BatchNorm statistics); keep a copy
+        # so that a non-finite step can be undone completely.
+        state_before = [tf.identity(v) for v in state_variables]
         grads, replica_loss, metric_args = strategy.run(replica_grads, args=(batch,))
         grads = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in grads]
         replica_losses = tf.reshape(strategy.gather(replica_loss, axis=0), [num_replicas])
@@ -192,12 +197,17 @@ def make_train_step(
         if clip_global_norm is not None:
             grads, _ = tf.clip_by_global_norm(grads, clip_global_norm)
         finite = tf.logical_and(_all_finite(grads), tf.math.is_finite(loss_value))
-        tf.cond(finite, lambda: _apply(grads), lambda: tf.no_op())
+        tf.cond(finite, lambda: _apply(grads), lambda: _restore(state_before))
         strategy.run(replica_metrics, args=metric_args + (finite,))
         return loss_value, replica_losses, finite
 
     def _apply(grads):
         optimizer.apply_gradients(zip(grads, variables))
+        return tf.no_op()
+
+    def _restore(values):
+        for v, value in zip(state_variables, values):
+            v.assign(value)
         return tf.no_op()
 
     stop_on_nonfinite = on_nonfinite == "stop"
@@ -269,15 +279,26 @@ def make_test_step(
 
 
 def make_predict_step(model: keras.Model) -> Callable:
-    """Build ``predict_step(x)``: the model's outputs with ``training=False``.
+    """Build ``predict_loop(iterator)``: the model's outputs (``training=False``)
+    for every batch of ``iterator``, concatenated in input order.
 
     Prediction runs on the local device (mirrored variables are read from the
     local copy) over the unsharded input, so outputs keep the input order under
-    any strategy. Traced once for a batch dimension of any size.
+    any strategy. One call reads the whole iterator; traced once.
     """
 
-    @tf.function(reduce_retracing=True)
-    def predict_step(x):
-        return model(x, training=False)
+    @tf.function
+    def predict_loop(iterator):
+        outputs = tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False)
+        i = tf.constant(0)
+        while tf.constant(True):
+            optional = iterator.get_next_as_optional()
+            if not optional.has_value():
+                break
+            batch = optional.get_value()
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            outputs = outputs.write(i, tf.cast(model(x, training=False), tf.float32))
+            i += 1
+        return outputs.concat()
 
-    return predict_step
+    return predict_loop

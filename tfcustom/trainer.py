@@ -302,12 +302,5 @@ class Trainer:
 
     def predict(self, data: DataLike) -> np.ndarray:
         """Model outputs for every example of ``data``, in input order."""
-        if isinstance(data, InputPipeline):
-            dataset = data.dataset()
-        else:
-            dataset = data
-        outputs = []
-        for batch in dataset:
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            outputs.append(self.predict_step(x).numpy())
-        return np.concatenate(outputs, axis=0)
+        dataset = data.dataset() if isinstance(data, InputPipeline) else data
+        return self.predict_step(iter(dataset)).numpy()

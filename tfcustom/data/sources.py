@@ -154,18 +154,16 @@ def load_tfds_dataset(name: str, data_dir: Optional[str] = None, image_key: str 
         check(key in info.features, f"TFDS dataset {name} has no feature '{key}'", list(info.features), "choose a dataset with image and label features")
     num_classes = int(info.features[label_key].num_classes)
     class_names = list(info.features[label_key].names)
-    try:
-        builder.download_and_prepare()
-    except Exception as e:
-        raise data_error(
-            f"could not download or prepare TFDS dataset {name} ({type(e).__name__}: {e})",
-            data_dir,
-            "check the network, or prepare the dataset elsewhere and pass its --data_dir",
-        ) from None
     splits = {}
     for split in ("train", "test"):
-        check(split in info.splits, f"TFDS dataset {name} has no '{split}' split", list(info.splits), "choose a dataset with train and test splits")
-        ds = builder.as_dataset(split=split, as_supervised=False)
+        try:
+            ds = tfds.load(name, split=split, data_dir=data_dir, download=True)
+        except Exception as e:
+            raise data_error(
+                f"could not load split '{split}' of TFDS dataset {name} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
+                data_dir,
+                "check the network and that the dataset has train and test splits, or prepare it elsewhere and pass its --data_dir",
+            ) from None
         xs, ys = [], []
         for ex in tfds.as_numpy(ds):
             xs.append(ex[image_key])
