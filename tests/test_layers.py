@@ -12,31 +12,13 @@ import tensorflow as tf
 
 from tfcustom import layers as L
 from tfcustom.errors import ConfigError
+from tfcustom.testing import check_gradients
 
 RNG = np.random.default_rng(0)
 
 
 def randn(*shape, dtype="float32"):
     return RNG.standard_normal(shape).astype(dtype)
-
-
-def central_fd_grad(f, x, eps=1e-6):
-    """d f(x) / d x by central finite differences (float64, f scalar)."""
-    x = np.array(x, dtype="float64")
-    g = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        xp, xm = x.copy(), x.copy()
-        xp[i] += eps
-        xm[i] -= eps
-        g[i] = (f(xp) - f(xm)) / (2 * eps)
-    return g
-
-
-def max_rel_err(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    return float(np.max(np.abs(a - b) / np.maximum(1.0, np.maximum(np.abs(a), np.abs(b)))))
 
 
 def randomize_bn(bn):
@@ -126,31 +108,11 @@ def test_dense_matches_keras_dense_outputs_and_gradients(activation, use_bias, i
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
-def test_dense_gradients_match_finite_differences():
-    layer = L.Dense(3, activation="tanh", bias_initializer="random_normal", dtype="float64")
-    x0 = randn(4, 5, dtype="float64")
-    layer.build(x0.shape)
-    r = randn(4, 3, dtype="float64")  # fixed random projection -> scalar
-
-    def f_of_x(x):
-        return float(np.sum(np.asarray(layer(x)) * r))
-
-    with tf.GradientTape() as tape:
-        xt = tf.constant(x0)
-        tape.watch(xt)
-        loss = tf.reduce_sum(layer(xt) * r)
-    gx, gk, gb = tape.gradient(loss, [xt, layer.kernel.value, layer.bias.value])
-    assert max_rel_err(gx, central_fd_grad(f_of_x, x0)) < 1e-6
-
-    kernel0 = layer.kernel.numpy()
-
-    def f_of_kernel(k):
-        layer.kernel.assign(k)
-        return f_of_x(x0)
-
-    fd_k = central_fd_grad(f_of_kernel, kernel0)
-    layer.kernel.assign(kernel0)
-    assert max_rel_err(gk, fd_k) < 1e-6
+@pytest.mark.parametrize("activation", [None, "tanh", "gelu"])
+def test_dense_gradients_match_finite_differences(activation):
+    layer = L.Dense(3, activation=activation, bias_initializer="random_normal")
+    # Inputs and every weight (kernel, bias), float64 central differences.
+    assert check_gradients(layer, randn(4, 5)) < 1e-6
 
 
 def test_dense_regularizers_add_losses():
@@ -216,17 +178,9 @@ def test_softmax_extreme_logits_are_finite_and_correct():
     assert np.isnan(naive).any()
 
 
-def test_softmax_gradients_match_finite_differences():
-    layer = L.Softmax(dtype="float64")
-    x0 = randn(2, 4, dtype="float64") * 3
-    r = randn(2, 4, dtype="float64")
-    with tf.GradientTape() as tape:
-        xt = tf.constant(x0)
-        tape.watch(xt)
-        loss = tf.reduce_sum(layer(xt) * r)
-    g = tape.gradient(loss, xt)
-    fd = central_fd_grad(lambda x: float(np.sum(np.asarray(layer(x)) * r)), x0)
-    assert max_rel_err(g, fd) < 1e-6
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_softmax_gradients_match_finite_differences(axis):
+    assert check_gradients(L.Softmax(axis=axis), randn(3, 4) * 3) < 1e-6
 
 
 def test_softmax_rejects_non_int_axis():
@@ -330,6 +284,24 @@ def test_residual_block_matches_keras_functional(in_channels, filters, strides, 
     assert tuple(block.compute_output_shape(x.shape)) == tuple(y.shape)
     np.testing.assert_allclose(y, ref(x, training=False), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(block(x, training=True), ref(x, training=True), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "make,shape",
+    [
+        (lambda: L.DenseBlock(4, activation="gelu", dropout=0.5), (3, 5)),
+        (lambda: L.DenseBlock(4, activation="tanh", batch_norm=False), (3, 5)),
+        (lambda: L.ConvBlock(3, activation="silu", pool_size=2, dropout=0.3), (1, 4, 4, 2)),
+        (lambda: L.ResidualBlock(3, strides=2, activation="tanh"), (1, 4, 4, 2)),
+    ],
+    ids=["DenseBlock", "DenseBlockNoBN", "ConvBlock", "ResidualBlock"],
+)
+def test_block_gradients_match_finite_differences(make, shape):
+    layer = make()
+    layer.build(shape)
+    _randomize_all_weights(layer)
+    # Keras' default training (inference): deterministic, BN uses moving stats.
+    assert check_gradients(layer, randn(*shape)) < 1e-6
 
 
 # --------------------------------------------------------------------------

@@ -8,6 +8,10 @@ batch for gradient accumulation.
 import copy
 import doctest
 import math
+import os
+import subprocess
+import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -284,6 +288,48 @@ def test_gradient_accumulation_equals_large_batch(name, kwargs):
     for a, r, w0 in zip(_weights(acc_model), _weights(ref_model), initial):
         np.testing.assert_allclose(a, r, rtol=0, atol=1e-6)
     assert max(np.abs(r - w0).max() for r, w0 in zip(_weights(ref_model), initial)) > 1e-3
+
+
+_MIRRORED_ACCUMULATION = textwrap.dedent(
+    """
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    from tfcustom import optimizers, steps
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(24, 5)).astype("float32")
+    y = rng.normal(size=(24, 2)).astype("float32")
+    weights = []
+    for k, batch in ((3, 4), (None, 12)):
+        with strategy.scope():
+            keras.utils.set_random_seed(0)
+            model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(2)])
+            opt = optimizers.get("nesterov", 0.05, gradient_accumulation_steps=k, weight_decay=0.01)
+            opt.build(model.trainable_variables)  # slots must be created under the scope
+        ds = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices((x, y)).batch(batch))
+        step = steps.make_train_step(model, keras.losses.MeanSquaredError(), opt, strategy=strategy)
+        step(iter(ds), tf.constant(24 // batch))
+        assert int(np.asarray(opt.iterations)) == 2
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    print("OK")
+    """
+)
+
+
+@pytest.mark.slow
+def test_gradient_accumulation_under_mirrored_strategy():
+    """2 replicas, 3 micro-batches of 4 (2 per replica) == batches of 12."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(
+        [sys.executable, "-c", _MIRRORED_ACCUMULATION], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "OK" in proc.stdout
 
 
 # --------------------------------------------------------------------------

@@ -106,8 +106,27 @@ def test_sam_with_own_sgd_and_sample_weights():
     np.testing.assert_allclose(np.array(model.layers[-1].w), _closed_form(W0, 2 * lr, rho), atol=1e-6)
 
 
-def _noisy_model(seed):
+class _Subclassed(keras.Model):
+    """call() does not forward `training` to its sublayers (Keras propagates it
+    through the call context; model.call() alone would not)."""
+
+    def __init__(self):
+        super().__init__()
+        self.d1 = keras.layers.Dense(8, kernel_regularizer=keras.regularizers.L2(1e-2))
+        self.bn = keras.layers.BatchNormalization()
+        self.drop = keras.layers.Dropout(0.3, seed=7)
+        self.d2 = keras.layers.Dense(3)
+
+    def call(self, x, training=None):
+        return self.d2(self.drop(self.bn(self.d1(x))))
+
+
+def _noisy_model(seed, subclassed=False):
     keras.utils.set_random_seed(seed)
+    if subclassed:
+        model = _Subclassed()
+        model(np.zeros((1, 6), "float32"))
+        return model
     return keras.Sequential(
         [
             keras.Input((6,)),
@@ -119,7 +138,8 @@ def _noisy_model(seed):
     )
 
 
-def test_sam_rho_zero_equals_plain_step():
+@pytest.mark.parametrize("subclassed", [False, True], ids=["sequential", "subclassed"])
+def test_sam_rho_zero_equals_plain_step(subclassed):
     """rho = 0: same weights, same BN statistics (updated once) and same losses
     as the plain step, with dropout (same mask in both SAM passes), BN and an L2
     regularizer in the model."""
@@ -127,7 +147,7 @@ def test_sam_rho_zero_equals_plain_step():
     x = rng.normal(size=(24, 6)).astype("float32")
     y = rng.integers(0, 3, size=(24,)).astype("int32")
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    sam_model, plain_model = _noisy_model(1), _noisy_model(2)
+    sam_model, plain_model = _noisy_model(1, subclassed), _noisy_model(2, subclassed)
     for a, b in zip(plain_model.variables, sam_model.variables):  # incl. dropout seed state
         b.assign(a)
     results = []
@@ -138,7 +158,8 @@ def test_sam_rho_zero_equals_plain_step():
     assert results[0] == pytest.approx(results[1], abs=1e-6)
     for a, b in zip(sam_model.variables, plain_model.variables):
         np.testing.assert_allclose(np.array(a), np.array(b), rtol=0, atol=1e-6, err_msg=a.path)
-    moving_mean = sam_model.layers[1].moving_mean
+    bn = sam_model.bn if subclassed else sam_model.layers[1]
+    moving_mean = bn.moving_mean
     assert np.abs(np.array(moving_mean)).max() > 0  # BN statistics did move
 
 
@@ -210,7 +231,25 @@ _MIRRORED_SCRIPT = textwrap.dedent(
     w1 = np.array(model.layers[-1].w)
     np.testing.assert_allclose(w1, t._closed_form(t.W0, 0.1, 0.3), rtol=0, atol=1e-6)
     np.testing.assert_allclose(float(out["loss"]), 0.5 * t.W0 @ t.A @ t.W0, rtol=1e-6)
-    print("OK", out["replica_losses"].numpy())
+
+    # BN + dropout + L2 under the strategy: SAM(rho=0) == the plain step
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 6)).astype("float32")
+    y = rng.integers(0, 3, size=(16,)).astype("int32")
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    trained = []
+    for fn in (SAM(0.0), steps.compute_loss_and_gradients):
+        with strategy.scope():
+            model = t._noisy_model(1)
+            optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
+            optimizer.build(model.trainable_variables)
+        ds = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices((x, y)).batch(8))
+        step = steps.make_train_step(model, loss, optimizer, strategy=strategy, gradient_fn=fn)
+        assert int(step(iter(ds), tf.constant(2))["steps_run"]) == 2
+        trained.append([np.asarray(v) for v in model.variables])
+    for a, b in zip(*trained):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    print("OK")
     """
 )
 

@@ -163,8 +163,10 @@ class CNN(keras.Model):
     Stage ``i`` has ``convs_per_stage`` ConvBlocks with ``filters[i]``
     filters; the last block of each stage max-pools by ``pool_size`` and
     applies ``conv_dropout``. The defaults (conv32 -> pool -> conv64 -> pool
-    -> dense128) cost about 4.3 M multiply-adds per 28x28x1 image, cheap
-    enough to train on Fashion-MNIST on a 2-core CPU.
+    -> dense128) cost about 4.3 M multiply-adds per 28x28x1 image, but on a
+    2-core CPU the training step is dominated by the memory-bound work on the
+    28x28x32 activations (BatchNorm statistics, ReLU, pooling): measured
+    ~650 images/s, versus ~1300-1500 images/s with ``filters=(16, 32)``.
 
     Args:
         num_classes: number of logits.

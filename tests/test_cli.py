@@ -1,0 +1,107 @@
+"""The example trainer end to end, as a user runs it (subprocesses)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "examples", "train.py")
+
+
+def run_trainer(*args, timeout=300):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    return subprocess.run([sys.executable, TRAIN, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+def small_args(data_dir, out, *extra):
+    return ["--model=mlp", "--epochs=2", "--batch_size=64", "--validation_size=200", f"--data_dir={data_dir}",
+            f"--output_dir={out}", "--verbose=0", "--seed=3", *extra]
+
+
+def error_line(proc):
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("error:") or "Flags parsing error" in l]
+    assert lines, proc.stderr[-2000:]
+    return lines[-1]
+
+
+def test_train_writes_a_complete_run_that_reloads(tmp_path, small_idx_dir):
+    out = tmp_path / "run"
+    proc = run_trainer(*small_args(small_idx_dir, out, "--metrics=accuracy,f1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Test accuracy:" in proc.stdout
+    for name in ("config.json", "history.json", "history.csv", "learning_curves.png", "model.keras", "results.json"):
+        assert (out / name).exists(), name
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["history"]) == 2 and set(results["test"]) == {"loss", "accuracy", "f1_score"}
+    # A fresh process reloads the model with nothing but `import tfcustom`, and its
+    # accuracy on the test files (computed with NumPy) is the reported one.
+    check = f"""
+import numpy as np, keras, tfcustom
+from tfcustom.data import load
+m = keras.models.load_model({str(out / 'model.keras')!r})
+ds = load('fashion_mnist', {small_idx_dir!r})
+pred = m.predict(ds.test.x.astype('float32') / 255.0, verbose=0).argmax(1)
+print(float(np.mean(pred == ds.test.y)))
+"""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    acc = float(subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env, check=True).stdout.split()[-1])
+    assert acc == pytest.approx(results["test"]["accuracy"], abs=1e-6)
+
+
+def test_deterministic_runs_give_identical_histories(tmp_path, small_idx_dir):
+    histories = []
+    for i in range(2):
+        proc = run_trainer(*small_args(small_idx_dir, tmp_path / f"r{i}", "--deterministic", "--model_kwargs={\"dropout\": 0.2}"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        records = json.loads((tmp_path / f"r{i}" / "history.json").read_text())
+        histories.append([{k: v for k, v in r.items() if k != "time_s"} for r in records])
+    assert histories[0] == histories[1]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--model=transformer9000"], "unknown model (received: 'transformer9000'). Choose one of:"),
+    (["--optimizer=adamax_pro"], "unknown optimizer"),
+    (["--batch_size=5000"], "batch size is larger than the dataset"),
+    (["--model_kwargs={\"filterz\": 3}"], "filterz"),
+    (["--metrics=accuracy,auc_roc"], "unknown metric"),
+])
+def test_bad_config_is_one_clear_line_and_no_run_dir(tmp_path, small_idx_dir, extra, message):
+    out = tmp_path / "run"
+    proc = run_trainer(*small_args(small_idx_dir, out, *extra))
+    assert proc.returncode == 2
+    assert message in error_line(proc)
+    assert not (out / "results.json").exists()
+
+
+def test_bad_flag_values_fail_at_parse_time(tmp_path, small_idx_dir):
+    for flag in ("--epochs=0", "--batch_size=-3"):
+        proc = run_trainer(*small_args(small_idx_dir, tmp_path / "r", flag))
+        assert proc.returncode != 0
+        assert "must be a positive integer" in error_line(proc)
+        assert not (tmp_path / "r").exists()
+
+
+def test_missing_and_corrupt_data(tmp_path, small_idx_dir):
+    proc = run_trainer(*small_args(tmp_path / "nowhere", tmp_path / "r"))
+    assert proc.returncode == 2 and "data directory does not exist" in error_line(proc)
+    assert not (tmp_path / "r").exists()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in os.listdir(small_idx_dir):
+        data = open(os.path.join(small_idx_dir, f), "rb").read()
+        (bad / f).write_bytes(data[:100] if f.startswith("t10k-images") else data)
+    proc = run_trainer(*small_args(bad, tmp_path / "r"))
+    assert proc.returncode == 2 and "t10k-images-idx3-ubyte.gz" in error_line(proc)
+    assert not (tmp_path / "r").exists()
+
+
+def test_finished_run_is_not_overwritten_by_accident(tmp_path, small_idx_dir):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "results.json").write_text("{}")
+    proc = run_trainer(*small_args(small_idx_dir, out))
+    assert proc.returncode == 2 and "already holds a finished run" in error_line(proc) and "--overwrite" in error_line(proc)
+    assert (out / "results.json").read_text() == "{}"
