@@ -169,6 +169,10 @@ def make_train_step(
     )
     strategy = strategy or tf.distribute.get_strategy()
     metrics = list(metrics)
+    if not optimizer.built:
+        # Slots must exist before the first traced step (and under the strategy).
+        with strategy.scope():
+            optimizer.build(model.trainable_variables)
     grad_impl = tf.function(gradient_fn, jit_compile=True) if jit_compile else gradient_fn
     variables = model.trainable_variables
     state_variables = [v for v in model.non_trainable_variables if tf.as_dtype(v.dtype).is_floating]
