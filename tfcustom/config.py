@@ -60,6 +60,27 @@ class TrainConfig:
     on_nonfinite: str = "stop"
     eval_batch_size: int = 500
     verbose: int = 1
+    # distribution and precision (see tfcustom.strategy)
+    strategy: str = "auto"
+    num_cpu_replicas: Optional[int] = None
+    tpu_address: Optional[str] = None
+    precision: str = "auto"
+    log_replica_losses: int = 0
+    # checkpoints
+    checkpoint_every_steps: Optional[int] = None
+    keep_checkpoints: int = 3
+
+    # Fields that may change when a run resumes: they do not change what is trained.
+    RESUMABLE_CHANGES = frozenset({
+        "epochs", "verbose", "data_dir", "eval_batch_size", "checkpoint_every_steps", "keep_checkpoints",
+        "early_stopping_patience", "jit_compile", "steps_per_execution", "strategy", "num_cpu_replicas", "tpu_address",
+        "log_replica_losses",
+    })
+
+    def differences(self, other: "TrainConfig") -> Dict[str, Tuple[Any, Any]]:
+        """Fields (outside :attr:`RESUMABLE_CHANGES`) whose values differ: ``{name: (self, other)}``."""
+        a, b = self.to_dict(), other.to_dict()
+        return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if k not in self.RESUMABLE_CHANGES and a.get(k) != b.get(k)}
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -120,6 +141,21 @@ class TrainConfig:
         check(isinstance(self.seed, int) and self.seed >= 0, "seed must be an integer >= 0", self.seed, "pass e.g. --seed=0")
         check_positive_int("steps_per_execution", self.steps_per_execution)
         check_one_of("on_nonfinite policy", self.on_nonfinite, NONFINITE_POLICIES)
+        check(self.checkpoint_every_steps is None or (isinstance(self.checkpoint_every_steps, int) and self.checkpoint_every_steps >= 1),
+              "checkpoint_every_steps must be a positive integer", self.checkpoint_every_steps, "pass e.g. --checkpoint_every_steps=500, or leave it unset to save at epoch ends only")
+        check_positive_int("keep_checkpoints", self.keep_checkpoints)
+        from tfcustom.strategy import PRECISIONS, STRATEGY_NAMES
+
+        check_one_of("strategy", self.strategy, STRATEGY_NAMES)
+        check(self.num_cpu_replicas is None or (isinstance(self.num_cpu_replicas, int) and not isinstance(self.num_cpu_replicas, bool) and self.num_cpu_replicas >= 1),
+              "num_cpu_replicas must be a positive integer", self.num_cpu_replicas, "pass e.g. --num_cpu_replicas=2, or leave it unset")
+        check(self.num_cpu_replicas is None or self.strategy == "mirrored", "num_cpu_replicas applies only to strategy 'mirrored'",
+              self.strategy, "pass --strategy=mirrored with --num_cpu_replicas, or drop --num_cpu_replicas")
+        check(self.tpu_address is None or self.strategy in ("tpu", "auto"), "a TPU address applies only to strategy 'tpu' or 'auto'",
+              self.strategy, "pass --strategy=tpu with --tpu, or drop --tpu")
+        check_one_of("precision", self.precision, PRECISIONS)
+        check(isinstance(self.log_replica_losses, int) and self.log_replica_losses >= 0, "log_replica_losses must be an integer >= 0",
+              self.log_replica_losses, "pass N to log each replica's loss every N steps, or 0 for never")
         check(self.validation_size > 0 or not self.monitor.startswith("val_") or self.early_stopping_patience is None,
               "early stopping monitors a validation metric but validation_size is 0", self.monitor, "set validation_size > 0 or monitor a training metric")
         return self

@@ -23,7 +23,8 @@ class EarlyStopping(tf.Module):
 
     Args:
       monitor: a key of the epoch logs, e.g. ``"val_loss"`` or ``"val_accuracy"``.
-      patience: epochs without improvement before stopping (>= 0).
+      patience: epochs without improvement before stopping (>= 0); None only
+        tracks the best value (for a "best" checkpoint) and never stops.
       mode: ``"min"``, ``"max"`` or ``"auto"`` (max for accuracy-like names).
       min_delta: smallest change that counts as an improvement.
       restore_best: at the end of training, put back the weights of the best epoch.
@@ -31,7 +32,7 @@ class EarlyStopping(tf.Module):
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, mode: str = "auto", min_delta: float = 0.0, restore_best: bool = True):
         super().__init__(name="early_stopping")
-        check(isinstance(patience, int) and patience >= 0, "patience must be an integer >= 0", patience, "pass patience=0 or more")
+        check(patience is None or (isinstance(patience, int) and patience >= 0), "patience must be an integer >= 0", patience, "pass patience=0 or more, or None to never stop")
         check_one_of("early-stopping mode", mode, ("auto", "min", "max"))
         check(min_delta >= 0, "min_delta must be >= 0", min_delta, "pass a non-negative min_delta")
         if mode == "auto":
@@ -65,6 +66,8 @@ class EarlyStopping(tf.Module):
                 self.best_weights = [np.array(w) for w in model.get_weights()]
             return False
         self.wait.assign_add(1)
+        if self.patience is None:
+            return False
         return int(self.wait.numpy()) >= self.patience  # as keras.callbacks.EarlyStopping
 
     def restore(self, model) -> bool:

@@ -74,7 +74,7 @@ class LogisticRegression(keras.Model):
         super().__init__(**kwargs)
         self.num_classes = check_positive_int("num_classes", num_classes)
         self.flatten = keras.layers.Flatten(name="flatten")
-        self.logits = Dense(num_classes, kernel_initializer="zeros", name="logits")
+        self.logits = Dense(num_classes, kernel_initializer="zeros", dtype="float32", name="logits")
 
     def call(self, inputs, training=None):
         return self.logits(self.flatten(inputs))
@@ -132,7 +132,7 @@ class MLP(keras.Model):
             )
             for i, units in enumerate(self.hidden_units)
         ]
-        self.logits = Dense(num_classes, name="logits")
+        self.logits = Dense(num_classes, dtype="float32", name="logits")
 
     def call(self, inputs, training=None):
         x = self.flatten(inputs)
@@ -261,7 +261,7 @@ class CNN(keras.Model):
         else:
             self.hidden = None
             self.head_dropout = keras.layers.Dropout(self.dropout, name="dropout") if self.dropout else None
-        self.logits = Dense(num_classes, name="logits")
+        self.logits = Dense(num_classes, dtype="float32", name="logits")
 
     def call(self, inputs, training=None):
         x = inputs
@@ -344,7 +344,7 @@ class ResNet(keras.Model):
             for j in range(self.blocks_per_stage)
         ]
         self.pool = keras.layers.GlobalAveragePooling2D(name="global_pool")
-        self.logits = Dense(num_classes, name="logits")
+        self.logits = Dense(num_classes, dtype="float32", name="logits")
 
     def call(self, inputs, training=None):
         x = self.stem(inputs, training=training)

@@ -25,6 +25,7 @@ The Trainer uses exactly these functions; a custom loop can too:
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Optional, Sequence
 
 import keras
@@ -68,7 +69,7 @@ def regularization_loss(model: keras.Model, num_replicas):
     return total / tf.cast(num_replicas, tf.float32)
 
 
-def compute_loss_and_gradients(model, loss, x, y, sample_weight, global_examples, num_replicas):
+def compute_loss_and_gradients(model, loss, x, y, sample_weight, global_examples, num_replicas, loss_scale=None):
     """Forward and backward pass of one replica.
 
     Returns a dict with ``grads`` (list aligned with
@@ -76,6 +77,12 @@ def compute_loss_and_gradients(model, loss, x, y, sample_weight, global_examples
     global-batch loss, i.e. what its gradients are the gradient of),
     ``per_example`` (weighted per-example losses), ``y_pred`` and
     ``regularization`` (the model's total regularization loss, unscaled).
+
+    ``loss_scale`` (mixed float16, given by the step when the optimizer is a
+    ``keras.optimizers.LossScaleOptimizer``): the gradient is taken of
+    ``loss * loss_scale`` so that small float16 gradients do not underflow,
+    then divided by ``loss_scale``; an overflow shows up as Inf/NaN in
+    ``grads``.
 
     This is the default ``gradient_fn`` of :func:`make_train_step`; a variant
     (e.g. :class:`tfcustom.sam.SAM`) takes the same arguments and returns the
@@ -86,7 +93,10 @@ def compute_loss_and_gradients(model, loss, x, y, sample_weight, global_examples
         values = per_example_loss(loss, y, y_pred, sample_weight)
         regularization = regularization_loss(model, 1)
         replica_loss = tf.reduce_sum(values) / global_examples + regularization / tf.cast(num_replicas, tf.float32)
-    grads = tape.gradient(replica_loss, model.trainable_variables)
+        scaled_loss = replica_loss if loss_scale is None else replica_loss * tf.cast(loss_scale, tf.float32)
+    grads = tape.gradient(scaled_loss, model.trainable_variables)
+    if loss_scale is not None:
+        grads = [_unscale(g, loss_scale) for g in grads]
     return {
         "grads": grads,
         "loss": replica_loss,
@@ -94,6 +104,14 @@ def compute_loss_and_gradients(model, loss, x, y, sample_weight, global_examples
         "y_pred": y_pred,
         "regularization": regularization,
     }
+
+
+def _unscale(grad, loss_scale):
+    if grad is None:
+        return None
+    if isinstance(grad, tf.IndexedSlices):
+        return tf.IndexedSlices(grad.values / tf.cast(loss_scale, grad.values.dtype), grad.indices, grad.dense_shape)
+    return grad / tf.cast(loss_scale, grad.dtype)
 
 
 def _global_examples(y):
@@ -154,11 +172,23 @@ def make_train_step(
       last step's loss (they sum to ``loss``);
     * ``steps_run``: number of updates applied;
     * ``nonfinite``: True if a step met a NaN/Inf loss or gradient;
-    * ``skipped``: number of steps skipped because of NaN/Inf (policy ``skip``).
+    * ``skipped``: number of steps skipped because of NaN/Inf (policy ``skip``);
+    * ``loss_scale_skipped``: steps the loss-scale optimizer skipped (below).
 
     A non-finite step is never applied: the gradients are dropped and the
     state the forward pass changed (BatchNorm statistics) is put back. With
     ``on_nonfinite="stop"`` the loop also ends at that step.
+
+    Mixed float16: when ``optimizer`` is a ``keras.optimizers.LossScaleOptimizer``
+    the step passes its current ``dynamic_scale`` to ``gradient_fn`` as
+    ``loss_scale`` (the gradients come back unscaled) and does the loss
+    scaler's bookkeeping itself: a step whose loss is finite but whose
+    gradients overflowed is skipped (state put back, metrics not updated) and
+    the scale halved, without counting as a non-finite step: such steps are
+    counted in ``steps_run`` (their batch was consumed) and in
+    ``loss_scale_skipped``. A finite step is applied by the inner optimizer,
+    and the scale doubles after ``dynamic_growth_steps`` finite steps in a row,
+    as in Keras. A non-finite *loss* is still handled by ``on_nonfinite``.
     """
     check_one_of("on_nonfinite policy", on_nonfinite, NONFINITE_POLICIES)
     check(
@@ -173,6 +203,14 @@ def make_train_step(
         # Slots must exist before the first traced step (and under the strategy).
         with strategy.scope():
             optimizer.build(model.trainable_variables)
+    scaler = optimizer if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else None
+    check(
+        scaler is None or "loss_scale" in inspect.signature(gradient_fn).parameters,
+        "mixed_float16 loss scaling needs a gradient_fn that takes a loss_scale argument",
+        getattr(gradient_fn, "__name__", type(gradient_fn).__name__),
+        "add loss_scale=None to the gradient function (see tfcustom.steps.compute_loss_and_gradients), "
+        "or train in float32 / mixed_bfloat16",
+    )
     grad_impl = tf.function(gradient_fn, jit_compile=True) if jit_compile else gradient_fn
     variables = model.trainable_variables
     state_variables = [v for v in model.non_trainable_variables if tf.as_dtype(v.dtype).is_floating]
@@ -182,7 +220,11 @@ def make_train_step(
         x, y, sw = unpack_batch(batch)
         ctx = tf.distribute.get_replica_context()
         global_examples = _global_examples(y)
-        out = grad_impl(model, loss, x, y, sw, global_examples, ctx.num_replicas_in_sync)
+        if scaler is None:
+            out = grad_impl(model, loss, x, y, sw, global_examples, ctx.num_replicas_in_sync)
+        else:
+            loss_scale = tf.convert_to_tensor(scaler.dynamic_scale)
+            out = grad_impl(model, loss, x, y, sw, global_examples, ctx.num_replicas_in_sync, loss_scale=loss_scale)
         metric_args = (y, out["y_pred"], out["per_example"], out["regularization"], sw)
         return out["grads"], tf.reshape(out["loss"], [1]), metric_args
 
@@ -200,18 +242,49 @@ def make_train_step(
         loss_value = tf.reduce_sum(replica_losses)
         if clip_global_norm is not None:
             grads, _ = tf.clip_by_global_norm(grads, clip_global_norm)
-        finite = tf.logical_and(_all_finite(grads), tf.math.is_finite(loss_value))
-        tf.cond(finite, lambda: _apply(grads), lambda: _restore(state_before))
-        strategy.run(replica_metrics, args=metric_args + (finite,))
-        return loss_value, replica_losses, finite
+        loss_finite = tf.math.is_finite(loss_value)
+        finite = tf.logical_and(_all_finite(grads), loss_finite)
+        if scaler is None:
+            tf.cond(finite, lambda: _apply(grads), lambda: _restore(state_before))
+            overflow = tf.constant(False)
+        else:
+            # Gradients overflowed with a finite loss: the loss scaler's case
+            # (halve the scale, skip), not the non-finite policy's.
+            overflow = tf.logical_and(loss_finite, tf.logical_not(finite))
+            tf.cond(finite, lambda: _apply_scaled(grads), lambda: _restore(state_before, halve_scale=overflow))
+            finite = loss_finite
+        strategy.run(replica_metrics, args=metric_args + (tf.logical_and(finite, tf.logical_not(overflow)),))
+        return loss_value, replica_losses, finite, overflow
 
     def _apply(grads):
         optimizer.apply_gradients(zip(grads, variables))
         return tf.no_op()
 
-    def _restore(values):
+    def _apply_scaled(grads):
+        # `grads` are already unscaled: apply them with the inner optimizer and
+        # grow the scale as keras.optimizers.LossScaleOptimizer does.
+        scaler.inner_optimizer.apply_gradients(zip(grads, variables))
+        grow = tf.equal(tf.convert_to_tensor(scaler.step_counter), scaler.dynamic_growth_steps - 1)
+        tf.cond(grow, _grow_scale, _count_finite_step)
+        return tf.no_op()
+
+    def _grow_scale():
+        scaler.step_counter.assign(0)
+        scaler.dynamic_scale.assign(scaler.dynamic_scale * 2.0)
+        return tf.no_op()
+
+    def _count_finite_step():
+        scaler.step_counter.assign_add(1)
+        return tf.no_op()
+
+    def _restore(values, halve_scale=None):
         for v, value in zip(state_variables, values):
             v.assign(value)
+        if halve_scale is not None:
+            scale = tf.convert_to_tensor(scaler.dynamic_scale)
+            counter = tf.convert_to_tensor(scaler.step_counter)
+            scaler.dynamic_scale.assign(tf.where(halve_scale, scale * 0.5, scale))
+            scaler.step_counter.assign(tf.where(halve_scale, tf.zeros_like(counter), counter))
         return tf.no_op()
 
     stop_on_nonfinite = on_nonfinite == "stop"
@@ -223,10 +296,12 @@ def make_train_step(
         steps_run = tf.constant(0)
         skipped = tf.constant(0)
         nonfinite = tf.constant(False)
+        loss_scale_skipped = tf.constant(0)
         for _ in tf.range(num_steps):
-            loss_value, replica_losses, finite = one_step(iterator)
+            loss_value, replica_losses, finite, overflow = one_step(iterator)
             if finite:
                 steps_run += 1
+                loss_scale_skipped += tf.cast(overflow, tf.int32)
             else:
                 nonfinite = tf.constant(True)
                 skipped += 1
@@ -238,6 +313,7 @@ def make_train_step(
             "steps_run": steps_run,
             "skipped": skipped,
             "nonfinite": nonfinite,
+            "loss_scale_skipped": loss_scale_skipped,
         }
 
     return train_step

@@ -6,7 +6,8 @@ model, loss, optimizer, the Trainer. Notebooks, tests and the absl trainer
 
 A run directory is complete when ``results.json`` exists; it is written last.
 The directory holds ``config.json``, ``history.json`` / ``history.csv``,
-``learning_curves.png``, ``model.keras`` and ``results.json``.
+``learning_curves.png``, ``model.keras``, ``saved_model/`` (the SavedModel
+with the serving signature, see :mod:`tfcustom.export`) and ``results.json``.
 
 Example:
 
@@ -33,28 +34,76 @@ from tfcustom import data as data_lib
 from tfcustom import losses as losses_lib
 from tfcustom import models as models_lib
 from tfcustom import optimizers as optimizers_lib
+from tfcustom import strategy as strategy_lib
 from tfcustom.config import TrainConfig, _split_sam
+from tfcustom.checkpoint import model_checkpoint, restore_latest, training_checkpoint
 from tfcustom.early_stopping import EarlyStopping
+from tfcustom.history import History
+from tfcustom.export import export_model
 from tfcustom.errors import ConfigError, check, config_error
 from tfcustom.trainer import Trainer
 
 RESULTS_FILE = "results.json"
 
 
-def prepare_output_dir(workdir: str, overwrite: bool = False) -> None:
-    """Refuse to write over a finished run (unless ``overwrite``); check the
-    directory can be written. Nothing is created when this raises."""
+def prepare_output_dir(workdir: str, config: TrainConfig, overwrite: bool = False) -> bool:
+    """Decide what to do with ``workdir`` before anything is written.
+
+    Returns True when an unfinished run of the same config is there to resume.
+    Refuses a finished run, a different config (naming the fields that differ)
+    and a directory that cannot be written, unless ``overwrite`` (which deletes
+    the old run). Nothing is created or changed when this raises.
+    """
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise config_error("output path exists and is not a directory", workdir, "pass another --output_dir")
     if os.path.isdir(workdir) and os.listdir(workdir):
-        if not overwrite:
-            state = "a finished run" if os.path.exists(os.path.join(workdir, RESULTS_FILE)) else "an unfinished run"
-            raise config_error(f"output directory already holds {state}", workdir, "pass --overwrite to start over, or choose another --output_dir")
-        shutil.rmtree(workdir)
-    parent = os.path.dirname(os.path.abspath(workdir))
+        if overwrite:
+            check(os.access(workdir, os.W_OK), "output directory is not writable", workdir, "choose a writable --output_dir")
+            shutil.rmtree(workdir)
+            return False
+        if os.path.exists(os.path.join(workdir, RESULTS_FILE)):
+            raise config_error("output directory already holds a finished run", workdir, "pass --overwrite to start over, or choose another --output_dir")
+        config_path = os.path.join(workdir, "config.json")
+        if not os.path.exists(config_path):
+            raise config_error("output directory is not empty and holds no tfcustom run", workdir, "choose another --output_dir, or pass --overwrite to delete its content")
+        try:
+            with open(config_path) as f:
+                previous = TrainConfig.from_dict(json.load(f))
+        except (ValueError, TypeError, ConfigError) as e:
+            raise config_error(f"the run's config.json cannot be read ({e})", config_path, "pass --overwrite to start over") from None
+        diff = previous.differences(config)
+        if diff:
+            fields = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in diff.items()))
+            raise config_error(f"cannot resume: the config differs from the run's ({fields})", workdir,
+                               "run with the same flags to resume, pass --overwrite to start over, or choose another --output_dir")
+        check(os.access(workdir, os.W_OK), "output directory is not writable", workdir, "choose a writable --output_dir")
+        return True
+    parent = os.path.abspath(workdir)
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
-    check(os.access(parent, os.W_OK), "output directory cannot be created here (not writable)", parent, "choose a writable --output_dir")
+    check(os.path.isdir(parent) and os.access(parent, os.W_OK), "output directory cannot be created (not writable)", parent, "choose a writable --output_dir")
+    return False
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True unless this process is a non-chief worker of a multi-worker strategy."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def checkpoint_dir(workdir: str, strategy: tf.distribute.Strategy) -> str:
+    """Where this process writes checkpoints: ``<workdir>/checkpoints`` for the
+    chief; a per-worker temporary directory for the other workers (their
+    writes only take part in the collective save, as TF requires)."""
+    if is_chief(strategy):
+        return os.path.join(workdir, "checkpoints")
+    resolver = strategy.cluster_resolver
+    return os.path.join(workdir, "checkpoints", f"tmp_{resolver.task_type}_{resolver.task_id}")
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -121,7 +170,9 @@ def train_and_evaluate(
     Args:
       config: the run's :class:`TrainConfig` (validated here first).
       workdir: the run's output directory.
-      strategy: a ``tf.distribute`` strategy (default: the current one).
+      strategy: a ``tf.distribute`` strategy (default: the one whose scope
+        is active, else ``tfcustom.strategy.select(config.strategy, ...)``).
+        Select it before anything else uses TensorFlow, as the CLI does.
       overwrite: replace an existing run in ``workdir``.
       dataset: an in-memory :class:`tfcustom.data.Dataset` to use instead of
         loading ``config.dataset``.
@@ -131,9 +182,11 @@ def train_and_evaluate(
       written to ``workdir/results.json``.
     """
     config.validate()
-    prepare_output_dir(workdir, overwrite)
+    resume = prepare_output_dir(workdir, config, overwrite)
+    if strategy is None:
+        strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else strategy_lib.select(
+            config.strategy, num_cpu_replicas=config.num_cpu_replicas, tpu=config.tpu_address)
     seed_everything(config.seed, config.deterministic)
-    strategy = strategy or tf.distribute.get_strategy()
     if dataset is None:
         dataset = data_lib.load(config.dataset, config.data_dir)
     train_split, val_split = data_lib.split_validation(dataset.train, config.validation_size, config.seed)
@@ -146,9 +199,18 @@ def train_and_evaluate(
                   f"batch size must divide evenly by the {strategy.num_replicas_in_sync} replicas", pipe.batch_size,
                   f"use a multiple of {strategy.num_replicas_in_sync}")
 
-    model = build_model(config, dataset, strategy)
+    chief = is_chief(strategy)  # only the chief writes the run's files
+    # The dtype policy is read by layers when they are created: set it for the
+    # model only, so that it does not leak into the caller's later models.
+    previous_policy = keras.mixed_precision.global_policy()
+    policy = strategy_lib.set_precision(config.precision, strategy)
+    try:
+        model = build_model(config, dataset, strategy)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
     loss = build_loss(config)
-    optimizer = build_optimizer(config, train.steps_per_epoch)
+    with strategy.scope():  # a Keras optimizer belongs to the strategy it is created under
+        optimizer = strategy_lib.wrap_optimizer(build_optimizer(config, train.steps_per_epoch), policy)
     metrics = list(config.metrics)
     trainer = Trainer(
         model, loss, optimizer, metrics,
@@ -159,28 +221,47 @@ def train_and_evaluate(
         steps_per_execution=config.steps_per_execution,
         on_nonfinite=config.on_nonfinite,
         gradient_fn=build_gradient_fn(config),
-        output_dir=workdir,
-        verbose=config.verbose,
+        output_dir=workdir if chief else None,
+        verbose=config.verbose if chief else 0,
+        log_replica_losses=config.log_replica_losses,
     )
-    early_stopping = None
-    if config.early_stopping_patience is not None:
-        early_stopping = EarlyStopping(config.monitor, patience=config.early_stopping_patience, restore_best=True)
+    # The monitored value is always tracked (for the "best" checkpoint); it only
+    # stops training when a patience is set.
+    monitor = config.monitor if val is not None or not config.monitor.startswith("val_") else "loss"
+    with strategy.scope():
+        early_stopping = EarlyStopping(monitor, patience=config.early_stopping_patience, restore_best=config.early_stopping_patience is not None)
+
+    # Checkpoints: built here, in one visible place, and passed to the loop.
+    ckpt_dir = checkpoint_dir(workdir, strategy)
+    checkpoint = training_checkpoint(trainer, early_stopping)
+    manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=config.keep_checkpoints)
+    best_manager = tf.train.CheckpointManager(model_checkpoint(model), os.path.join(ckpt_dir, "best"), max_to_keep=1)
+    if resume:
+        with strategy.scope():
+            restored = restore_latest(checkpoint, manager)
+        if restored is None:
+            logging.info("Resuming %s: no checkpoint yet, starting from scratch", workdir)
+        else:
+            epochs_done = int(trainer.epoch.numpy())
+            history_path = os.path.join(workdir, "history.json")
+            if os.path.exists(history_path):
+                trainer.history = History(History.read(workdir).records[:epochs_done])
+            logging.info("Resumed from %s: global step %d, epoch %d, step %d of the epoch",
+                         restored, int(trainer.global_step.numpy()), epochs_done + 1, int(trainer.step_in_epoch.numpy()))
 
     os.makedirs(workdir, exist_ok=True)
-    _write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    if chief:
+        _write_json(os.path.join(workdir, "config.json"), config.to_dict())
     logging.info("Run directory %s; %d train / %d validation / %d test examples; model %s with %d parameters",
                  workdir, len(train), len(val) if val else 0, len(test), config.model, model.count_params())
     start = time.time()
-    history = trainer.fit(train, config.epochs, val, early_stopping=early_stopping)
+    history = trainer.fit(train, config.epochs, val, early_stopping=early_stopping, checkpoint_manager=manager,
+                          checkpoint_every_steps=config.checkpoint_every_steps, best_checkpoint_manager=best_manager)
     train_time = time.time() - start
     test_logs = trainer.evaluate(test)
     logging.info("Test: %s", ", ".join(f"{k}={v:.4f}" for k, v in test_logs.items()))
 
     model_path = os.path.join(workdir, "model.keras")
-    tmp_path = os.path.join(workdir, "model.tmp.keras")
-    model.save(tmp_path)
-    os.replace(tmp_path, model_path)
-    history.plot(os.path.join(workdir, "learning_curves.png"))
     results = {
         "test": test_logs,
         "history": history.records,
@@ -188,8 +269,16 @@ def train_and_evaluate(
         "epochs_run": len(history),
         "num_replicas": strategy.num_replicas_in_sync,
         "strategy": type(strategy).__name__,
+        "precision": policy,
         "model_path": model_path,
+        "saved_model_path": os.path.join(workdir, "saved_model"),
         "class_names": list(dataset.class_names),
     }
-    _write_json(os.path.join(workdir, RESULTS_FILE), results)
+    if chief:
+        # model.keras and saved_model/ (serving signature), each written to a
+        # temporary sibling and renamed into place (tfcustom.export). The run
+        # owns its directory, so a resumed run replaces an earlier export.
+        export_model(model, workdir, overwrite=True, input_shape=dataset.input_shape)
+        history.plot(os.path.join(workdir, "learning_curves.png"))
+        _write_json(os.path.join(workdir, RESULTS_FILE), results)
     return results

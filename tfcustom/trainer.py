@@ -2,17 +2,19 @@
 
 The Trainer owns I/O, progress, logging, history and early stopping; the
 steps own the math. Objects the loop uses (the strategy, a checkpoint manager)
-are built by the caller and passed in. Build the model under
-``strategy.scope()``; the Trainer builds the optimizer and metrics there too.
+are built by the caller and passed in. Create the model and the optimizer
+under ``strategy.scope()`` (a Keras optimizer remembers the strategy it was
+created under); the Trainer builds the optimizer's slots and the metrics there.
 
 Example:
 
->>> strategy = tf.distribute.get_strategy()
+>>> strategy = tfcustom.strategy.select("auto")
 >>> with strategy.scope():
 ...     model = tfcustom.models.get("mlp", num_classes=10)
 ...     model.build((None, 28, 28, 1))
+...     optimizer = keras.optimizers.Adam(1e-3)
 >>> trainer = Trainer(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-...                   keras.optimizers.Adam(1e-3), metrics=["accuracy"], strategy=strategy)
+...                   optimizer, metrics=["accuracy"], strategy=strategy)
 >>> history = trainer.fit(train_pipeline, epochs=5, validation_data=val_pipeline)
 >>> trainer.evaluate(test_pipeline)
 {'loss': 0.31, 'accuracy': 0.89}
@@ -26,6 +28,8 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 import time
 from typing import Callable, Dict, Optional, Sequence, Union
 
@@ -37,10 +41,43 @@ from absl import logging
 from tfcustom import steps as steps_lib
 from tfcustom.data.pipeline import InputPipeline
 from tfcustom.early_stopping import EarlyStopping
-from tfcustom.errors import NonFiniteLossError, check, check_positive_int, config_error
+from tfcustom.errors import NonFiniteLossError, TfcustomError, check, check_positive_int, config_error
 from tfcustom.history import History
 
 DataLike = Union[InputPipeline, tf.data.Dataset]
+
+PREEMPTED_EXIT_CODE = 4
+
+
+class TrainingInterrupted(TfcustomError):
+    """SIGTERM or Ctrl-C arrived: the current step finished, a checkpoint was saved."""
+
+    exit_code = PREEMPTED_EXIT_CODE
+
+
+class _StopSignals:
+    """Turn SIGTERM / SIGINT into a flag the loop checks between steps."""
+
+    def __init__(self):
+        self.received = None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        self.received = signal.Signals(signum).name
+        logging.warning("%s received: finishing the current step, then saving and stopping", self.received)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
 
 
 def _metric_from_spec(spec, num_classes: Optional[int]):
@@ -84,6 +121,8 @@ class Trainer:
         (e.g. :class:`tfcustom.sam.SAM`).
       output_dir: where ``history.json`` / ``history.csv`` are written each epoch.
       verbose: 1 shows a progress bar per epoch, 0 only logs.
+      log_replica_losses: every this many steps and at each epoch end, log
+        each replica's share of the last step's loss (absl INFO); 0: never.
     """
 
     def __init__(
@@ -102,6 +141,7 @@ class Trainer:
         gradient_fn: Optional[Callable] = None,
         output_dir: Optional[str] = None,
         verbose: int = 1,
+        log_replica_losses: int = 0,
     ):
         check(isinstance(model, keras.Model), "model must be a keras.Model", type(model).__name__, "pass a keras.Model instance")
         check(isinstance(loss, keras.losses.Loss), "loss must be a keras.losses.Loss", type(loss).__name__, "wrap the function in a keras.losses.Loss subclass or use keras.losses.get")
@@ -116,6 +156,14 @@ class Trainer:
                 v.path if hasattr(v, "path") else v.name,
                 "create and build the model inside `with strategy.scope():`",
             )
+        for opt in (optimizer, getattr(optimizer, "inner_optimizer", None)):
+            created_under = getattr(opt, "_distribution_strategy", self.strategy)  # Keras' TF optimizers record it
+            check(
+                opt is None or created_under is self.strategy,
+                "the optimizer was created outside the strategy's scope",
+                f"{type(opt).__name__} created under {type(created_under).__name__}, training under {type(self.strategy).__name__}",
+                "create the optimizer inside `with strategy.scope():`, like the model",
+            )
         self.model = model
         self.loss = loss
         self.optimizer = optimizer
@@ -126,6 +174,9 @@ class Trainer:
         self.gradient_fn = gradient_fn or steps_lib.compute_loss_and_gradients
         self.output_dir = output_dir
         self.verbose = verbose
+        check(isinstance(log_replica_losses, int) and log_replica_losses >= 0, "log_replica_losses must be an integer >= 0",
+              log_replica_losses, "pass N to log the per-replica losses every N steps, or 0 for never")
+        self.log_replica_losses = log_replica_losses
         with self.strategy.scope():
             self.optimizer.build(model.trainable_variables)
             self.train_loss = keras.metrics.Mean(name="loss")
@@ -140,6 +191,7 @@ class Trainer:
         self.test_step = self.make_test_step()
         self.predict_step = steps_lib.make_predict_step(model)
         self.history = History()
+        self._sync_state_fn = None
 
     # -- steps (override these to change what a step computes) ---------------
 
@@ -211,11 +263,16 @@ class Trainer:
         early_stopping: Optional[EarlyStopping] = None,
         checkpoint_manager: Optional[tf.train.CheckpointManager] = None,
         checkpoint_every_steps: Optional[int] = None,
+        best_checkpoint_manager: Optional[tf.train.CheckpointManager] = None,
     ) -> History:
-        """Train until ``epochs`` epochs have run (resuming from ``self.epoch``).
+        """Train until ``epochs`` epochs have run (resuming from ``self.epoch``
+        and ``self.step_in_epoch``, e.g. after a checkpoint restore).
 
         Returns the :class:`History`. With ``checkpoint_manager``, saves at each
-        epoch end and every ``checkpoint_every_steps`` steps.
+        epoch end, every ``checkpoint_every_steps`` steps, and when SIGTERM or
+        Ctrl-C arrives (then raises :class:`TrainingInterrupted` after the save).
+        With ``best_checkpoint_manager`` and ``early_stopping``, saves the model
+        whenever the monitored value improves, and restores the best from it.
         """
         check_positive_int("epochs", epochs)
         if checkpoint_every_steps is not None:
@@ -226,6 +283,24 @@ class Trainer:
             epochs, steps, self.strategy.num_replicas_in_sync, type(self.strategy).__name__,
             self.steps_per_execution, self.jit_compile,
         )
+        with _StopSignals() as signals:
+            return self._fit_epochs(train, epochs, validation_data, steps, early_stopping,
+                                    checkpoint_manager, checkpoint_every_steps, best_checkpoint_manager, signals)
+
+    def _log_replica_losses(self, out, step: int) -> None:
+        shares = np.asarray(out["replica_losses"])
+        logging.info("step %d: loss %.6g = sum of the %d replicas' shares [%s]%s", step, float(out["loss"]), len(shares),
+                     ", ".join(f"{v:.6g}" for v in shares),
+                     f"; {int(out['loss_scale_skipped'])} step(s) skipped by the loss scaler" if int(out.get("loss_scale_skipped", 0)) else "")
+
+    def _save(self, manager, reason: str) -> None:
+        self.sync_replica_state()
+        path = manager.save(checkpoint_number=int(self.global_step.numpy()))
+        logging.info("Saved checkpoint %s (%s; global step %d, %d epochs and %d steps done)", path, reason,
+                     int(self.global_step.numpy()), int(self.epoch.numpy()), int(self.step_in_epoch.numpy()))
+
+    def _fit_epochs(self, train, epochs, validation_data, steps, early_stopping, checkpoint_manager,
+                    checkpoint_every_steps, best_checkpoint_manager, signals) -> History:
         while int(self.epoch.numpy()) < epochs:
             epoch = int(self.epoch.numpy())
             start = time.time()
@@ -256,12 +331,24 @@ class Trainer:
                 done += ran
                 self.global_step.assign_add(ran)
                 self.step_in_epoch.assign(done)
+                if self.log_replica_losses:
+                    step_now, every = int(self.global_step.numpy()), self.log_replica_losses
+                    if done >= steps or step_now // every > (step_now - ran) // every:
+                        self._log_replica_losses(out, step_now)
                 if progbar is not None:
                     progbar.update(done, values=list(self._results(self.train_loss, self.train_metrics).items()), finalize=False)
+                if signals.received and done < steps:
+                    if checkpoint_manager is not None:
+                        self._save(checkpoint_manager, signals.received)
+                    raise TrainingInterrupted(
+                        f"training stopped by {signals.received} at epoch {epoch + 1}, step {done} of {steps}; "
+                        + ("a checkpoint was saved: run the same command again to resume" if checkpoint_manager is not None else "no checkpoint manager, so progress is lost")
+                    )
                 if checkpoint_manager is not None and checkpoint_every_steps and done < steps:
                     step_now = int(self.global_step.numpy())
                     if step_now // checkpoint_every_steps > (step_now - ran) // checkpoint_every_steps:
-                        checkpoint_manager.save(checkpoint_number=step_now)
+                        self._save(checkpoint_manager, f"every {checkpoint_every_steps} steps")
+            self.sync_replica_state()
             logs = {"epoch": epoch + 1}
             logs.update(self._results(self.train_loss, self.train_metrics))
             if validation_data is not None:
@@ -277,28 +364,67 @@ class Trainer:
             stop = False
             if early_stopping is not None:
                 check(early_stopping.monitor in logs, "early stopping monitors a value the epoch logs do not have", early_stopping.monitor, f"monitor one of: {', '.join(k for k in logs if k != 'epoch')}")
-                stop = early_stopping.update(logs[early_stopping.monitor], epoch + 1, self.model)
+                stop = early_stopping.update(logs[early_stopping.monitor], epoch + 1, self.model if best_checkpoint_manager is None else None)
+                if best_checkpoint_manager is not None and int(early_stopping.best_epoch.numpy()) == epoch + 1:
+                    best_checkpoint_manager.save(checkpoint_number=epoch + 1)
+                    logging.info("New best %s=%.4g: saved %s", early_stopping.monitor, logs[early_stopping.monitor], best_checkpoint_manager.latest_checkpoint)
             if self.output_dir:
                 self.history.write(self.output_dir)
             if checkpoint_manager is not None:
-                checkpoint_manager.save(checkpoint_number=int(self.global_step.numpy()))
+                self._save(checkpoint_manager, "end of epoch")
+            if signals.received and int(self.epoch.numpy()) < epochs and not stop:
+                raise TrainingInterrupted(
+                    f"training stopped by {signals.received} after epoch {epoch + 1}; "
+                    + ("a checkpoint was saved: run the same command again to resume" if checkpoint_manager is not None else "no checkpoint manager, so progress is lost")
+                )
             if stop:
                 logging.info("Early stopping after epoch %d: %s did not improve for %d epochs (best %.4g at epoch %d)",
                              epoch + 1, early_stopping.monitor, early_stopping.patience, float(early_stopping.best.numpy()), int(early_stopping.best_epoch.numpy()))
                 break
-        if early_stopping is not None and early_stopping.restore(self.model):
-            logging.info("Restored the weights of epoch %d (best %s)", int(early_stopping.best_epoch.numpy()), early_stopping.monitor)
+        if early_stopping is not None and early_stopping.restore_best:
+            if best_checkpoint_manager is not None and best_checkpoint_manager.latest_checkpoint:
+                best_checkpoint_manager.checkpoint.restore(best_checkpoint_manager.latest_checkpoint).assert_existing_objects_matched()
+                logging.info("Restored the best weights (epoch %d, %s) from %s", int(early_stopping.best_epoch.numpy()), early_stopping.monitor, best_checkpoint_manager.latest_checkpoint)
+            elif early_stopping.restore(self.model):
+                logging.info("Restored the weights of epoch %d (best %s)", int(early_stopping.best_epoch.numpy()), early_stopping.monitor)
         return self.history
 
     # -- evaluation and prediction ----------------------------------------------
 
     def evaluate(self, data: DataLike, prefix: str = "") -> Dict[str, float]:
         """Loss and metrics over **every** example of ``data`` (``training=False``)."""
+        self.sync_replica_state()
         self.eval_loss.reset_state()
         for m in self.eval_metrics:
             m.reset_state()
         self.test_step(iter(self._distribute(data)))
         return self._results(self.eval_loss, self.eval_metrics, prefix)
+
+    def sync_replica_state(self) -> None:
+        """Set every replica's copy of the model's non-trainable float variables
+        (BatchNormalization moving statistics) to their mean over the replicas.
+
+        Keras creates those variables with ``aggregation=NONE``: under a
+        multi-replica strategy each replica updates its own copy from its own
+        batches, and the copies drift apart. Without this, evaluation would run
+        a different model on each replica, and the saved model (the first
+        replica's copy) would not be the one evaluated. The fit loop calls it at
+        each epoch end and before each checkpoint; :meth:`evaluate` calls it first.
+        """
+        if self.strategy.num_replicas_in_sync == 1:
+            return
+        if self._sync_state_fn is None:
+            state = [v for v in self.model.non_trainable_variables if tf.as_dtype(v.dtype).is_floating]
+            strategy = self.strategy
+
+            @tf.function
+            def sync():
+                local = strategy.run(lambda: [tf.identity(v) for v in state])
+                for v, value in zip(state, local):
+                    v.assign(strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None))
+
+            self._sync_state_fn = sync if state else (lambda: None)
+        self._sync_state_fn()
 
     def predict(self, data: DataLike) -> np.ndarray:
         """Model outputs for every example of ``data``, in input order."""

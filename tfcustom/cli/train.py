@@ -3,7 +3,9 @@
 This module is the only one that reads ``FLAGS``. Flags can come from a file:
 ``--flagfile=configs/fashion_mnist_cnn.flags`` (``--config`` is an alias).
 
-Exit codes: 0 done, 2 bad flags / config / data, 3 non-finite loss.
+Exit codes: 0 done, 2 bad flags / config / data / checkpoint, 3 non-finite loss,
+4 stopped by SIGTERM or Ctrl-C after saving a checkpoint (run the same command
+again to resume).
 """
 
 from __future__ import annotations
@@ -46,13 +48,25 @@ flags.DEFINE_string("on_nonfinite", "stop", "What to do on a NaN/Inf loss: stop 
 flags.DEFINE_string("output_dir", "runs/default", "Run directory (history, plot, model, results).")
 flags.DEFINE_boolean("overwrite", False, "Replace an existing run in --output_dir.")
 flags.DEFINE_integer("verbose", 1, "1: progress bar per epoch; 0: log lines only.")
+flags.DEFINE_integer("checkpoint_every_steps", None, "Also save a checkpoint every N train steps (always at each epoch end).")
+flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept (plus the best one by --monitor).")
+flags.DEFINE_enum("strategy", "auto", ["auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu"],
+                  "tf.distribute strategy (see tfcustom.strategy.select): auto = TPU if reachable, else the GPU(s), else the CPU.")
+flags.DEFINE_integer("num_cpu_replicas", None, "With --strategy=mirrored: split the CPU into N logical devices (one replica each).")
+flags.DEFINE_string("tpu", None, "With --strategy=tpu/auto: 'local' (TPU VM), grpc://HOST:PORT or a Cloud TPU name "
+                    "(default: $COLAB_TPU_ADDR, $TPU_NAME, then local).")
+flags.DEFINE_enum("precision", "auto", ["auto", "float32", "mixed_float16", "mixed_bfloat16"],
+                  "Keras dtype policy; auto = mixed_bfloat16 on TPU, mixed_float16 (with loss scaling) on GPU, float32 on CPU.")
+flags.DEFINE_integer("log_replica_losses", 0, "Log each replica's share of the loss every N steps and at each epoch end (0: never).")
 
 for _name in ("validation_size",):
     flags.register_validator(_name, lambda v: v is not None and v >= 0, message=f"--{_name} must be >= 0 (e.g. --{_name}=5000)")
-for _name in ("epochs", "batch_size", "eval_batch_size", "steps_per_execution"):
-    flags.register_validator(_name, lambda v: v is not None and v >= 1, message=f"--{_name} must be a positive integer (e.g. --{_name}=10)")
+for _name in ("epochs", "batch_size", "eval_batch_size", "steps_per_execution", "keep_checkpoints", "checkpoint_every_steps"):
+    flags.register_validator(_name, lambda v: v is None or v >= 1, message=f"--{_name} must be a positive integer (e.g. --{_name}=10)")
 flags.register_validator("learning_rate", lambda v: v > 0, message="--learning_rate must be positive (e.g. --learning_rate=1e-3)")
 flags.register_validator("seed", lambda v: v >= 0, message="--seed must be >= 0")
+flags.register_validator("num_cpu_replicas", lambda v: v is None or v >= 1, message="--num_cpu_replicas must be a positive integer (e.g. --num_cpu_replicas=2)")
+flags.register_validator("log_replica_losses", lambda v: v is not None and v >= 0, message="--log_replica_losses must be >= 0 (e.g. --log_replica_losses=100)")
 flags.register_validator("on_nonfinite", lambda v: v in ("stop", "skip"), message="--on_nonfinite must be stop or skip")
 
 
@@ -100,6 +114,13 @@ def config_from_flags():
         steps_per_execution=FLAGS.steps_per_execution,
         on_nonfinite=FLAGS.on_nonfinite,
         verbose=FLAGS.verbose,
+        checkpoint_every_steps=FLAGS.checkpoint_every_steps,
+        keep_checkpoints=FLAGS.keep_checkpoints,
+        strategy=FLAGS.strategy,
+        num_cpu_replicas=FLAGS.num_cpu_replicas,
+        tpu_address=FLAGS.tpu,
+        precision=FLAGS.precision,
+        log_replica_losses=FLAGS.log_replica_losses,
     )
 
 
@@ -111,13 +132,22 @@ def main(argv):
     logging.set_verbosity(logging.INFO)
     from tfcustom.errors import NonFiniteLossError, TfcustomError
     from tfcustom.train import train_and_evaluate
+    from tfcustom.trainer import TrainingInterrupted
 
     try:
-        config = config_from_flags()
-        results = train_and_evaluate(config, FLAGS.output_dir, overwrite=FLAGS.overwrite)
+        config = config_from_flags().validate()
+        # The strategy comes first: splitting the CPU (--num_cpu_replicas) and
+        # starting the multi-worker runtime only work before TF initialises its devices.
+        from tfcustom.strategy import select
+
+        strategy = select(config.strategy, num_cpu_replicas=config.num_cpu_replicas, tpu=config.tpu_address)
+        results = train_and_evaluate(config, FLAGS.output_dir, strategy=strategy, overwrite=FLAGS.overwrite)
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except TrainingInterrupted as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return TrainingInterrupted.exit_code
     except TfcustomError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -7,7 +7,9 @@ exactly, from any batch (``skip_batches``): that is what exact resume needs.
 Under a ``tf.distribute`` strategy the pipeline is sharded per input pipeline
 and batched per replica (``distribute_datasets_from_function``), so that the
 union of the replicas' batches at a step is the same set of examples as the
-single-device batch.
+single-device batch: each global batch is cut into one contiguous chunk per
+replica, and a final partial batch is split as evenly as possible (no replica
+gets an empty batch unless fewer examples than replicas are left).
 
 Example:
 
@@ -52,6 +54,32 @@ def normalize_images(x):
     if x.dtype == tf.uint8:
         return tf.cast(x, tf.float32) / 255.0
     return tf.cast(x, tf.float32)
+
+
+def _replica_batches(indices: np.ndarray, global_batch: int, ctx: tf.distribute.InputContext, drop_remainder: bool) -> tf.data.Dataset:
+    """This input pipeline's per-replica index batches, in the order the
+    strategy hands them to its replicas.
+
+    Every global batch (``global_batch`` consecutive indices) is cut into one
+    contiguous chunk per replica; pipeline ``p`` serves replicas ``p*k ..
+    p*k+k-1`` (``k`` replicas per pipeline), which take its elements in turn.
+    A final partial batch is split as evenly as possible: with a plain
+    per-replica ``batch()`` the first replicas would take it all and the last
+    ones get empty batches (NaN statistics in BatchNormalization).
+    """
+    replicas, pipelines, pid = ctx.num_replicas_in_sync, ctx.num_input_pipelines, ctx.input_pipeline_id
+    per_pipeline = replicas // pipelines
+    chunks = []
+    for start in range(0, len(indices), global_batch):
+        parts = np.array_split(indices[start:start + global_batch], replicas)
+        chunks.extend(parts[pid * per_pipeline:(pid + 1) * per_pipeline])
+    flat = np.concatenate(chunks).astype(np.int64) if chunks else np.zeros([0], np.int64)
+    if drop_remainder:  # all chunks are full: keep the static batch shape (TPU)
+        return tf.data.Dataset.from_tensor_slices(flat).batch(global_batch // replicas, drop_remainder=True)
+    lengths = np.array([len(c) for c in chunks], np.int64)
+    starts = np.cumsum(lengths) - lengths
+    flat = tf.constant(flat)
+    return tf.data.Dataset.from_tensor_slices((starts, lengths)).map(lambda s, n: flat[s:s + n])
 
 
 @dataclasses.dataclass
@@ -124,11 +152,11 @@ class InputPipeline:
                 batch,
                 f"use a multiple of {replicas}",
             )
-            batch = input_context.get_per_replica_batch_size(batch)
-            indices = indices[input_context.input_pipeline_id::input_context.num_input_pipelines]
+            ids = _replica_batches(indices, batch, input_context, self.drop_remainder)
+        else:
+            ids = tf.data.Dataset.from_tensor_slices(indices).batch(batch, drop_remainder=self.drop_remainder)
         x, y = self._tensors()
-        ds = tf.data.Dataset.from_tensor_slices(indices).batch(batch, drop_remainder=self.drop_remainder)
-        ds = ds.map(lambda i: (normalize_images(tf.gather(x, i)), tf.gather(y, i)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ids.map(lambda i: (normalize_images(tf.gather(x, i)), tf.gather(y, i)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if self.cache and not self.shuffle:
             ds = ds.cache()
         options = tf.data.Options()

@@ -1,0 +1,144 @@
+"""Exact resume: SIGKILL mid-epoch, SIGTERM, corrupt checkpoints, changed configs (subprocesses)."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "examples", "train.py")
+STEPS_PER_EPOCH = 32  # 1000 training images (1200 - 200 validation) / batch 32, rounded up
+
+
+def _env():
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+
+
+def args(data_dir, out, *extra):
+    return [TRAIN, "--model=mlp", '--model_kwargs={"dropout": 0.3, "hidden_units": [64]}', "--epochs=3",
+            "--batch_size=32", "--validation_size=200", f"--data_dir={data_dir}", f"--output_dir={out}",
+            "--verbose=0", "--seed=5", "--deterministic", "--checkpoint_every_steps=2", *extra]
+
+
+def run(argv, timeout=240):
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=timeout, env=_env(), cwd=ROOT)
+
+
+def latest_step(out):
+    try:
+        text = open(os.path.join(out, "checkpoints", "checkpoint")).read()
+    except OSError:
+        return None
+    m = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', text, re.M)
+    return int(m.group(1)) if m else None
+
+
+def start_and_signal(argv, out, sig, lo, hi, timeout=180):
+    """Start training; send ``sig`` once the newest checkpoint is at a step in [lo, hi)."""
+    proc = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline and proc.poll() is None:
+            step = latest_step(out)
+            if step is not None and lo <= step < hi:
+                proc.send_signal(sig)
+                break
+            time.sleep(0.01)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, stdout, stderr
+
+
+def weights(out):
+    code = f"""
+import numpy as np, keras, tfcustom
+m = keras.models.load_model({os.path.join(str(out), 'model.keras')!r})
+np.savez({os.path.join(str(out), 'weights.npz')!r}, *m.get_weights())
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, env=_env(), capture_output=True)
+    with np.load(os.path.join(str(out), "weights.npz")) as f:
+        return [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
+
+
+def history(out):
+    with open(os.path.join(str(out), "history.json")) as f:
+        return [{k: v for k, v in r.items() if k != "time_s"} for r in json.load(f)]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, small_idx_dir):
+    out = tmp_path_factory.mktemp("resume") / "uninterrupted"
+    proc = run(args(small_idx_dir, out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def _assert_same_run(a, b):
+    assert history(a) == history(b)
+    for x, y in zip(weights(a), weights(b)):
+        np.testing.assert_array_equal(x, y)  # bitwise
+
+
+def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path, small_idx_dir, reference):
+    out = tmp_path / "killed"
+    code, _, _ = start_and_signal(args(small_idx_dir, out), str(out), signal.SIGKILL, STEPS_PER_EPOCH + 4, 2 * STEPS_PER_EPOCH - 4)
+    assert code == -signal.SIGKILL
+    step = latest_step(str(out))
+    assert step % STEPS_PER_EPOCH != 0, "the kill must land mid-epoch"
+    assert not (out / "results.json").exists()
+    proc = run(args(small_idx_dir, out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(rf"Resumed from .*ckpt-{step}: global step {step}", proc.stderr)
+    _assert_same_run(reference, out)
+
+
+def test_sigterm_saves_exits_4_and_resumes_exactly(tmp_path, small_idx_dir, reference):
+    out = tmp_path / "preempted"
+    code, _, stderr = start_and_signal(args(small_idx_dir, out, "--checkpoint_every_steps=1000"), str(out), signal.SIGTERM, 0, 10**6)
+    # Only epoch-end checkpoints exist before the signal; the signal itself makes a save.
+    assert code == 4, stderr[-3000:]
+    assert "stopped: training stopped by SIGTERM" in stderr and "run the same command again to resume" in stderr
+    step = latest_step(str(out))
+    assert step is not None
+    proc = run(args(small_idx_dir, out, "--checkpoint_every_steps=1000"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_same_run(reference, out)
+
+
+def test_corrupt_newest_checkpoint_falls_back_and_resumes(tmp_path, small_idx_dir, reference):
+    out = tmp_path / "corrupt"
+    code, _, _ = start_and_signal(args(small_idx_dir, out), str(out), signal.SIGKILL, STEPS_PER_EPOCH + 10, 2 * STEPS_PER_EPOCH - 4)
+    assert code == -signal.SIGKILL
+    newest = latest_step(str(out))
+    data = out / "checkpoints" / f"ckpt-{newest}.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:100])  # truncated
+    proc = run(args(small_idx_dir, out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"ckpt-{newest} cannot be restored" in proc.stderr and "trying an older one" in proc.stderr
+    _assert_same_run(reference, out)
+
+
+def test_changed_config_is_refused_with_the_fields_named(tmp_path, small_idx_dir):
+    out = tmp_path / "changed"
+    code, _, _ = start_and_signal(args(small_idx_dir, out), str(out), signal.SIGKILL, 4, 10**6)
+    assert code == -signal.SIGKILL
+    before = sorted(os.listdir(out / "checkpoints"))
+    proc = run(args(small_idx_dir, out, "--learning_rate=0.01", "--seed=6"))
+    assert proc.returncode == 2
+    line = [l for l in proc.stderr.splitlines() if l.startswith("error:")][-1]
+    assert "cannot resume: the config differs" in line and "learning_rate: 0.001 -> 0.01" in line and "seed: 5 -> 6" in line
+    assert "--overwrite" in line
+    assert sorted(os.listdir(out / "checkpoints")) == before  # nothing touched
+    # --epochs may change: a resumed run can be extended.
+    proc = run(args(small_idx_dir, out, "--epochs=4"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(history(out)) == 4

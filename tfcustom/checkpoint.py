@@ -1,0 +1,116 @@
+"""Checkpoints that hold everything the next step depends on, and restoring them.
+
+One ``tf.train.Checkpoint`` (built by :func:`training_checkpoint`) holds the
+model (weights, BatchNorm statistics, dropout RNG states), the optimizer (slots
+and iteration count), the loop position (global step, epoch, step within the
+epoch — with the seeded per-epoch data order this is the position in the data),
+the running train metrics of the current epoch, and the early-stopping state.
+Restoring it and starting the same loop again continues bit for bit.
+
+``tf.train.CheckpointManager`` writes the index file (``checkpoint``) only after
+a checkpoint's data files are complete, so a save killed halfway is never the
+one listed; :func:`restore_latest` also falls back to older checkpoints when the
+newest cannot be read, and says so.
+
+Example:
+
+>>> ckpt = training_checkpoint(trainer, early_stopping)
+>>> manager = tf.train.CheckpointManager(ckpt, "runs/x/checkpoints", max_to_keep=3)
+>>> restore_latest(ckpt, manager)        # None on a fresh start
+>>> trainer.fit(train, epochs=10, checkpoint_manager=manager, checkpoint_every_steps=500)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import tensorflow as tf
+from absl import logging
+
+from tfcustom.errors import TfcustomError
+
+
+class CheckpointError(TfcustomError, RuntimeError):
+    """No checkpoint could be restored, or one does not fit the model."""
+
+
+def _tf_variables(keras_variables):
+    return [v.value if hasattr(v, "value") and not isinstance(v, tf.Variable) else v for v in keras_variables]
+
+
+def model_variables(model) -> dict:
+    """Every variable of ``model`` (weights, BatchNorm statistics, RNG states)
+    keyed by its path.
+
+    Keras 3 models that keep layers in Python lists are not fully tracked by
+    ``tf.train.Checkpoint(model=model)``; this explicit map is.
+    """
+    out = {}
+    for v in model.variables:
+        key = getattr(v, "path", None) or v.name
+        out[key] = v.value if hasattr(v, "value") and not isinstance(v, tf.Variable) else v
+    return out
+
+
+def training_checkpoint(trainer, early_stopping=None) -> tf.train.Checkpoint:
+    """The checkpoint of a :class:`tfcustom.Trainer`'s full training state."""
+    metric_vars = []
+    for m in [trainer.train_loss, *trainer.train_metrics]:
+        metric_vars.extend(_tf_variables(m.variables))
+    items = dict(
+        model=trainer.model,
+        model_variables=model_variables(trainer.model),
+        optimizer=trainer.optimizer,
+        global_step=trainer.global_step,
+        epoch=trainer.epoch,
+        step_in_epoch=trainer.step_in_epoch,
+        train_metrics=metric_vars,
+    )
+    if early_stopping is not None:
+        items["early_stopping"] = early_stopping
+    return tf.train.Checkpoint(**items)
+
+
+def model_checkpoint(model) -> tf.train.Checkpoint:
+    """A checkpoint of the model alone (the "best" checkpoint, evaluation).
+
+    Restores from a :func:`training_checkpoint` too (use ``.expect_partial()``).
+    """
+    return tf.train.Checkpoint(model=model, model_variables=model_variables(model))
+
+
+def restore_latest(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> Optional[str]:
+    """Restore the newest readable checkpoint of ``manager``; return its path.
+
+    Returns None when there is none. A checkpoint that cannot be read (corrupt,
+    truncated) is skipped with a warning and the next older one is tried; if
+    checkpoints exist but none can be restored, raises :class:`CheckpointError`.
+    A checkpoint of a different model raises :class:`CheckpointError` naming
+    the mismatch.
+    """
+    paths = list(reversed(manager.checkpoints))
+    if not paths:
+        return None
+    errors = []
+    for path in paths:
+        try:
+            status = checkpoint.restore(path)
+            status.assert_existing_objects_matched()
+        except Exception as e:  # corrupt files surface as OpError, IndexError, DataLossError, ...
+            message = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if isinstance(e, (AssertionError, ValueError)) and ("shape" in message.lower() or "match" in message.lower()):
+                raise CheckpointError(
+                    f"checkpoint {path} does not fit this model ({message[:300]}) (received: {path!r}). "
+                    "It was written by a different model or config: pass --overwrite to start over, or use the matching --model"
+                ) from None
+            logging.warning("Checkpoint %s cannot be restored (%s); trying an older one", path, message[:200])
+            errors.append((path, message))
+            continue
+        if errors:
+            logging.warning("Restored %s after skipping %d unreadable newer checkpoint(s)", path, len(errors))
+        return path
+    raise CheckpointError(
+        f"none of the {len(paths)} checkpoint(s) in {os.path.dirname(paths[0])} can be restored "
+        f"(newest: {errors[0][1][:200]}) (received: {paths[0]!r}). Delete the directory or pass --overwrite to start over"
+    )

@@ -1,0 +1,387 @@
+"""Choose the ``tf.distribute`` strategy and the precision policy by name.
+
+One call picks where training runs; the model, step and config do not change:
+
+>>> from tfcustom import strategy as strategy_lib
+>>> strategy = strategy_lib.select("auto")            # TPU, else GPU(s), else CPU
+>>> strategy = strategy_lib.select("mirrored", num_cpu_replicas=2)  # 2 logical CPUs
+>>> policy = strategy_lib.set_precision("auto", strategy)          # 'float32' on CPU
+
+Names (:data:`STRATEGY_NAMES`):
+
+* ``auto``: a TPU if one is reachable (``tpu=``, ``$TPU_NAME``,
+  ``$COLAB_TPU_ADDR``, or a local TPU on a TPU VM), else every visible GPU
+  (``MirroredStrategy`` if more than one, ``OneDeviceStrategy`` on one),
+  else ``OneDeviceStrategy("/cpu:0")``. Never hangs: a remote TPU address is
+  probed with a socket timeout first; a TPU that fails falls back with a
+  warning.
+* ``cpu``: ``OneDeviceStrategy("/cpu:0")``.
+* ``gpu``: every visible GPU, as above; an error if there is none.
+* ``mirrored``: ``MirroredStrategy`` over ``devices``, or over
+  ``num_cpu_replicas`` logical CPU devices (the CPU split in N, to test
+  multi-replica code on a laptop), or over every GPU, else every logical CPU.
+* ``multi_worker``: ``MultiWorkerMirroredStrategy`` from ``$TF_CONFIG``
+  (validated here first).
+* ``tpu``: ``TPUClusterResolver`` (``tpu="local"`` on a TPU VM; a
+  ``grpc://host:port`` address or a Cloud TPU name otherwise),
+  ``connect_to_cluster``, ``initialize_tpu_system``, ``TPUStrategy``.
+
+A strategy that cannot be built fails at once with a
+:class:`tfcustom.errors.ConfigError` that says what was found and what to do;
+only ``auto`` falls back. The choice and the replica count are logged.
+
+Call :func:`select` **first**, before anything builds a model or runs a
+TensorFlow op: splitting the CPU into logical devices and starting the
+multi-worker runtime are only possible before TensorFlow initialises its
+devices.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from typing import Any, Dict, Optional, Sequence
+
+import tensorflow as tf
+from absl import logging
+
+from tfcustom.errors import check, check_one_of, config_error
+
+__all__ = [
+    "STRATEGY_NAMES", "PRECISIONS", "select", "configure_cpu_replicas", "parse_tf_config",
+    "device_type", "resolve_precision", "set_precision", "wrap_optimizer", "describe",
+]
+
+STRATEGY_NAMES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+#: Seconds to wait for a remote TPU's gRPC port to accept a connection.
+TPU_PROBE_TIMEOUT_S = 2.0
+
+_TPU_FIX = (
+    "on a Cloud TPU VM use tpu='local' (--tpu=local) with the tensorflow-tpu package installed; "
+    "on a TPU node or legacy Colab pass the worker address (--tpu=grpc://HOST:8470, or set $COLAB_TPU_ADDR / $TPU_NAME); "
+    "otherwise pick --strategy=auto, cpu or gpu"
+)
+
+
+# ---------------------------------------------------------------------------
+# Devices
+# ---------------------------------------------------------------------------
+
+
+def configure_cpu_replicas(n: int) -> None:
+    """Split the (first) physical CPU into ``n`` logical devices ``/cpu:0..n-1``.
+
+    Must run before TensorFlow initialises its devices; calling it again with
+    the same ``n`` is a no-op.
+    """
+    check(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 1,
+        "num_cpu_replicas must be a positive integer", n, "pass e.g. num_cpu_replicas=2",
+    )
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    current = tf.config.get_logical_device_configuration(cpu)
+    if (current is None and n == 1) or (current is not None and len(current) == n):
+        return
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+    except RuntimeError as e:
+        found = len(current) if current else len(tf.config.list_logical_devices("CPU"))
+        raise config_error(
+            f"cannot split the CPU into {n} logical devices: TensorFlow has already initialised its devices "
+            f"({found} logical CPU device(s)) [{e}]",
+            f"num_cpu_replicas={n}",
+            "call tfcustom.strategy.select(..., num_cpu_replicas=N) first, before building a model or running "
+            "any TensorFlow op (in a notebook: restart the kernel and make it the first cell)",
+        ) from None
+
+
+def _gpu_strategy(found_what: str) -> tf.distribute.Strategy:
+    gpus = tf.config.list_physical_devices("GPU")
+    check(
+        bool(gpus),
+        f"no GPU is visible to TensorFlow ({found_what})",
+        "0 GPUs",
+        "check `nvidia-smi`, $CUDA_VISIBLE_DEVICES and that the CUDA build of TensorFlow is installed "
+        "(pip install 'tensorflow[and-cuda]'); or pick --strategy=cpu or auto",
+    )
+    if len(gpus) == 1:
+        return tf.distribute.OneDeviceStrategy("/gpu:0")
+    return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in range(len(gpus))])
+
+
+def _mirrored(devices: Optional[Sequence[str]], num_cpu_replicas: Optional[int]) -> tf.distribute.Strategy:
+    if devices is not None:
+        devices = list(devices)
+        check(bool(devices) and all(isinstance(d, str) for d in devices), "devices must be a non-empty list of device names",
+              devices, "pass e.g. devices=['/gpu:0', '/gpu:1']")
+        check(num_cpu_replicas is None, "pass either devices or num_cpu_replicas, not both", (devices, num_cpu_replicas),
+              "drop one of them")
+        return tf.distribute.MirroredStrategy(devices)
+    if num_cpu_replicas is not None:
+        configure_cpu_replicas(num_cpu_replicas)
+        return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(num_cpu_replicas)])
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in range(len(gpus))])
+    cpus = tf.config.list_logical_devices("CPU")
+    return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(len(cpus))])
+
+
+# ---------------------------------------------------------------------------
+# Multi-worker
+# ---------------------------------------------------------------------------
+
+
+def _check_address(addr, where: str) -> None:
+    ok = isinstance(addr, str) and addr.count(":") >= 1
+    if ok:
+        host, _, port = addr.rpartition(":")
+        ok = bool(host) and port.isdigit() and 0 < int(port) < 65536
+    check(ok, f"TF_CONFIG {where} is not a 'host:port' address", addr, "write addresses as \"10.0.0.1:12345\"")
+
+
+def parse_tf_config(text: Optional[str] = None) -> Dict[str, Any]:
+    """Parse and validate ``TF_CONFIG`` (default: ``$TF_CONFIG``); return it as a dict.
+
+    Checks what TensorFlow would otherwise fail on late or obscurely: valid
+    JSON, a ``cluster`` with ``worker`` (and/or ``chief``) lists of
+    ``host:port`` addresses, a ``task`` with a ``type`` of the cluster and an
+    ``index`` within its list.
+    """
+    example = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+               '"task": {"type": "worker", "index": 0}}\' (index 1 on the second host)')
+    if text is None:
+        text = os.environ.get("TF_CONFIG")
+    check(bool(text and text.strip()), "multi_worker needs the cluster description in $TF_CONFIG, which is not set",
+          text, f"on every worker set {example}")
+    try:
+        tf_config = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise config_error(f"TF_CONFIG is not valid JSON ({e.msg} at character {e.pos})", text, f"set {example}") from None
+    check(isinstance(tf_config, dict), "TF_CONFIG must be a JSON object", text, f"set {example}")
+    cluster = tf_config.get("cluster")
+    check(isinstance(cluster, dict) and cluster, "TF_CONFIG has no \"cluster\" object", text,
+          f"add the list of workers, e.g. {example}")
+    check(bool(cluster.get("worker") or cluster.get("chief")), "TF_CONFIG cluster lists no \"worker\" (or \"chief\")",
+          sorted(cluster), f"list the workers' addresses, e.g. {example}")
+    for job, addrs in cluster.items():
+        check(isinstance(addrs, list) and addrs, f"TF_CONFIG cluster job {job!r} must be a non-empty list of addresses",
+              addrs, "write e.g. \"worker\": [\"host1:12345\", \"host2:12345\"]")
+        for a in addrs:
+            _check_address(a, f"cluster[{job!r}] entry")
+    task = tf_config.get("task")
+    check(isinstance(task, dict), "TF_CONFIG has no \"task\" object (which worker this process is)", text,
+          "add e.g. \"task\": {\"type\": \"worker\", \"index\": 0}, with a different index on each worker")
+    ttype, index = task.get("type"), task.get("index")
+    check(ttype in cluster, "TF_CONFIG task type is not a job of the cluster", ttype,
+          f"use one of: {', '.join(sorted(cluster))}")
+    check(isinstance(index, int) and not isinstance(index, bool), "TF_CONFIG task index must be an integer", index,
+          "set \"index\": 0 on the first worker, 1 on the second, ...")
+    check(0 <= index < len(cluster[ttype]), f"TF_CONFIG task index is out of range for the {len(cluster[ttype])} "
+          f"{ttype!r} address(es) of the cluster", index, f"use an index in 0..{len(cluster[ttype]) - 1}")
+    return tf_config
+
+
+def _multi_worker() -> tf.distribute.Strategy:
+    tf_config = parse_tf_config()
+    task = tf_config["task"]
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    except (RuntimeError, ValueError) as e:
+        raise config_error(
+            f"cannot start the multi-worker runtime ({e})", f"task {task['type']}:{task['index']}",
+            "call tfcustom.strategy.select('multi_worker') first in the program, before any other TensorFlow "
+            "operation, and check that this host's address in TF_CONFIG is right",
+        ) from None
+    logging.info("multi_worker: task %s:%d of cluster %s", task["type"], task["index"], json.dumps(tf_config["cluster"]))
+    return strategy
+
+
+# ---------------------------------------------------------------------------
+# TPU
+# ---------------------------------------------------------------------------
+
+
+def _tpu_address(tpu: Optional[str]) -> str:
+    if tpu:
+        return tpu
+    if os.environ.get("COLAB_TPU_ADDR"):
+        return "grpc://" + os.environ["COLAB_TPU_ADDR"]
+    if os.environ.get("TPU_NAME"):
+        return os.environ["TPU_NAME"]
+    return "local"
+
+
+def _tpu_hint() -> bool:
+    """Cheap signs that a TPU might be there (used by ``auto`` only)."""
+    if os.environ.get("COLAB_TPU_ADDR") or os.environ.get("TPU_NAME"):
+        return True
+    if os.path.exists("/dev/accel0") or os.environ.get("TPU_ACCELERATOR_TYPE"):
+        return True
+    try:
+        return bool(tf.config.list_physical_devices("TPU"))
+    except Exception:  # noqa: BLE001 - any failure means "no TPU here"
+        return False
+
+
+def _probe(address: str, timeout: float = TPU_PROBE_TIMEOUT_S) -> None:
+    """Open (and close) a TCP connection to ``grpc://host:port`` within ``timeout`` s."""
+    hostport = address[len("grpc://"):]
+    host, _, port = hostport.rpartition(":")
+    check(bool(host) and port.isdigit(), "TPU address must look like grpc://HOST:PORT", address, "pass e.g. --tpu=grpc://10.0.0.2:8470")
+    start = time.monotonic()
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        raise config_error(
+            f"no TPU answers at {address}: nothing accepted a connection on {host}:{port} within "
+            f"{timeout:g} s ({type(e).__name__}: {e}, after {time.monotonic() - start:.1f} s)",
+            address, _TPU_FIX,
+        ) from None
+
+
+def _tpu(tpu: Optional[str]) -> tf.distribute.Strategy:
+    address = _tpu_address(tpu)
+    if address.startswith("grpc://"):
+        _probe(address)
+    start = time.monotonic()
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=address)
+        if address != "local":
+            tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        strategy = tf.distribute.TPUStrategy(resolver)
+    except Exception as e:  # noqa: BLE001 - TF raises many types here; all mean "no usable TPU"
+        found = tf.config.list_physical_devices("TPU")
+        msg = str(e).split("\n")[0]
+        msg = msg if len(msg) <= 160 else msg[:157] + "..."
+        raise config_error(
+            f"no usable TPU at {address!r}: {type(e).__name__}: {msg} "
+            f"(after {time.monotonic() - start:.1f} s; {len(found)} TPU device(s) visible)",
+            address, _TPU_FIX,
+        ) from None
+    return strategy
+
+
+# ---------------------------------------------------------------------------
+# The selector
+# ---------------------------------------------------------------------------
+
+
+def describe(strategy: tf.distribute.Strategy) -> str:
+    """``"MirroredStrategy, 2 replica(s) on /cpu:0, /cpu:1"``."""
+    try:
+        devices = ", ".join(strategy.extended.worker_devices)
+    except (RuntimeError, AttributeError, NotImplementedError):
+        devices = "the default device"
+    return f"{type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s) on {devices}"
+
+
+def select(
+    name: str = "auto",
+    *,
+    devices: Optional[Sequence[str]] = None,
+    num_cpu_replicas: Optional[int] = None,
+    tpu: Optional[str] = None,
+) -> tf.distribute.Strategy:
+    """Build the ``tf.distribute`` strategy called ``name`` (see the module doc).
+
+    Args:
+      name: one of :data:`STRATEGY_NAMES`.
+      devices: ``mirrored`` only: the device list, e.g. ``["/gpu:0", "/gpu:1"]``.
+      num_cpu_replicas: ``mirrored`` only: split the CPU into this many logical
+        devices and mirror over them (must be called before TF initialises
+        its devices).
+      tpu: ``tpu``/``auto``: ``"local"``, ``"grpc://HOST:PORT"`` or a Cloud TPU
+        name (default: ``$COLAB_TPU_ADDR``, ``$TPU_NAME``, then ``"local"``).
+
+    Raises:
+      ConfigError: the requested device is not there or the arguments do not
+        fit the name; the message says what was found and what to do.
+    """
+    check_one_of("strategy", name, STRATEGY_NAMES)
+    check(devices is None or name == "mirrored", "devices applies only to strategy 'mirrored'", name,
+          "pass strategy='mirrored' with devices, or drop devices")
+    check(num_cpu_replicas is None or name == "mirrored", "num_cpu_replicas applies only to strategy 'mirrored'", name,
+          "pass --strategy=mirrored --num_cpu_replicas=N, or drop --num_cpu_replicas")
+    check(tpu is None or name in ("tpu", "auto"), "a TPU address applies only to strategy 'tpu' or 'auto'", name,
+          "pass --strategy=tpu (or auto) with --tpu, or drop --tpu")
+    start = time.monotonic()
+    if name == "cpu":
+        strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    elif name == "gpu":
+        strategy = _gpu_strategy("strategy 'gpu' needs at least one")
+    elif name == "mirrored":
+        strategy = _mirrored(devices, num_cpu_replicas)
+    elif name == "multi_worker":
+        strategy = _multi_worker()
+    elif name == "tpu":
+        strategy = _tpu(tpu)
+    else:
+        strategy = None
+        if tpu or _tpu_hint():
+            try:
+                strategy = _tpu(tpu)
+            except Exception as e:  # noqa: BLE001 - auto falls back, loudly
+                logging.warning("auto: no TPU (%s); trying GPUs, then the CPU", e)
+        if strategy is None:
+            strategy = _gpu_strategy("") if tf.config.list_physical_devices("GPU") else tf.distribute.OneDeviceStrategy("/cpu:0")
+    logging.info("Strategy %r: %s (selected in %.2f s)", name, describe(strategy), time.monotonic() - start)
+    return strategy
+
+
+# ---------------------------------------------------------------------------
+# Precision
+# ---------------------------------------------------------------------------
+
+
+def device_type(strategy: Optional[tf.distribute.Strategy] = None) -> str:
+    """``"TPU"``, ``"GPU"`` or ``"CPU"``: where ``strategy``'s replicas compute."""
+    strategy = strategy or tf.distribute.get_strategy()
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return "TPU"
+    try:
+        devices = list(strategy.extended.worker_devices)
+    except (RuntimeError, AttributeError, NotImplementedError):  # the default strategy
+        return "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+    if any("GPU" in d.upper().rsplit("/", 1)[-1] for d in devices):
+        return "GPU"
+    return "CPU"
+
+
+def resolve_precision(precision: str, strategy: Optional[tf.distribute.Strategy] = None) -> str:
+    """The Keras policy name for ``precision``: ``auto`` is ``mixed_bfloat16`` on
+    TPU, ``mixed_float16`` on GPU and ``float32`` on CPU."""
+    check_one_of("precision", precision, PRECISIONS)
+    if precision != "auto":
+        return precision
+    return {"TPU": "mixed_bfloat16", "GPU": "mixed_float16"}.get(device_type(strategy), "float32")
+
+
+def set_precision(precision: str, strategy: Optional[tf.distribute.Strategy] = None) -> str:
+    """Set Keras' global dtype policy from ``precision``; return the policy name.
+
+    Build the model after this call (layers read the policy when created).
+    With ``mixed_float16``, wrap the optimizer with :func:`wrap_optimizer`.
+    """
+    import keras
+
+    policy = resolve_precision(precision, strategy)
+    keras.mixed_precision.set_global_policy(policy)
+    logging.info("Precision %r: Keras dtype policy %s (%s)", precision, policy, device_type(strategy))
+    return policy
+
+
+def wrap_optimizer(optimizer, policy: str):
+    """``optimizer`` wrapped in ``keras.optimizers.LossScaleOptimizer`` for
+    ``mixed_float16`` (dynamic loss scaling); unchanged otherwise."""
+    import keras
+
+    if policy == "mixed_float16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer

@@ -1,0 +1,505 @@
+"""Transfer learning: restore a backbone, freeze layers, two learning rates.
+
+Layers are selected by **name pattern** (``fnmatch``: ``*``, ``?``,
+``[...]``) matched against the names of a model's top-level layers
+(``[layer.name for layer in model.layers]``; for the CNN: ``stage0_conv0``,
+``stage1_conv0``, ``flatten``, ``hidden``, ``logits``).
+
+* :func:`restore_backbone` copies the weights (trainable and not, e.g.
+  BatchNorm statistics) of matching layers from a pretrained model, a
+  ``.keras`` file, a run directory or a checkpoint into a new model, e.g. one
+  with a different head.
+* :func:`freeze` / :func:`unfreeze` set ``trainable`` by pattern. A frozen
+  BatchNorm also runs in inference mode (Keras 3). Build the
+  :class:`~tfcustom.Trainer` (and its optimizer) **after** freezing or
+  unfreezing: both capture ``model.trainable_variables`` when built.
+* :class:`BackboneHeadOptimizer` is a Keras optimizer that holds two inner
+  optimizers and routes each variable to one of them by its layer's name,
+  so backbone and head train with different learning rates inside the
+  ordinary Trainer step.
+* :func:`transfer_experiment` is the fine-tuning lesson end to end
+  (``examples/transfer_learning.py``): pretrain on some classes, fine-tune on
+  few labelled examples of the others, compare with training from scratch.
+
+Example:
+
+>>> new = tfcustom.models.get("cnn", num_classes=5)
+>>> new.build((None, 28, 28, 1))
+>>> restore_backbone(new, "runs/pretrain/model.keras", exclude=("logits",))
+['stage0_conv0', 'stage1_conv0', 'hidden']
+>>> freeze(new, ["stage*"])
+['stage0_conv0', 'stage1_conv0']
+>>> opt = BackboneHeadOptimizer(keras.optimizers.Adam(1e-4), keras.optimizers.Adam(1e-3), backbone=["stage*", "hidden"])
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import time
+from typing import Dict, List, Optional, Sequence, Union
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tfcustom.errors import check, config_error
+
+try:  # what Keras' own wrapper (LossScaleOptimizer) uses in build()
+    from keras.src.utils.tracking import no_automatic_dependency_tracking as _no_tracking
+except ImportError:  # pragma: no cover
+    def _no_tracking(fn):
+        return fn
+
+__all__ = [
+    "BackboneHeadOptimizer", "freeze", "unfreeze", "layer_names", "match_layers",
+    "restore_backbone", "variable_layer_name", "transfer_experiment", "subset_classes",
+]
+
+
+def _patterns(patterns, what: str) -> tuple:
+    if isinstance(patterns, str):
+        patterns = (patterns,)
+    patterns = tuple(patterns)
+    check(all(isinstance(p, str) and p for p in patterns), f"{what} must be layer-name patterns (strings)", patterns,
+          "pass e.g. ('stage*', 'hidden')")
+    return patterns
+
+
+def layer_names(model: keras.Model) -> List[str]:
+    """The names of the model's top-level layers, in order."""
+    return [layer.name for layer in model.layers]
+
+
+def match_layers(model: keras.Model, include=("*",), exclude=(), *, what: str = "layer patterns") -> List[keras.layers.Layer]:
+    """Top-level layers whose name matches a pattern of ``include`` and none of ``exclude``.
+
+    Every ``include`` pattern other than ``"*"`` must match at least one layer
+    (a typo is an error, not a silent no-op); so must the result.
+    """
+    include, exclude = _patterns(include, what), _patterns(exclude, "exclude patterns")
+    names = layer_names(model)
+    for p in include:
+        check(p == "*" or any(fnmatch.fnmatchcase(n, p) for n in names),
+              f"{what}: pattern {p!r} matches no layer of model {model.name!r}", p,
+              f"use patterns over its layer names: {', '.join(names) or '(none: build the model first)'}")
+    selected = [l for l in model.layers
+                if any(fnmatch.fnmatchcase(l.name, p) for p in include) and not any(fnmatch.fnmatchcase(l.name, p) for p in exclude)]
+    check(selected, f"{what} match nothing (every matching layer is excluded)", {"include": include, "exclude": exclude},
+          f"layer names are: {', '.join(names)}")
+    return selected
+
+
+# --------------------------------------------------------------------------
+# restore a backbone
+# --------------------------------------------------------------------------
+
+
+def _find_run_dir(path: str) -> Optional[str]:
+    d = os.path.abspath(path if os.path.isdir(path) else os.path.dirname(path))
+    for _ in range(4):
+        if os.path.isfile(os.path.join(d, "config.json")):
+            return d
+        parent = os.path.dirname(d)
+        if parent == d:
+            break
+        d = parent
+    return None
+
+
+def _source_model(source) -> keras.Model:
+    """A keras.Model from a model, a ``.keras`` file, a run directory, or a checkpoint."""
+    from tfcustom import export
+
+    if isinstance(source, keras.Model):
+        return source
+    check(isinstance(source, (str, os.PathLike)), "the pretrained source must be a keras.Model or a path", type(source).__name__,
+          "pass a model, a .keras file, a run directory or a checkpoint path")
+    path = os.fspath(source)
+    if path.endswith(".keras"):
+        check(os.path.isfile(path), "pretrained .keras file does not exist", path, "check the path")
+        return export._load_keras(path)
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, export.KERAS_FILE)):
+        return export._load_keras(os.path.join(path, export.KERAS_FILE))
+    # A checkpoint (prefix, or a directory of checkpoints) inside a run directory:
+    # rebuild the run's model from its config.json and restore it.
+    ckpt = tf.train.latest_checkpoint(path) if os.path.isdir(path) else (path if tf.io.gfile.glob(path + ".index") else None)
+    check(ckpt is not None, "pretrained source is neither a .keras file, a run directory nor a checkpoint", path,
+          "pass a model, a .keras file, a run directory (with model.keras) or a checkpoint prefix such as run/checkpoints/ckpt-100")
+    run_dir = _find_run_dir(path)
+    check(run_dir is not None, "a checkpoint can only be restored inside its run directory (config.json rebuilds the model)", path,
+          "pass the checkpoint of a tfcustom run, or the pretrained model / .keras file")
+    config = export._read_run_config(run_dir)
+    names = export._results_class_names(run_dir)
+    model = export.build_run_model(config, len(names) if names else 10)
+    export.restore_checkpoint(model, ckpt)
+    return model
+
+
+def restore_backbone(
+    model: keras.Model,
+    checkpoint_path_or_model: Union[keras.Model, str],
+    *,
+    include: Sequence[str] = ("*",),
+    exclude: Sequence[str] = (),
+) -> List[str]:
+    """Copy the weights of matching layers of a pretrained model into ``model``.
+
+    Args:
+      model: the new, **built** model (e.g. the same architecture with a new head).
+      checkpoint_path_or_model: the pretrained ``keras.Model``; or a ``.keras``
+        file; or a run directory (its ``model.keras``); or a checkpoint prefix /
+        checkpoint directory inside a run directory (the run's model is rebuilt
+        from its ``config.json`` and restored).
+      include: patterns over ``model``'s top-level layer names; every pattern
+        other than ``"*"`` must match a layer.
+      exclude: patterns of layers not to restore (e.g. the head, ``"logits"``).
+
+    Returns:
+      The names of the layers whose weights were copied. Selected layers the
+      source does not have, or that have no weights, are skipped (logged).
+
+    Raises:
+      ConfigError: nothing matches / nothing restored, or a selected layer's
+      weights differ in number or shape from the source's (naming the layer
+      and both shapes).
+    """
+    check(isinstance(model, keras.Model), "restore_backbone needs a keras.Model to restore into", type(model).__name__, "pass the new model")
+    check(model.built, "the model to restore into is not built", model.name, "call it on a batch (or model.build(input_shape)) first")
+    source = _source_model(checkpoint_path_or_model)
+    check(source.built, "the pretrained model is not built", source.name, "call it on a batch first")
+    selected = match_layers(model, include, exclude, what="restoring a backbone: layer patterns")
+    src_layers = {l.name: l for l in source.layers}
+    plan = []
+    for layer in selected:
+        src = src_layers.get(layer.name)
+        if src is None:
+            logging.info("restore_backbone: the source has no layer %r; it keeps its initial weights", layer.name)
+            continue
+        dst_w, src_w = layer.weights, src.weights
+        if not dst_w and not src_w:
+            continue
+        if len(dst_w) != len(src_w):
+            raise config_error(f"restoring a backbone: layer {layer.name!r} has {len(dst_w)} weights but the source's has {len(src_w)}",
+                               {"model": [w.path for w in dst_w], "source": [w.path for w in src_w]},
+                               f"exclude it (exclude=({layer.name!r},)) or use a source of the same architecture")
+        for d, s in zip(dst_w, src_w):
+            if tuple(d.shape) != tuple(s.shape):
+                raise config_error(
+                    f"restoring a backbone: shape mismatch in layer {layer.name!r} ({d.path.split('/', 1)[-1]}: model {tuple(d.shape)} vs source {tuple(s.shape)})",
+                    {"model": tuple(d.shape), "source": tuple(s.shape)},
+                    f"exclude it (exclude=({layer.name!r},)), e.g. a head with a different number of classes",
+                )
+        plan.append((layer, src))
+    check(plan, "restoring a backbone whose layer names match nothing in the source", [l.name for l in selected],
+          f"the source's layers with weights are: {', '.join(l.name for l in source.layers if l.weights) or '(none)'}")
+    for layer, src in plan:  # copy only once every shape is known to match
+        for d, s in zip(layer.weights, src.weights):
+            d.assign(s.numpy())
+    restored = [layer.name for layer, _ in plan]
+    logging.info("Restored %d layer(s) from the pretrained model: %s", len(restored), ", ".join(restored))
+    return restored
+
+
+# --------------------------------------------------------------------------
+# freeze / unfreeze
+# --------------------------------------------------------------------------
+
+
+def _set_trainable(model, patterns, trainable: bool, verb: str) -> List[str]:
+    patterns = _patterns(patterns, f"{verb} patterns")
+    check(patterns, f"{verb} needs at least one layer-name pattern", patterns, "pass e.g. ['stage*']")
+    layers = match_layers(model, patterns, (), what=f"{verb}: layer patterns")
+    for layer in layers:
+        layer.trainable = trainable
+    return [l.name for l in layers]
+
+
+def freeze(model: keras.Model, patterns: Sequence[str]) -> List[str]:
+    """Set ``trainable = False`` on the top-level layers matching ``patterns``;
+    returns their names. Build the Trainer / optimizer afterwards."""
+    return _set_trainable(model, patterns, False, "freeze")
+
+
+def unfreeze(model: keras.Model, patterns: Sequence[str] = ("*",)) -> List[str]:
+    """Set ``trainable = True`` on the top-level layers matching ``patterns``;
+    returns their names. Build a new Trainer / optimizer afterwards."""
+    return _set_trainable(model, patterns, True, "unfreeze")
+
+
+# --------------------------------------------------------------------------
+# two learning rates
+# --------------------------------------------------------------------------
+
+
+def variable_layer_name(variable) -> str:
+    """The top-level layer a model variable belongs to: the second component of
+    its path (``"cnn/stage0_conv0/conv/kernel"`` -> ``"stage0_conv0"``); the
+    whole path for a variable outside a model."""
+    parts = variable.path.split("/")
+    return parts[1] if len(parts) >= 3 else parts[0]
+
+
+@keras.saving.register_keras_serializable(package="tfcustom")
+class BackboneHeadOptimizer(keras.optimizers.Optimizer):
+    """Two optimizers in one: backbone variables go to ``backbone_optimizer``,
+    all others (the head) to ``head_optimizer``.
+
+    A variable belongs to the backbone when its top-level layer name
+    (:func:`variable_layer_name`) or its full path matches one of the
+    ``backbone`` patterns. Each inner optimizer keeps its own slots,
+    iteration counter and learning-rate schedule, so with equal settings the
+    pair updates exactly like one optimizer, and ``learning_rate=0`` for the
+    backbone leaves its trainable weights unchanged (BatchNorm moving
+    statistics still follow the data unless the layers are frozen).
+
+    ``learning_rate`` (what the Trainer logs) is the head optimizer's.
+    ``iterations`` counts ``apply_gradients`` calls.
+
+    Args:
+      backbone_optimizer: a Keras optimizer (e.g. ``Adam(1e-4)``, or
+        ``Adam(0.0)`` to hold the backbone still while training).
+      head_optimizer: a Keras optimizer for every other variable.
+      backbone: layer-name patterns of the backbone.
+
+    Example:
+
+    >>> opt = BackboneHeadOptimizer(keras.optimizers.Adam(1e-4), keras.optimizers.Adam(1e-3), backbone=["stage*"])
+    >>> trainer = tfcustom.Trainer(model, loss, opt)
+    """
+
+    def __init__(self, backbone_optimizer, head_optimizer, backbone=("*",), name=None, **kwargs):
+        check(not kwargs, "BackboneHeadOptimizer takes no base-optimizer arguments", sorted(kwargs),
+              "set weight_decay, clipnorm, ... on the inner optimizers")
+        for what, opt in (("backbone_optimizer", backbone_optimizer), ("head_optimizer", head_optimizer)):
+            check(isinstance(opt, keras.optimizers.Optimizer), f"{what} must be a Keras optimizer", type(opt).__name__,
+                  "pass e.g. keras.optimizers.Adam(1e-4)")
+        check(backbone_optimizer is not head_optimizer, "backbone and head need two distinct optimizer instances", head_optimizer.name,
+              "build two optimizers (they keep separate slots)")
+        super().__init__(learning_rate=0.0, name=name)
+        self.backbone_optimizer = backbone_optimizer
+        self.head_optimizer = head_optimizer
+        self.backbone = _patterns(backbone, "backbone patterns")
+        check(self.backbone, "backbone needs at least one layer-name pattern", backbone, "pass e.g. backbone=['stage*']")
+
+    def is_backbone(self, variable) -> bool:
+        layer, path = variable_layer_name(variable), variable.path
+        return any(fnmatch.fnmatchcase(layer, p) or fnmatch.fnmatchcase(path, p) for p in self.backbone)
+
+    @_no_tracking
+    def build(self, var_list):
+        var_list = list(var_list)
+        backbone = [v for v in var_list if self.is_backbone(v)]
+        head = [v for v in var_list if not self.is_backbone(v)]
+        self.backbone_optimizer.build(backbone)
+        self.head_optimizer.build(head)
+        self._is_backbone_index = [self.is_backbone(v) for v in var_list]
+        super().build(var_list)
+
+    @property
+    def variables(self):
+        return self._variables + self.backbone_optimizer.variables + self.head_optimizer.variables
+
+    def apply(self, grads, trainable_variables=None):
+        if not self.built:
+            check(trainable_variables is not None, "the optimizer is not built", self.name, "call optimizer.build(model.trainable_variables) first")
+            trainable_variables = list(trainable_variables)
+            self.build(trainable_variables)
+        variables = list(trainable_variables) if trainable_variables is not None else self._trainable_variables
+        grads = list(grads)
+        self._check_variables_are_known(variables)
+        groups = {True: ([], []), False: ([], [])}
+        for g, v in zip(grads, variables):
+            key = self.is_backbone(v)
+            groups[key][0].append(g)
+            groups[key][1].append(v)
+        if groups[True][1]:
+            self.backbone_optimizer.apply(groups[True][0], groups[True][1])
+        if groups[False][1]:
+            self.head_optimizer.apply(groups[False][0], groups[False][1])
+        self._iterations.assign_add(1)
+
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        raise NotImplementedError("BackboneHeadOptimizer supports the TensorFlow backend's stateful apply() only")
+
+    @property
+    def learning_rate(self):
+        return self.head_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        self.head_optimizer.learning_rate = value
+
+    def finalize_variable_values(self, var_list):
+        var_list = list(var_list)
+        self.backbone_optimizer.finalize_variable_values([v for v in var_list if self.is_backbone(v)])
+        self.head_optimizer.finalize_variable_values([v for v in var_list if not self.is_backbone(v)])
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "backbone_optimizer": keras.saving.serialize_keras_object(self.backbone_optimizer),
+            "head_optimizer": keras.saving.serialize_keras_object(self.head_optimizer),
+            "backbone": list(self.backbone),
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        backbone = keras.saving.deserialize_keras_object(config.pop("backbone_optimizer"), custom_objects=custom_objects)
+        head = keras.saving.deserialize_keras_object(config.pop("head_optimizer"), custom_objects=custom_objects)
+        return cls(backbone, head, **config)
+
+
+# --------------------------------------------------------------------------
+# the fine-tuning lesson
+# --------------------------------------------------------------------------
+
+
+def subset_classes(split, classes: Sequence[int], per_class: Optional[int] = None, seed: int = 0):
+    """The examples of ``classes`` (labels remapped to 0..len(classes)-1), optionally
+    ``per_class`` of each, drawn with ``seed``; returns a :class:`tfcustom.data.Split`."""
+    from tfcustom.data import Split
+
+    classes = list(classes)
+    rng = np.random.default_rng(seed)
+    idx = []
+    for c in classes:
+        where = np.flatnonzero(split.y == c)
+        if per_class is not None:
+            check(len(where) >= per_class, f"class {c} has fewer than {per_class} examples", len(where), "pass a smaller per_class")
+            where = np.sort(rng.choice(where, per_class, replace=False))
+        idx.append(where)
+    idx = np.sort(np.concatenate(idx))
+    remap = np.full(int(max(classes)) + 1, -1, np.int32)
+    remap[classes] = np.arange(len(classes), dtype=np.int32)
+    return Split(split.x[idx], remap[split.y[idx]])
+
+
+def _fit(model, train, test, optimizer, epochs, batch_size, seed, verbose):
+    from tfcustom import data as data_lib
+    from tfcustom.trainer import Trainer
+
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    trainer = Trainer(model, loss, optimizer, ["accuracy"], verbose=verbose)
+    pipe = data_lib.InputPipeline(train, min(batch_size, len(train)), shuffle=True, seed=seed)
+    trainer.fit(pipe, epochs)
+    return trainer.evaluate(data_lib.InputPipeline(test, min(1000, len(test))))
+
+
+def transfer_experiment(
+    data_dir: Optional[str] = None,
+    *,
+    pretrain_classes: Sequence[int] = (0, 1, 2, 3, 4),
+    target_classes: Sequence[int] = (5, 6, 7, 8, 9),
+    shots: int = 100,
+    model_kwargs: Optional[dict] = None,
+    pretrain_epochs: int = 3,
+    head_epochs: int = 0,
+    head_learning_rate: float = 1e-2,
+    finetune_epochs: int = 20,
+    scratch_epochs: Optional[int] = None,
+    learning_rate: float = 1e-3,
+    backbone_learning_rate: float = 1e-3,
+    batch_size: int = 64,
+    pretrain_batch_size: int = 128,
+    backbone: Sequence[str] = ("stage*", "hidden"),
+    seeds: Sequence[int] = (0, 1, 2),
+    verbose: int = 0,
+    dataset=None,
+) -> Dict[str, object]:
+    """Pretrain on ``pretrain_classes``, fine-tune on ``shots`` labelled images per
+    class of ``target_classes``, and compare with training from scratch.
+
+    1. Pretrain the CNN (``model_kwargs``, default ``filters=[16, 32]``) on every
+       training image of ``pretrain_classes`` (Adam, ``learning_rate``).
+    2. For each seed of ``seeds``: draw ``shots`` images per target class, then
+
+       * fine-tune: a new model with a ``len(target_classes)``-way head whose
+         ``backbone`` layers are restored from the pretrained model
+         (:func:`restore_backbone`); optionally ``head_epochs`` with the backbone
+         frozen (:func:`freeze`; head at ``head_learning_rate``), then
+         ``finetune_epochs`` with everything trainable
+         (:class:`BackboneHeadOptimizer`: Adam at ``backbone_learning_rate`` for
+         the backbone, at ``learning_rate`` for the head);
+       * scratch: the same model, freshly initialised (same initial head),
+         trained on the same images for ``scratch_epochs`` (default: the
+         fine-tuning epochs, ``head_epochs + finetune_epochs``) at ``learning_rate``.
+
+    Both are tested on every test image of ``target_classes``.
+
+    Returns:
+      ``{"finetune_accuracy", "scratch_accuracy"`` (means over the seeds),
+      ``"runs"`` (one dict per seed), ``"pretrain_accuracy"`` (on the pretrain
+      classes' test images), ``"restored_layers"``, example counts, timings}.
+    """
+    from tfcustom import data as data_lib
+    from tfcustom import models as models_lib
+    from tfcustom.train import seed_everything
+
+    check(not set(pretrain_classes) & set(target_classes), "pretrain and target classes overlap",
+          sorted(set(pretrain_classes) & set(target_classes)), "use disjoint class sets")
+    check(isinstance(shots, int) and shots >= 1, "shots must be a positive integer", shots, "pass e.g. 100")
+    seeds = list(seeds)
+    check(seeds and all(isinstance(s, int) and s >= 0 for s in seeds), "seeds must be a non-empty list of integers >= 0", seeds, "pass e.g. seeds=(0, 1, 2)")
+    check(head_epochs + finetune_epochs >= 1, "fine-tuning needs at least one epoch", (head_epochs, finetune_epochs),
+          "pass finetune_epochs >= 1 (and/or head_epochs >= 1)")
+    model_kwargs = dict({"filters": [16, 32]} if model_kwargs is None else model_kwargs)
+    scratch_epochs = scratch_epochs if scratch_epochs is not None else head_epochs + finetune_epochs
+    if dataset is None:
+        dataset = data_lib.load("fashion_mnist", data_dir)
+    shape = (1,) + tuple(dataset.input_shape)
+    n_target = len(target_classes)
+
+    def fresh(num_classes, seed):
+        seed_everything(seed, False)
+        model = models_lib.get("cnn", num_classes=num_classes, **model_kwargs)
+        model(tf.zeros(shape), training=False)
+        return model
+
+    pre_train = subset_classes(dataset.train, pretrain_classes)
+    pre_test = subset_classes(dataset.test, pretrain_classes)
+    target_test = subset_classes(dataset.test, target_classes)
+    logging.info("pretrain on %d images of classes %s; then, per seed %s, %d labelled images per class of %s; test on %d",
+                 len(pre_train), list(pretrain_classes), seeds, shots, list(target_classes), len(target_test))
+    t = time.time()
+    pretrained = fresh(len(pretrain_classes), seeds[0])
+    pre_logs = _fit(pretrained, pre_train, pre_test, keras.optimizers.Adam(learning_rate), pretrain_epochs, pretrain_batch_size, seeds[0], verbose)
+    pretrain_s = time.time() - t
+
+    runs, restored = [], []
+    for seed in seeds:
+        few = subset_classes(dataset.train, target_classes, per_class=shots, seed=seed)
+        t = time.time()
+        model = fresh(n_target, seed + 1)
+        restored = restore_backbone(model, pretrained, include=backbone)
+        run = {"seed": seed, "head_only_accuracy": None}
+        if head_epochs:
+            freeze(model, backbone)
+            run["head_only_accuracy"] = _fit(model, few, target_test, keras.optimizers.Adam(head_learning_rate), head_epochs, batch_size, seed, verbose)["accuracy"]
+            unfreeze(model, backbone)
+        run["finetune_accuracy"] = run["head_only_accuracy"]
+        if finetune_epochs:
+            optimizer = BackboneHeadOptimizer(keras.optimizers.Adam(backbone_learning_rate), keras.optimizers.Adam(learning_rate), backbone=backbone)
+            run["finetune_accuracy"] = _fit(model, few, target_test, optimizer, finetune_epochs, batch_size, seed + 1, verbose)["accuracy"]
+        run["finetune_s"] = time.time() - t
+        t = time.time()
+        scratch = fresh(n_target, seed + 1)
+        run["scratch_accuracy"] = _fit(scratch, few, target_test, keras.optimizers.Adam(learning_rate), scratch_epochs, batch_size, seed, verbose)["accuracy"]
+        run["scratch_s"] = time.time() - t
+        logging.info("seed %d: fine-tuned %.4f, from scratch %.4f", seed, run["finetune_accuracy"], run["scratch_accuracy"])
+        runs.append(run)
+
+    return {
+        "finetune_accuracy": float(np.mean([r["finetune_accuracy"] for r in runs])),
+        "scratch_accuracy": float(np.mean([r["scratch_accuracy"] for r in runs])),
+        "runs": runs,
+        "pretrain_accuracy": pre_logs["accuracy"],
+        "restored_layers": restored,
+        "pretrain_examples": len(pre_train),
+        "finetune_examples": n_target * shots,
+        "test_examples": len(target_test),
+        "pretrain_s": pretrain_s,
+        "scratch_epochs": scratch_epochs,
+    }
