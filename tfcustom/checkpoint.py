@@ -39,18 +39,16 @@ def _tf_variables(keras_variables):
     return [v.value if hasattr(v, "value") and not isinstance(v, tf.Variable) else v for v in keras_variables]
 
 
-def model_variables(model) -> dict:
-    """Every variable of ``model`` (weights, BatchNorm statistics, RNG states)
-    keyed by its path.
+def model_variables(model) -> list:
+    """Every variable of ``model`` (weights, BatchNorm statistics, RNG states),
+    in ``model.variables`` order.
 
     Keras 3 models that keep layers in Python lists are not fully tracked by
-    ``tf.train.Checkpoint(model=model)``; this explicit map is.
+    ``tf.train.Checkpoint(model=model)``; this explicit list is. It is keyed by
+    position, not by name, because Keras' automatic names (``dense_1``,
+    ``seed_generator_2``) depend on what else the process has built.
     """
-    out = {}
-    for v in model.variables:
-        key = getattr(v, "path", None) or v.name
-        out[key] = v.value if hasattr(v, "value") and not isinstance(v, tf.Variable) else v
-    return out
+    return _tf_variables(model.variables)
 
 
 def training_checkpoint(trainer, early_stopping=None) -> tf.train.Checkpoint:
@@ -59,7 +57,6 @@ def training_checkpoint(trainer, early_stopping=None) -> tf.train.Checkpoint:
     for m in [trainer.train_loss, *trainer.train_metrics]:
         metric_vars.extend(_tf_variables(m.variables))
     items = dict(
-        model=trainer.model,
         model_variables=model_variables(trainer.model),
         optimizer=trainer.optimizer,
         global_step=trainer.global_step,
@@ -77,7 +74,7 @@ def model_checkpoint(model) -> tf.train.Checkpoint:
 
     Restores from a :func:`training_checkpoint` too (use ``.expect_partial()``).
     """
-    return tf.train.Checkpoint(model=model, model_variables=model_variables(model))
+    return tf.train.Checkpoint(model_variables=model_variables(model))
 
 
 def restore_latest(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> Optional[str]:

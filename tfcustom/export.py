@@ -373,7 +373,7 @@ def evaluate_run(run_dir: str, which: str = "final", data_dir: Optional[str] = N
         check(split == "train" or val is not None, "the run used no validation split", config.validation_size, "evaluate --split=test or train")
         examples = train if split == "train" else val
     model = load_run_model(run_dir, which, num_classes=dataset.num_classes, input_shape=dataset.input_shape)
-    out_dim = model.compute_output_shape((None,) + tuple(dataset.input_shape))[-1]
+    out_dim = int(model(tf.zeros((1,) + tuple(dataset.input_shape), tf.float32), training=False).shape[-1])
     if out_dim != dataset.num_classes:
         raise data_error("the model's number of outputs differs from the dataset's number of classes", (out_dim, dataset.num_classes),
                          "evaluate on the dataset the run was trained on")
@@ -443,7 +443,7 @@ def load_predictor(path: str) -> Predictor:
     check(path.endswith(".keras"), "model file must be a .keras file", path, "pass a .keras file or a SavedModel directory")
     model = _load_keras(path)
     shape = _model_input_shape(model, None)
-    num_classes = int(model.compute_output_shape((None,) + shape)[-1])
+    num_classes = int(model(tf.zeros((1,) + shape, tf.float32), training=False).shape[-1])
     return Predictor(lambda x: model(x, training=False).numpy(), shape, class_names_for(path, num_classes), "keras")
 
 
