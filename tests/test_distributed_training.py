@@ -126,8 +126,9 @@ def test_mixed_float16_on_2_replicas_skips_overflow_and_tracks_float32(suite):
     assert step["scale_after"] == pytest.approx(5e29, rel=1e-6)
     assert step["weights_max_change"] == 0.0 and step["iterations"] == 0
     assert step["train_loss_count"] == 0.0
-    # Loose float32 oracle: same run in float32 (weights are O(0.5)).
-    assert 0 < mp["max_diff_vs_float32"] < 0.05, mp
+    # Loose float32 oracle: the same 22 steps in float32 (float16 keeps ~3
+    # significant digits; weights are O(1), measured difference 0.034).
+    assert 0 < mp["max_diff_vs_float32"] < 0.1 * max(1.0, mp["max_abs_weight"]), mp
     np.testing.assert_allclose(mp["loss_mixed"], mp["loss_float32"], rtol=0, atol=5e-3)
     assert mp["final_scale"] == 2.0 ** 15  # no overflow at the default scale
 

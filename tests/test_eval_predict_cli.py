@@ -15,7 +15,7 @@ import tensorflow as tf
 import tfcustom
 from tfcustom.data import load, read_idx
 from tfcustom.errors import ConfigError
-from tfcustom.export import build_run_model, evaluate_run, read_png_images
+from tfcustom.export import build_run_model, evaluate_run, load_predictor, read_png_images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
@@ -78,6 +78,12 @@ def test_evaluate_latest_restores_the_newest_checkpoint(run_dir, small_idx_dir, 
     from tfcustom.checkpoint import model_checkpoint
     from tfcustom.config import TrainConfig
 
+    # The run's own checkpoints (written by the Trainer at each epoch end): the
+    # latest holds the final weights; the best one restores too.
+    final = evaluate_run(str(run_dir), "final", small_idx_dir)
+    assert evaluate_run(str(run_dir), "latest", small_idx_dir)["loss"] == pytest.approx(final["loss"], abs=1e-6)
+    assert 0.0 < evaluate_run(str(run_dir), "best", small_idx_dir)["accuracy"] <= 1.0
+
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
     config = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
@@ -103,15 +109,16 @@ def test_evaluate_latest_restores_the_newest_checkpoint(run_dir, small_idx_dir, 
         evaluate_run(str(run), "best", small_idx_dir)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--run_dir=/nonexistent/run"], "run directory does not exist (received: '/nonexistent/run')"),
-    (["--checkpoint=newest"], "unknown checkpoint (received: 'newest'). Choose one of: final, latest, best"),
-])
-def test_evaluate_user_errors_exit_2_with_one_line(run_dir, small_idx_dir, args, message):
-    full = [f"--run_dir={run_dir}", f"--data_dir={small_idx_dir}", *args]
-    proc = run_example("evaluate.py", *full)
+def test_evaluate_user_errors(run_dir, small_idx_dir):
+    # As a user meets them: one line, exit code 2.
+    proc = run_example("evaluate.py", "--run_dir=/nonexistent/run", f"--data_dir={small_idx_dir}")
     assert proc.returncode == 2
-    assert message in error_line(proc)
+    assert "run directory does not exist (received: '/nonexistent/run')" in error_line(proc)
+    # The same template from the library (no extra processes).
+    with pytest.raises(ConfigError, match=r"unknown checkpoint \(received: 'newest'\). Choose one of: final, latest, best"):
+        evaluate_run(str(run_dir), "newest", small_idx_dir)
+    with pytest.raises(ConfigError, match=r"unknown split \(received: 'dev'\)"):
+        evaluate_run(str(run_dir), "final", small_idx_dir, split="dev")
 
 
 def _write_png(path, image):
@@ -153,9 +160,23 @@ def test_predict_pngs_and_idx_with_both_exports(run_dir, small_idx_dir, tmp_path
     np.testing.assert_allclose([float(r[2]) for r in rows], probs.max(1), atol=1e-4)
 
 
-def test_predict_user_errors_exit_2(run_dir, tmp_path):
+def test_predict_user_errors(run_dir, tmp_path):
     (tmp_path / "notes.png").write_text("not an image")
     proc = run_example("predict.py", f"--model={run_dir / 'model.keras'}", f"--images={tmp_path / 'notes.png'}")
     assert proc.returncode == 2 and "file is not a PNG image" in error_line(proc)
-    proc = run_example("predict.py", f"--model={tmp_path / 'missing.keras'}", f"--images={tmp_path / 'notes.png'}")
-    assert proc.returncode == 2 and "model path does not exist" in error_line(proc)
+    with pytest.raises(ConfigError, match="model path does not exist"):
+        load_predictor(str(tmp_path / "missing.keras"))
+    with pytest.raises(ConfigError, match="directory is not a SavedModel"):
+        load_predictor(str(tmp_path))
+
+
+def test_restore_backbone_from_a_run_directory_and_its_checkpoint(run_dir):
+    from tfcustom.transfer import restore_backbone
+
+    final = keras.models.load_model(str(run_dir / "model.keras"))
+    for source in (str(run_dir), str(run_dir / "checkpoints")):  # model.keras; the newest checkpoint
+        new = tfcustom.models.get("mlp", num_classes=5, hidden_units=[32])
+        new(tf.zeros((1, 28, 28, 1)))
+        assert restore_backbone(new, source, exclude=("logits",)) == ["hidden_0"]
+        for a, b in zip(new.get_layer("hidden_0").weights, final.get_layer("hidden_0").weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -240,7 +240,9 @@ def find_checkpoint(run_dir: str, which: str) -> str:
 
 def _untracked_weights(model: keras.Model, checkpoint: tf.train.Checkpoint):
     tracked = {id(t) for t in tf.train.TrackableView(checkpoint).descendants()}
-    return [w.path for w in model.weights if id(w) not in tracked]
+    # A Keras variable counts as tracked when it, or the tf.Variable it wraps, is.
+    return [w.path for w in model.weights
+            if not any(id(v) in tracked for v in (w, getattr(w, "_value", None)) if v is not None)]
 
 
 def restore_checkpoint(model: keras.Model, path: str) -> None:
