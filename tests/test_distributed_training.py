@@ -62,6 +62,32 @@ def suite(tmp_path_factory):
     return result
 
 
+# -- input: every replica gets its share of every global batch ---------------------
+
+
+def test_partial_last_batch_is_split_evenly_over_the_replicas():
+    import tensorflow as tf
+
+    from tfcustom.data import InputPipeline, Split
+
+    n, batch = 330, 32  # 10 full global batches and one of 10
+    pipe = InputPipeline(Split(np.zeros((n, 2, 2, 1), "uint8"), np.arange(n, dtype="int32")), batch, shuffle=True, seed=3)
+    single = [y.numpy() for _, y in pipe.dataset(0)]
+    for replicas, pipelines, last in ((2, 1, [5, 5]), (4, 1, [3, 3, 2, 2]), (4, 2, [3, 3, 2, 2])):
+        # Pipeline p feeds replicas p*k .. p*k+k-1, which take its elements in turn.
+        k = replicas // pipelines
+        per_pipeline = [[y.numpy() for _, y in pipe.dataset(0, input_context=tf.distribute.InputContext(pipelines, p, replicas))]
+                        for p in range(pipelines)]
+        for step, expected in enumerate(single):
+            parts = [per_pipeline[p][step * k + j] for p in range(pipelines) for j in range(k)]
+            np.testing.assert_array_equal(np.concatenate(parts), expected)  # same examples, same order
+            sizes = [len(part) for part in parts]
+            assert sizes == ([batch // replicas] * replicas if step < len(single) - 1 else last), (replicas, step, sizes)
+    # drop_remainder keeps the static per-replica shape that a TPU needs.
+    fixed = InputPipeline(pipe.split, batch, drop_remainder=True).dataset(0, input_context=tf.distribute.InputContext(1, 0, 4))
+    assert fixed.element_spec[1].shape.as_list() == [8]
+
+
 # -- invariance ------------------------------------------------------------------
 
 
