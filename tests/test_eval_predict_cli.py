@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import tfcustom
-from tfcustom.data import load, read_idx
+from tfcustom.data import load
 from tfcustom.errors import ConfigError
 from tfcustom.export import build_run_model, evaluate_run, load_predictor, read_png_images
 

@@ -1,6 +1,5 @@
 """Atomic export (.keras + SavedModel) and reloading it in a fresh process."""
 
-import json
 import os
 import subprocess
 import sys

@@ -41,7 +41,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfcustom.errors import ConfigError, check, check_one_of, config_error, data_error
+from tfcustom.errors import check, check_one_of, config_error, data_error
 
 __all__ = [
     "CHECKPOINT_CHOICES", "SPLITS", "export_model", "write_saved_model", "load_run_model",

@@ -398,7 +398,7 @@ def transfer_experiment(
     pretrain_epochs: int = 3,
     head_epochs: int = 0,
     head_learning_rate: float = 1e-2,
-    finetune_epochs: int = 20,
+    finetune_epochs: int = 60,
     scratch_epochs: Optional[int] = None,
     learning_rate: float = 1e-3,
     backbone_learning_rate: float = 1e-3,
