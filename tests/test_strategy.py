@@ -95,8 +95,8 @@ def test_num_cpu_replicas_splits_the_cpu_first_and_errors_late(fresh):
 
 
 def test_auto_picks_the_cpu_here_and_logs_it(fresh):
-    assert fresh["auto"] == ["OneDeviceStrategy", 1, "CPU", "float32"]
-    assert any(l.startswith("Strategy 'auto': OneDeviceStrategy, 1 replica(s) on") and "CPU:0" in l for l in fresh["logs"]), fresh["logs"]
+    assert fresh["auto"] == ["_DefaultDistributionStrategy", 1, "CPU", "float32"]
+    assert any(l.startswith("Strategy 'auto': default strategy, 1 replica(s) on") and "CPU:0" in l for l in fresh["logs"]), fresh["logs"]
     assert any(l.startswith("Strategy 'mirrored': MirroredStrategy, 3 replica(s)") for l in fresh["logs"]), fresh["logs"]
 
 
@@ -122,7 +122,7 @@ def test_gpu_without_a_gpu_is_a_clear_error():
 
 def test_cpu_and_mirrored_over_a_device_list():
     cpu = strategy_lib.select("cpu")
-    assert isinstance(cpu, tf.distribute.OneDeviceStrategy) and cpu.num_replicas_in_sync == 1
+    assert cpu is tf.distribute.get_strategy() and cpu.num_replicas_in_sync == 1  # the default strategy
     mirrored = strategy_lib.select("mirrored", devices=["/cpu:0"])
     assert isinstance(mirrored, tf.distribute.MirroredStrategy) and mirrored.num_replicas_in_sync == 1
 
