@@ -91,7 +91,7 @@ class History:
             ax.set_ylabel(key)
             ax.grid(alpha=0.3)
             ax.legend()
-        fig.suptitle("Learning curves (validation above train = overfitting)")
+        fig.suptitle("Learning curves (a widening train-validation gap = overfitting)")
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)
