@@ -77,7 +77,7 @@ def test_bad_config_is_one_clear_line_and_no_run_dir(tmp_path, small_idx_dir, ex
 
 
 def test_bad_flag_values_fail_at_parse_time(tmp_path, small_idx_dir):
-    for flag in ("--epochs=0", "--batch_size=-3"):
+    for flag in ("--epochs=0", "--batch_size=-3", "--checkpoint_every_steps=0"):
         proc = run_trainer(*small_args(small_idx_dir, tmp_path / "r", flag))
         assert proc.returncode != 0
         assert "must be a positive integer" in error_line(proc)
