@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,3 +106,25 @@ def test_finished_run_is_not_overwritten_by_accident(tmp_path, small_idx_dir):
     proc = run_trainer(*small_args(small_idx_dir, out))
     assert proc.returncode == 2 and "already holds a finished run" in error_line(proc) and "--overwrite" in error_line(proc)
     assert (out / "results.json").read_text() == "{}"
+
+
+def test_export_best_exports_the_best_epochs_model(tmp_path, small_idx_dir):
+    out = tmp_path / "best"
+    # A high learning rate makes validation accuracy jump around, so the best epoch is rarely the last.
+    proc = run_trainer(*small_args(small_idx_dir, out, "--export_best", "--epochs=5", "--learning_rate=0.03", "--monitor=val_accuracy"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    val_acc = [r["val_accuracy"] for r in results["history"]]
+    assert results["exported"] == "best"
+    assert results["best_epoch"] == int(np.argmax(val_acc)) + 1
+    # Oracle: the exported model, evaluated with NumPy on the same validation split, has the best epoch's accuracy.
+    check = f"""
+import numpy as np, keras, tfcustom
+from tfcustom.data import load, split_validation
+m = keras.models.load_model({str(out / 'model.keras')!r})
+_, val = split_validation(load('fashion_mnist', {small_idx_dir!r}).train, 200, 3)
+print(float(np.mean(m.predict(val.x.astype('float32') / 255.0, verbose=0).argmax(1) == val.y)))
+"""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    acc = float(subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env, check=True).stdout.split()[-1])
+    assert acc == pytest.approx(max(val_acc), abs=1e-6)

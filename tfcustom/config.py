@@ -69,11 +69,12 @@ class TrainConfig:
     # checkpoints
     checkpoint_every_steps: Optional[int] = None
     keep_checkpoints: int = 3
+    export_best: bool = False
 
     # Fields that may change when a run resumes: they do not change what is trained.
     RESUMABLE_CHANGES = frozenset({
         "epochs", "verbose", "data_dir", "eval_batch_size", "checkpoint_every_steps", "keep_checkpoints",
-        "early_stopping_patience", "jit_compile", "steps_per_execution", "strategy", "num_cpu_replicas", "tpu_address",
+        "early_stopping_patience", "jit_compile", "export_best", "steps_per_execution", "strategy", "num_cpu_replicas", "tpu_address",
         "log_replica_losses",
     })
 

@@ -258,6 +258,13 @@ def train_and_evaluate(
     history = trainer.fit(train, config.epochs, val, early_stopping=early_stopping, checkpoint_manager=manager,
                           checkpoint_every_steps=config.checkpoint_every_steps, best_checkpoint_manager=best_manager)
     train_time = time.time() - start
+    best_epoch = int(early_stopping.best_epoch.numpy())
+    if config.export_best and best_manager.latest_checkpoint:
+        # Test and export the model of the best --monitor epoch, not the last one.
+        with strategy.scope():
+            best_manager.checkpoint.restore(best_manager.latest_checkpoint).assert_existing_objects_matched()
+        logging.info("--export_best: restored epoch %d (best %s=%.4g) from %s", best_epoch, early_stopping.monitor,
+                     float(early_stopping.best.numpy()), best_manager.latest_checkpoint)
     test_logs = trainer.evaluate(test)
     logging.info("Test: %s", ", ".join(f"{k}={v:.4f}" for k, v in test_logs.items()))
 
@@ -267,6 +274,8 @@ def train_and_evaluate(
         "history": history.records,
         "train_time_s": train_time,
         "epochs_run": len(history),
+        "best_epoch": best_epoch,
+        "exported": "best" if config.export_best and best_manager.latest_checkpoint else "final",
         "num_replicas": strategy.num_replicas_in_sync,
         "strategy": type(strategy).__name__,
         "precision": policy,

@@ -50,6 +50,7 @@ flags.DEFINE_boolean("overwrite", False, "Replace an existing run in --output_di
 flags.DEFINE_integer("verbose", 1, "1: progress bar per epoch; 0: log lines only.")
 flags.DEFINE_integer("checkpoint_every_steps", None, "Also save a checkpoint every N train steps (always at each epoch end).")
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept (plus the best one by --monitor).")
+flags.DEFINE_boolean("export_best", False, "Test and export the model of the best --monitor epoch instead of the last epoch's.")
 flags.DEFINE_enum("strategy", "auto", ["auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu"],
                   "tf.distribute strategy (see tfcustom.strategy.select): auto = TPU if reachable, else the GPU(s), else the CPU.")
 flags.DEFINE_integer("num_cpu_replicas", None, "With --strategy=mirrored: split the CPU into N logical devices (one replica each).")
@@ -116,6 +117,7 @@ def config_from_flags():
         verbose=FLAGS.verbose,
         checkpoint_every_steps=FLAGS.checkpoint_every_steps,
         keep_checkpoints=FLAGS.keep_checkpoints,
+        export_best=FLAGS.export_best,
         strategy=FLAGS.strategy,
         num_cpu_replicas=FLAGS.num_cpu_replicas,
         tpu_address=FLAGS.tpu,
