@@ -127,3 +127,43 @@ def test_output_dir_checks(tmp_path):
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
     assert prepare_output_dir(str(tmp_path / "new" / "run"), cfg) is False
     assert not (tmp_path / "new").exists()
+
+
+def test_sigterm_during_a_save_completes_it_then_saves_and_stops(tmp_path):
+    """SIGTERM arriving while a checkpoint is being written: that save completes,
+    the loop saves once more and stops; every checkpoint restores and training
+    resumes to the same weights as an uninterrupted run."""
+    import signal
+
+    from tfcustom.trainer import TrainingInterrupted
+
+    x, y = _data(160)
+    pipe = InputPipeline(Split(x, y), 32, shuffle=True, seed=1)
+    reference = _trainer()
+    reference.fit(pipe, 2)
+
+    t = _trainer()
+    manager = tf.train.CheckpointManager(training_checkpoint(t), str(tmp_path), max_to_keep=10)
+    original_save = manager.save
+    calls = []
+
+    def save_with_sigterm(*args, **kwargs):
+        calls.append(kwargs.get("checkpoint_number"))
+        if len(calls) == 2:  # the second periodic save (step 4): the signal lands mid-save
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original_save(*args, **kwargs)
+
+    manager.save = save_with_sigterm
+    with pytest.raises(TrainingInterrupted, match="SIGTERM"):
+        t.fit(pipe, 2, checkpoint_manager=manager, checkpoint_every_steps=2)
+    assert calls == [2, 4, 4] or calls == [2, 4, 5]  # the interrupted save finished, then one more
+    # Every checkpoint on disk restores.
+    for path in manager.checkpoints:
+        probe = _trainer()
+        training_checkpoint(probe).restore(path).assert_existing_objects_matched()
+    resumed = _trainer()
+    ck = training_checkpoint(resumed)
+    restore_latest(ck, tf.train.CheckpointManager(ck, str(tmp_path), 10))
+    resumed.fit(pipe, 2)
+    for a, b in zip(reference.model.get_weights(), resumed.model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
