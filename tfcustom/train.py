@@ -149,6 +149,14 @@ def build_gradient_fn(config: TrainConfig):
     return None
 
 
+def _eval_batch_size(config: TrainConfig, num_examples: int, replicas: int) -> int:
+    """``eval_batch_size``, at most the split's size, rounded down to a multiple of
+    the replicas (evaluation is exact whatever the batch size, so this changes
+    no result; it only lets every strategy split the batches evenly)."""
+    batch = min(config.eval_batch_size, num_examples)
+    return max(replicas, batch - batch % replicas)
+
+
 def _write_json(path: str, obj: Any) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -190,14 +198,13 @@ def train_and_evaluate(
     if dataset is None:
         dataset = data_lib.load(config.dataset, config.data_dir)
     train_split, val_split = data_lib.split_validation(dataset.train, config.validation_size, config.seed)
+    replicas = strategy.num_replicas_in_sync
+    # Checked here, before anything is written, rather than when fit starts.
+    check(config.batch_size % replicas == 0, f"batch size must divide evenly by the {replicas} replicas",
+          config.batch_size, f"use a multiple of {replicas}")
     train = data_lib.InputPipeline(train_split, config.batch_size, shuffle=True, seed=config.seed)
-    val = data_lib.InputPipeline(val_split, min(config.eval_batch_size, len(val_split)), cache=True) if val_split is not None else None
-    test = data_lib.InputPipeline(dataset.test, min(config.eval_batch_size, len(dataset.test)), cache=True)
-    for pipe in (train, val, test):
-        if pipe is not None:
-            check(pipe.batch_size % strategy.num_replicas_in_sync == 0 or pipe is not train,
-                  f"batch size must divide evenly by the {strategy.num_replicas_in_sync} replicas", pipe.batch_size,
-                  f"use a multiple of {strategy.num_replicas_in_sync}")
+    val = data_lib.InputPipeline(val_split, _eval_batch_size(config, len(val_split), replicas), cache=True) if val_split is not None else None
+    test = data_lib.InputPipeline(dataset.test, _eval_batch_size(config, len(dataset.test), replicas), cache=True)
 
     chief = is_chief(strategy)  # only the chief writes the run's files
     # The dtype policy is read by layers when they are created: set it for the

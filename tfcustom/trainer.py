@@ -55,6 +55,11 @@ class TrainingInterrupted(TfcustomError):
     exit_code = PREEMPTED_EXIT_CODE
 
 
+def _interrupted(signal_name: str, where: str, checkpoint_manager) -> TrainingInterrupted:
+    saved = "a checkpoint was saved: run the same command again to resume" if checkpoint_manager is not None else "no checkpoint manager, so progress is lost"
+    return TrainingInterrupted(f"training stopped by {signal_name} {where}; {saved}")
+
+
 class _StopSignals:
     """Turn SIGTERM / SIGINT into a flag the loop checks between steps."""
 
@@ -340,10 +345,7 @@ class Trainer:
                 if signals.received and done < steps:
                     if checkpoint_manager is not None:
                         self._save(checkpoint_manager, signals.received)
-                    raise TrainingInterrupted(
-                        f"training stopped by {signals.received} at epoch {epoch + 1}, step {done} of {steps}; "
-                        + ("a checkpoint was saved: run the same command again to resume" if checkpoint_manager is not None else "no checkpoint manager, so progress is lost")
-                    )
+                    raise _interrupted(signals.received, f"at epoch {epoch + 1}, step {done} of {steps}", checkpoint_manager)
                 if checkpoint_manager is not None and checkpoint_every_steps and done < steps:
                     step_now = int(self.global_step.numpy())
                     if step_now // checkpoint_every_steps > (step_now - ran) // checkpoint_every_steps:
@@ -373,10 +375,7 @@ class Trainer:
             if checkpoint_manager is not None:
                 self._save(checkpoint_manager, "end of epoch")
             if signals.received and int(self.epoch.numpy()) < epochs and not stop:
-                raise TrainingInterrupted(
-                    f"training stopped by {signals.received} after epoch {epoch + 1}; "
-                    + ("a checkpoint was saved: run the same command again to resume" if checkpoint_manager is not None else "no checkpoint manager, so progress is lost")
-                )
+                raise _interrupted(signals.received, f"after epoch {epoch + 1}", checkpoint_manager)
             if stop:
                 logging.info("Early stopping after epoch %d: %s did not improve for %d epochs (best %.4g at epoch %d)",
                              epoch + 1, early_stopping.monitor, early_stopping.patience, float(early_stopping.best.numpy()), int(early_stopping.best_epoch.numpy()))
