@@ -41,19 +41,27 @@ from tfcustom.early_stopping import EarlyStopping
 from tfcustom.history import History
 from tfcustom.export import export_model
 from tfcustom.errors import ConfigError, check, config_error
+from tfcustom.preemption import ClusterPreemption, is_cluster
 from tfcustom.trainer import Trainer
 
 RESULTS_FILE = "results.json"
 
 
-def prepare_output_dir(workdir: str, config: TrainConfig, overwrite: bool = False) -> bool:
+def prepare_output_dir(workdir: str, config: TrainConfig, overwrite: bool = False, chief: bool = True) -> bool:
     """Decide what to do with ``workdir`` before anything is written.
 
     Returns True when an unfinished run of the same config is there to resume.
     Refuses a finished run, a different config (naming the fields that differ)
     and a directory that cannot be written, unless ``overwrite`` (which deletes
     the old run). Nothing is created or changed when this raises.
+
+    A non-chief worker of a cluster (``chief=False``) only writes temporary
+    checkpoint copies: the chief decides about the directory (and deletes it
+    with ``overwrite``); a worker resumes unless ``overwrite``, from whatever
+    checkpoint the chief's directory holds.
     """
+    if not chief:
+        return not overwrite
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise config_error("output path exists and is not a directory", workdir, "pass another --output_dir")
     if os.path.isdir(workdir) and os.listdir(workdir):
@@ -94,6 +102,26 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def check_workers_agree(strategy: tf.distribute.Strategy, trainer: Trainer) -> None:
+    """On a cluster, refuse to train unless every worker restored the same step.
+
+    Workers that disagree would run different epochs and wait for each other
+    in the collectives for ever; the usual cause is an output directory that
+    is not one filesystem shared by all workers.
+    """
+    if not is_cluster(strategy):
+        return
+    step = trainer.global_step
+
+    @tf.function
+    def gather_steps():
+        return strategy.gather(strategy.run(lambda: tf.reshape(tf.cast(step, tf.float64), [1])), axis=0)
+
+    steps = sorted({int(v) for v in np.asarray(gather_steps())})
+    check(len(steps) == 1, "the workers restored different checkpoints", f"global steps {steps}",
+          "give every worker the same --output_dir on a filesystem they all see (the chief's checkpoints are read by all)")
 
 
 def checkpoint_dir(workdir: str, strategy: tf.distribute.Strategy) -> str:
@@ -190,10 +218,11 @@ def train_and_evaluate(
       written to ``workdir/results.json``.
     """
     config.validate()
-    resume = prepare_output_dir(workdir, config, overwrite)
     if strategy is None:
         strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else strategy_lib.select(
             config.strategy, num_cpu_replicas=config.num_cpu_replicas, tpu=config.tpu_address)
+    chief = is_chief(strategy)  # only the chief writes the run's files
+    resume = prepare_output_dir(workdir, config, overwrite, chief=chief)
     seed_everything(config.seed, config.deterministic)
     if dataset is None:
         dataset = data_lib.load(config.dataset, config.data_dir)
@@ -206,7 +235,6 @@ def train_and_evaluate(
     val = data_lib.InputPipeline(val_split, _eval_batch_size(config, len(val_split), replicas), cache=True) if val_split is not None else None
     test = data_lib.InputPipeline(dataset.test, _eval_batch_size(config, len(dataset.test), replicas), cache=True)
 
-    chief = is_chief(strategy)  # only the chief writes the run's files
     # The dtype policy is read by layers when they are created: set it for the
     # model only, so that it does not leak into the caller's later models.
     previous_policy = keras.mixed_precision.global_policy()
@@ -239,13 +267,18 @@ def train_and_evaluate(
         early_stopping = EarlyStopping(monitor, patience=config.early_stopping_patience, restore_best=config.early_stopping_patience is not None)
 
     # Checkpoints: built here, in one visible place, and passed to the loop.
+    # Every worker restores from the chief's directory; a non-chief worker
+    # writes its part of each (collective) save to its own temporary one.
     ckpt_dir = checkpoint_dir(workdir, strategy)
     checkpoint = training_checkpoint(trainer, early_stopping)
     manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=config.keep_checkpoints)
+    read_manager = manager if chief else tf.train.CheckpointManager(checkpoint, os.path.join(workdir, "checkpoints"), max_to_keep=None)
     best_manager = tf.train.CheckpointManager(model_checkpoint(model), os.path.join(ckpt_dir, "best"), max_to_keep=1)
+    # On a cluster, a SIGTERM to any worker stops all of them at one step.
+    preemption = ClusterPreemption(strategy) if is_cluster(strategy) else None
     if resume:
         with strategy.scope():
-            restored = restore_latest(checkpoint, manager)
+            restored = restore_latest(checkpoint, read_manager)
         if restored is None:
             logging.info("Resuming %s: no checkpoint yet, starting from scratch", workdir)
         else:
@@ -256,6 +289,7 @@ def train_and_evaluate(
             logging.info("Resumed from %s: global step %d, epoch %d, step %d of the epoch",
                          restored, int(trainer.global_step.numpy()), epochs_done + 1, int(trainer.step_in_epoch.numpy()))
 
+    check_workers_agree(strategy, trainer)
     os.makedirs(workdir, exist_ok=True)
     if chief:
         _write_json(os.path.join(workdir, "config.json"), config.to_dict())
@@ -263,7 +297,8 @@ def train_and_evaluate(
                  workdir, len(train), len(val) if val else 0, len(test), config.model, model.count_params())
     start = time.time()
     history = trainer.fit(train, config.epochs, val, early_stopping=early_stopping, checkpoint_manager=manager,
-                          checkpoint_every_steps=config.checkpoint_every_steps, best_checkpoint_manager=best_manager)
+                          checkpoint_every_steps=config.checkpoint_every_steps, best_checkpoint_manager=best_manager,
+                          preemption=preemption)
     train_time = time.time() - start
     best_epoch = int(early_stopping.best_epoch.numpy())
     if config.export_best and best_manager.latest_checkpoint:
@@ -290,6 +325,8 @@ def train_and_evaluate(
         "saved_model_path": os.path.join(workdir, "saved_model"),
         "class_names": list(dataset.class_names),
     }
+    if not chief:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # this worker's temporary copies: the chief's are the run's
     if chief:
         # model.keras and saved_model/ (serving signature), each written to a
         # temporary sibling and renamed into place (tfcustom.export). The run

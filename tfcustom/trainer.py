@@ -26,10 +26,6 @@ To change what a step computes, pass ``gradient_fn`` (see
 
 from __future__ import annotations
 
-import math
-import os
-import signal
-import threading
 import time
 from typing import Callable, Dict, Optional, Sequence, Union
 
@@ -43,47 +39,9 @@ from tfcustom.data.pipeline import InputPipeline
 from tfcustom.early_stopping import EarlyStopping
 from tfcustom.errors import NonFiniteLossError, TfcustomError, check, check_positive_int, config_error
 from tfcustom.history import History
+from tfcustom.preemption import PREEMPTED_EXIT_CODE, ClusterPreemption, StopSignals, TrainingInterrupted, interrupted  # noqa: F401 (re-exported)
 
 DataLike = Union[InputPipeline, tf.data.Dataset]
-
-PREEMPTED_EXIT_CODE = 4
-
-
-class TrainingInterrupted(TfcustomError):
-    """SIGTERM or Ctrl-C arrived: the current step finished, a checkpoint was saved."""
-
-    exit_code = PREEMPTED_EXIT_CODE
-
-
-def _interrupted(signal_name: str, where: str, checkpoint_manager) -> TrainingInterrupted:
-    saved = "a checkpoint was saved: run the same command again to resume" if checkpoint_manager is not None else "no checkpoint manager, so progress is lost"
-    return TrainingInterrupted(f"training stopped by {signal_name} {where}; {saved}")
-
-
-class _StopSignals:
-    """Turn SIGTERM / SIGINT into a flag the loop checks between steps."""
-
-    def __init__(self):
-        self.received = None
-        self._previous = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C stops at once
-        self.received = signal.Signals(signum).name
-        logging.warning("%s received: finishing the current step, then saving and stopping", self.received)
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        return False
-
 
 def _metric_from_spec(spec, num_classes: Optional[int]):
     """A metric name (resolved by :func:`tfcustom.metrics.get`) or instance -> a fresh metric."""
@@ -269,6 +227,7 @@ class Trainer:
         checkpoint_manager: Optional[tf.train.CheckpointManager] = None,
         checkpoint_every_steps: Optional[int] = None,
         best_checkpoint_manager: Optional[tf.train.CheckpointManager] = None,
+        preemption: Optional[ClusterPreemption] = None,
     ) -> History:
         """Train until ``epochs`` epochs have run (resuming from ``self.epoch``
         and ``self.step_in_epoch``, e.g. after a checkpoint restore).
@@ -278,6 +237,9 @@ class Trainer:
         Ctrl-C arrives (then raises :class:`TrainingInterrupted` after the save).
         With ``best_checkpoint_manager`` and ``early_stopping``, saves the model
         whenever the monitored value improves, and restores the best from it.
+        On a multi-worker cluster pass ``preemption`` (a
+        :class:`tfcustom.preemption.ClusterPreemption`): a SIGTERM to any one
+        worker then makes every worker save at the same step and stop.
         """
         check_positive_int("epochs", epochs)
         if checkpoint_every_steps is not None:
@@ -288,9 +250,23 @@ class Trainer:
             epochs, steps, self.strategy.num_replicas_in_sync, type(self.strategy).__name__,
             self.steps_per_execution, self.jit_compile,
         )
-        with _StopSignals() as signals:
-            return self._fit_epochs(train, epochs, validation_data, steps, early_stopping,
-                                    checkpoint_manager, checkpoint_every_steps, best_checkpoint_manager, signals)
+        with StopSignals() as signals:
+            if preemption is not None:
+                preemption.attach(
+                    should_stop=lambda: signals.received is not None,
+                    save=lambda: checkpoint_manager is not None and self._save(checkpoint_manager, "cluster preemption"),
+                    stop=lambda: self._raise_interrupted(signals.received or "a termination notice to another worker", checkpoint_manager),
+                )
+            try:
+                return self._fit_epochs(train, epochs, validation_data, steps, early_stopping, checkpoint_manager,
+                                        checkpoint_every_steps, best_checkpoint_manager, signals, preemption)
+            finally:
+                if preemption is not None:
+                    preemption.detach()
+
+    def _raise_interrupted(self, signal_name: str, checkpoint_manager) -> None:
+        raise interrupted(signal_name, f"at epoch {int(self.epoch.numpy()) + 1}, step {int(self.step_in_epoch.numpy())} of the epoch",
+                          checkpoint_manager is not None)
 
     def _log_replica_losses(self, out, step: int) -> None:
         shares = np.asarray(out["replica_losses"])
@@ -305,7 +281,7 @@ class Trainer:
                      int(self.global_step.numpy()), int(self.epoch.numpy()), int(self.step_in_epoch.numpy()))
 
     def _fit_epochs(self, train, epochs, validation_data, steps, early_stopping, checkpoint_manager,
-                    checkpoint_every_steps, best_checkpoint_manager, signals) -> History:
+                    checkpoint_every_steps, best_checkpoint_manager, signals, preemption=None) -> History:
         while int(self.epoch.numpy()) < epochs:
             epoch = int(self.epoch.numpy())
             start = time.time()
@@ -342,10 +318,12 @@ class Trainer:
                         self._log_replica_losses(out, step_now)
                 if progbar is not None:
                     progbar.update(done, values=list(self._results(self.train_loss, self.train_metrics).items()), finalize=False)
-                if signals.received and done < steps:
+                if preemption is not None:
+                    preemption.after_step()  # on the step the cluster agreed on: saves, then raises
+                elif signals.received and done < steps:
                     if checkpoint_manager is not None:
                         self._save(checkpoint_manager, signals.received)
-                    raise _interrupted(signals.received, f"at epoch {epoch + 1}, step {done} of {steps}", checkpoint_manager)
+                    raise interrupted(signals.received, f"at epoch {epoch + 1}, step {done} of {steps}", checkpoint_manager is not None)
                 if checkpoint_manager is not None and checkpoint_every_steps and done < steps:
                     step_now = int(self.global_step.numpy())
                     if step_now // checkpoint_every_steps > (step_now - ran) // checkpoint_every_steps:
@@ -374,8 +352,8 @@ class Trainer:
                 self.history.write(self.output_dir)
             if checkpoint_manager is not None:
                 self._save(checkpoint_manager, "end of epoch")
-            if signals.received and int(self.epoch.numpy()) < epochs and not stop:
-                raise _interrupted(signals.received, f"after epoch {epoch + 1}", checkpoint_manager)
+            if preemption is None and signals.received and int(self.epoch.numpy()) < epochs and not stop:
+                raise interrupted(signals.received, f"after epoch {epoch + 1}", checkpoint_manager is not None)
             if stop:
                 logging.info("Early stopping after epoch %d: %s did not improve for %d epochs (best %.4g at epoch %d)",
                              epoch + 1, early_stopping.monitor, early_stopping.patience, float(early_stopping.best.numpy()), int(early_stopping.best_epoch.numpy()))
