@@ -276,6 +276,10 @@ def train_and_evaluate(
     best_manager = tf.train.CheckpointManager(model_checkpoint(model), os.path.join(ckpt_dir, "best"), max_to_keep=1)
     # On a cluster, a SIGTERM to any worker stops all of them at one step.
     preemption = ClusterPreemption(strategy) if is_cluster(strategy) else None
+    with strategy.scope():
+        # Created here on every worker: a restore would create it (a collective
+        # under multi-worker) only on the workers that find a checkpoint.
+        checkpoint.save_counter  # noqa: B018
     if resume:
         with strategy.scope():
             restored = restore_latest(checkpoint, read_manager)

@@ -1,0 +1,172 @@
+"""Preemption of a multi-worker run: 2 local worker processes, TF_CONFIG on 127.0.0.1.
+
+A SIGTERM (or Ctrl-C) to one worker must make every worker save at the same
+step and exit with code 4 (``ClusterPreemption`` around TF's
+``PreemptionCheckpointHandler``); the same command on every worker then
+resumes and ends bitwise equal to an uninterrupted multi-worker run (the
+oracle). Each test starts real worker processes of ``examples/train.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "examples", "train.py")
+STEPS_PER_EPOCH = 32  # 1000 training images / global batch 32, rounded up
+TIMEOUT_S = 240
+
+
+def _free_ports(n):
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _latest_step(checkpoint_dir):
+    try:
+        text = open(os.path.join(checkpoint_dir, "checkpoint")).read()
+    except OSError:
+        return None
+    m = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', text, re.M)
+    return int(m.group(1)) if m else None
+
+
+def launch(outs, data_dir, signal_at=None):
+    """Run a 2-worker cluster of the example trainer; ``outs[i]`` is worker i's --output_dir.
+
+    ``signal_at=(sig, worker, lo, hi)`` sends ``sig`` to that worker once the
+    chief's newest checkpoint is at a step in [lo, hi). Returns (exit codes, logs).
+    """
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    procs, logs = [], []
+    start = time.monotonic()
+    try:
+        for i in range(2):
+            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
+                       TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+            argv = [sys.executable, TRAIN, "--strategy=multi_worker", "--model=mlp", '--model_kwargs={"hidden_units": [64]}',
+                    "--epochs=3", "--batch_size=32", "--validation_size=200", f"--data_dir={data_dir}",
+                    f"--output_dir={outs[i]}", "--verbose=0", "--seed=5", "--deterministic", "--checkpoint_every_steps=2"]
+            log = open(f"{outs[i]}.worker{i}.log", "a")
+            logs.append(log)
+            procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT))
+        if signal_at is not None:
+            sig, worker, lo, hi = signal_at
+            while time.monotonic() - start < TIMEOUT_S and all(p.poll() is None for p in procs):
+                step = _latest_step(os.path.join(outs[0], "checkpoints"))
+                if step is not None and lo <= step < hi:
+                    procs[worker].send_signal(sig)
+                    break
+                time.sleep(0.01)
+        for p in procs:
+            p.wait(timeout=max(1.0, TIMEOUT_S - (time.monotonic() - start)))
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        for p in procs:  # always tear the workers down
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=30)
+        for log in logs:
+            log.close()
+    texts = [open(f"{outs[i]}.worker{i}.log").read() for i in range(2)]
+    return [p.returncode for p in procs], texts
+
+
+def _tails(texts):
+    return "\n".join(f"--- worker {i} ---\n{t[-3000:]}" for i, t in enumerate(texts))
+
+
+def _weights(out):
+    code = f"""
+import numpy as np, keras, tfcustom
+m = keras.models.load_model({os.path.join(str(out), 'model.keras')!r})
+np.savez({os.path.join(str(out), 'weights.npz')!r}, *m.get_weights())
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES=""))
+    with np.load(os.path.join(str(out), "weights.npz")) as f:
+        return [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
+
+
+def _history(out):
+    with open(os.path.join(str(out), "history.json")) as f:
+        return [{k: v for k, v in r.items() if k != "time_s"} for r in json.load(f)]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, small_idx_dir):
+    out = tmp_path_factory.mktemp("cluster") / "uninterrupted"
+    codes, texts = launch([out, out], small_idx_dir)
+    assert codes == [0, 0], _tails(texts)
+    return out
+
+
+def test_sigterm_to_one_worker_saves_on_all_at_one_step_and_resume_is_bitwise(tmp_path, small_idx_dir, uninterrupted):
+    out = tmp_path / "preempted"  # one --output_dir for both workers, as on a shared filesystem
+    # SIGTERM to worker 1 (not the chief) in the middle of epoch 2.
+    codes, texts = launch([out, out], small_idx_dir, signal_at=(signal.SIGTERM, 1, STEPS_PER_EPOCH + 6, STEPS_PER_EPOCH + 20))
+    assert codes == [4, 4], _tails(texts)  # both stop, with the documented exit code
+    assert "training stopped by SIGTERM" in texts[1], _tails(texts)
+    assert "training stopped by a termination notice to another worker" in texts[0], _tails(texts)
+    saved = [int(m) for t in texts for m in re.findall(r"Saved checkpoint \S+ckpt-(\d+) \(cluster preemption", t)]
+    assert len(saved) == 2 and saved[0] == saved[1], saved  # both workers saved, at the same step
+    step = saved[0]
+    assert _latest_step(out / "checkpoints") == step and step % STEPS_PER_EPOCH != 0, step  # mid-epoch, the chief's checkpoint
+    assert not (out / "results.json").exists()
+
+    # Workers that see different directories would restore different steps: refused.
+    split = [tmp_path / "split0", tmp_path / "split1"]
+    shutil.copytree(out, split[0])
+    codes, texts = launch(split, small_idx_dir)
+    assert codes == [2, 2], _tails(texts)
+    for t in texts:
+        assert "the workers restored different checkpoints" in t and f"global steps [0, {step}]" in t, _tails(texts)
+
+    # The same command on both workers resumes and ends bitwise equal.
+    codes, texts = launch([out, out], small_idx_dir)
+    assert codes == [0, 0], _tails(texts)
+    for t in texts:
+        assert f"ckpt-{step}: global step {step}" in t, _tails(texts)  # "Resumed from ...": both from the chief's checkpoint
+    ref, got = _weights(uninterrupted), _weights(out)
+    assert all(np.array_equal(a, b) for a, b in zip(ref, got)), max(float(np.abs(a - b).max()) for a, b in zip(ref, got))
+    assert _history(out) == _history(uninterrupted)
+    assert not (out / "checkpoints" / "tmp_worker_1").exists()  # the non-chief's temporary copies are removed
+
+
+def test_ctrl_c_to_the_chief_stops_every_worker_after_a_save(tmp_path, small_idx_dir):
+    out = tmp_path / "interrupted"
+    codes, texts = launch([out, out], small_idx_dir, signal_at=(signal.SIGINT, 0, 4, STEPS_PER_EPOCH - 6))
+    assert codes == [4, 4], _tails(texts)
+    assert "training stopped by SIGINT" in texts[0], _tails(texts)
+    saved = [int(m) for t in texts for m in re.findall(r"Saved checkpoint \S+ckpt-(\d+) \(cluster preemption", t)]
+    assert len(saved) == 2 and saved[0] == saved[1], saved
+    assert _latest_step(out / "checkpoints") == saved[0]
+    assert _latest_step(out / "checkpoints" / "tmp_worker_1") == saved[0]  # worker 1's part of the same save
+
+
+def test_cluster_preemption_refuses_a_single_process_strategy():
+    import tensorflow as tf
+
+    from tfcustom.errors import ConfigError
+    from tfcustom.preemption import ClusterPreemption, is_cluster
+
+    assert not is_cluster(tf.distribute.get_strategy())
+    with pytest.raises(ConfigError, match="needs a multi-worker strategy over a cluster.*received: '_DefaultDistributionStrategy'"):
+        ClusterPreemption(tf.distribute.get_strategy())
