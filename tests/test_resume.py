@@ -58,6 +58,24 @@ def start_and_signal(argv, out, sig, lo, hi, timeout=180):
     return proc.returncode, stdout, stderr
 
 
+def start_and_signal_at_log(argv, sig, pattern, timeout=180):
+    """Start training; send ``sig`` once a line of its log matches ``pattern``."""
+    proc = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
+    seen = []
+    try:
+        for line in proc.stderr:
+            seen.append(line)
+            if re.search(pattern, line):
+                proc.send_signal(sig)
+                break
+        stdout, stderr = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, stdout, "".join(seen) + stderr
+
+
 def weights(out):
     code = f"""
 import numpy as np, keras, tfcustom
@@ -132,6 +150,30 @@ def test_sigkill_mid_epoch_under_two_replicas_is_bitwise_identical_and_restores_
     resumed, ref = history(copy), history(reference_mirrored)
     assert resumed[0] == ref[0]  # the epoch finished before the kill is kept as it was
     assert abs(resumed[-1]["val_accuracy"] - ref[-1]["val_accuracy"]) < 0.05
+
+
+def test_sigterm_under_two_replicas_with_batch_norm_resumes_bitwise(tmp_path, small_idx_dir):
+    # Each replica updates its own copy of the BatchNorm moving statistics; the
+    # copies are averaged at each epoch end and periodic checkpoint. A SIGTERM
+    # save in between must keep each replica's copy, or the resumed run's
+    # statistics (and so its validation and test results) would drift.
+    extra = [*MIRRORED, '--model_kwargs={"dropout": 0.3, "hidden_units": [64], "batch_norm": true}', "--checkpoint_every_steps=1000",
+             "--log_replica_losses=1"]  # logs each step: the test signals on it
+    ref = tmp_path / "uninterrupted"
+    proc = run(args(small_idx_dir, ref, *extra))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "preempted"
+    # SIGTERM a few steps into epoch 2.
+    code, _, stderr = start_and_signal_at_log(args(small_idx_dir, out, *extra), signal.SIGTERM,
+                                              rf"step {STEPS_PER_EPOCH + 3}: loss")
+    assert code == 4, stderr[-3000:]
+    step = latest_step(str(out))
+    assert STEPS_PER_EPOCH < step < 2 * STEPS_PER_EPOCH, step  # mid-epoch: not a scheduled (epoch-end) save
+    proc = run(args(small_idx_dir, out, *extra))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Restored each of the 2 replicas' own copies of: the running train metrics, the BatchNorm statistics" in proc.stderr, \
+        [l for l in proc.stderr.splitlines() if "Restored" in l or "Resumed" in l or "replicas" in l][:10]
+    _assert_same_run(ref, out)  # every weight, the moving statistics included
 
 
 def test_sigterm_saves_exits_4_and_resumes_exactly(tmp_path, small_idx_dir, reference):

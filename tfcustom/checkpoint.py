@@ -22,9 +22,12 @@ Example:
 
 from __future__ import annotations
 
+import base64
+import io
 import os
-from typing import Optional
+from typing import Dict, List, Optional
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -51,6 +54,46 @@ def model_variables(model) -> list:
     return _tf_variables(model.variables)
 
 
+class ReplicaState(tf.train.experimental.PythonState):
+    """Each replica's own copy of state that differs between replicas, in a checkpoint.
+
+    Under a multi-replica strategy two kinds of state are per replica:
+
+    * ``"metrics"``: the running train metrics. TF saves the sum over the
+      replicas and restores it split evenly, which changes later float
+      rounding; their copies are kept at every save.
+    * ``"model"``: BatchNormalization's moving statistics, updated by each
+      replica from its own batches. The Trainer averages them at scheduled
+      points (each epoch end and each periodic checkpoint) and the checkpoint
+      stores the average as the model; a save at any other step (SIGTERM, a
+      cluster preemption) keeps every replica's copy too.
+
+    ``values`` maps a group name to one array per variable, shape
+    ``[replicas, *variable.shape]``; a resumed run with the same number of
+    replicas gives each replica back its own copy.
+    """
+
+    def __init__(self):
+        self.values: Dict[str, List[np.ndarray]] = {}
+
+    def serialize(self) -> str:
+        if not self.values:
+            return ""
+        arrays = {f"{group}_{i}": a for group, copies in self.values.items() for i, a in enumerate(copies)}
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+    def deserialize(self, string) -> None:
+        string = string.decode("ascii") if isinstance(string, bytes) else string
+        self.values = {}
+        if not string:
+            return
+        with np.load(io.BytesIO(base64.b64decode(string))) as f:
+            for key in sorted(f.files, key=lambda k: (k.rsplit("_", 1)[0], int(k.rsplit("_", 1)[1]))):
+                self.values.setdefault(key.rsplit("_", 1)[0], []).append(f[key])
+
+
 def training_checkpoint(trainer, early_stopping=None) -> tf.train.Checkpoint:
     """The checkpoint of a :class:`tfcustom.Trainer`'s full training state."""
     metric_vars = []
@@ -63,6 +106,7 @@ def training_checkpoint(trainer, early_stopping=None) -> tf.train.Checkpoint:
         epoch=trainer.epoch,
         step_in_epoch=trainer.step_in_epoch,
         train_metrics=metric_vars,
+        replica_state=trainer.replica_state,
     )
     if early_stopping is not None:
         items["early_stopping"] = early_stopping

@@ -35,6 +35,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfcustom import steps as steps_lib
+from tfcustom.checkpoint import ReplicaState
 from tfcustom.data.pipeline import InputPipeline
 from tfcustom.early_stopping import EarlyStopping
 from tfcustom.errors import NonFiniteLossError, TfcustomError, check, check_positive_int, config_error
@@ -154,7 +155,9 @@ class Trainer:
         self.test_step = self.make_test_step()
         self.predict_step = steps_lib.make_predict_step(model)
         self.history = History()
-        self._sync_state_fn = None
+        self.replica_state = ReplicaState()  # per-replica copies of metrics and BatchNorm statistics, for checkpoints
+        self._replica_fns = None
+        self._last_saved_step = None
 
     # -- steps (override these to change what a step computes) ---------------
 
@@ -250,11 +253,12 @@ class Trainer:
             epochs, steps, self.strategy.num_replicas_in_sync, type(self.strategy).__name__,
             self.steps_per_execution, self.jit_compile,
         )
+        self._restore_replica_copies()
         with StopSignals() as signals:
             if preemption is not None:
                 preemption.attach(
                     should_stop=lambda: signals.received is not None,
-                    save=lambda: checkpoint_manager is not None and self._save(checkpoint_manager, "cluster preemption"),
+                    save=lambda: checkpoint_manager is not None and self._save(checkpoint_manager, "cluster preemption", scheduled=False),
                     stop=lambda: self._raise_interrupted(signals.received or "a termination notice to another worker", checkpoint_manager),
                 )
             try:
@@ -274,11 +278,24 @@ class Trainer:
                      ", ".join(f"{v:.6g}" for v in shares),
                      f"; {int(out['loss_scale_skipped'])} step(s) skipped by the loss scaler" if int(out.get("loss_scale_skipped", 0)) else "")
 
-    def _save(self, manager, reason: str) -> None:
+    def _save(self, manager, reason: str, scheduled: bool = True) -> None:
+        """Save a checkpoint. ``scheduled`` saves (epoch ends, every N steps)
+        happen at the same steps in every run, and average the replicas' state
+        first, as the uninterrupted run does there. Any other save (SIGTERM,
+        preemption) also keeps each replica's own copy in the checkpoint, and
+        this process's copies stay as they were."""
+        step = int(self.global_step.numpy())
+        if step == self._last_saved_step:
+            return  # this step is already saved (a periodic save, then a stop)
+        copies = self._gather_replica_copies(("metrics",) if scheduled else ("metrics", "model"))
+        self.replica_state.values = copies
         self.sync_replica_state()
-        path = manager.save(checkpoint_number=int(self.global_step.numpy()))
+        path = manager.save(checkpoint_number=step)
+        self._set_replica_copies({k: v for k, v in copies.items() if k == "model"})  # as before the averaging
+        self.replica_state.values = {}
+        self._last_saved_step = step
         logging.info("Saved checkpoint %s (%s; global step %d, %d epochs and %d steps done)", path, reason,
-                     int(self.global_step.numpy()), int(self.epoch.numpy()), int(self.step_in_epoch.numpy()))
+                     step, int(self.epoch.numpy()), int(self.step_in_epoch.numpy()))
 
     def _fit_epochs(self, train, epochs, validation_data, steps, early_stopping, checkpoint_manager,
                     checkpoint_every_steps, best_checkpoint_manager, signals, preemption=None) -> History:
@@ -318,16 +335,16 @@ class Trainer:
                         self._log_replica_losses(out, step_now)
                 if progbar is not None:
                     progbar.update(done, values=list(self._results(self.train_loss, self.train_metrics).items()), finalize=False)
-                if preemption is not None:
-                    preemption.after_step()  # on the step the cluster agreed on: saves, then raises
-                elif signals.received and done < steps:
-                    if checkpoint_manager is not None:
-                        self._save(checkpoint_manager, signals.received)
-                    raise interrupted(signals.received, f"at epoch {epoch + 1}, step {done} of {steps}", checkpoint_manager is not None)
                 if checkpoint_manager is not None and checkpoint_every_steps and done < steps:
                     step_now = int(self.global_step.numpy())
                     if step_now // checkpoint_every_steps > (step_now - ran) // checkpoint_every_steps:
                         self._save(checkpoint_manager, f"every {checkpoint_every_steps} steps")
+                if preemption is not None:
+                    preemption.after_step()  # on the step the cluster agreed on: saves, then raises
+                elif signals.received and done < steps:
+                    if checkpoint_manager is not None:
+                        self._save(checkpoint_manager, signals.received, scheduled=False)
+                    raise interrupted(signals.received, f"at epoch {epoch + 1}, step {done} of {steps}", checkpoint_manager is not None)
             self.sync_replica_state()
             logs = {"epoch": epoch + 1}
             logs.update(self._results(self.train_loss, self.train_metrics))
@@ -388,11 +405,22 @@ class Trainer:
         replica's copy) would not be the one evaluated. The fit loop calls it at
         each epoch end and before each checkpoint; :meth:`evaluate` calls it first.
         """
-        if self.strategy.num_replicas_in_sync == 1:
-            return
-        if self._sync_state_fn is None:
-            state = [v for v in self.model.non_trainable_variables if tf.as_dtype(v.dtype).is_floating]
+        if self.strategy.num_replicas_in_sync > 1:
+            self._replica_functions()["sync"]()
+
+    def _replica_variables(self, group: str) -> list:
+        """``"model"``: the model's float non-trainable variables (BatchNorm
+        statistics); ``"metrics"``: the running train loss and metrics."""
+        if group == "model":
+            return [v for v in self.model.non_trainable_variables if tf.as_dtype(v.dtype).is_floating]
+        return [v for m in (self.train_loss, *self.train_metrics) for v in m.variables]
+
+    def _replica_functions(self):
+        """Compiled functions over the per-replica state: average the model's,
+        gather every replica's copy of a group, set every replica's copy."""
+        if self._replica_fns is None:
             strategy = self.strategy
+            state = self._replica_variables("model")
 
             @tf.function
             def sync():
@@ -400,8 +428,59 @@ class Trainer:
                 for v, value in zip(state, local):
                     v.assign(strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None))
 
-            self._sync_state_fn = sync if state else (lambda: None)
-        self._sync_state_fn()
+            def gather_fn(variables):
+                @tf.function
+                def gather():
+                    local = strategy.run(lambda: [tf.expand_dims(tf.identity(v), 0) for v in variables])
+                    return [strategy.gather(value, axis=0) for value in local]
+
+                return gather
+
+            def scatter_fn(variables):
+                @tf.function
+                def scatter(copies):
+                    def set_own_copy():
+                        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+                        for v, c in zip(variables, copies):
+                            v.assign(tf.gather(c, replica))
+
+                    strategy.run(set_own_copy)
+
+                return scatter
+
+            self._replica_fns = {"sync": sync if state else (lambda: None)}
+            for group in ("model", "metrics"):
+                variables = self._replica_variables(group)
+                self._replica_fns[group] = (gather_fn(variables), scatter_fn(variables)) if variables else None
+        return self._replica_fns
+
+    def _gather_replica_copies(self, groups) -> dict:
+        """Every replica's copy of each group's variables (nothing on one replica)."""
+        if self.strategy.num_replicas_in_sync == 1:
+            return {}
+        fns = self._replica_functions()
+        return {g: [np.asarray(c) for c in fns[g][0]()] for g in groups if fns[g] is not None}
+
+    def _set_replica_copies(self, copies: dict) -> None:
+        fns = self._replica_functions()
+        for group, values in copies.items():
+            if fns.get(group) is not None:
+                fns[group][1]([tf.constant(c) for c in values])
+
+    def _restore_replica_copies(self) -> None:
+        """After a restore: give each replica back its own copies kept by the checkpoint."""
+        copies, self.replica_state.values = self.replica_state.values, {}
+        if not copies:
+            return
+        replicas = self.strategy.num_replicas_in_sync
+        saved = len(next(iter(copies.values()))[0])
+        if saved == replicas:
+            self._set_replica_copies(copies)
+            logging.info("Restored each of the %d replicas' own copies of: %s", replicas,
+                         ", ".join({"model": "the BatchNorm statistics", "metrics": "the running train metrics"}[g] for g in sorted(copies)))
+        else:
+            logging.info("The checkpoint holds per-replica state of %d replicas; training on %d, which start from their total/mean",
+                         saved, replicas)
 
     def predict(self, data: DataLike) -> np.ndarray:
         """Model outputs for every example of ``data``, in input order."""
