@@ -18,6 +18,8 @@ import sys
 
 from absl import app, flags
 
+from tfcustom.cli import parse_flags
+
 flags.DEFINE_string("run_dir", None, "A training run's --output_dir (holds config.json).")
 flags.DEFINE_string("checkpoint", "final", "final (model.keras), latest or best (checkpoints).")
 flags.DEFINE_string("data_dir", None, "Data directory (default: the run's).")
@@ -48,4 +50,4 @@ def main(argv):
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -18,6 +18,8 @@ import sys
 
 from absl import app, flags
 
+from tfcustom.cli import parse_flags
+
 flags.DEFINE_string("model", None, "A .keras file or a SavedModel directory.")
 flags.DEFINE_list("images", [], "PNG files (comma-separated).")
 flags.DEFINE_string("idx", None, "An IDX images file (.gz or plain), e.g. t10k-images-idx3-ubyte.gz.")
@@ -56,4 +58,4 @@ def main(argv):
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

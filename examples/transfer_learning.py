@@ -29,6 +29,8 @@ import time
 
 from absl import app, flags, logging
 
+from tfcustom.cli import parse_flags
+
 flags.DEFINE_string("data_dir", None, "Fashion-MNIST IDX directory (default: $TFCUSTOM_DATA_DIR, then /usr/share/datasets/fashion-mnist).")
 flags.DEFINE_integer("shots", 100, "Labelled training images per target class.")
 flags.DEFINE_integer("pretrain_epochs", 3, "Epochs of pretraining on classes 0-4 (30000 images).")
@@ -108,4 +110,4 @@ def main(argv):
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -80,9 +80,23 @@ def test_bad_config_is_one_clear_line_and_no_run_dir(tmp_path, small_idx_dir, ex
 def test_bad_flag_values_fail_at_parse_time(tmp_path, small_idx_dir):
     for flag in ("--epochs=0", "--batch_size=-3", "--checkpoint_every_steps=0"):
         proc = run_trainer(*small_args(small_idx_dir, tmp_path / "r", flag))
-        assert proc.returncode != 0
+        assert proc.returncode == 2
         assert "must be a positive integer" in error_line(proc)
         assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--keep_checkpoints=0", "--keep_checkpoints must be a positive integer"),
+    ("--log_replica_losses=-1", "--log_replica_losses must be >= 0"),
+    ("--strategy=quantum", "value should be one of <auto|cpu|gpu|mirrored|multi_worker|tpu>"),
+    ("--precision=fp8", "value should be one of <auto|float32|mixed_float16|mixed_bfloat16>"),
+    ("--num_cpu_replicas=0", "--num_cpu_replicas must be a positive integer"),
+])
+def test_bad_distribution_and_checkpoint_flags_fail_at_parse_time(tmp_path, small_idx_dir, flag, message):
+    proc = run_trainer(*small_args(small_idx_dir, tmp_path / "r", flag))
+    assert proc.returncode == 2
+    assert message in error_line(proc)
+    assert not (tmp_path / "r").exists()
 
 
 def test_missing_and_corrupt_data(tmp_path, small_idx_dir):

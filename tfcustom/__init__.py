@@ -20,11 +20,11 @@ from tfcustom.steps import make_predict_step, make_test_step, make_train_step
 from tfcustom.train import train_and_evaluate
 from tfcustom.trainer import Trainer
 from tfcustom import strategy  # select(name) -> tf.distribute.Strategy; set_precision
-from tfcustom import export, transfer  # export_model / evaluate_run; restore_backbone / freeze / BackboneHeadOptimizer
+from tfcustom import export, preemption, transfer  # export_model / evaluate_run; restore_backbone / freeze / BackboneHeadOptimizer
 
 __all__ = [
     "ConfigError", "DataError", "EarlyStopping", "History", "NonFiniteLossError",
     "TfcustomError", "TrainConfig", "Trainer", "data", "errors", "layers", "losses",
     "make_predict_step", "make_test_step", "make_train_step", "metrics", "models",
-    "optimizers", "steps", "train_and_evaluate", "export", "transfer", "strategy",
+    "optimizers", "steps", "train_and_evaluate", "export", "preemption", "transfer", "strategy",
 ]

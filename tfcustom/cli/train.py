@@ -16,6 +16,8 @@ import sys
 
 from absl import app, flags, logging
 
+from tfcustom.cli import parse_flags
+
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("config", None, "A flagfile (same as --flagfile), e.g. configs/fashion_mnist_cnn.flags.")
@@ -180,7 +182,7 @@ def run():
     """Console-script entry point."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.argv = _expand_config_alias(sys.argv)
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":
