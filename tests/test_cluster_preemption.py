@@ -89,6 +89,15 @@ def launch(outs, data_dir, signal_at=None):
     return [p.returncode for p in procs], texts
 
 
+def _stop_steps(texts):
+    """The global step at which each worker says it stopped."""
+    steps = []
+    for t in texts:
+        m = re.search(r"training stopped by .* at epoch (\d+), step (\d+) of the epoch", t)
+        steps.append((int(m.group(1)) - 1) * STEPS_PER_EPOCH + int(m.group(2)) if m else None)
+    return steps
+
+
 def _tails(texts):
     return "\n".join(f"--- worker {i} ---\n{t[-3000:]}" for i, t in enumerate(texts))
 
@@ -125,10 +134,12 @@ def test_sigterm_to_one_worker_saves_on_all_at_one_step_and_resume_is_bitwise(tm
     assert codes == [4, 4], _tails(texts)  # both stop, with the documented exit code
     assert "training stopped by SIGTERM" in texts[1], _tails(texts)
     assert "training stopped by a termination notice to another worker" in texts[0], _tails(texts)
-    saved = [int(m) for t in texts for m in re.findall(r"Saved checkpoint \S+ckpt-(\d+) \(cluster preemption", t)]
-    assert len(saved) == 2 and saved[0] == saved[1], saved  # both workers saved, at the same step
-    step = saved[0]
-    assert _latest_step(out / "checkpoints") == step and step % STEPS_PER_EPOCH != 0, step  # mid-epoch, the chief's checkpoint
+    stops = _stop_steps(texts)
+    assert stops[0] == stops[1] and stops[0] is not None, stops  # both workers stopped at the same step
+    step = stops[0]
+    assert step % STEPS_PER_EPOCH != 0, step  # mid-epoch
+    # The chief's checkpoint and worker 1's part of the same (collective) save hold that step.
+    assert _latest_step(out / "checkpoints") == step and _latest_step(out / "checkpoints" / "tmp_worker_1") == step
     assert not (out / "results.json").exists()
 
     # Workers that see different directories would restore different steps: refused.
@@ -155,10 +166,10 @@ def test_ctrl_c_to_the_chief_stops_every_worker_after_a_save(tmp_path, small_idx
     codes, texts = launch([out, out], small_idx_dir, signal_at=(signal.SIGINT, 0, 4, STEPS_PER_EPOCH - 6))
     assert codes == [4, 4], _tails(texts)
     assert "training stopped by SIGINT" in texts[0], _tails(texts)
-    saved = [int(m) for t in texts for m in re.findall(r"Saved checkpoint \S+ckpt-(\d+) \(cluster preemption", t)]
-    assert len(saved) == 2 and saved[0] == saved[1], saved
-    assert _latest_step(out / "checkpoints") == saved[0]
-    assert _latest_step(out / "checkpoints" / "tmp_worker_1") == saved[0]  # worker 1's part of the same save
+    stops = _stop_steps(texts)
+    assert stops[0] == stops[1] and stops[0] is not None, stops
+    assert _latest_step(out / "checkpoints") == stops[0]
+    assert _latest_step(out / "checkpoints" / "tmp_worker_1") == stops[0]  # worker 1's part of the same save
 
 
 def test_cluster_preemption_refuses_a_single_process_strategy():

@@ -124,15 +124,18 @@ class ClusterPreemption:
         # given. The Trainer restores (with fallback past corrupt checkpoints)
         # and saves itself, so the handler gets a manager of an empty
         # checkpoint in a scratch directory that is never written.
-        self._scratch = tempfile.mkdtemp(prefix="tfcustom_preemption_")
-        unused = tf.train.CheckpointManager(tf.train.Checkpoint(), self._scratch, max_to_keep=1)
+        scratch = tempfile.mkdtemp(prefix="tfcustom_preemption_")
+        unused = tf.train.CheckpointManager(tf.train.Checkpoint(), scratch, max_to_keep=1)
         config = tf.distribute.experimental.TerminationConfig(
             termination_watcher_fn=lambda: self._should_stop(),
             save_fn=self._save_now,
             exit_fn=self._stop_now,
             grace_period=grace_period,
         )
-        self.handler = tf.distribute.experimental.PreemptionCheckpointHandler(strategy.cluster_resolver, unused, termination_config=config)
+        try:
+            self.handler = tf.distribute.experimental.PreemptionCheckpointHandler(strategy.cluster_resolver, unused, termination_config=config)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)  # read (empty) by the handler's constructor, never written
 
     def attach(self, should_stop: Callable[[], bool], save: Callable[[], None], stop: Callable[[], None]) -> None:
         """Called by the Trainer: where the stop notice comes from, how to save, how to stop."""
@@ -151,7 +154,6 @@ class ClusterPreemption:
             self._save()
 
     def _stop_now(self):
-        shutil.rmtree(self._scratch, ignore_errors=True)
         if self._stop is not None:
             self._stop()
         raise TrainingInterrupted("training stopped: a worker of the cluster was told to terminate; a checkpoint was saved")

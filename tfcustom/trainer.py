@@ -315,6 +315,7 @@ class Trainer:
             while done < steps:
                 n = min(self.steps_per_execution, steps - done)
                 out = self.train_step(iterator, tf.constant(n, dtype=tf.int32))
+                self._last_saved_step = None  # a save below, then a stop, writes this step once
                 ran = int(out["steps_run"]) + (int(out["skipped"]) if self.on_nonfinite == "skip" else 0)
                 if bool(out["nonfinite"]):
                     if self.on_nonfinite == "stop":
