@@ -129,6 +129,26 @@ def test_output_dir_checks(tmp_path):
     assert not (tmp_path / "new").exists()
 
 
+def test_output_dir_checks_of_a_non_chief_worker(tmp_path):
+    """A non-chief worker never deletes; it refuses what the chief refuses where it sees the chief's run."""
+    import json
+
+    cfg = TrainConfig(model="mlp")
+    run = tmp_path / "run"
+    (run / "checkpoints" / "tmp_worker_1").mkdir(parents=True)  # its own copies, in a directory not shared
+    assert prepare_output_dir(str(run), cfg, chief=False) is True  # resume from whatever the chief's checkpoints hold
+    assert prepare_output_dir(str(tmp_path / "fresh"), cfg, chief=False) is True and not (tmp_path / "fresh").exists()
+    (run / "config.json").write_text(json.dumps(cfg.to_dict()))
+    assert prepare_output_dir(str(run), cfg, chief=False) is True
+    with pytest.raises(ConfigError, match="cannot resume: the config differs.*model: 'mlp' -> 'cnn'"):
+        prepare_output_dir(str(run), TrainConfig(model="cnn"), chief=False)
+    (run / "results.json").write_text("{}")
+    with pytest.raises(ConfigError, match="already holds a finished run"):
+        prepare_output_dir(str(run), cfg, chief=False)
+    assert prepare_output_dir(str(run), cfg, overwrite=True, chief=False) is False
+    assert (run / "results.json").exists() and (run / "checkpoints" / "tmp_worker_1").exists()  # the chief deletes, not a worker
+
+
 def test_sigterm_during_a_save_completes_it_then_stops(tmp_path):
     """SIGTERM arriving while a checkpoint is being written: that save completes
     and, as it holds the current step, the loop stops without saving it twice;

@@ -160,6 +160,12 @@ def test_sigterm_to_one_worker_saves_on_all_at_one_step_and_resume_is_bitwise(tm
     assert _history(out) == _history(uninterrupted)
     assert not (out / "checkpoints" / "tmp_worker_1").exists()  # the non-chief's temporary copies are removed
 
+    # The same command once more: the run is finished, and every worker (not
+    # only the chief, which would leave the other waiting) refuses at once.
+    codes, texts = launch([out, out], small_idx_dir)
+    assert codes == [2, 2], _tails(texts)
+    assert all("output directory already holds a finished run" in t for t in texts), _tails(texts)
+
 
 def test_ctrl_c_to_the_chief_stops_every_worker_after_a_save(tmp_path, small_idx_dir):
     out = tmp_path / "interrupted"

@@ -206,6 +206,20 @@ def _smoothed_one_hot(labels, num_classes, label_smoothing, dtype):
     return target
 
 
+def _label_smoothing_arg(value) -> float:
+    """Validate a ``label_smoothing`` argument (a float in [0, 1])."""
+    return _as_float("label_smoothing", value, low=0.0, high=1.0, fix="pass label_smoothing in [0, 1], e.g. 0.1")
+
+
+def _smoothed_cross_entropy(loss, y_true, y_pred, label_smoothing):
+    """``(labels, log_p, target, ce)``: the (label-smoothed) cross-entropy per
+    example of a :class:`_SparseClassificationLoss`, with the pieces it used."""
+    labels, y_pred, num_classes = loss._standardize(y_true, y_pred)
+    log_p = loss._log_probs(y_pred)
+    target = _smoothed_one_hot(labels, num_classes, label_smoothing, log_p.dtype)
+    return labels, log_p, target, -tf.reduce_sum(target * log_p, axis=-1)
+
+
 # --------------------------------------------------------------------------
 # losses
 # --------------------------------------------------------------------------
@@ -262,24 +276,15 @@ class SparseCategoricalCrossentropy(_SparseClassificationLoss):
                 class_weights,
                 "pass one non-negative weight per class, e.g. [1.0, 2.0, 1.0], or None",
             )
-        label_smoothing = _as_float(
-            "label_smoothing",
-            label_smoothing,
-            low=0.0,
-            high=1.0,
-            fix="pass label_smoothing in [0, 1], e.g. 0.1",
-        )
+        label_smoothing = _label_smoothing_arg(label_smoothing)
         super().__init__(from_logits=from_logits, reduction=reduction, name=name, dtype=dtype)
         self.class_weights = class_weights
         self.label_smoothing = label_smoothing
 
     def call(self, y_true, y_pred):
-        labels, y_pred, num_classes = self._standardize(y_true, y_pred)
-        log_p = self._log_probs(y_pred)
-        target = _smoothed_one_hot(labels, num_classes, self.label_smoothing, log_p.dtype)
-        loss = -tf.reduce_sum(target * log_p, axis=-1)
+        labels, log_p, _, loss = _smoothed_cross_entropy(self, y_true, y_pred, self.label_smoothing)
         if self.class_weights is not None:
-            self._check_num_classes("class_weights", len(self.class_weights), num_classes)
+            self._check_num_classes("class_weights", len(self.class_weights), log_p.shape[-1])
             weights = tf.constant(self.class_weights, dtype=loss.dtype)
             loss = loss * tf.gather(weights, labels)
         return loss
@@ -454,22 +459,13 @@ class PolyLoss(_SparseClassificationLoss):
             low=-1.0,
             fix="pass epsilon >= -1 (1.0 is the paper's default)",
         )
-        label_smoothing = _as_float(
-            "label_smoothing",
-            label_smoothing,
-            low=0.0,
-            high=1.0,
-            fix="pass label_smoothing in [0, 1], e.g. 0.1",
-        )
+        label_smoothing = _label_smoothing_arg(label_smoothing)
         super().__init__(from_logits=from_logits, reduction=reduction, name=name, dtype=dtype)
         self.epsilon = epsilon
         self.label_smoothing = label_smoothing
 
     def call(self, y_true, y_pred):
-        labels, y_pred, num_classes = self._standardize(y_true, y_pred)
-        log_p = self._log_probs(y_pred)
-        target = _smoothed_one_hot(labels, num_classes, self.label_smoothing, log_p.dtype)
-        ce = -tf.reduce_sum(target * log_p, axis=-1)
+        _, log_p, target, ce = _smoothed_cross_entropy(self, y_true, y_pred, self.label_smoothing)
         # 1 - p_k computed as -expm1(log p_k): exact when p_k is close to 1.
         one_minus_pt = tf.reduce_sum(target * -tf.math.expm1(log_p), axis=-1)
         return ce + self.epsilon * one_minus_pt

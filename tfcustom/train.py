@@ -57,10 +57,15 @@ def prepare_output_dir(workdir: str, config: TrainConfig, overwrite: bool = Fals
 
     A non-chief worker of a cluster (``chief=False``) only writes temporary
     checkpoint copies: the chief decides about the directory (and deletes it
-    with ``overwrite``); a worker resumes unless ``overwrite``, from whatever
-    checkpoint the chief's directory holds.
+    with ``overwrite``). A worker resumes unless ``overwrite``, from whatever
+    checkpoint the chief's directory holds; where it sees the chief's run
+    (a shared directory) it refuses what the chief refuses, so that no worker
+    is left waiting for a chief that has stopped.
     """
+    config_path = os.path.join(workdir, "config.json")
     if not chief:
+        if not overwrite and os.path.exists(config_path):
+            _check_resumable(workdir, config)
         return not overwrite
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise config_error("output path exists and is not a directory", workdir, "pass another --output_dir")
@@ -69,21 +74,9 @@ def prepare_output_dir(workdir: str, config: TrainConfig, overwrite: bool = Fals
             check(os.access(workdir, os.W_OK), "output directory is not writable", workdir, "choose a writable --output_dir")
             shutil.rmtree(workdir)
             return False
-        if os.path.exists(os.path.join(workdir, RESULTS_FILE)):
-            raise config_error("output directory already holds a finished run", workdir, "pass --overwrite to start over, or choose another --output_dir")
-        config_path = os.path.join(workdir, "config.json")
-        if not os.path.exists(config_path):
+        if not os.path.exists(os.path.join(workdir, RESULTS_FILE)) and not os.path.exists(config_path):
             raise config_error("output directory is not empty and holds no tfcustom run", workdir, "choose another --output_dir, or pass --overwrite to delete its content")
-        try:
-            with open(config_path) as f:
-                previous = TrainConfig.from_dict(json.load(f))
-        except (ValueError, TypeError, ConfigError) as e:
-            raise config_error(f"the run's config.json cannot be read ({e})", config_path, "pass --overwrite to start over") from None
-        diff = previous.differences(config)
-        if diff:
-            fields = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in diff.items()))
-            raise config_error(f"cannot resume: the config differs from the run's ({fields})", workdir,
-                               "run with the same flags to resume, pass --overwrite to start over, or choose another --output_dir")
+        _check_resumable(workdir, config)
         check(os.access(workdir, os.W_OK), "output directory is not writable", workdir, "choose a writable --output_dir")
         return True
     parent = os.path.abspath(workdir)
@@ -91,6 +84,23 @@ def prepare_output_dir(workdir: str, config: TrainConfig, overwrite: bool = Fals
         parent = os.path.dirname(parent)
     check(os.path.isdir(parent) and os.access(parent, os.W_OK), "output directory cannot be created (not writable)", parent, "choose a writable --output_dir")
     return False
+
+
+def _check_resumable(workdir: str, config: TrainConfig) -> None:
+    """Refuse a finished run and a run of a different config (naming the fields)."""
+    if os.path.exists(os.path.join(workdir, RESULTS_FILE)):
+        raise config_error("output directory already holds a finished run", workdir, "pass --overwrite to start over, or choose another --output_dir")
+    config_path = os.path.join(workdir, "config.json")
+    try:
+        with open(config_path) as f:
+            previous = TrainConfig.from_dict(json.load(f))
+    except (ValueError, TypeError, ConfigError) as e:
+        raise config_error(f"the run's config.json cannot be read ({e})", config_path, "pass --overwrite to start over") from None
+    diff = previous.differences(config)
+    if diff:
+        fields = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in diff.items()))
+        raise config_error(f"cannot resume: the config differs from the run's ({fields})", workdir,
+                           "run with the same flags to resume, pass --overwrite to start over, or choose another --output_dir")
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
