@@ -99,6 +99,15 @@ def test_bad_distribution_and_checkpoint_flags_fail_at_parse_time(tmp_path, smal
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.skipif(not os.path.isdir("/sys/kernel"), reason="needs a /sys, where nobody (not even root) may create a directory")
+def test_unwritable_output_dir_is_one_clear_line(tmp_path, small_idx_dir):
+    # os.access says "writable" to root even here; the check really tries.
+    proc = run_trainer(*small_args(small_idx_dir, "/sys/kernel/tfcustom_run"))
+    assert proc.returncode == 2
+    assert "output directory cannot be created (not writable) (received: '/sys/kernel')" in error_line(proc)
+    assert not os.path.exists("/sys/kernel/tfcustom_run")
+
+
 def test_missing_and_corrupt_data(tmp_path, small_idx_dir):
     proc = run_trainer(*small_args(tmp_path / "nowhere", tmp_path / "r"))
     assert proc.returncode == 2 and "data directory does not exist" in error_line(proc)

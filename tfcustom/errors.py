@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+
 
 class TfcustomError(Exception):
     """Base class of tfcustom's user-facing errors."""
@@ -77,3 +79,19 @@ def check_one_of(name: str, value, choices) -> None:
         value,
         f"choose one of: {', '.join(map(str, choices))}",
     )
+
+
+def is_writable_dir(path: str) -> bool:
+    """True when a directory can really be created inside ``path`` (and is removed again).
+
+    ``os.access`` says yes to root everywhere, even on filesystems that refuse
+    writes (a read-only mount, ``/sys``); trying is the only reliable test.
+    """
+    import tempfile
+
+    try:
+        probe = tempfile.mkdtemp(prefix=".tfcustom-write-probe-", dir=path)
+    except OSError:
+        return False
+    os.rmdir(probe)
+    return True

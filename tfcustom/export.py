@@ -41,7 +41,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfcustom.errors import check, check_one_of, config_error, data_error
+from tfcustom.errors import check, check_one_of, config_error, data_error, is_writable_dir
 
 __all__ = [
     "CHECKPOINT_CHOICES", "SPLITS", "export_model", "write_saved_model", "load_run_model",
@@ -167,7 +167,7 @@ def export_model(
         os.makedirs(directory, exist_ok=True)
     except OSError as e:
         raise config_error(f"cannot create the export directory ({e.strerror})", directory, "choose a writable directory") from None
-    check(os.access(directory, os.W_OK), "export directory is not writable", directory, "choose a writable directory")
+    check(is_writable_dir(directory), "export directory is not writable", directory, "choose a writable directory")
 
     token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp = {k: os.path.join(directory, f".tmp-{token}-{os.path.basename(p)}") for k, p in finals.items()}

@@ -40,7 +40,7 @@ from tfcustom.checkpoint import model_checkpoint, restore_latest, training_check
 from tfcustom.early_stopping import EarlyStopping
 from tfcustom.history import History
 from tfcustom.export import export_model
-from tfcustom.errors import ConfigError, check, config_error
+from tfcustom.errors import ConfigError, check, config_error, is_writable_dir
 from tfcustom.preemption import ClusterPreemption, is_cluster
 from tfcustom.trainer import Trainer
 
@@ -71,18 +71,18 @@ def prepare_output_dir(workdir: str, config: TrainConfig, overwrite: bool = Fals
         raise config_error("output path exists and is not a directory", workdir, "pass another --output_dir")
     if os.path.isdir(workdir) and os.listdir(workdir):
         if overwrite:
-            check(os.access(workdir, os.W_OK), "output directory is not writable", workdir, "choose a writable --output_dir")
+            check(is_writable_dir(workdir), "output directory is not writable", workdir, "choose a writable --output_dir")
             shutil.rmtree(workdir)
             return False
         if not os.path.exists(os.path.join(workdir, RESULTS_FILE)) and not os.path.exists(config_path):
             raise config_error("output directory is not empty and holds no tfcustom run", workdir, "choose another --output_dir, or pass --overwrite to delete its content")
         _check_resumable(workdir, config)
-        check(os.access(workdir, os.W_OK), "output directory is not writable", workdir, "choose a writable --output_dir")
+        check(is_writable_dir(workdir), "output directory is not writable", workdir, "choose a writable --output_dir")
         return True
     parent = os.path.abspath(workdir)
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
-    check(os.path.isdir(parent) and os.access(parent, os.W_OK), "output directory cannot be created (not writable)", parent, "choose a writable --output_dir")
+    check(os.path.isdir(parent) and is_writable_dir(parent), "output directory cannot be created (not writable)", parent, "choose a writable --output_dir")
     return False
 
 
