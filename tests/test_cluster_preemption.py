@@ -1,7 +1,8 @@
 """Preemption of a multi-worker run: 2 local worker processes, TF_CONFIG on 127.0.0.1.
 
-A SIGTERM (or Ctrl-C) to one worker must make every worker save at the same
-step and exit with code 4 (``ClusterPreemption`` around TF's
+The model has BatchNorm, so each worker's replica keeps its own moving
+statistics between the scheduled averages. A SIGTERM (or Ctrl-C) to one
+worker must make every worker save at the same step and exit with code 4 (``ClusterPreemption`` around TF's
 ``PreemptionCheckpointHandler``); the same command on every worker then
 resumes and ends bitwise equal to an uninterrupted multi-worker run (the
 oracle). Each test starts real worker processes of ``examples/train.py``.
@@ -60,7 +61,7 @@ def launch(outs, data_dir, signal_at=None):
         for i in range(2):
             env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
                        TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
-            argv = [sys.executable, TRAIN, "--strategy=multi_worker", "--model=mlp", '--model_kwargs={"hidden_units": [64]}',
+            argv = [sys.executable, TRAIN, "--strategy=multi_worker", "--model=mlp", '--model_kwargs={"hidden_units": [64], "batch_norm": true}',
                     "--epochs=3", "--batch_size=32", "--validation_size=200", f"--data_dir={data_dir}",
                     f"--output_dir={outs[i]}", "--verbose=0", "--seed=5", "--deterministic", "--checkpoint_every_steps=2"]
             log = open(f"{outs[i]}.worker{i}.log", "a")
@@ -155,6 +156,7 @@ def test_sigterm_to_one_worker_saves_on_all_at_one_step_and_resume_is_bitwise(tm
     assert codes == [0, 0], _tails(texts)
     for t in texts:
         assert f"ckpt-{step}: global step {step}" in t, _tails(texts)  # "Resumed from ...": both from the chief's checkpoint
+        assert "Restored each of the 2 replicas' own copies of: the running train metrics" in t, _tails(texts)
     ref, got = _weights(uninterrupted), _weights(out)
     assert all(np.array_equal(a, b) for a, b in zip(ref, got)), max(float(np.abs(a - b).max()) for a, b in zip(ref, got))
     assert _history(out) == _history(uninterrupted)

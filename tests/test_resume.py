@@ -124,10 +124,20 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path, small_idx_
     step = latest_step(str(out))
     assert step % STEPS_PER_EPOCH != 0, "the kill must land mid-epoch"
     assert not (out / "results.json").exists()
+    copy = tmp_path / "killed_copy"
+    subprocess.run(["cp", "-r", str(out), str(copy)], check=True)
     proc = run(args(small_idx_dir, out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert re.search(rf"Resumed from .*ckpt-{step}: global step {step}", proc.stderr)
     _assert_same_run(reference, out)
+    # The same 1-replica checkpoint resumes on 2 replicas (not bitwise: each
+    # replica draws its own dropout masks).
+    proc = run(args(small_idx_dir, copy, *MIRRORED))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(rf"Resumed from .*ckpt-{step}: global step {step}", proc.stderr)
+    resumed, ref = history(copy), history(reference)
+    assert resumed[0] == ref[0] and len(resumed) == len(ref)
+    assert abs(resumed[-1]["val_accuracy"] - ref[-1]["val_accuracy"]) < 0.05
 
 
 def test_sigkill_mid_epoch_under_two_replicas_is_bitwise_identical_and_restores_on_one(tmp_path, small_idx_dir, reference_mirrored, reference):
