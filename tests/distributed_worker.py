@@ -98,7 +98,7 @@ def suite(out_dir: str) -> None:
 
     keras.utils.set_random_seed(0)  # the same initial weights in every run
 
-    from tfcustom import models, steps
+    from tfcustom import models
     from tfcustom.data import InputPipeline
     from tfcustom.trainer import Trainer
 

@@ -10,33 +10,22 @@ oracle). Each test starts real worker processes of ``examples/train.py``.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
+from process_helpers import free_ports, history_without_times, saved_model_weights, tf_config, wait_all
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "examples", "train.py")
 STEPS_PER_EPOCH = 32  # 1000 training images / global batch 32, rounded up
 TIMEOUT_S = 240
-
-
-def _free_ports(n):
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _latest_step(checkpoint_dir):
@@ -54,13 +43,12 @@ def launch(outs, data_dir, signal_at=None):
     ``signal_at=(sig, worker, lo, hi)`` sends ``sig`` to that worker once the
     chief's newest checkpoint is at a step in [lo, hi). Returns (exit codes, logs).
     """
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
     procs, logs = [], []
     start = time.monotonic()
     try:
         for i in range(2):
-            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
-                       TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", TF_CONFIG=tf_config(cluster, i))
             argv = [sys.executable, TRAIN, "--strategy=multi_worker", "--model=mlp", '--model_kwargs={"hidden_units": [64], "batch_norm": true}',
                     "--epochs=3", "--batch_size=32", "--validation_size=200", f"--data_dir={data_dir}",
                     f"--output_dir={outs[i]}", "--verbose=0", "--seed=5", "--deterministic", "--checkpoint_every_steps=2"]
@@ -75,15 +63,8 @@ def launch(outs, data_dir, signal_at=None):
                     procs[worker].send_signal(sig)
                     break
                 time.sleep(0.01)
-        for p in procs:
-            p.wait(timeout=max(1.0, TIMEOUT_S - (time.monotonic() - start)))
-    except subprocess.TimeoutExpired:
-        pass
     finally:
-        for p in procs:  # always tear the workers down
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=30)
+        wait_all(procs, TIMEOUT_S, start)
         for log in logs:
             log.close()
     texts = [open(f"{outs[i]}.worker{i}.log").read() for i in range(2)]
@@ -101,23 +82,6 @@ def _stop_steps(texts):
 
 def _tails(texts):
     return "\n".join(f"--- worker {i} ---\n{t[-3000:]}" for i, t in enumerate(texts))
-
-
-def _weights(out):
-    code = f"""
-import numpy as np, keras, tfcustom
-m = keras.models.load_model({os.path.join(str(out), 'model.keras')!r})
-np.savez({os.path.join(str(out), 'weights.npz')!r}, *m.get_weights())
-"""
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES=""))
-    with np.load(os.path.join(str(out), "weights.npz")) as f:
-        return [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
-
-
-def _history(out):
-    with open(os.path.join(str(out), "history.json")) as f:
-        return [{k: v for k, v in r.items() if k != "time_s"} for r in json.load(f)]
 
 
 @pytest.fixture(scope="module")
@@ -157,9 +121,9 @@ def test_sigterm_to_one_worker_saves_on_all_at_one_step_and_resume_is_bitwise(tm
     for t in texts:
         assert f"ckpt-{step}: global step {step}" in t, _tails(texts)  # "Resumed from ...": both from the chief's checkpoint
         assert "Restored each of the 2 replicas' own copies of: the running train metrics" in t, _tails(texts)
-    ref, got = _weights(uninterrupted), _weights(out)
+    ref, got = saved_model_weights(uninterrupted), saved_model_weights(out)
     assert all(np.array_equal(a, b) for a, b in zip(ref, got)), max(float(np.abs(a - b).max()) for a, b in zip(ref, got))
-    assert _history(out) == _history(uninterrupted)
+    assert history_without_times(out) == history_without_times(uninterrupted)
     assert not (out / "checkpoints" / "tmp_worker_1").exists()  # the non-chief's temporary copies are removed
 
     # The same command once more: the run is finished, and every worker (not

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
+from process_helpers import free_ports, tf_config, wait_all
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -162,38 +162,18 @@ def test_mixed_float16_on_2_replicas_skips_overflow_and_tracks_float32(suite):
 # -- multi-worker ---------------------------------------------------------------------
 
 
-def _free_ports(n):
-    socks = []
-    for _ in range(n):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def test_multi_worker_on_localhost_matches_single_process(suite, tmp_path):
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
     procs, logs = [], []
     start = time.monotonic()
     try:
         for i in range(2):
             log = open(tmp_path / f"worker_{i}.log", "w")
             logs.append(log)
-            tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
             procs.append(subprocess.Popen([sys.executable, WORKER, "worker", str(tmp_path), str(tmp_path / f"run_{i}")],
-                                          stdout=log, stderr=subprocess.STDOUT, env=_env(TF_CONFIG=tf_config), cwd=ROOT))
-        for p in procs:
-            p.wait(timeout=max(1.0, MULTI_WORKER_TIMEOUT_S - (time.monotonic() - start)))
-    except subprocess.TimeoutExpired:
-        pass
+                                          stdout=log, stderr=subprocess.STDOUT, env=_env(TF_CONFIG=tf_config(cluster, i)), cwd=ROOT))
     finally:
-        for p in procs:  # always tear the workers down
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=30)
+        wait_all(procs, MULTI_WORKER_TIMEOUT_S, start)
         for log in logs:
             log.close()
     elapsed = time.monotonic() - start

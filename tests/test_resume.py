@@ -1,6 +1,5 @@
 """Exact resume: SIGKILL mid-epoch, SIGTERM, corrupt checkpoints, changed configs (subprocesses)."""
 
-import json
 import os
 import re
 import signal
@@ -10,6 +9,8 @@ import time
 
 import numpy as np
 import pytest
+from process_helpers import history_without_times as history
+from process_helpers import saved_model_weights as weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "examples", "train.py")
@@ -74,22 +75,6 @@ def start_and_signal_at_log(argv, sig, pattern, timeout=180):
             proc.kill()
             proc.wait()
     return proc.returncode, stdout, "".join(seen) + stderr
-
-
-def weights(out):
-    code = f"""
-import numpy as np, keras, tfcustom
-m = keras.models.load_model({os.path.join(str(out), 'model.keras')!r})
-np.savez({os.path.join(str(out), 'weights.npz')!r}, *m.get_weights())
-"""
-    subprocess.run([sys.executable, "-c", code], check=True, env=_env(), capture_output=True)
-    with np.load(os.path.join(str(out), "weights.npz")) as f:
-        return [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
-
-
-def history(out):
-    with open(os.path.join(str(out), "history.json")) as f:
-        return [{k: v for k, v in r.items() if k != "time_s"} for r in json.load(f)]
 
 
 @pytest.fixture(scope="module")

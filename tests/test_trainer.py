@@ -1,10 +1,8 @@
 import json
-import os
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from tfcustom import EarlyStopping, History, Trainer
 from tfcustom.data import InputPipeline, Split

@@ -38,7 +38,7 @@ from tfcustom import steps as steps_lib
 from tfcustom.checkpoint import ReplicaState
 from tfcustom.data.pipeline import InputPipeline
 from tfcustom.early_stopping import EarlyStopping
-from tfcustom.errors import NonFiniteLossError, TfcustomError, check, check_positive_int, config_error
+from tfcustom.errors import NonFiniteLossError, check, check_positive_int, config_error
 from tfcustom.history import History
 from tfcustom.preemption import PREEMPTED_EXIT_CODE, ClusterPreemption, StopSignals, TrainingInterrupted, interrupted  # noqa: F401 (re-exported)
 
