@@ -29,6 +29,21 @@ def _trainer(hidden=16, d=8):
     return Trainer(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True), keras.optimizers.Adam(1e-2), ["accuracy"], verbose=0)
 
 
+def _trained_one_epoch(directory, **trainer_kwargs):
+    """A trainer after one epoch on :func:`_data`, checkpointed into ``directory``; (trainer, manager, x)."""
+    x, y = _data()
+    t = _trainer(**trainer_kwargs)
+    manager = tf.train.CheckpointManager(training_checkpoint(t), str(directory), 2)
+    t.fit(InputPipeline(Split(x, y), 32), 1, checkpoint_manager=manager)
+    return t, manager, x
+
+
+def _restore_latest_into(trainer, directory, max_to_keep=2):
+    """Restore the newest checkpoint of ``directory`` into ``trainer``; the restored path."""
+    ck = training_checkpoint(trainer)
+    return restore_latest(ck, tf.train.CheckpointManager(ck, str(directory), max_to_keep))
+
+
 def test_checkpoint_holds_the_whole_training_state(tmp_path):
     x, y = _data()
     t = _trainer()
@@ -64,8 +79,7 @@ def test_nan_at_step_zero_stops_and_disk_checkpoints_stay_finite(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 3 \(batch 2 of the epoch\)"):
         t.fit(InputPipeline(Split(x, y), 32), 1, checkpoint_manager=manager, checkpoint_every_steps=1)
     t2 = _trainer()
-    ck = training_checkpoint(t2)
-    assert restore_latest(ck, tf.train.CheckpointManager(ck, str(tmp_path), 5))
+    assert _restore_latest_into(t2, tmp_path, 5)
     assert int(t2.global_step.numpy()) == 2
     assert all(np.all(np.isfinite(np.asarray(v))) for v in t2.model.variables if np.asarray(v).dtype.kind == "f")
     # NaN in the very first step: nothing is saved, nothing applied.
@@ -79,35 +93,22 @@ def test_nan_at_step_zero_stops_and_disk_checkpoints_stay_finite(tmp_path):
 
 
 def test_checkpoint_of_a_different_model_is_refused(tmp_path):
-    x, y = _data()
-    t = _trainer(hidden=16)
-    manager = tf.train.CheckpointManager(training_checkpoint(t), str(tmp_path), 2)
-    t.fit(InputPipeline(Split(x, y), 32), 1, checkpoint_manager=manager)
-    other = _trainer(hidden=24)
-    ck = training_checkpoint(other)
+    _trained_one_epoch(tmp_path, hidden=16)
     with pytest.raises(CheckpointError, match="does not fit this model"):
-        restore_latest(ck, tf.train.CheckpointManager(ck, str(tmp_path), 2))
+        _restore_latest_into(_trainer(hidden=24), tmp_path)
 
 
 def test_all_checkpoints_unreadable_is_a_clear_error(tmp_path):
-    x, y = _data()
-    t = _trainer()
-    manager = tf.train.CheckpointManager(training_checkpoint(t), str(tmp_path), 2)
-    t.fit(InputPipeline(Split(x, y), 32), 1, checkpoint_manager=manager)
+    _trained_one_epoch(tmp_path)
     for f in os.listdir(tmp_path):
         if f.endswith(".index"):
             (tmp_path / f).write_bytes(b"garbage")
-    t2 = _trainer()
-    ck = training_checkpoint(t2)
     with pytest.raises(CheckpointError, match="can be restored.*--overwrite"):
-        restore_latest(ck, tf.train.CheckpointManager(ck, str(tmp_path), 2))
+        _restore_latest_into(_trainer(), tmp_path)
 
 
 def test_model_checkpoint_restores_from_a_training_checkpoint(tmp_path):
-    x, y = _data()
-    t = _trainer()
-    manager = tf.train.CheckpointManager(training_checkpoint(t), str(tmp_path), 2)
-    t.fit(InputPipeline(Split(x, y), 32), 1, checkpoint_manager=manager)
+    t, manager, x = _trained_one_epoch(tmp_path)
     t2 = _trainer()
     model_checkpoint(t2.model).restore(manager.latest_checkpoint).expect_partial()
     np.testing.assert_array_equal(t.model.predict(x, verbose=0), t2.model.predict(x, verbose=0))
@@ -127,6 +128,20 @@ def test_output_dir_checks(tmp_path):
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
     assert prepare_output_dir(str(tmp_path / "new" / "run"), cfg) is False
     assert not (tmp_path / "new").exists()
+
+
+def test_unreadable_config_json_is_one_clear_error_for_resume_and_evaluation(tmp_path):
+    from tfcustom.export import evaluate_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"model": "mlp", ')  # truncated
+    for call in (lambda: prepare_output_dir(str(run), TrainConfig(model="mlp")), lambda: evaluate_run(str(run), "latest")):
+        with pytest.raises(ConfigError, match=r"the run's config.json cannot be read \(JSONDecodeError.*--overwrite"):
+            call()
+    (run / "config.json").write_text('{"modle": "mlp"}')  # a field TrainConfig does not have
+    with pytest.raises(ConfigError, match=r"the run's config.json cannot be read \(ConfigError: unknown config fields"):
+        prepare_output_dir(str(run), TrainConfig(model="mlp"))
 
 
 def test_output_dir_checks_of_a_non_chief_worker(tmp_path):
@@ -184,8 +199,7 @@ def test_sigterm_during_a_save_completes_it_then_stops(tmp_path):
         probe = _trainer()
         training_checkpoint(probe).restore(path).assert_existing_objects_matched()
     resumed = _trainer()
-    ck = training_checkpoint(resumed)
-    restore_latest(ck, tf.train.CheckpointManager(ck, str(tmp_path), 10))
+    _restore_latest_into(resumed, tmp_path, 10)
     resumed.fit(pipe, 2)
     for a, b in zip(reference.model.get_weights(), resumed.model.get_weights()):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)

@@ -19,7 +19,7 @@ import dataclasses
 import json
 from typing import Any, Dict, Optional, Tuple
 
-from tfcustom.errors import check, check_one_of, check_positive_int
+from tfcustom.errors import ConfigError, check, check_one_of, check_positive_int, config_error
 
 LR_SCHEDULES = ("constant", "cosine", "exponential", "step")
 NONFINITE_POLICIES = ("stop", "skip")
@@ -103,6 +103,16 @@ class TrainConfig:
         if "metrics" in d:
             d["metrics"] = tuple(d["metrics"])
         return cls(**d)
+
+    @classmethod
+    def read(cls, path: str) -> "TrainConfig":
+        """The config a run wrote to ``path`` (its ``config.json``); one clear error if unreadable."""
+        try:
+            with open(path) as f:
+                return cls.from_dict(json.load(f))
+        except (OSError, ValueError, TypeError, ConfigError) as e:
+            raise config_error(f"the run's config.json cannot be read ({type(e).__name__}: {str(e)[:200]})", path,
+                               "restore the file, or pass --overwrite to start the run over") from None
 
     def validate(self) -> "TrainConfig":
         """Check every field; return self. Names (model, loss, ...) are checked

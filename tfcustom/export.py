@@ -55,6 +55,8 @@ KERAS_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
 CHECKPOINT_DIR = "checkpoints"
 BEST_SUBDIR = "best"
+CONFIG_FILE = "config.json"
+RESULTS_FILE = "results.json"  # written last: a run directory is finished iff it exists
 
 
 # --------------------------------------------------------------------------
@@ -210,15 +212,10 @@ def _read_run_config(run_dir: str):
     from tfcustom.config import TrainConfig
 
     check(os.path.isdir(run_dir), "run directory does not exist", run_dir, "pass the --output_dir of a training run")
-    path = os.path.join(run_dir, "config.json")
+    path = os.path.join(run_dir, CONFIG_FILE)
     check(os.path.isfile(path), "run directory has no config.json (not a tfcustom run)", run_dir,
           "pass the --output_dir of a training run")
-    try:
-        with open(path) as f:
-            d = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise config_error(f"config.json of the run cannot be read ({type(e).__name__})", path, "check the file or re-run training") from None
-    return TrainConfig.from_dict(d)
+    return TrainConfig.read(path)
 
 
 def find_checkpoint(run_dir: str, which: str) -> str:
@@ -331,7 +328,7 @@ def _load_keras(path: str) -> keras.Model:
 
 
 def _results_class_names(run_dir: str):
-    path = os.path.join(run_dir, "results.json")
+    path = os.path.join(run_dir, RESULTS_FILE)
     try:
         with open(path) as f:
             names = json.load(f).get("class_names")

@@ -106,6 +106,12 @@ def compute_loss_and_gradients(model, loss, x, y, sample_weight, global_examples
     }
 
 
+def replica_state_variables(model: keras.Model) -> list:
+    """The model's float non-trainable variables (BatchNormalization moving
+    statistics): state the forward pass changes, per replica under a strategy."""
+    return [v for v in model.non_trainable_variables if tf.as_dtype(v.dtype).is_floating]
+
+
 def _unscale(grad, loss_scale):
     if grad is None:
         return None
@@ -213,7 +219,7 @@ def make_train_step(
     )
     grad_impl = tf.function(gradient_fn, jit_compile=True) if jit_compile else gradient_fn
     variables = model.trainable_variables
-    state_variables = [v for v in model.non_trainable_variables if tf.as_dtype(v.dtype).is_floating]
+    state_variables = replica_state_variables(model)
     num_replicas = strategy.num_replicas_in_sync
 
     def replica_grads(batch):

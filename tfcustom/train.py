@@ -39,12 +39,11 @@ from tfcustom.config import TrainConfig, _split_sam
 from tfcustom.checkpoint import model_checkpoint, restore_latest, training_checkpoint
 from tfcustom.early_stopping import EarlyStopping
 from tfcustom.history import History
-from tfcustom.export import export_model
-from tfcustom.errors import ConfigError, check, config_error, is_writable_dir
+from tfcustom.export import BEST_SUBDIR, CHECKPOINT_DIR, CONFIG_FILE, KERAS_FILE, RESULTS_FILE, SAVED_MODEL_DIR, export_model
+from tfcustom.errors import check, config_error, is_writable_dir
 from tfcustom.preemption import ClusterPreemption, is_cluster
 from tfcustom.trainer import Trainer
 
-RESULTS_FILE = "results.json"
 
 
 def prepare_output_dir(workdir: str, config: TrainConfig, overwrite: bool = False, chief: bool = True) -> bool:
@@ -62,7 +61,7 @@ def prepare_output_dir(workdir: str, config: TrainConfig, overwrite: bool = Fals
     (a shared directory) it refuses what the chief refuses, so that no worker
     is left waiting for a chief that has stopped.
     """
-    config_path = os.path.join(workdir, "config.json")
+    config_path = os.path.join(workdir, CONFIG_FILE)
     if not chief:
         if not overwrite and os.path.exists(config_path):
             _check_resumable(workdir, config)
@@ -90,13 +89,7 @@ def _check_resumable(workdir: str, config: TrainConfig) -> None:
     """Refuse a finished run and a run of a different config (naming the fields)."""
     if os.path.exists(os.path.join(workdir, RESULTS_FILE)):
         raise config_error("output directory already holds a finished run", workdir, "pass --overwrite to start over, or choose another --output_dir")
-    config_path = os.path.join(workdir, "config.json")
-    try:
-        with open(config_path) as f:
-            previous = TrainConfig.from_dict(json.load(f))
-    except (ValueError, TypeError, ConfigError) as e:
-        raise config_error(f"the run's config.json cannot be read ({e})", config_path, "pass --overwrite to start over") from None
-    diff = previous.differences(config)
+    diff = TrainConfig.read(os.path.join(workdir, CONFIG_FILE)).differences(config)
     if diff:
         fields = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in diff.items()))
         raise config_error(f"cannot resume: the config differs from the run's ({fields})", workdir,
@@ -138,10 +131,11 @@ def checkpoint_dir(workdir: str, strategy: tf.distribute.Strategy) -> str:
     """Where this process writes checkpoints: ``<workdir>/checkpoints`` for the
     chief; a per-worker temporary directory for the other workers (their
     writes only take part in the collective save, as TF requires)."""
+    chief_dir = os.path.join(workdir, CHECKPOINT_DIR)
     if is_chief(strategy):
-        return os.path.join(workdir, "checkpoints")
+        return chief_dir
     resolver = strategy.cluster_resolver
-    return os.path.join(workdir, "checkpoints", f"tmp_{resolver.task_type}_{resolver.task_id}")
+    return os.path.join(chief_dir, f"tmp_{resolver.task_type}_{resolver.task_id}")
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -282,8 +276,8 @@ def train_and_evaluate(
     ckpt_dir = checkpoint_dir(workdir, strategy)
     checkpoint = training_checkpoint(trainer, early_stopping)
     manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=config.keep_checkpoints)
-    read_manager = manager if chief else tf.train.CheckpointManager(checkpoint, os.path.join(workdir, "checkpoints"), max_to_keep=None)
-    best_manager = tf.train.CheckpointManager(model_checkpoint(model), os.path.join(ckpt_dir, "best"), max_to_keep=1)
+    read_manager = manager if chief else tf.train.CheckpointManager(checkpoint, os.path.dirname(ckpt_dir), max_to_keep=None)  # the chief's
+    best_manager = tf.train.CheckpointManager(model_checkpoint(model), os.path.join(ckpt_dir, BEST_SUBDIR), max_to_keep=1)
     # On a cluster, a SIGTERM to any worker stops all of them at one step.
     preemption = ClusterPreemption(strategy) if is_cluster(strategy) else None
     with strategy.scope():
@@ -306,7 +300,7 @@ def train_and_evaluate(
     check_workers_agree(strategy, trainer)
     os.makedirs(workdir, exist_ok=True)
     if chief:
-        _write_json(os.path.join(workdir, "config.json"), config.to_dict())
+        _write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
     logging.info("Run directory %s; %d train / %d validation / %d test examples; model %s with %d parameters",
                  workdir, len(train), len(val) if val else 0, len(test), config.model, model.count_params())
     start = time.time()
@@ -324,7 +318,7 @@ def train_and_evaluate(
     test_logs = trainer.evaluate(test)
     logging.info("Test: %s", ", ".join(f"{k}={v:.4f}" for k, v in test_logs.items()))
 
-    model_path = os.path.join(workdir, "model.keras")
+    model_path = os.path.join(workdir, KERAS_FILE)
     results = {
         "test": test_logs,
         "history": history.records,
@@ -336,12 +330,12 @@ def train_and_evaluate(
         "strategy": type(strategy).__name__,
         "precision": policy,
         "model_path": model_path,
-        "saved_model_path": os.path.join(workdir, "saved_model"),
+        "saved_model_path": os.path.join(workdir, SAVED_MODEL_DIR),
         "class_names": list(dataset.class_names),
     }
     if not chief:
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # this worker's temporary copies: the chief's are the run's
-    if chief:
+    else:
         # model.keras and saved_model/ (serving signature), each written to a
         # temporary sibling and renamed into place (tfcustom.export). The run
         # owns its directory, so a resumed run replaces an earlier export.

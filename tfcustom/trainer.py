@@ -44,6 +44,7 @@ from tfcustom.preemption import PREEMPTED_EXIT_CODE, ClusterPreemption, StopSign
 
 DataLike = Union[InputPipeline, tf.data.Dataset]
 
+
 def _metric_from_spec(spec, num_classes: Optional[int]):
     """A metric name (resolved by :func:`tfcustom.metrics.get`) or instance -> a fresh metric."""
     if isinstance(spec, str):
@@ -345,7 +346,7 @@ class Trainer:
                 elif signals.received and done < steps:
                     if checkpoint_manager is not None:
                         self._save(checkpoint_manager, signals.received, scheduled=False)
-                    raise interrupted(signals.received, f"at epoch {epoch + 1}, step {done} of {steps}", checkpoint_manager is not None)
+                    self._raise_interrupted(signals.received, checkpoint_manager)
             self.sync_replica_state()
             logs = {"epoch": epoch + 1}
             logs.update(self._results(self.train_loss, self.train_metrics))
@@ -413,7 +414,7 @@ class Trainer:
         """``"model"``: the model's float non-trainable variables (BatchNorm
         statistics); ``"metrics"``: the running train loss and metrics."""
         if group == "model":
-            return [v for v in self.model.non_trainable_variables if tf.as_dtype(v.dtype).is_floating]
+            return steps_lib.replica_state_variables(self.model)
         return [v for m in (self.train_loss, *self.train_metrics) for v in m.variables]
 
     def _replica_functions(self):

@@ -97,9 +97,11 @@ def match_layers(model: keras.Model, include=("*",), exclude=(), *, what: str = 
 
 
 def _find_run_dir(path: str) -> Optional[str]:
+    from tfcustom import export
+
     d = os.path.abspath(path if os.path.isdir(path) else os.path.dirname(path))
     for _ in range(4):
-        if os.path.isfile(os.path.join(d, "config.json")):
+        if os.path.isfile(os.path.join(d, export.CONFIG_FILE)):
             return d
         parent = os.path.dirname(d)
         if parent == d:
