@@ -5,7 +5,12 @@ Each layer is an ordinary subclassed ``keras.layers.Layer`` (``build`` /
 registered under the ``"tfcustom"`` package so ``.keras`` files reload with
 ``safe_mode=True``.
 
-Activations are chosen by name through :func:`get_activation`.
+Activations are anything ``keras.activations.get`` accepts (a name, a
+callable such as ``keras.activations.relu``, None for linear), resolved by
+:func:`get_activation` and serialized with ``keras.activations.serialize``.
+Blocks create their sublayers with ``dtype=self.dtype_policy`` (as Keras'
+composite layers do), so ``dtype="mixed_float16"`` computes in float16 inside
+the block too.
 
 Example:
 
@@ -27,6 +32,7 @@ from tfcustom.errors import check, check_positive_int, config_error
 __all__ = [
     "ACTIVATIONS",
     "get_activation",
+    "serialize_activation",
     "Dense",
     "Softmax",
     "DenseBlock",
@@ -34,7 +40,8 @@ __all__ = [
     "ResidualBlock",
 ]
 
-# Name -> element-wise function. "swish" is an alias of "silu".
+# Common names (any other name keras.activations.get knows works too).
+# "swish" is an alias of "silu".
 ACTIVATIONS = {
     "relu": keras.activations.relu,
     "leaky_relu": keras.activations.leaky_relu,  # negative_slope=0.2
@@ -47,32 +54,40 @@ ACTIVATIONS = {
 }
 
 
-def get_activation(name):
-    """Return the activation function called ``name``; ``None`` means linear.
-
-    Known names: relu, leaky_relu, gelu, silu (alias swish), tanh, sigmoid,
-    linear.
+def get_activation(identifier):
+    """Return the activation function for ``identifier``: whatever
+    ``keras.activations.get`` accepts (a name, case-insensitive; a callable;
+    a serialized function; ``None`` means linear).
 
     Example:
 
     >>> get_activation("relu")([-1.0, 2.0]).numpy().tolist()
     [0.0, 2.0]
+    >>> get_activation(keras.activations.elu) is keras.activations.elu
+    True
     """
-    if name is None:
-        return ACTIVATIONS["linear"]
-    key = name.lower() if isinstance(name, str) else name
-    if key not in ACTIVATIONS:
+    if isinstance(identifier, str):
+        identifier = identifier.lower()
+    try:
+        fn = keras.activations.get(identifier)
+    except (ValueError, TypeError) as e:
+        detail = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise config_error(
             "unknown activation",
-            name,
-            "choose one of: " + ", ".join(sorted(ACTIVATIONS)),
-        )
-    return ACTIVATIONS[key]
+            identifier,
+            "pass a callable or a name keras.activations.get accepts, e.g. "
+            + ", ".join(sorted(ACTIVATIONS))
+            + f" ({detail})",
+        ) from None
+    check(callable(fn), "activation must be callable", identifier, "pass a name such as 'relu' or a function")
+    return fn
 
 
-def _check_activation(name):
-    get_activation(name)  # raises ConfigError for unknown names
-    return None if name is None else name.lower()
+def serialize_activation(fn):
+    """The config form of an activation function (its name for Keras'
+    built-ins, e.g. ``"relu"``; Keras' serialized form for registered
+    functions): what :func:`get_activation` turns back into ``fn``."""
+    return keras.activations.serialize(fn)
 
 
 def _get(module, what, value):
@@ -100,11 +115,13 @@ class Dense(keras.layers.Layer):
     """Fully connected layer: ``activation(inputs @ kernel + bias)``.
 
     Written from scratch (no ``keras.layers.Dense`` inside). Inputs of rank
-    > 2 are multiplied along their last axis.
+    > 2 are multiplied along their last axis. Like Keras' Dense it passes a
+    Keras mask through unchanged (``supports_masking = True``).
 
     Args:
         units: positive int, size of the output's last axis.
-        activation: activation name (see :func:`get_activation`) or None.
+        activation: anything ``keras.activations.get`` accepts (see
+            :func:`get_activation`); None means linear.
         use_bias: whether to add a bias vector.
         kernel_initializer, bias_initializer: anything
             ``keras.initializers.get`` accepts.
@@ -134,13 +151,13 @@ class Dense(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.units = check_positive_int("units", units)
-        self.activation = _check_activation(activation)
+        self.activation = get_activation(activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = _get(keras.initializers, "kernel_initializer", kernel_initializer)
         self.bias_initializer = _get(keras.initializers, "bias_initializer", bias_initializer)
         self.kernel_regularizer = _get(keras.regularizers, "kernel_regularizer", kernel_regularizer)
         self.bias_regularizer = _get(keras.regularizers, "bias_regularizer", bias_regularizer)
-        self._activation_fn = get_activation(self.activation)
+        self.supports_masking = True
 
     def build(self, input_shape):
         in_dim = input_shape[-1]
@@ -170,7 +187,7 @@ class Dense(keras.layers.Layer):
         outputs = ops.matmul(inputs, self.kernel)
         if self.bias is not None:
             outputs = outputs + self.bias
-        return self._activation_fn(outputs)
+        return self.activation(outputs)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
@@ -180,7 +197,7 @@ class Dense(keras.layers.Layer):
         config.update(
             {
                 "units": self.units,
-                "activation": self.activation,
+                "activation": serialize_activation(self.activation),
                 "use_bias": self.use_bias,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer),
@@ -197,6 +214,11 @@ class Softmax(keras.layers.Layer):
 
     Subtracting the maximum along ``axis`` keeps ``exp`` from overflowing, so
     logits such as +-1e4 give finite probabilities.
+
+    As ``keras.layers.Softmax``: ``call(inputs, mask=None)`` takes a mask
+    broadcastable to ``inputs`` (aligned on the last axes; True/1 keeps an
+    entry): masked entries get probability 0 and the others are normalised
+    among themselves. A Keras mask is passed through (``supports_masking``).
 
     Args:
         axis: int, the axis to normalise over (default: last).
@@ -218,11 +240,34 @@ class Softmax(keras.layers.Layer):
             "pass e.g. axis=-1",
         )
         self.axis = axis
+        self.supports_masking = True
 
-    def call(self, inputs):
+    def call(self, inputs, mask=None):
+        if mask is not None:
+            mask = self._check_mask(mask, inputs)
+            # Keras' constant: far below any logit, yet finite in float16.
+            low = -3e4 if keras.backend.standardize_dtype(inputs.dtype) == "float16" else -1e9
+            inputs = ops.where(mask, inputs, ops.cast(low, inputs.dtype))
         shifted = inputs - ops.stop_gradient(ops.max(inputs, axis=self.axis, keepdims=True))
         e = ops.exp(shifted)
-        return e / ops.sum(e, axis=self.axis, keepdims=True)
+        outputs = e / ops.sum(e, axis=self.axis, keepdims=True)
+        if mask is not None:
+            outputs = ops.where(mask, outputs, ops.zeros_like(outputs))
+        return outputs
+
+    @staticmethod
+    def _check_mask(mask, inputs):
+        m_shape, i_shape = tuple(mask.shape), tuple(inputs.shape)
+        check(
+            len(m_shape) <= len(i_shape)
+            and all(m in (1, None) or i is None or m == i for m, i in zip(m_shape[::-1], i_shape[::-1])),
+            "Softmax mask must be broadcastable to the inputs (aligned on the last axes)",
+            {"mask": m_shape, "inputs": i_shape},
+            "give the mask the inputs' shape, or size 1 on the axes to broadcast",
+        )
+        if keras.backend.standardize_dtype(mask.dtype) != "bool":
+            mask = ops.greater(mask, ops.cast(0.5, mask.dtype))
+        return mask
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -243,7 +288,8 @@ class DenseBlock(keras.layers.Layer):
 
     Args:
         units: positive int.
-        activation: activation name (see :func:`get_activation`).
+        activation: anything ``keras.activations.get`` accepts (see
+            :func:`get_activation`).
         dropout: dropout rate in [0, 1); 0 disables it.
         batch_norm: whether to insert BatchNormalization.
         kernel_initializer, kernel_regularizer: passed to the Dense.
@@ -268,7 +314,7 @@ class DenseBlock(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.units = check_positive_int("units", units)
-        self.activation = _check_activation(activation)
+        self.activation = get_activation(activation)
         self.dropout = _check_rate(dropout)
         self.batch_norm = bool(batch_norm)
         self.kernel_initializer = _get(keras.initializers, "kernel_initializer", kernel_initializer)
@@ -278,11 +324,11 @@ class DenseBlock(keras.layers.Layer):
             use_bias=not self.batch_norm,
             kernel_initializer=self.kernel_initializer,
             kernel_regularizer=self.kernel_regularizer,
+            dtype=self.dtype_policy,
             name="dense",
         )
-        self.bn = keras.layers.BatchNormalization(name="bn") if self.batch_norm else None
-        self.drop = keras.layers.Dropout(self.dropout, name="dropout") if self.dropout > 0 else None
-        self._activation_fn = get_activation(self.activation)
+        self.bn = keras.layers.BatchNormalization(dtype=self.dtype_policy, name="bn") if self.batch_norm else None
+        self.drop = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name="dropout") if self.dropout > 0 else None
 
     def build(self, input_shape):
         self.dense.build(input_shape)
@@ -296,7 +342,7 @@ class DenseBlock(keras.layers.Layer):
         x = self.dense(inputs)
         if self.bn is not None:
             x = self.bn(x, training=training)
-        x = self._activation_fn(x)
+        x = self.activation(x)
         if self.drop is not None:
             x = self.drop(x, training=training)
         return x
@@ -309,7 +355,7 @@ class DenseBlock(keras.layers.Layer):
         config.update(
             {
                 "units": self.units,
-                "activation": self.activation,
+                "activation": serialize_activation(self.activation),
                 "dropout": self.dropout,
                 "batch_norm": self.batch_norm,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
@@ -331,7 +377,8 @@ class ConvBlock(keras.layers.Layer):
     Args:
         filters: positive int, output channels.
         kernel_size: positive int, square kernel size.
-        activation: activation name (see :func:`get_activation`).
+        activation: anything ``keras.activations.get`` accepts (see
+            :func:`get_activation`).
         pool_size: int >= 2 for max pooling with that size and stride, or
             0/None for no pooling.
         dropout: dropout rate in [0, 1) applied last; 0 disables it.
@@ -361,7 +408,7 @@ class ConvBlock(keras.layers.Layer):
         super().__init__(**kwargs)
         self.filters = check_positive_int("filters", filters)
         self.kernel_size = check_positive_int("kernel_size", kernel_size)
-        self.activation = _check_activation(activation)
+        self.activation = get_activation(activation)
         check(
             pool_size in (None, 0) or (isinstance(pool_size, int) and not isinstance(pool_size, bool) and pool_size >= 1),
             "pool_size must be a positive int, 0 or None",
@@ -380,12 +427,12 @@ class ConvBlock(keras.layers.Layer):
             use_bias=not self.batch_norm,
             kernel_initializer=self.kernel_initializer,
             kernel_regularizer=self.kernel_regularizer,
+            dtype=self.dtype_policy,
             name="conv",
         )
-        self.bn = keras.layers.BatchNormalization(name="bn") if self.batch_norm else None
-        self.pool = keras.layers.MaxPooling2D(self.pool_size, name="pool") if self.pool_size else None
-        self.drop = keras.layers.Dropout(self.dropout, name="dropout") if self.dropout > 0 else None
-        self._activation_fn = get_activation(self.activation)
+        self.bn = keras.layers.BatchNormalization(dtype=self.dtype_policy, name="bn") if self.batch_norm else None
+        self.pool = keras.layers.MaxPooling2D(self.pool_size, dtype=self.dtype_policy, name="pool") if self.pool_size else None
+        self.drop = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name="dropout") if self.dropout > 0 else None
 
     def build(self, input_shape):
         check(
@@ -407,7 +454,7 @@ class ConvBlock(keras.layers.Layer):
         x = self.conv(inputs)
         if self.bn is not None:
             x = self.bn(x, training=training)
-        x = self._activation_fn(x)
+        x = self.activation(x)
         if self.pool is not None:
             x = self.pool(x)
         if self.drop is not None:
@@ -426,7 +473,7 @@ class ConvBlock(keras.layers.Layer):
             {
                 "filters": self.filters,
                 "kernel_size": self.kernel_size,
-                "activation": self.activation,
+                "activation": serialize_activation(self.activation),
                 "pool_size": self.pool_size,
                 "dropout": self.dropout,
                 "batch_norm": self.batch_norm,
@@ -450,7 +497,8 @@ class ResidualBlock(keras.layers.Layer):
         filters: positive int, output channels.
         strides: 1 or 2 (or any positive int), stride of the first conv and
             of the projection.
-        activation: activation name (see :func:`get_activation`).
+        activation: anything ``keras.activations.get`` accepts (see
+            :func:`get_activation`).
         kernel_initializer, kernel_regularizer: passed to every Conv2D.
 
     Example:
@@ -475,15 +523,14 @@ class ResidualBlock(keras.layers.Layer):
         super().__init__(**kwargs)
         self.filters = check_positive_int("filters", filters)
         self.strides = check_positive_int("strides", strides)
-        self.activation = _check_activation(activation)
+        self.activation = get_activation(activation)
         self.kernel_initializer = _get(keras.initializers, "kernel_initializer", kernel_initializer)
         self.kernel_regularizer = _get(keras.regularizers, "kernel_regularizer", kernel_regularizer)
         self.conv1 = self._conv(3, self.strides, "conv1")
-        self.bn1 = keras.layers.BatchNormalization(name="bn1")
+        self.bn1 = keras.layers.BatchNormalization(dtype=self.dtype_policy, name="bn1")
         self.conv2 = self._conv(3, 1, "conv2")
-        self.bn2 = keras.layers.BatchNormalization(name="bn2")
+        self.bn2 = keras.layers.BatchNormalization(dtype=self.dtype_policy, name="bn2")
         self.projection = None  # decided in build()
-        self._activation_fn = get_activation(self.activation)
 
     def _conv(self, kernel_size, strides, name):
         return keras.layers.Conv2D(
@@ -494,6 +541,7 @@ class ResidualBlock(keras.layers.Layer):
             use_bias=False,
             kernel_initializer=self.kernel_initializer,
             kernel_regularizer=self.kernel_regularizer,
+            dtype=self.dtype_policy,
             name=name,
         )
 
@@ -513,21 +561,21 @@ class ResidualBlock(keras.layers.Layer):
         if self.projection:
             # Created here because only the input shape tells whether needed.
             self.shortcut_conv = self._conv(1, self.strides, "shortcut_conv")
-            self.shortcut_bn = keras.layers.BatchNormalization(name="shortcut_bn")
+            self.shortcut_bn = keras.layers.BatchNormalization(dtype=self.dtype_policy, name="shortcut_bn")
             self.shortcut_conv.build(input_shape)
             self.shortcut_bn.build(shape)
 
     def call(self, inputs, training=None):
         x = self.conv1(inputs)
         x = self.bn1(x, training=training)
-        x = self._activation_fn(x)
+        x = self.activation(x)
         x = self.conv2(x)
         x = self.bn2(x, training=training)
         if self.projection:
             shortcut = self.shortcut_bn(self.shortcut_conv(inputs), training=training)
         else:
             shortcut = inputs
-        return self._activation_fn(x + shortcut)
+        return self.activation(x + shortcut)
 
     def compute_output_shape(self, input_shape):
         return self.conv1.compute_output_shape(input_shape)
@@ -538,7 +586,7 @@ class ResidualBlock(keras.layers.Layer):
             {
                 "filters": self.filters,
                 "strides": self.strides,
-                "activation": self.activation,
+                "activation": serialize_activation(self.activation),
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
             }

@@ -1,7 +1,18 @@
 """Classification models built from :mod:`tfcustom.layers`; all return logits.
 
 Every model is a subclassed ``keras.Model`` whose constructor arguments are
-its whole config, so ``.keras`` files reload with ``safe_mode=True``. Inputs
+its whole config, so ``.keras`` files reload with ``safe_mode=True``. As with
+Keras' own models:
+
+* ``model.build(input_shape)`` creates every variable that calling the model
+  on a batch creates (``summary()`` counts them, ``load_weights`` fills them);
+* every sublayer is an attribute, so a plain
+  ``tf.train.Checkpoint(model=model)`` holds all weights and BatchNorm
+  statistics (layers kept only in Python lists are invisible to it);
+* sublayers get the model's dtype policy: ``dtype="mixed_float16"`` computes
+  the hidden layers in float16, with float32 logits.
+
+Inputs
 are float32 images in [0, 1] of shape (H, W, C) or flat vectors (MLP and
 LogisticRegression flatten whatever they get). None of them ends with a
 softmax: pair them with ``from_logits=True`` losses.
@@ -24,7 +35,7 @@ import inspect
 import keras
 
 from tfcustom.errors import check, check_positive_int, config_error
-from tfcustom.layers import ConvBlock, Dense, DenseBlock, ResidualBlock, get_activation
+from tfcustom.layers import ConvBlock, Dense, DenseBlock, ResidualBlock, get_activation, serialize_activation
 
 __all__ = ["MLP", "CNN", "ResNet", "LogisticRegression", "get", "names"]
 
@@ -53,8 +64,45 @@ def _check_rate(name, rate):
     return float(rate)
 
 
+def _logits_dtype(policy):
+    """float32 logits under a mixed policy (Keras' mixed-precision advice for
+    the last layer); the model's own policy otherwise."""
+    return "float32" if policy.compute_dtype != policy.variable_dtype else policy
+
+
+def _attach(model, layers):
+    """Also assign each layer of a Python list as an attribute named after the
+    layer: TensorFlow's tracking (``tf.train.Checkpoint``) does not look inside
+    Keras 3's tracked lists. The list stays (same order, same ``.keras``
+    weight paths)."""
+    for layer in layers:
+        setattr(model, layer.name, layer)
+
+
+class _StackModel(keras.Model):
+    """A model whose sublayers run one after the other: ``_stack()`` lists
+    them in call order, and ``build`` builds each on the previous one's output
+    shape, creating the same variables as a call on a batch."""
+
+    def _stack(self):
+        raise NotImplementedError
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self._stack():
+            if not layer.built:
+                layer.build(shape)
+            shape = tuple(layer.compute_output_shape(shape))
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self._stack():
+            shape = tuple(layer.compute_output_shape(shape))
+        return shape
+
+
 @keras.saving.register_keras_serializable(package="tfcustom")
-class LogisticRegression(keras.Model):
+class LogisticRegression(_StackModel):
     """Flatten, then one :class:`~tfcustom.layers.Dense`: multinomial logistic
     regression (softmax regression) returning logits.
 
@@ -73,8 +121,11 @@ class LogisticRegression(keras.Model):
     def __init__(self, num_classes, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = check_positive_int("num_classes", num_classes)
-        self.flatten = keras.layers.Flatten(name="flatten")
-        self.logits = Dense(num_classes, kernel_initializer="zeros", dtype="float32", name="logits")
+        self.flatten = keras.layers.Flatten(dtype=self.dtype_policy, name="flatten")
+        self.logits = Dense(num_classes, kernel_initializer="zeros", dtype=_logits_dtype(self.dtype_policy), name="logits")
+
+    def _stack(self):
+        return [self.flatten, self.logits]
 
     def call(self, inputs, training=None):
         return self.logits(self.flatten(inputs))
@@ -86,14 +137,15 @@ class LogisticRegression(keras.Model):
 
 
 @keras.saving.register_keras_serializable(package="tfcustom")
-class MLP(keras.Model):
+class MLP(_StackModel):
     """Flatten -> one :class:`~tfcustom.layers.DenseBlock` per hidden layer
     -> :class:`~tfcustom.layers.Dense` logits.
 
     Args:
         num_classes: number of logits.
         hidden_units: sizes of the hidden layers (may be empty).
-        activation: activation name for the hidden layers.
+        activation: activation of the hidden layers (anything
+            ``keras.activations.get`` accepts).
         dropout: dropout rate after each hidden layer; 0 disables it.
         batch_norm: BatchNormalization in each hidden layer.
 
@@ -117,22 +169,26 @@ class MLP(keras.Model):
         super().__init__(**kwargs)
         self.num_classes = check_positive_int("num_classes", num_classes)
         self.hidden_units = _positive_ints("hidden_units", hidden_units, allow_empty=True)
-        get_activation(activation)
-        self.activation = activation
+        self.activation = get_activation(activation)
         self.dropout = _check_rate("dropout", dropout)
         self.batch_norm = bool(batch_norm)
-        self.flatten = keras.layers.Flatten(name="flatten")
+        self.flatten = keras.layers.Flatten(dtype=self.dtype_policy, name="flatten")
         self.hidden = [
             DenseBlock(
                 units,
-                activation=activation,
+                activation=self.activation,
                 dropout=self.dropout,
                 batch_norm=self.batch_norm,
+                dtype=self.dtype_policy,
                 name=f"hidden_{i}",
             )
             for i, units in enumerate(self.hidden_units)
         ]
-        self.logits = Dense(num_classes, dtype="float32", name="logits")
+        _attach(self, self.hidden)
+        self.logits = Dense(num_classes, dtype=_logits_dtype(self.dtype_policy), name="logits")
+
+    def _stack(self):
+        return [self.flatten, *self.hidden, self.logits]
 
     def call(self, inputs, training=None):
         x = self.flatten(inputs)
@@ -146,7 +202,7 @@ class MLP(keras.Model):
             {
                 "num_classes": self.num_classes,
                 "hidden_units": list(self.hidden_units),
-                "activation": self.activation,
+                "activation": serialize_activation(self.activation),
                 "dropout": self.dropout,
                 "batch_norm": self.batch_norm,
             }
@@ -155,7 +211,7 @@ class MLP(keras.Model):
 
 
 @keras.saving.register_keras_serializable(package="tfcustom")
-class CNN(keras.Model):
+class CNN(_StackModel):
     """A small convnet: stages of :class:`~tfcustom.layers.ConvBlock` with max
     pooling, then flatten (or global average pooling) -> dense -> dropout ->
     logits.
@@ -178,7 +234,8 @@ class CNN(keras.Model):
         convs_per_stage: ConvBlocks per stage.
         pool_size: max-pooling size (and stride) at the end of each stage.
         conv_dropout: dropout rate at the end of each stage; 0 disables it.
-        activation: activation name for every block.
+        activation: activation of every block (anything
+            ``keras.activations.get`` accepts).
         global_pool: global average pooling instead of flatten.
 
     Example:
@@ -226,10 +283,12 @@ class CNN(keras.Model):
         )
         self.pool_size = pool_size
         self.conv_dropout = _check_rate("conv_dropout", conv_dropout)
-        get_activation(activation)
-        self.activation = activation
+        self.activation = get_activation(activation)
         self.global_pool = bool(global_pool)
+        self._make_layers()
 
+    def _make_layers(self):
+        policy = self.dtype_policy
         self.conv_blocks = []
         for stage, f in enumerate(self.filters):
             for j in range(self.convs_per_stage):
@@ -238,30 +297,37 @@ class CNN(keras.Model):
                     ConvBlock(
                         f,
                         kernel_size=self.kernel_size,
-                        activation=activation,
+                        activation=self.activation,
                         pool_size=self.pool_size if last else None,
                         dropout=self.conv_dropout if last else 0.0,
                         batch_norm=self.batch_norm,
+                        dtype=policy,
                         name=f"stage{stage}_conv{j}",
                     )
                 )
+        _attach(self, self.conv_blocks)
         if self.global_pool:
-            self.pool = keras.layers.GlobalAveragePooling2D(name="global_pool")
+            self.pool = keras.layers.GlobalAveragePooling2D(dtype=policy, name="global_pool")
         else:
-            self.pool = keras.layers.Flatten(name="flatten")
+            self.pool = keras.layers.Flatten(dtype=policy, name="flatten")
         if self.dense_units:
             self.hidden = DenseBlock(
                 self.dense_units,
-                activation=activation,
+                activation=self.activation,
                 dropout=self.dropout,
                 batch_norm=self.batch_norm,
+                dtype=policy,
                 name="hidden",
             )
             self.head_dropout = None
         else:
             self.hidden = None
-            self.head_dropout = keras.layers.Dropout(self.dropout, name="dropout") if self.dropout else None
-        self.logits = Dense(num_classes, dtype="float32", name="logits")
+            self.head_dropout = keras.layers.Dropout(self.dropout, dtype=policy, name="dropout") if self.dropout else None
+        self.logits = Dense(self.num_classes, dtype=_logits_dtype(policy), name="logits")
+
+    def _stack(self):
+        head = [l for l in (self.hidden, self.head_dropout) if l is not None]
+        return [*self.conv_blocks, self.pool, *head, self.logits]
 
     def call(self, inputs, training=None):
         x = inputs
@@ -287,7 +353,7 @@ class CNN(keras.Model):
                 "convs_per_stage": self.convs_per_stage,
                 "pool_size": self.pool_size,
                 "conv_dropout": self.conv_dropout,
-                "activation": self.activation,
+                "activation": serialize_activation(self.activation),
                 "global_pool": self.global_pool,
             }
         )
@@ -295,7 +361,7 @@ class CNN(keras.Model):
 
 
 @keras.saving.register_keras_serializable(package="tfcustom")
-class ResNet(keras.Model):
+class ResNet(_StackModel):
     """A small ResNet for 28x28 / 32x32 images.
 
     Stem: 3x3 ConvBlock with ``stage_filters[0]`` filters (no pooling). Then
@@ -308,7 +374,7 @@ class ResNet(keras.Model):
         num_classes: number of logits.
         stage_filters: filters of each stage.
         blocks_per_stage: ResidualBlocks per stage.
-        activation: activation name.
+        activation: anything ``keras.activations.get`` accepts.
 
     Example:
 
@@ -330,21 +396,26 @@ class ResNet(keras.Model):
         self.num_classes = check_positive_int("num_classes", num_classes)
         self.stage_filters = _positive_ints("stage_filters", stage_filters)
         self.blocks_per_stage = check_positive_int("blocks_per_stage", blocks_per_stage)
-        get_activation(activation)
-        self.activation = activation
-        self.stem = ConvBlock(self.stage_filters[0], activation=activation, name="stem")
+        self.activation = get_activation(activation)
+        policy = self.dtype_policy
+        self.stem = ConvBlock(self.stage_filters[0], activation=self.activation, dtype=policy, name="stem")
         self.res_blocks = [
             ResidualBlock(
                 f,
                 strides=2 if (stage > 0 and j == 0) else 1,
-                activation=activation,
+                activation=self.activation,
+                dtype=policy,
                 name=f"stage{stage}_block{j}",
             )
             for stage, f in enumerate(self.stage_filters)
             for j in range(self.blocks_per_stage)
         ]
-        self.pool = keras.layers.GlobalAveragePooling2D(name="global_pool")
-        self.logits = Dense(num_classes, dtype="float32", name="logits")
+        _attach(self, self.res_blocks)
+        self.pool = keras.layers.GlobalAveragePooling2D(dtype=policy, name="global_pool")
+        self.logits = Dense(num_classes, dtype=_logits_dtype(policy), name="logits")
+
+    def _stack(self):
+        return [self.stem, *self.res_blocks, self.pool, self.logits]
 
     def call(self, inputs, training=None):
         x = self.stem(inputs, training=training)
@@ -359,7 +430,7 @@ class ResNet(keras.Model):
                 "num_classes": self.num_classes,
                 "stage_filters": list(self.stage_filters),
                 "blocks_per_stage": self.blocks_per_stage,
-                "activation": self.activation,
+                "activation": serialize_activation(self.activation),
             }
         )
         return config
