@@ -168,7 +168,9 @@ def restore_backbone(
       and both shapes).
     """
     check(isinstance(model, keras.Model), "restore_backbone needs a keras.Model to restore into", type(model).__name__, "pass the new model")
-    check(model.built, "the model to restore into is not built", model.name, "call it on a batch (or model.build(input_shape)) first")
+    # A model built by Keras' default build() (no build of its own) is "built" with no weights.
+    check(model.built and model.weights, "the model to restore into is not built (it has no weights yet)", model.name,
+          "call model.build(input_shape), e.g. model.build((None, 28, 28, 1)), or call it on a batch first")
     source = _source_model(checkpoint_path_or_model)
     check(source.built, "the pretrained model is not built", source.name, "call it on a batch first")
     selected = match_layers(model, include, exclude, what="restoring a backbone: layer patterns")
