@@ -143,6 +143,12 @@ def test_build_creates_the_variables_of_a_call(name):
     assert built.weights, "build() created no variables"
     assert rel_paths(built) == rel_paths(called)
     assert _summary_total(built) == called.count_params() == _keras_equivalent(name).count_params()
+    # The tutorial's loop: an optimizer built from the built model's variables trains it.
+    optimizer = keras.optimizers.SGD(0.1)
+    optimizer.build(built.trainable_variables)
+    before = [v.numpy() for v in built.trainable_variables]
+    train_step(built, optimizer, *batch())
+    assert all(not np.array_equal(b, v.numpy()) for b, v in zip(before, built.trainable_variables))
 
 
 @pytest.mark.parametrize("name", M.names())
@@ -167,9 +173,9 @@ def test_build_then_load_weights_restores_the_saved_model(name, tmp_path):
 def test_tf_train_checkpoint_restores_into_a_fresh_model(name, tmp_path):
     x, y = batch(8)
     model = make(name)
-    model.build((None,) + SHAPE)
+    model(x)
     optimizer = keras.optimizers.Adam(1e-2)
-    optimizer.build(model.trainable_variables)  # the tutorial builds before the loop
+    optimizer.build(model.trainable_variables)
     for _ in range(2):
         train_step(model, optimizer, x, y)
     path = tf.train.Checkpoint(model=model, optimizer=optimizer).save(str(tmp_path / "ckpt"))
@@ -180,7 +186,7 @@ def test_tf_train_checkpoint_restores_into_a_fresh_model(name, tmp_path):
     assert len(keys) == len(model.weights)
 
     fresh = make(name)
-    fresh.build((None,) + SHAPE)
+    fresh(x)
     fresh_opt = keras.optimizers.Adam(1e-2)
     fresh_opt.build(fresh.trainable_variables)
     status = tf.train.Checkpoint(model=fresh, optimizer=fresh_opt).restore(path)
