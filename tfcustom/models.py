@@ -12,9 +12,8 @@ Keras' own models:
 * sublayers get the model's dtype policy: ``dtype="mixed_float16"`` computes
   the hidden layers in float16, with float32 logits.
 
-Inputs
-are float32 images in [0, 1] of shape (H, W, C) or flat vectors (MLP and
-LogisticRegression flatten whatever they get). None of them ends with a
+Inputs are float32 images in [0, 1] of shape (H, W, C) or flat vectors (MLP
+and LogisticRegression flatten whatever they get). None of them ends with a
 softmax: pair them with ``from_logits=True`` losses.
 
 Build one by name with :func:`get`:
@@ -90,7 +89,7 @@ class _StackModel(keras.Model):
     def build(self, input_shape):
         shape = tuple(input_shape)
         for layer in self._stack():
-            if not layer.built:
+            if not layer.built:  # stateless layers (Flatten, pooling) are built at creation
                 layer.build(shape)
             shape = tuple(layer.compute_output_shape(shape))
 
