@@ -33,6 +33,9 @@ class TrainConfig:
     dataset: str = "fashion_mnist"
     data_dir: Optional[str] = None
     validation_size: int = 5000
+    augment: Tuple[str, ...] = ()  # "crop", "flip": see tfcustom.data.augment
+    shuffle_buffer: int = 10000  # tfrecord:DIR only: examples per shuffle block (see tfcustom.data.streaming)
+    verify_shards: str = "full"  # tfrecord:DIR only: "full" (SHA-256 of every shard at start) or "size"
     # model and objective
     model: str = "cnn"
     model_kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -75,7 +78,7 @@ class TrainConfig:
     RESUMABLE_CHANGES = frozenset({
         "epochs", "verbose", "data_dir", "eval_batch_size", "checkpoint_every_steps", "keep_checkpoints",
         "early_stopping_patience", "jit_compile", "export_best", "steps_per_execution", "strategy", "num_cpu_replicas", "tpu_address",
-        "log_replica_losses",
+        "log_replica_losses", "verify_shards",
     })
 
     def differences(self, other: "TrainConfig") -> Dict[str, Tuple[Any, Any]]:
@@ -89,6 +92,7 @@ class TrainConfig:
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
         d["metrics"] = list(self.metrics)
+        d["augment"] = list(self.augment)
         return d
 
     def to_json(self) -> str:
@@ -102,6 +106,8 @@ class TrainConfig:
         d = dict(d)
         if "metrics" in d:
             d["metrics"] = tuple(d["metrics"])
+        if "augment" in d:
+            d["augment"] = tuple(d["augment"])
         return cls(**d)
 
     @classmethod
@@ -121,10 +127,16 @@ class TrainConfig:
         from tfcustom.data import DATASET_NAMES
 
         check(
-            self.dataset in DATASET_NAMES[:-1] or self.dataset.startswith("tfds:"),
+            self.dataset in DATASET_NAMES[:-1] or self.dataset.startswith("tfds:") or self.dataset.startswith("tfrecord:"),
             "unknown dataset", self.dataset,
-            f"use one of: {', '.join(DATASET_NAMES)}",
+            f"use one of: {', '.join(DATASET_NAMES)}, tfrecord:DIR",
         )
+        from tfcustom.data.augment import parse_augment
+        from tfcustom.data.tfrecord import VERIFY_MODES
+
+        self.augment = parse_augment(self.augment)
+        check_positive_int("shuffle_buffer", self.shuffle_buffer)
+        check_one_of("verify_shards mode", self.verify_shards, VERIFY_MODES)
         check(isinstance(self.validation_size, int) and self.validation_size >= 0, "validation_size must be an integer >= 0", self.validation_size, "pass 0 to train without validation, or a positive count")
         check_one_of("model", self.model, models.names())
         check(isinstance(self.model_kwargs, dict), "model_kwargs must be a dict (JSON object)", self.model_kwargs, 'pass e.g. --model_kwargs=\'{"filters": [32, 64]}\'')

@@ -229,15 +229,20 @@ def train_and_evaluate(
     resume = prepare_output_dir(workdir, config, overwrite, chief=chief)
     seed_everything(config.seed, config.deterministic)
     if dataset is None:
-        dataset = data_lib.load(config.dataset, config.data_dir)
-    train_split, val_split = data_lib.split_validation(dataset.train, config.validation_size, config.seed)
+        dataset = data_lib.ShardedDataset.open(config.dataset[len("tfrecord:"):], config.verify_shards) \
+            if config.dataset.startswith("tfrecord:") else data_lib.load(config.dataset, config.data_dir)
     replicas = strategy.num_replicas_in_sync
     # Checked here, before anything is written, rather than when fit starts.
     check(config.batch_size % replicas == 0, f"batch size must divide evenly by the {replicas} replicas",
           config.batch_size, f"use a multiple of {replicas}")
-    train = data_lib.InputPipeline(train_split, config.batch_size, shuffle=True, seed=config.seed)
-    val = data_lib.InputPipeline(val_split, _eval_batch_size(config, len(val_split), replicas), cache=True) if val_split is not None else None
-    test = data_lib.InputPipeline(dataset.test, _eval_batch_size(config, len(dataset.test), replicas), cache=True)
+    if isinstance(dataset, data_lib.ShardedDataset):  # streamed from TFRecord shards (tfcustom.data.streaming)
+        train, val, test = dataset.pipelines(config.batch_size, lambda n: _eval_batch_size(config, n, replicas), config.validation_size,
+                                             config.seed, config.shuffle_buffer, config.augment)
+    else:
+        train_split, val_split = data_lib.split_validation(dataset.train, config.validation_size, config.seed)
+        train = data_lib.InputPipeline(train_split, config.batch_size, shuffle=True, seed=config.seed, augment=config.augment)
+        val = data_lib.InputPipeline(val_split, _eval_batch_size(config, len(val_split), replicas), cache=True) if val_split is not None else None
+        test = data_lib.InputPipeline(dataset.test, _eval_batch_size(config, len(dataset.test), replicas), cache=True)
 
     # The dtype policy is read by layers when they are created: set it for the
     # model only, so that it does not leak into the caller's later models.

@@ -36,13 +36,13 @@ from absl import logging
 
 from tfcustom import steps as steps_lib
 from tfcustom.checkpoint import ReplicaState
-from tfcustom.data.pipeline import InputPipeline
+from tfcustom.data.pipeline import EpochInput, InputPipeline  # noqa: F401 (InputPipeline re-exported)
 from tfcustom.early_stopping import EarlyStopping
 from tfcustom.errors import NonFiniteLossError, check, check_positive_int, config_error
 from tfcustom.history import History
 from tfcustom.preemption import PREEMPTED_EXIT_CODE, ClusterPreemption, StopSignals, TrainingInterrupted, interrupted  # noqa: F401 (re-exported)
 
-DataLike = Union[InputPipeline, tf.data.Dataset]
+DataLike = Union[EpochInput, tf.data.Dataset]  # EpochInput: InputPipeline or StreamingPipeline
 
 
 def _metric_from_spec(spec, num_classes: Optional[int]):
@@ -184,7 +184,7 @@ class Trainer:
     # -- input ----------------------------------------------------------------
 
     def _distribute(self, data: DataLike, epoch: int = 0, skip_batches: int = 0):
-        if isinstance(data, InputPipeline):
+        if isinstance(data, EpochInput):
             replicas = self.strategy.num_replicas_in_sync
             check(
                 data.batch_size % replicas == 0,
@@ -202,7 +202,7 @@ class Trainer:
     def _steps_per_epoch(data: DataLike, steps_per_epoch: Optional[int]) -> int:
         if steps_per_epoch is not None:
             return check_positive_int("steps_per_epoch", steps_per_epoch)
-        if isinstance(data, InputPipeline):
+        if isinstance(data, EpochInput):
             return data.steps_per_epoch
         n = int(data.cardinality())
         check(n > 0, "cannot tell how many batches the dataset has", n, "pass steps_per_epoch, or use a finite batched dataset")
@@ -486,5 +486,5 @@ class Trainer:
 
     def predict(self, data: DataLike) -> np.ndarray:
         """Model outputs for every example of ``data``, in input order."""
-        dataset = data.dataset() if isinstance(data, InputPipeline) else data
+        dataset = data.dataset() if isinstance(data, EpochInput) else data
         return self.predict_step(iter(dataset)).numpy()

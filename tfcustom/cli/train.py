@@ -21,9 +21,12 @@ from tfcustom.cli import parse_flags
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("config", None, "A flagfile (same as --flagfile), e.g. configs/fashion_mnist_cnn.flags.")
-flags.DEFINE_string("dataset", "fashion_mnist", "fashion_mnist, mnist, or tfds:<name>.")
+flags.DEFINE_string("dataset", "fashion_mnist", "fashion_mnist, mnist, tfds:<name>, or tfrecord:DIR (shards from `python -m tfcustom.data.convert`).")
 flags.DEFINE_string("data_dir", None, "Directory with the IDX files (default: $TFCUSTOM_DATA_DIR, then /usr/share/datasets/fashion-mnist).")
 flags.DEFINE_integer("validation_size", 5000, "Training examples held out for validation.")
+flags.DEFINE_list("augment", [], "Augmentations of the training examples: crop, flip (e.g. --augment=crop,flip; flip is wrong for digits).")
+flags.DEFINE_integer("shuffle_buffer", 10000, "With --dataset=tfrecord:DIR: examples per shuffle block (bounds memory).")
+flags.DEFINE_enum("verify_shards", "full", ["full", "size"], "With --dataset=tfrecord:DIR: check each shard's SHA-256 at start (full) or only its size.")
 flags.DEFINE_string("model", "cnn", "Model name (see tfcustom.models.names()).")
 flags.DEFINE_string("model_kwargs", "{}", 'Model constructor arguments as a JSON object, e.g. \'{"filters": [32, 64]}\'.')
 flags.DEFINE_string("loss", "sparse_categorical_crossentropy", "Loss name (see tfcustom.losses.names()).")
@@ -93,6 +96,9 @@ def config_from_flags():
         dataset=FLAGS.dataset,
         data_dir=FLAGS.data_dir,
         validation_size=FLAGS.validation_size,
+        augment=tuple(FLAGS.augment),
+        shuffle_buffer=FLAGS.shuffle_buffer,
+        verify_shards=FLAGS.verify_shards,
         model=FLAGS.model,
         model_kwargs=_model_kwargs(FLAGS.model_kwargs),
         loss=FLAGS.loss,

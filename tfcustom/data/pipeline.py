@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
+from tfcustom.data.augment import augment_batch, parse_augment
 from tfcustom.data.sources import Split
 from tfcustom.errors import check, check_positive_int
 
@@ -82,8 +83,20 @@ def _replica_batches(indices: np.ndarray, global_batch: int, ctx: tf.distribute.
     return tf.data.Dataset.from_tensor_slices((starts, lengths)).map(lambda s, n: flat[s:s + n])
 
 
+class EpochInput:
+    """What the Trainer reads: ``batch_size`` (global), ``steps_per_epoch``,
+    ``len()`` and ``dataset(epoch, skip_batches, input_context)``, an epoch's
+    input rebuilt exactly from any batch. :class:`InputPipeline` (in memory) and
+    :class:`tfcustom.data.streaming.StreamingPipeline` (TFRecord shards) are the two kinds."""
+
+    batch_size: int
+
+    def dataset(self, epoch: int = 0, skip_batches: int = 0, input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
+        raise NotImplementedError
+
+
 @dataclasses.dataclass
-class InputPipeline:
+class InputPipeline(EpochInput):
     """Batched, optionally shuffled ``tf.data`` input over one :class:`Split`.
 
     Args:
@@ -95,6 +108,8 @@ class InputPipeline:
         must see every example.
       cache: cache the normalised examples in memory (useful for evaluation
         pipelines that are read many times).
+      augment: augmentations (``("crop", "flip")``, see :mod:`tfcustom.data.augment`),
+        seeded by (seed, epoch, index of the example in ``split``).
     """
 
     split: Split
@@ -103,8 +118,10 @@ class InputPipeline:
     seed: int = 0
     drop_remainder: bool = False
     cache: bool = False
+    augment: Tuple[str, ...] = ()
 
     def __post_init__(self):
+        self.augment = parse_augment(self.augment)
         check_positive_int("batch_size", self.batch_size)
         check(
             self.batch_size <= len(self.split),
@@ -156,7 +173,15 @@ class InputPipeline:
         else:
             ids = tf.data.Dataset.from_tensor_slices(indices).batch(batch, drop_remainder=self.drop_remainder)
         x, y = self._tensors()
-        ds = ids.map(lambda i: (normalize_images(tf.gather(x, i)), tf.gather(y, i)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        augment, seed = self.augment, self.seed
+
+        def examples(i):
+            images = tf.gather(x, i)
+            if augment:
+                images = augment_batch(images, i, epoch, seed, augment)
+            return normalize_images(images), tf.gather(y, i)
+
+        ds = ids.map(examples, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if self.cache and not self.shuffle:
             ds = ds.cache()
         options = tf.data.Options()

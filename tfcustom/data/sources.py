@@ -184,9 +184,14 @@ def from_numpy(x_train, y_train, x_test, y_test, num_classes: Optional[int] = No
     return Dataset(name, train, test, num_classes, class_names)
 
 
-def load(name: str, data_dir: Optional[str] = None) -> Dataset:
+def load(name: str, data_dir: Optional[str] = None):
     """Load a dataset by name: ``fashion_mnist`` / ``mnist`` from IDX files,
-    or ``tfds:<name>`` (e.g. ``tfds:cifar10``) through TFDS."""
+    or ``tfds:<name>`` (e.g. ``tfds:cifar10``) through TFDS; ``tfrecord:DIR``
+    opens converted shards (a :class:`tfcustom.data.ShardedDataset`, streamed, not loaded)."""
+    if name.startswith(TFRECORD_PREFIX):
+        from tfcustom.data.streaming import ShardedDataset
+
+        return ShardedDataset.open(name[len(TFRECORD_PREFIX):])
     if name in DEFAULT_DATA_DIRS:
         return load_idx_dataset(name, data_dir)
     if name.startswith("tfds:"):
@@ -195,3 +200,4 @@ def load(name: str, data_dir: Optional[str] = None) -> Dataset:
 
 
 DATASET_NAMES = tuple(DEFAULT_DATA_DIRS) + ("tfds:<name>",)
+TFRECORD_PREFIX = "tfrecord:"  # tfrecord:DIR, a directory written by `python -m tfcustom.data.convert`

@@ -1,0 +1,207 @@
+"""The sharded TFRecord format: shards of ``tf.train.Example`` plus ``dataset.json``.
+
+A dataset directory holds, per split, ``<split>-00000-of-000NN.tfrecord``
+files and one ``dataset.json`` spec::
+
+    {"format": "tfcustom.tfrecord", "version": 1, "name": "fashion_mnist",
+     "image_shape": [28, 28, 1], "image_dtype": "uint8",
+     "num_classes": 10, "class_names": [...],
+     "splits": {"train": {"num_examples": 60000, "shards": [
+         {"file": "train-00000-of-00016.tfrecord", "num_examples": 3750,
+          "first_index": 0, "bytes": 3123456, "sha256": "..."}, ...]}, ...}}
+
+Each record is a ``tf.train.Example`` with ``image`` (the raw bytes of one
+C-order array of ``image_shape`` and ``image_dtype``) and ``label`` (int64).
+Examples keep their source order: shard ``i`` holds examples
+``first_index .. first_index + num_examples - 1`` of the split.
+
+Shards are written atomically (a temporary name, then a rename) and the spec
+last, so a directory with a ``dataset.json`` is complete. :func:`read_spec`
+checks a directory before anything is trained on it: the spec parses, the
+shard files are exactly those listed (none missing, none extra), the per-shard
+counts add up, and every shard has its recorded size (a truncated shard is
+caught here, cheaply) and, with ``verify="full"`` (the default), its recorded
+SHA-256 (any changed byte). ``verify="size"`` skips the hashing for very large
+datasets; a corrupt record is then still caught when it is read, by the
+CRC32C that TFRecord keeps for every record, as a ``DataLossError``.
+
+Example:
+
+>>> spec = read_spec("/data/fashion_mnist_tfrecord")
+>>> spec.splits["train"].num_examples
+60000
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, List, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tfcustom.errors import DataError, data_error
+
+SPEC_FILE = "dataset.json"
+FORMAT = "tfcustom.tfrecord"
+VERSION = 1
+VERIFY_MODES = ("full", "size")
+_SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-\d{5}-of-\d{5}\.tfrecord$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    file: str  # absolute path once read
+    num_examples: int
+    first_index: int
+    bytes: int
+    sha256: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSpec:
+    num_examples: int
+    shards: List[Shard]
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """The parsed ``dataset.json`` of a sharded dataset directory."""
+
+    directory: str
+    name: str
+    image_shape: tuple
+    image_dtype: str
+    num_classes: int
+    class_names: List[str]
+    splits: Dict[str, SplitSpec]
+
+
+def shard_name(split: str, i: int, n: int) -> str:
+    return f"{split}-{i:05d}-of-{n:05d}.tfrecord"
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def serialize_example(image: np.ndarray, label: int) -> bytes:
+    feature = {
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[np.ascontiguousarray(image).tobytes()])),
+        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def write_shard(path: str, images: np.ndarray, labels: np.ndarray) -> Dict:
+    """Write one shard atomically (``<path>.tmp`` then rename); return its spec entry."""
+    tmp = path + ".tmp"
+    with tf.io.TFRecordWriter(tmp) as writer:
+        for image, label in zip(images, labels):
+            writer.write(serialize_example(image, label))
+    os.replace(tmp, path)
+    return {"file": os.path.basename(path), "num_examples": int(len(labels)), "bytes": os.path.getsize(path), "sha256": file_sha256(path)}
+
+
+def write_spec(directory: str, spec: Dict) -> None:
+    path = os.path.join(directory, SPEC_FILE)
+    with open(path + ".tmp", "w") as f:
+        json.dump(spec, f, indent=2)
+        f.write("\n")
+    os.replace(path + ".tmp", path)
+
+
+def _bad(directory: str, what: str, received, fix: str = ""):
+    return data_error(f"{directory}: {what}", received, fix or f"re-run `python -m tfcustom.data.convert --output_dir={directory} --overwrite`")
+
+
+def _parse(directory: str, raw: Dict) -> DatasetSpec:
+    try:
+        if raw.get("format") != FORMAT or raw.get("version") != VERSION:
+            raise _bad(directory, f"{SPEC_FILE} is not a {FORMAT} v{VERSION} spec", (raw.get("format"), raw.get("version")))
+        splits = {}
+        for name, s in raw["splits"].items():
+            shards, first = [], 0
+            for e in s["shards"]:
+                shards.append(Shard(os.path.join(directory, e["file"]), int(e["num_examples"]), int(e.get("first_index", first)), int(e["bytes"]), str(e["sha256"])))
+                first += int(e["num_examples"])
+            if first != int(s["num_examples"]):
+                raise _bad(directory, f"split '{name}': the shard counts add up to {first}, the spec says {s['num_examples']} examples", first)
+            splits[name] = SplitSpec(int(s["num_examples"]), shards)
+        return DatasetSpec(directory, str(raw.get("name", os.path.basename(directory))), tuple(int(d) for d in raw["image_shape"]),
+                           str(np.dtype(raw["image_dtype"])), int(raw["num_classes"]), [str(c) for c in raw["class_names"]], splits)
+    except DataError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise _bad(directory, f"{SPEC_FILE} lacks a field or has a wrong type ({type(e).__name__}: {e})", SPEC_FILE) from None
+
+
+def _check_shard(directory: str, shard: Shard, verify: str) -> None:
+    if not os.path.isfile(shard.file):
+        raise _bad(directory, f"shard {os.path.basename(shard.file)} listed in {SPEC_FILE} is missing", sorted(os.listdir(directory)))
+    size = os.path.getsize(shard.file)
+    if size != shard.bytes:
+        what = "is truncated" if size < shard.bytes else "is longer than recorded"
+        raise _bad(directory, f"shard {os.path.basename(shard.file)} {what} ({size} bytes, the spec says {shard.bytes})", size)
+    if verify == "full":
+        digest = file_sha256(shard.file)
+        if digest != shard.sha256:
+            raise _bad(directory, f"shard {os.path.basename(shard.file)} fails its checksum (the file changed after it was written)", digest[:16] + "...")
+
+
+def read_spec(directory: str, splits: Sequence[str] = ("train", "test"), verify: str = "full") -> DatasetSpec:
+    """Read and check ``directory/dataset.json`` and the shards of ``splits``.
+
+    Raises :class:`tfcustom.errors.DataError` (one line) on a missing or
+    unreadable spec, a missing split, missing or extra shard files, counts
+    that do not add up, a truncated shard, or (``verify="full"``) a checksum
+    mismatch. The shards are hashed in parallel threads.
+    """
+    if verify not in VERIFY_MODES:
+        raise data_error("unknown shard verification mode", verify, f"use one of: {', '.join(VERIFY_MODES)}")
+    if not os.path.isdir(directory):
+        raise data_error("TFRecord dataset directory does not exist", directory, "convert a dataset there with `python -m tfcustom.data.convert`")
+    path = os.path.join(directory, SPEC_FILE)
+    if not os.path.isfile(path):
+        raise _bad(directory, f"no {SPEC_FILE} (not a converted dataset, or the conversion did not finish)", sorted(os.listdir(directory))[:10])
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+    except (OSError, ValueError) as e:
+        raise _bad(directory, f"{SPEC_FILE} cannot be read ({type(e).__name__}: {str(e)[:120]})", path) from None
+    spec = _parse(directory, raw)
+    on_disk = {}
+    for name in os.listdir(directory):
+        m = _SHARD_RE.match(name)
+        if m:
+            on_disk.setdefault(m.group("split"), set()).add(name)
+    shards = []
+    for split in splits:
+        if split not in spec.splits:
+            raise _bad(directory, f"{SPEC_FILE} has no '{split}' split", sorted(spec.splits))
+        listed = {os.path.basename(s.file) for s in spec.splits[split].shards}
+        found = on_disk.get(split, set())
+        if found != listed:
+            raise _bad(directory, f"split '{split}': {len(found)} shard files on disk, {len(listed)} in {SPEC_FILE}",
+                       sorted(found ^ listed)[:5])
+        shards.extend(spec.splits[split].shards)
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(shards)))) as pool:
+        list(pool.map(lambda s: _check_shard(directory, s, verify), shards))
+    return spec
+
+
+def parse_records(serialized: tf.Tensor, image_shape: Sequence[int], image_dtype: str):
+    """A batch of serialized records -> ``(images [B, *image_shape], labels int32 [B])``."""
+    parsed = tf.io.parse_example(serialized, {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)})
+    images = tf.io.decode_raw(parsed["image"], tf.dtypes.as_dtype(image_dtype))
+    images = tf.reshape(images, [-1, *image_shape])
+    return images, tf.cast(parsed["label"], tf.int32)
