@@ -207,6 +207,19 @@ def suite(out_dir: str) -> None:
         trainer = Trainer(model, loss, sgd(strategies[n]), ["accuracy"], strategy=strategies[n], verbose=0)
         evals[str(n)] = trainer.evaluate(test_pipe)
     out["evaluation"] = evals
+    # The same, streamed from 3 TFRecord shards (tfcustom.data.streaming).
+    from tfcustom.data import Dataset, ShardedDataset
+    from tfcustom.data.convert import convert
+
+    shard_dir = os.path.join(out_dir, "shards")
+    convert(Dataset("synthetic", test_pipe.split, test_pipe.split, NUM_CLASSES, [str(i) for i in range(NUM_CLASSES)]), shard_dir, num_shards=3)
+    stream = ShardedDataset.open(shard_dir).pipeline("test", EVAL_BATCH)
+    streamed = {}
+    for n in (1, 2, 4):
+        model = build(strategies[n])
+        model.set_weights(trained)
+        streamed[str(n)] = Trainer(model, loss, sgd(strategies[n]), ["accuracy"], strategy=strategies[n], verbose=0).evaluate(stream)
+    out["streaming_evaluation"] = streamed
     out["timings"]["evaluation"] = time.time() - t
 
     # Mixed float16 under 2 replicas: loss scaling, a forced overflow, and the

@@ -138,6 +138,14 @@ def test_evaluation_is_exact_on_2_and_4_replicas(suite):
         assert abs(logs["loss"] - oracle["loss"]) <= 1e-5, (n, logs)
 
 
+def test_streaming_evaluation_is_exact_on_1_2_and_4_replicas(suite):
+    # The test split streamed from 3 TFRecord shards: every example counted once, the partial batch included.
+    oracle = suite["numpy_oracle"]
+    for n, logs in suite["streaming_evaluation"].items():
+        assert round(logs["accuracy"] * N_TEST) == oracle["correct"] and abs(logs["accuracy"] * N_TEST - oracle["correct"]) < 1e-3, (n, logs)
+        assert abs(logs["loss"] - oracle["loss"]) <= 1e-5, (n, logs)
+
+
 # -- mixed precision ---------------------------------------------------------------
 
 
