@@ -164,11 +164,9 @@ def load_tfds_dataset(name: str, data_dir: Optional[str] = None, image_key: str 
                 data_dir,
                 "check the network and that the dataset has train and test splits, or prepare it elsewhere and pass its --data_dir",
             ) from None
-        xs, ys = [], []
-        for ex in tfds.as_numpy(ds):
-            xs.append(ex[image_key])
-            ys.append(ex[label_key])
-        splits[split] = validate_split(Split(np.stack(xs), np.asarray(ys)), num_classes, f"TFDS {name} {split}")
+        # The whole split in one tf.data batch: decoded in tf.data, no Python loop over examples.
+        arrays = tfds.as_numpy(ds.batch(2**31 - 1).get_single_element())
+        splits[split] = validate_split(Split(arrays[image_key], arrays[label_key]), num_classes, f"TFDS {name} {split}")
     return Dataset(name, splits["train"], splits["test"], num_classes, class_names)
 
 
