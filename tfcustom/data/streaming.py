@@ -58,6 +58,7 @@ from tfcustom.data.tfrecord import DatasetSpec, Shard, parse_records, read_spec
 from tfcustom.errors import check, check_positive_int
 
 READ_BUFFER_BYTES = 1 << 20
+READ_CHUNK = 256  # records per batch straight after the read
 
 
 def _replica_sizes(total: int, replicas: int) -> List[int]:
@@ -157,21 +158,28 @@ class StreamingPipeline(EpochInput):
         return segments, read_from, pos, steps[skip_batches:]
 
     def _records(self, segments) -> tf.data.Dataset:
-        """``(serialized, example id)`` of the segments, in order; shards are
-        opened two at a time (the next one is read ahead in parallel)."""
+        """Batches of ``(serialized, example id)`` of the segments, in order.
+
+        Everything after the read works on batches of records (per-element
+        ``tf.data`` ops cost microseconds each); shards are opened two at a
+        time, the next one read ahead in parallel.
+        """
         if not segments:
-            return tf.data.Dataset.from_tensor_slices((tf.zeros([0], tf.string), tf.zeros([0], tf.int64)))
+            return tf.data.Dataset.from_tensors((tf.zeros([0], tf.string), tf.zeros([0], tf.int64)))
         files, starts, lengths, firsts = (list(c) for c in zip(*segments))
+        chunk = READ_CHUNK
 
         def read(file, start, count, first):
-            records = tf.data.TFRecordDataset(file, buffer_size=READ_BUFFER_BYTES).skip(start).take(count)
-            return tf.data.Dataset.zip((records, tf.data.Dataset.range(first + start, first + start + count)))
+            records = tf.data.TFRecordDataset(file, buffer_size=READ_BUFFER_BYTES).skip(start).take(count).batch(chunk)
+            return tf.data.Dataset.zip((records, tf.data.Dataset.range(first + start, first + start + count).batch(chunk)))
 
         ds = tf.data.Dataset.from_tensor_slices((files, np.array(starts, np.int64), np.array(lengths, np.int64), np.array(firsts, np.int64)))
-        ds = ds.interleave(read, cycle_length=min(2, len(files)), block_length=max(lengths), num_parallel_calls=min(2, len(files)), deterministic=True)
+        ds = ds.interleave(read, cycle_length=min(2, len(files)), block_length=-(-max(lengths) // chunk),
+                           num_parallel_calls=min(2, len(files)), deterministic=True)
         if self.keep is not None:
             keep = tf.constant(self.keep)
-            ds = ds.filter(lambda record, i: tf.gather(keep, i))
+            ds = ds.map(lambda records, ids: (tf.boolean_mask(records, tf.gather(keep, ids)), tf.boolean_mask(ids, tf.gather(keep, ids))),
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds
 
     def _block_shuffle(self, ds: tf.data.Dataset, epoch: int, pid: int, first_block: int) -> tf.data.Dataset:
@@ -182,8 +190,8 @@ class StreamingPipeline(EpochInput):
             order = tf.argsort(key, stable=True)
             return tf.gather(records, order), tf.gather(ids, order)
 
-        ds = ds.batch(self.shuffle_buffer).enumerate(start=first_block)
-        return ds.map(lambda b, r: permute(b, *r), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+        ds = ds.rebatch(self.shuffle_buffer).enumerate(start=first_block)
+        return ds.map(lambda b, r: permute(b, *r), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def replica_records(self, epoch: int = 0, skip_batches: int = 0, input_context=None) -> tf.data.Dataset:
         """Per-replica batches of ``(serialized records, example ids)``, in the
@@ -192,21 +200,23 @@ class StreamingPipeline(EpochInput):
         ds = self._records(segments)
         if self.shuffle:
             pid = input_context.input_pipeline_id if input_context else 0
-            ds = self._block_shuffle(ds, epoch, pid, read_from // self.shuffle_buffer).skip(pos - read_from)
+            ds = self._block_shuffle(ds, epoch, pid, read_from // self.shuffle_buffer)
+            if pos > read_from:  # drop the examples of the first block that come before step skip_batches
+                cut = pos - read_from
+                ds = ds.enumerate().map(lambda j, b: tf.nest.map_structure(lambda t: t[tf.where(j == 0, cut, 0):], b))
         if not steps:
-            return ds.take(0).batch(1)
-        per_step = sum(steps[0])
-        empty = tf.data.Dataset.from_tensors((tf.zeros([0], tf.string), tf.zeros([0], tf.int64)))
-        ds = ds.batch(per_step).concatenate(empty).take(len(steps))  # a pipeline with no share of the last batch gets empty ones
-        sizes = np.array(steps, np.int64)
-        starts = tf.constant(np.cumsum(sizes, axis=1) - sizes)
-        sizes = tf.constant(sizes)
-
-        def split(j, batch):
-            records, ids = batch
-            return tf.data.Dataset.from_tensor_slices((starts[j], sizes[j])).map(lambda s, n: (records[s:s + n], ids[s:s + n]))
-
-        return ds.enumerate().flat_map(lambda j, batch: split(j, batch))
+            return ds.take(0)
+        # One batch per replica and step: the sizes of this pipeline's replicas, step by step
+        # (rebatch cycles through them). Zero sizes (fewer examples left than replicas) come
+        # last; those batches are added empty.
+        sizes = [n for step in steps for n in step]
+        nonzero = [n for n in sizes if n]
+        empty = tf.data.Dataset.from_tensors((tf.zeros([0], tf.string), tf.zeros([0], tf.int64))).repeat(len(sizes) - len(nonzero))
+        if len(set(nonzero)) == 1:
+            ds = ds.rebatch(nonzero[0])
+        else:
+            ds = ds.rebatch(np.array(nonzero, np.int64))
+        return ds.take(len(nonzero)).concatenate(empty)
 
     def dataset(self, epoch: int = 0, skip_batches: int = 0, input_context=None) -> tf.data.Dataset:
         """The input of one epoch, starting after ``skip_batches`` global batches."""
