@@ -5,7 +5,8 @@
 
 1. **Pipeline alone**: examples/s of one training epoch of Fashion-MNIST read
    from 16 TFRecord shards (decode, normalise, block shuffle, batch 128), with
-   and without ``--augment=crop,flip``, and of the in-memory pipeline.
+   and without ``--augment=crop,flip``, and of the in-memory pipeline
+   (interleaved rounds, best each).
 2. **Training**: images/s of the default CNN (``configs/fashion_mnist_cnn.flags``'
    model, Adam, batch 128) fed from the shards vs from memory, timed in
    interleaved rounds after a warm-up (best round each); the ratio is shards/memory.
@@ -13,8 +14,10 @@
    at the first and at the last step of an epoch.
 4. **Memory**: peak RSS of a fresh process that streams one shuffled epoch of
    generated shards (64x64x3 uint8 images, 12 KB each) of ``--stream_gb / 4``
-   and ``--stream_gb`` GB, against a bound of ``--rss_bound_gb``. The shards are
-   deleted afterwards.
+   and ``--stream_gb`` GB with the default ``shuffle_buffer`` (10000 examples =
+   123 MB), against a bound of ``--rss_bound_gb`` on the memory streaming adds
+   to the process (peak RSS minus the RSS after importing TensorFlow and opening
+   the dataset). The shards are deleted afterwards.
 
 Results depend on the machine and its load; they are measurements, not assertions.
 """
@@ -40,7 +43,7 @@ flags.DEFINE_string("work_dir", None, "Where shards are written (default: a temp
 flags.DEFINE_integer("train_steps", 60, "Timed CNN steps per round and variant.")
 flags.DEFINE_integer("rounds", 2, "Interleaved CNN timing rounds.")
 flags.DEFINE_float("stream_gb", 2.0, "Size of the generated dataset streamed for the memory figure (0: skip).")
-flags.DEFINE_float("rss_bound_gb", 1.0, "The memory budget the streaming process must stay under.")
+flags.DEFINE_float("rss_bound_gb", 1.0, "The memory budget of streaming (peak RSS above the process's RSS before the first read).")
 flags.DEFINE_string("json_out", None, "Also write the results as JSON here.")
 flags.DEFINE_string("_stream_child", None, "Internal: stream this shard directory and print the peak RSS.")
 
@@ -70,7 +73,11 @@ def pipeline_speed(mem, sharded):
         "shards, --augment=crop,flip": sharded.pipelines(128, lambda n: 500, 5000, 0, augment=("crop", "flip"))[0],
         "memory": InputPipeline(train_split, 128, shuffle=True, seed=0),
     }
-    return {name: _examples_per_s(lambda p=p: p.dataset(1)) for name, p in variants.items()}
+    best = {name: 0.0 for name in variants}
+    for r in range(FLAGS.rounds + 1):  # interleaved rounds, best of each (round 0 included: no tracing to exclude)
+        for name, p in variants.items():
+            best[name] = max(best[name], _examples_per_s(lambda p=p: p.dataset(r)))
+    return best
 
 
 def training_speed(mem, sharded):

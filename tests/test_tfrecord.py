@@ -30,7 +30,7 @@ def _decode_all(pipe, **kw):
 
 
 def _ids(pipe, epoch=0, skip=0, ctx=None):
-    return np.concatenate([ids.numpy() for _, ids in pipe.replica_records(epoch, skip, ctx)])
+    return np.concatenate([b[-1].numpy() for b in pipe.replica_records(epoch, skip, ctx)])
 
 
 def test_round_trip_equals_the_idx_arrays(shards, small_idx_dir):
@@ -151,7 +151,7 @@ def test_epoch_order_is_seeded_and_skip_batches_resumes_it_without_reading_from_
 def test_partial_last_batch_is_split_like_the_in_memory_pipeline(shards):
     pipe = ShardedDataset.open(shards, verify="size").pipeline("test", 64)  # 300 = 4 * 64 + 44
     for pipelines, replicas in ((1, 4), (2, 4)):
-        sizes = [[len(ids.numpy()) for _, ids in pipe.replica_records(0, 0, tf.distribute.InputContext(pipelines, p, replicas))]
+        sizes = [[len(b[-1].numpy()) for b in pipe.replica_records(0, 0, tf.distribute.InputContext(pipelines, p, replicas))]
                  for p in range(pipelines)]
         per_replica = replicas // pipelines
         last = [s for p in range(pipelines) for s in sizes[p][-per_replica:]]

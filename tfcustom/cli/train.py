@@ -161,6 +161,12 @@ def main(argv):
     except TfcustomError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 -- only a corrupt TFRecord is turned into an error line
+        if type(e).__name__ != "DataLossError":
+            raise
+        print(f"error: a TFRecord shard is corrupt ({str(e).splitlines()[0][:300]}). The last checkpoint holds no step on it; "
+              "re-convert the dataset (--verify_shards=full, the default, finds such shards before training).", file=sys.stderr)
+        return 2
     test = results["test"]
     print(
         f"Test accuracy: {test.get('accuracy', float('nan')):.4f}  test loss: {test['loss']:.4f}  "

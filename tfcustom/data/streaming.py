@@ -59,6 +59,7 @@ from tfcustom.errors import check, check_positive_int
 
 READ_BUFFER_BYTES = 1 << 20
 READ_CHUNK = 256  # records per batch straight after the read
+READ_AHEAD = 4  # chunks read ahead (in a background thread) within the current shard
 
 
 def _replica_sizes(total: int, replicas: int) -> List[int]:
@@ -161,41 +162,45 @@ class StreamingPipeline(EpochInput):
         """Batches of ``(serialized, example id)`` of the segments, in order.
 
         Everything after the read works on batches of records (per-element
-        ``tf.data`` ops cost microseconds each); shards are opened two at a
-        time, the next one read ahead in parallel.
+        ``tf.data`` ops cost microseconds each). Shards are read one after the
+        other, a few chunks ahead in a background thread: a parallel
+        ``interleave`` was not faster on local disk and buffered whole shards
+        (+250 MB RSS for 12 KB records).
         """
         if not segments:
-            return tf.data.Dataset.from_tensors((tf.zeros([0], tf.string), tf.zeros([0], tf.int64)))
+            return tf.data.Dataset.from_tensors(self._empty())
         files, starts, lengths, firsts = (list(c) for c in zip(*segments))
-        chunk = READ_CHUNK
+        chunk, shape, dtype = READ_CHUNK, self.image_shape, self.image_dtype
 
         def read(file, start, count, first):
             records = tf.data.TFRecordDataset(file, buffer_size=READ_BUFFER_BYTES).skip(start).take(count).batch(chunk)
+            records = records.map(lambda r: parse_records(r, shape, dtype)).prefetch(READ_AHEAD)
             return tf.data.Dataset.zip((records, tf.data.Dataset.range(first + start, first + start + count).batch(chunk)))
 
         ds = tf.data.Dataset.from_tensor_slices((files, np.array(starts, np.int64), np.array(lengths, np.int64), np.array(firsts, np.int64)))
-        ds = ds.interleave(read, cycle_length=min(2, len(files)), block_length=-(-max(lengths) // chunk),
-                           num_parallel_calls=min(2, len(files)), deterministic=True)
+        ds = ds.flat_map(read).map(lambda parsed, ids: (*parsed, ids))
         if self.keep is not None:
             keep = tf.constant(self.keep)
-            ds = ds.map(lambda records, ids: (tf.boolean_mask(records, tf.gather(keep, ids)), tf.boolean_mask(ids, tf.gather(keep, ids))),
-                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            ds = ds.map(lambda x, y, ids: tuple(tf.boolean_mask(t, tf.gather(keep, ids)) for t in (x, y, ids)))
         return ds
+
+    def _empty(self):
+        return (tf.zeros([0, *self.image_shape], tf.dtypes.as_dtype(self.image_dtype)), tf.zeros([0], tf.int32), tf.zeros([0], tf.int64))
 
     def _block_shuffle(self, ds: tf.data.Dataset, epoch: int, pid: int, first_block: int) -> tf.data.Dataset:
         seed = int(np.random.default_rng([self.seed, epoch, 2, pid]).integers(0, 2**62))
 
-        def permute(block, records, ids):
-            key = tf.random.stateless_uniform([tf.shape(ids)[0]], seed=tf.stack([tf.constant(seed, tf.int64), block]))
+        def permute(block, examples):
+            key = tf.random.stateless_uniform([tf.shape(examples[-1])[0]], seed=tf.stack([tf.constant(seed, tf.int64), block]))
             order = tf.argsort(key, stable=True)
-            return tf.gather(records, order), tf.gather(ids, order)
+            return tuple(tf.gather(t, order) for t in examples)
 
-        ds = ds.rebatch(self.shuffle_buffer).enumerate(start=first_block)
-        return ds.map(lambda b, r: permute(b, *r), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        # Sequential map: one block in memory at a time (a parallel map would prefetch blocks).
+        return ds.rebatch(self.shuffle_buffer).enumerate(start=first_block).map(permute)
 
     def replica_records(self, epoch: int = 0, skip_batches: int = 0, input_context=None) -> tf.data.Dataset:
-        """Per-replica batches of ``(serialized records, example ids)``, in the
-        order the strategy hands them to this pipeline's replicas."""
+        """Per-replica batches of ``(images, labels, example ids)`` (images as
+        stored), in the order the strategy hands them to this pipeline's replicas."""
         segments, read_from, pos, steps = self.read_plan(epoch, skip_batches, input_context)
         ds = self._records(segments)
         if self.shuffle:
@@ -211,7 +216,7 @@ class StreamingPipeline(EpochInput):
         # last; those batches are added empty.
         sizes = [n for step in steps for n in step]
         nonzero = [n for n in sizes if n]
-        empty = tf.data.Dataset.from_tensors((tf.zeros([0], tf.string), tf.zeros([0], tf.int64))).repeat(len(sizes) - len(nonzero))
+        empty = tf.data.Dataset.from_tensors(self._empty()).repeat(len(sizes) - len(nonzero))
         if len(set(nonzero)) == 1:
             ds = ds.rebatch(nonzero[0])
         else:
@@ -220,11 +225,10 @@ class StreamingPipeline(EpochInput):
 
     def dataset(self, epoch: int = 0, skip_batches: int = 0, input_context=None) -> tf.data.Dataset:
         """The input of one epoch, starting after ``skip_batches`` global batches."""
-        shape, dtype, augment, seed = self.image_shape, self.image_dtype, self.augment, self.seed
+        shape, augment, seed = self.image_shape, self.augment, self.seed
         drop = self.drop_remainder and input_context is not None
 
-        def decode(records, ids):
-            images, labels = parse_records(records, shape, dtype)
+        def finish(images, labels, ids):
             if augment:
                 images = augment_batch(images, ids, epoch, seed, augment)
             if drop:  # static per-replica batch shape (TPU)
@@ -232,7 +236,7 @@ class StreamingPipeline(EpochInput):
             return normalize_images(images), labels
 
         ds = self.replica_records(epoch, skip_batches, input_context)
-        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         options.deterministic = True
