@@ -59,6 +59,7 @@ from tfcustom.errors import check, check_positive_int
 
 READ_BUFFER_BYTES = 1 << 20
 READ_CHUNK = 256  # records per batch straight after the read
+AUTOTUNE_RAM_BUDGET = 256 << 20  # bytes tf.data's autotuned prefetch buffers may use
 READ_AHEAD = 4  # chunks read ahead (in a background thread) within the current shard
 
 
@@ -240,6 +241,7 @@ class StreamingPipeline(EpochInput):
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         options.deterministic = True
+        options.autotune.ram_budget = AUTOTUNE_RAM_BUDGET  # autotuned buffers would otherwise grow towards half the host's RAM
         return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
