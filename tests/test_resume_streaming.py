@@ -32,3 +32,19 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path, shard_args
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"global step {step}" in proc.stderr
     assert_same_run(ref, out)
+
+
+def test_a_truncated_shard_is_one_error_line_exit_2_and_no_run(tmp_path, shard_args):
+    import os
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(shard_args[0][len("--dataset=tfrecord:"):], bad)
+    shard = bad / "train-00003-of-00005.tfrecord"
+    os.truncate(shard, os.path.getsize(shard) // 2)
+    out = tmp_path / "run"
+    proc = run(args("unused", out, f"--dataset=tfrecord:{bad}", *shard_args[1:]))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "train-00003-of-00005.tfrecord is truncated" in errors[0], errors
+    assert not out.exists()
