@@ -76,7 +76,32 @@ def run_config(strategy, workdir):
         results = train_lib.train_and_evaluate(mw_config(), workdir, strategy=strategy, dataset=make_dataset())
     finally:
         train_lib.build_model = original
+    run_config.model = captured["model"]  # for stream_checks
     return results, [np.asarray(v.numpy()) for v in captured["model"].weights]
+
+
+def stream_checks(strategy, model, out_dir: str, index: int) -> dict:
+    """Under the worker's MultiWorkerMirroredStrategy: the example ids this
+    worker's pipeline reads in one epoch of the training split streamed from 4
+    TFRecord shards, and the trained model evaluated on the streamed test split."""
+    import keras
+    import tensorflow as tf
+
+    from tfcustom.data import ShardedDataset
+    from tfcustom.data.convert import convert
+    from tfcustom.trainer import Trainer
+
+    shard_dir = os.path.join(out_dir, f"shards_{index}")
+    convert(make_dataset(), shard_dir, num_shards=4, overwrite=True)
+    ds = ShardedDataset.open(shard_dir)
+    train = ds.pipeline("train", GLOBAL_BATCH, shuffle=True, seed=1, shuffle_buffer=50)
+    dist = strategy.distribute_datasets_from_function(lambda ctx: train.replica_records(1, 0, ctx).map(lambda x, y, ids: ids))
+    ids = [int(i) for batch in dist for t in strategy.experimental_local_results(batch) for i in t.numpy()]
+    with strategy.scope():
+        optimizer = keras.optimizers.SGD(0.1)
+    trainer = Trainer(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True), optimizer, ["accuracy"], strategy=strategy, verbose=0)
+    return {"stream_ids": ids, "stream_test": trainer.evaluate(ds.pipeline("test", EVAL_BATCH)),
+            "stream_plan": [s[:3] for s in train.read_plan(1, 0, tf.distribute.InputContext(2, index, 2))[0]]}
 
 
 def max_diff(a, b) -> float:
@@ -291,10 +316,11 @@ def worker(out_dir: str, workdir: str) -> None:
     start = time.time()
     results, weights = run_config(strategy, workdir)
     np.savez(os.path.join(out_dir, f"worker_{index}.npz"), *weights)
+    streamed = stream_checks(strategy, run_config.model, out_dir, index)
     with open(os.path.join(out_dir, f"worker_{index}.json"), "w") as f:
         json.dump({"test": results["test"], "history_loss": [r["loss"] for r in results["history"]],
                    "num_replicas": results["num_replicas"], "strategy": results["strategy"],
-                   "train_s": time.time() - start}, f)
+                   "train_s": time.time() - start, **streamed}, f)
 
 
 if __name__ == "__main__":

@@ -202,6 +202,15 @@ def test_multi_worker_on_localhost_matches_single_process(suite, tmp_path):
         assert round(r["test"]["accuracy"] * N_TEST) == round(expected["accuracy"] * N_TEST)
         assert abs(r["test"]["loss"] - expected["loss"]) <= 1e-5
         np.testing.assert_allclose(r["history_loss"], suite["oracle"]["history_loss"], rtol=0, atol=1e-5)
+    # Streaming from 4 TFRecord shards: each worker reads its own records (disjoint, every
+    # training example once per epoch), and evaluation over both workers counts each test example once.
+    ids = [r["stream_ids"] for r in (r0, r1)]
+    assert len(ids[0]) == len(ids[1]) and sorted(ids[0] + ids[1]) == list(range(330 + 64))  # distributed_worker.make_dataset: N_TRAIN + 64
+    files = [{os.path.basename(f) for f, start, count in r["stream_plan"] if start == 0 and count >= 98} for r in (r0, r1)]
+    assert len(files[0]) == len(files[1]) == 2 and files[0].isdisjoint(files[1])  # 4 shards of 98/99: two whole shards each
+    for r in (r0, r1):
+        assert abs(r["stream_test"]["accuracy"] - r0["test"]["accuracy"]) < 1e-6
+        assert abs(r["stream_test"]["loss"] - r0["test"]["loss"]) <= 1e-6
     # Only the chief (worker 0) writes the run's files.
     assert (tmp_path / "run_0" / "results.json").exists() and not (tmp_path / "run_1" / "results.json").exists()
 
