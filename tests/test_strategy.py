@@ -44,7 +44,11 @@ _FRESH = textwrap.dedent(
     from tfcustom import strategy as S
     from tfcustom.errors import ConfigError
     out = {}
-    # 1. The logical-CPU split works first thing, and is idempotent.
+    # 0. select("cpu") and select("auto") (and their log lines) leave TF's devices uninitialised.
+    S.select("cpu")
+    S.select("auto")
+    out["initialised_after_cpu_auto"] = S.devices_initialised()
+    # 1. The logical-CPU split then still works, and is idempotent.
     s3 = S.select("mirrored", num_cpu_replicas=3)
     S.configure_cpu_replicas(3)
     out["mirrored_replicas"] = s3.num_replicas_in_sync
@@ -88,10 +92,20 @@ def test_select_tpu_without_a_tpu_fails_within_seconds(fresh):
 
 
 def test_num_cpu_replicas_splits_the_cpu_first_and_errors_late(fresh):
+    assert fresh["initialised_after_cpu_auto"] is False
     assert fresh["mirrored_replicas"] == 3
     msg = fresh["late_split_error"]
-    assert "already initialised its devices (3 logical CPU device(s))" in msg
-    assert "(received: 'num_cpu_replicas=2'). Call tfcustom.strategy.select(..., num_cpu_replicas=N) first" in msg
+    assert "already initialised with 3 logical CPU device(s)" in msg
+    # The message names what really initialised them: the earlier select, not a model the user never built.
+    assert "an earlier tfcustom.strategy.select('mirrored') in this process created the MirroredStrategy, 3 replica(s)" in msg
+    assert "(received: 'num_cpu_replicas=2'). Make tfcustom.strategy.select('mirrored', num_cpu_replicas=2) the first" in msg
+
+
+def test_late_split_after_user_ops_says_so(monkeypatch):
+    tf.constant(1.0) + 1.0  # the user ran an op first (this process' devices are initialised)
+    monkeypatch.setattr(strategy_lib, "_initialised_by", None)
+    with pytest.raises(ConfigError, match=r"code that ran earlier in this process initialised them \(the first TensorFlow op"):
+        strategy_lib.configure_cpu_replicas(7)
 
 
 def test_auto_picks_the_cpu_here_and_logs_it(fresh):

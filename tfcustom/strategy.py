@@ -71,6 +71,25 @@ _TPU_FIX = (
 # Devices
 # ---------------------------------------------------------------------------
 
+#: What initialised TensorFlow's devices, when a call of this module did
+#: (for the error of a later :func:`configure_cpu_replicas`).
+_initialised_by: Optional[str] = None
+
+
+def devices_initialised() -> bool:
+    """True once TensorFlow has created its logical devices (after the first op,
+    model, ``tf.config.list_logical_devices`` or strategy in the process);
+    from then on the CPU can no longer be split into logical devices."""
+    from tensorflow.python.eager import context  # no public API answers this without initialising
+
+    return context.context()._context_handle is not None
+
+
+def _visible_gpus() -> list:
+    """The visible GPUs, without initialising TensorFlow's devices (unlike
+    ``tf.config.list_logical_devices``)."""
+    return tf.config.get_visible_devices("GPU")
+
 
 def configure_cpu_replicas(n: int) -> None:
     """Split the (first) physical CPU into ``n`` logical devices ``/cpu:0..n-1``.
@@ -88,14 +107,18 @@ def configure_cpu_replicas(n: int) -> None:
         return
     try:
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
-    except RuntimeError as e:
+    except RuntimeError:
         found = len(current) if current else len(tf.config.list_logical_devices("CPU"))
+        cause = _initialised_by or (
+            "code that ran earlier in this process initialised them (the first TensorFlow op, building a model or "
+            "layer, tf.config.list_logical_devices, or creating a tf.distribute strategy does)"
+        )
         raise config_error(
-            f"cannot split the CPU into {n} logical devices: TensorFlow has already initialised its devices "
-            f"({found} logical CPU device(s)) [{e}]",
+            f"cannot split the CPU into {n} logical devices: TensorFlow's devices are already initialised with "
+            f"{found} logical CPU device(s), and they cannot change within a process; {cause}",
             f"num_cpu_replicas={n}",
-            "call tfcustom.strategy.select(..., num_cpu_replicas=N) first, before building a model or running "
-            "any TensorFlow op (in a notebook: restart the kernel and make it the first cell)",
+            f"make tfcustom.strategy.select('mirrored', num_cpu_replicas={n}) the first TensorFlow call of the program "
+            "and select only once per process (in a notebook: restart the kernel and make it the first cell)",
         ) from None
 
 
@@ -110,7 +133,7 @@ def _single_device(hide_gpus: bool = False) -> tf.distribute.Strategy:
         try:
             tf.config.set_visible_devices([], "GPU")
         except RuntimeError:
-            check(not tf.config.list_logical_devices("GPU"), "strategy 'cpu' asked for after TF placed work on a GPU",
+            check(not _visible_gpus(), "strategy 'cpu' asked for after TF placed work on a GPU",
                   "GPU initialised", "call tfcustom.strategy.select('cpu') before building models")
     return tf.distribute.get_strategy()
 
@@ -292,8 +315,8 @@ def _tpu(tpu: Optional[str]) -> tf.distribute.Strategy:
 def describe(strategy: tf.distribute.Strategy) -> str:
     """``"MirroredStrategy, 2 replica(s) on /cpu:0, /cpu:1"``."""
     if not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy():
-        gpus = tf.config.list_logical_devices("GPU")
-        return f"default strategy, 1 replica(s) on {gpus[0].name if gpus else '/device:CPU:0'}"
+        gpus = _visible_gpus()  # not list_logical_devices: that would initialise the devices
+        return f"default strategy, 1 replica(s) on {'/device:GPU:0' if gpus else '/device:CPU:0'}"
     try:
         devices = ", ".join(strategy.extended.worker_devices)
     except (RuntimeError, AttributeError, NotImplementedError):
@@ -330,6 +353,8 @@ def select(
           "pass --strategy=mirrored --num_cpu_replicas=N, or drop --num_cpu_replicas")
     check(tpu is None or name in ("tpu", "auto"), "a TPU address applies only to strategy 'tpu' or 'auto'", name,
           "pass --strategy=tpu (or auto) with --tpu, or drop --tpu")
+    global _initialised_by
+    initialised_before = devices_initialised()
     start = time.monotonic()
     if name == "cpu":
         strategy = _single_device(hide_gpus=True)
@@ -351,6 +376,9 @@ def select(
         if strategy is None:
             strategy = _gpu_strategy("") if tf.config.list_physical_devices("GPU") else _single_device()
     logging.info("Strategy %r: %s (selected in %.2f s)", name, describe(strategy), time.monotonic() - start)
+    if not initialised_before and devices_initialised():
+        _initialised_by = (f"an earlier tfcustom.strategy.select({name!r}) in this process created the "
+                           f"{describe(strategy)} and so initialised them")
     return strategy
 
 
@@ -367,7 +395,7 @@ def device_type(strategy: Optional[tf.distribute.Strategy] = None) -> str:
     try:
         devices = list(strategy.extended.worker_devices)
     except (RuntimeError, AttributeError, NotImplementedError):  # the default strategy
-        return "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+        return "GPU" if _visible_gpus() else "CPU"
     if any("GPU" in d.upper().rsplit("/", 1)[-1] for d in devices):
         return "GPU"
     return "CPU"
