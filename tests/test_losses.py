@@ -7,6 +7,8 @@ differences in float64 (tfcustom.testing.check_gradients).
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 
 import keras
@@ -19,6 +21,11 @@ from tfcustom.errors import ConfigError
 from tfcustom.testing import check_gradients
 
 NUM_CLASSES = 5
+# The tests below feed logits: tfcustom's losses default to from_logits=False
+# (Keras' default), so these build them with from_logits=True unless a test says otherwise.
+CE = functools.partial(L.SparseCategoricalCrossentropy, from_logits=True)
+Focal = functools.partial(L.SparseFocalLoss, from_logits=True)
+Poly = functools.partial(L.PolyLoss, from_logits=True)
 CLASS_WEIGHTS = [1.0, 2.5, 0.5, 0.0, 3.0]
 
 
@@ -94,7 +101,7 @@ def test_crossentropy_matches_keras_categorical(label_smoothing, class_weights, 
     )(np.eye(NUM_CLASSES)[labels], logits).numpy()
     if class_weights is not None:
         oracle = oracle * np.asarray(class_weights)[labels]
-    loss = L.SparseCategoricalCrossentropy(
+    loss = CE(
         class_weights=class_weights, label_smoothing=label_smoothing, reduction="none"
     )
     y = labels if label_shape == "flat" else labels[:, None]
@@ -117,7 +124,7 @@ def test_crossentropy_from_probabilities_matches_keras():
     oracle = keras.losses.CategoricalCrossentropy(
         from_logits=False, label_smoothing=0.2, reduction="none"
     )(np.eye(NUM_CLASSES)[labels], probs).numpy()
-    got = L.SparseCategoricalCrossentropy(label_smoothing=0.2, from_logits=False).call(
+    got = CE(label_smoothing=0.2, from_logits=False).call(
         labels, probs
     )
     np.testing.assert_allclose(got.numpy(), oracle, rtol=1e-5, atol=1e-6)
@@ -135,7 +142,7 @@ def test_focal_matches_keras_categorical_focal(gamma, alpha):
         alpha=1.0 if alpha is None else alpha,
         reduction="none",
     )(np.eye(NUM_CLASSES)[labels], logits).numpy()
-    loss = L.SparseFocalLoss(gamma=gamma, alpha=alpha, reduction="none")
+    loss = Focal(gamma=gamma, alpha=alpha, reduction="none")
     np.testing.assert_allclose(loss.call(labels, logits).numpy(), oracle, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(loss(labels, logits).numpy(), oracle, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(
@@ -153,7 +160,7 @@ def test_focal_from_probabilities_matches_keras():
     oracle = keras.losses.CategoricalFocalCrossentropy(
         from_logits=False, gamma=1.5, alpha=alpha, reduction="none"
     )(np.eye(NUM_CLASSES)[labels], probs).numpy()
-    got = L.SparseFocalLoss(gamma=1.5, alpha=alpha, from_logits=False).call(labels, probs)
+    got = Focal(gamma=1.5, alpha=alpha, from_logits=False).call(labels, probs)
     np.testing.assert_allclose(got.numpy(), oracle, rtol=1e-5, atol=1e-6)
 
 
@@ -161,7 +168,7 @@ def test_focal_from_probabilities_matches_keras():
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
 def test_poly1_matches_numpy_formula(epsilon, label_smoothing):
     labels, logits, _ = _data(seed=2)
-    loss = L.PolyLoss(epsilon=epsilon, label_smoothing=label_smoothing, reduction="none")
+    loss = Poly(epsilon=epsilon, label_smoothing=label_smoothing, reduction="none")
     expected = _np_poly1(labels, logits, epsilon, label_smoothing)
     np.testing.assert_allclose(loss.call(labels, logits).numpy(), expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(loss(labels, logits).numpy(), expected, rtol=1e-5, atol=1e-6)
@@ -169,7 +176,7 @@ def test_poly1_matches_numpy_formula(epsilon, label_smoothing):
 
 def test_poly1_default_epsilon_is_one_and_hand_computed_value():
     # p = softmax([0, ln 3]) = [1/4, 3/4]; label 1: CE = ln(4/3), 1 - p_t = 1/4.
-    loss = L.PolyLoss(reduction="none")
+    loss = Poly(reduction="none")
     assert loss.epsilon == 1.0
     got = loss([1], [[0.0, np.log(3.0)]]).numpy()
     np.testing.assert_allclose(got, [np.log(4.0 / 3.0) + 0.25], rtol=1e-6)
@@ -181,17 +188,17 @@ def test_poly1_default_epsilon_is_one_and_hand_computed_value():
 
 _CASES = [
     (
-        lambda r: L.SparseCategoricalCrossentropy(
+        lambda r: CE(
             class_weights=CLASS_WEIGHTS, label_smoothing=0.1, reduction=r
         ),
         lambda y, z: _np_cross_entropy(y, z, 0.1, CLASS_WEIGHTS),
     ),
     (
-        lambda r: L.SparseFocalLoss(gamma=2.0, alpha=0.25, reduction=r),
+        lambda r: Focal(gamma=2.0, alpha=0.25, reduction=r),
         lambda y, z: _np_focal(y, z, 2.0, 0.25),
     ),
     (
-        lambda r: L.PolyLoss(epsilon=2.0, label_smoothing=0.1, reduction=r),
+        lambda r: Poly(epsilon=2.0, label_smoothing=0.1, reduction=r),
         lambda y, z: _np_poly1(y, z, 2.0, 0.1),
     ),
 ]
@@ -226,14 +233,14 @@ def test_call_is_per_example_for_the_train_step(case):
 
 def test_call_computes_in_float32_for_float16_logits():
     labels, logits, _ = _data(seed=5)
-    for loss in (L.SparseCategoricalCrossentropy(), L.SparseFocalLoss(), L.PolyLoss()):
+    for loss in (CE(), Focal(), Poly()):
         out = loss.call(labels, tf.constant(logits, tf.float16))
         assert out.dtype == tf.float32
 
 
 def test_works_inside_tf_function_with_unknown_batch():
     labels, logits, _ = _data(batch=7, seed=6)
-    loss = L.SparseFocalLoss(gamma=1.0, alpha=[0.2, 0.2, 0.2, 0.2, 0.2])
+    loss = Focal(gamma=1.0, alpha=[0.2, 0.2, 0.2, 0.2, 0.2])
 
     @tf.function(
         input_signature=[
@@ -267,16 +274,16 @@ _EXTREME_LOGITS = np.array(
 _EXTREME_LABELS = np.array([0, 1, 2, 2, 0, 1])
 
 _STABILITY_LOSSES = {
-    "ce": lambda: L.SparseCategoricalCrossentropy(reduction="none"),
-    "ce_smoothed_weighted": lambda: L.SparseCategoricalCrossentropy(
+    "ce": lambda: CE(reduction="none"),
+    "ce_smoothed_weighted": lambda: CE(
         class_weights=[1.0, 2.0, 0.5], label_smoothing=0.2, reduction="none"
     ),
-    "focal_gamma2": lambda: L.SparseFocalLoss(gamma=2.0, reduction="none"),
-    "focal_gamma0.5": lambda: L.SparseFocalLoss(gamma=0.5, alpha=[0.3, 0.3, 0.4], reduction="none"),
-    "focal_gamma0.01": lambda: L.SparseFocalLoss(gamma=0.01, reduction="none"),
-    "focal_gamma0": lambda: L.SparseFocalLoss(gamma=0.0, reduction="none"),
-    "poly1": lambda: L.PolyLoss(reduction="none"),
-    "poly1_smoothed": lambda: L.PolyLoss(epsilon=2.0, label_smoothing=0.1, reduction="none"),
+    "focal_gamma2": lambda: Focal(gamma=2.0, reduction="none"),
+    "focal_gamma0.5": lambda: Focal(gamma=0.5, alpha=[0.3, 0.3, 0.4], reduction="none"),
+    "focal_gamma0.01": lambda: Focal(gamma=0.01, reduction="none"),
+    "focal_gamma0": lambda: Focal(gamma=0.0, reduction="none"),
+    "poly1": lambda: Poly(reduction="none"),
+    "poly1_smoothed": lambda: Poly(epsilon=2.0, label_smoothing=0.1, reduction="none"),
 }
 
 _STABILITY_ORACLES = {
@@ -316,24 +323,24 @@ def test_extreme_logits_give_finite_values_and_gradients(name):
 
 
 def test_extreme_crossentropy_value_is_logit_gap():
-    got = L.SparseCategoricalCrossentropy(reduction="none").call([1, 0], [[1e4, -1e4], [1e4, -1e4]])
+    got = CE(reduction="none").call([1, 0], [[1e4, -1e4], [1e4, -1e4]])
     np.testing.assert_allclose(got.numpy(), [2e4, 0.0], rtol=1e-7)
 
 
 _GRADIENT_LOSSES = {
-    "ce": lambda: L.SparseCategoricalCrossentropy(dtype="float64"),
-    "ce_smoothed_weighted": lambda: L.SparseCategoricalCrossentropy(
+    "ce": lambda: CE(dtype="float64"),
+    "ce_smoothed_weighted": lambda: CE(
         class_weights=CLASS_WEIGHTS, label_smoothing=0.15, dtype="float64"
     ),
-    "ce_probabilities": lambda: L.SparseCategoricalCrossentropy(
+    "ce_probabilities": lambda: CE(
         label_smoothing=0.1, from_logits=False, dtype="float64"
     ),
-    "focal_gamma2_alpha_list": lambda: L.SparseFocalLoss(
+    "focal_gamma2_alpha_list": lambda: Focal(
         gamma=2.0, alpha=[0.1, 0.4, 0.2, 0.9, 0.6], dtype="float64"
     ),
-    "focal_gamma0.5": lambda: L.SparseFocalLoss(gamma=0.5, alpha=0.25, dtype="float64"),
-    "poly1": lambda: L.PolyLoss(dtype="float64"),
-    "poly1_smoothed": lambda: L.PolyLoss(epsilon=-0.5, label_smoothing=0.2, dtype="float64"),
+    "focal_gamma0.5": lambda: Focal(gamma=0.5, alpha=0.25, dtype="float64"),
+    "poly1": lambda: Poly(dtype="float64"),
+    "poly1_smoothed": lambda: Poly(epsilon=-0.5, label_smoothing=0.2, dtype="float64"),
 }
 
 
@@ -353,7 +360,7 @@ def test_gradients_match_finite_differences(name):
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("loss_cls", [L.SparseCategoricalCrossentropy, L.SparseFocalLoss, L.PolyLoss])
+@pytest.mark.parametrize("loss_cls", [CE, Focal, Poly])
 @pytest.mark.parametrize("bad_label", [-1, NUM_CLASSES])
 def test_out_of_range_labels_raise(loss_cls, bad_label):
     labels, logits, _ = _data(batch=4)
@@ -367,14 +374,14 @@ def test_out_of_range_labels_raise(loss_cls, bad_label):
 def test_one_hot_labels_are_rejected_with_a_clear_error():
     labels, logits, _ = _data(batch=4)
     with pytest.raises(ConfigError, match="sparse integer labels"):
-        L.SparseCategoricalCrossentropy().call(np.eye(NUM_CLASSES)[labels], logits)
+        CE().call(np.eye(NUM_CLASSES)[labels], logits)
 
 
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: L.SparseCategoricalCrossentropy(class_weights=[1.0, 2.0]).call([0], np.zeros((1, 3))),
-        lambda: L.SparseFocalLoss(alpha=[0.5, 0.5, 0.5, 0.5]).call([0], np.zeros((1, 3))),
+        lambda: CE(class_weights=[1.0, 2.0]).call([0], np.zeros((1, 3))),
+        lambda: Focal(alpha=[0.5, 0.5, 0.5, 0.5]).call([0], np.zeros((1, 3))),
     ],
 )
 def test_per_class_list_length_must_match_num_classes(make):
@@ -385,21 +392,21 @@ def test_per_class_list_length_must_match_num_classes(make):
 @pytest.mark.parametrize(
     "make, fragment",
     [
-        (lambda: L.SparseCategoricalCrossentropy(label_smoothing=1.5), "label_smoothing"),
-        (lambda: L.SparseCategoricalCrossentropy(label_smoothing=-0.1), "label_smoothing"),
-        (lambda: L.SparseCategoricalCrossentropy(label_smoothing="0.1"), "label_smoothing"),
-        (lambda: L.SparseCategoricalCrossentropy(class_weights=[]), "class_weights"),
-        (lambda: L.SparseCategoricalCrossentropy(class_weights=[1.0, -1.0]), "class_weights"),
-        (lambda: L.SparseCategoricalCrossentropy(class_weights=["a"]), "class_weights"),
-        (lambda: L.SparseCategoricalCrossentropy(class_weights=3.0), "class_weights"),
-        (lambda: L.SparseCategoricalCrossentropy(from_logits="yes"), "from_logits"),
-        (lambda: L.SparseCategoricalCrossentropy(reduction="avg"), "reduction"),
-        (lambda: L.SparseFocalLoss(gamma=-1.0), "gamma"),
-        (lambda: L.SparseFocalLoss(gamma=float("nan")), "gamma"),
-        (lambda: L.SparseFocalLoss(alpha=-0.5), "alpha"),
-        (lambda: L.SparseFocalLoss(alpha=[0.5, float("inf")]), "alpha"),
-        (lambda: L.PolyLoss(epsilon=-2.0), "epsilon"),
-        (lambda: L.PolyLoss(label_smoothing=2.0), "label_smoothing"),
+        (lambda: CE(label_smoothing=1.5), "label_smoothing"),
+        (lambda: CE(label_smoothing=-0.1), "label_smoothing"),
+        (lambda: CE(label_smoothing="0.1"), "label_smoothing"),
+        (lambda: CE(class_weights=[]), "class_weights"),
+        (lambda: CE(class_weights=[1.0, -1.0]), "class_weights"),
+        (lambda: CE(class_weights=["a"]), "class_weights"),
+        (lambda: CE(class_weights=3.0), "class_weights"),
+        (lambda: CE(from_logits="yes"), "from_logits"),
+        (lambda: CE(reduction="avg"), "reduction"),
+        (lambda: Focal(gamma=-1.0), "gamma"),
+        (lambda: Focal(gamma=float("nan")), "gamma"),
+        (lambda: Focal(alpha=-0.5), "alpha"),
+        (lambda: Focal(alpha=[0.5, float("inf")]), "alpha"),
+        (lambda: Poly(epsilon=-2.0), "epsilon"),
+        (lambda: Poly(label_smoothing=2.0), "label_smoothing"),
     ],
 )
 def test_constructor_validation_uses_error_template(make, fragment):
@@ -435,12 +442,12 @@ def test_registry_unknown_name_lists_names():
 # --------------------------------------------------------------------------
 
 _SERIALIZABLE = [
-    L.SparseCategoricalCrossentropy(class_weights=CLASS_WEIGHTS, label_smoothing=0.1, name="ce_w"),
-    L.SparseCategoricalCrossentropy(from_logits=False, reduction="sum"),
-    L.SparseFocalLoss(gamma=1.5, alpha=[0.1, 0.4, 0.2, 0.9, 0.6]),
-    L.SparseFocalLoss(gamma=2.0, alpha=0.25, reduction="none"),
-    L.SparseFocalLoss(),
-    L.PolyLoss(epsilon=2.0, label_smoothing=0.05, dtype="float64"),
+    CE(class_weights=CLASS_WEIGHTS, label_smoothing=0.1, name="ce_w"),
+    CE(from_logits=False, reduction="sum"),
+    Focal(gamma=1.5, alpha=[0.1, 0.4, 0.2, 0.9, 0.6]),
+    Focal(gamma=2.0, alpha=0.25, reduction="none"),
+    Focal(),
+    Poly(epsilon=2.0, label_smoothing=0.05, dtype="float64"),
 ]
 
 
@@ -467,9 +474,9 @@ def _small_model(seed=0):
 @pytest.mark.parametrize(
     "loss",
     [
-        L.SparseCategoricalCrossentropy(class_weights=CLASS_WEIGHTS, label_smoothing=0.1),
-        L.SparseFocalLoss(gamma=1.5, alpha=[0.1, 0.4, 0.2, 0.9, 0.6]),
-        L.PolyLoss(epsilon=2.0, label_smoothing=0.05),
+        CE(class_weights=CLASS_WEIGHTS, label_smoothing=0.1),
+        Focal(gamma=1.5, alpha=[0.1, 0.4, 0.2, 0.9, 0.6]),
+        Poly(epsilon=2.0, label_smoothing=0.05),
     ],
     ids=["crossentropy", "focal", "poly1"],
 )
@@ -492,3 +499,74 @@ def test_save_and_load_in_compiled_keras_model(loss, tmp_path):
     np.testing.assert_allclose(after["loss"], before["loss"], rtol=1e-6)
     logits = model(x)
     np.testing.assert_allclose(reloaded.loss(y, logits), loss(y, logits), rtol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# Keras' defaults: from_logits=False, fit(class_weight=...) weighting
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [L.SparseCategoricalCrossentropy, L.SparseFocalLoss, L.PolyLoss])
+def test_default_is_probabilities_like_keras(cls):
+    """A perfect probability prediction scores ~0, as with Keras' default loss."""
+    labels = np.array([0, 2, 1])
+    probs = np.eye(3, dtype="float32")[labels]
+    oracle = float(keras.losses.SparseCategoricalCrossentropy()(labels, probs))
+    assert cls().from_logits is False
+    assert float(cls()(labels, probs)) == pytest.approx(oracle, abs=1e-5)
+    assert oracle < 1e-5
+
+
+def test_eager_call_warns_once_on_the_wrong_kind_of_predictions():
+    labels, logits, _ = _data(batch=6)
+    probs = tf.nn.softmax(logits).numpy()
+    loss = L.SparseCategoricalCrossentropy()  # probabilities expected, logits given
+    with pytest.warns(UserWarning, match=r"from_logits=False\) expects probabilities.*Pass SparseCategoricalCrossentropy\(from_logits=True\)"):
+        loss(labels, logits)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss(labels, logits)  # once per loss object
+        L.SparseCategoricalCrossentropy()(labels, probs)  # the right kind: no warning
+        CE()(labels, logits)
+    with pytest.warns(UserWarning, match=r"from_logits=True\) expects logits.*already a probability distribution"):
+        Focal()(labels, probs)
+
+
+def _keras_fit_weights(loss, class_weight, x, y, sample_weight=None):
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(NUM_CLASSES)])
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss=loss)
+    model.fit(x, y, batch_size=len(x), epochs=2, shuffle=False, verbose=0, class_weight=class_weight, sample_weight=sample_weight)
+    return [w.numpy() for w in model.weights]
+
+
+@pytest.mark.parametrize("class_weights", [{3: 0.0, 1: 2.5, 0: 0.5}, {"4": 3.0}, [1.0, 2.5, 0.5, 0.0, 3.0]])
+def test_class_weights_dict_or_sequence_weigh_like_keras_fit_class_weight(class_weights):
+    """Oracle: keras fit(class_weight=dict) with Keras' own loss; a dict may skip classes (weight 1.0)."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(24, 4)).astype("float32")
+    y = rng.integers(0, NUM_CLASSES, size=24)
+    as_dict = class_weights if isinstance(class_weights, dict) else dict(enumerate(class_weights))
+    as_dict = {int(k): v for k, v in as_dict.items()}
+    want = _keras_fit_weights(keras.losses.SparseCategoricalCrossentropy(from_logits=True), as_dict, x, y)
+    got = _keras_fit_weights(CE(class_weights=class_weights), None, x, y)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    # and the config round trip (JSON turns dict keys into strings) keeps the weighting
+    clone = keras.saving.deserialize_keras_object(json.loads(json.dumps(keras.saving.serialize_keras_object(CE(class_weights=class_weights)))))
+    labels, logits, _ = _data(batch=10)
+    np.testing.assert_allclose(clone.call(labels, logits), CE(class_weights=class_weights).call(labels, logits), rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", ["1.0,2.0", {1.5: 2.0}, {-1: 2.0}, {"a": 1.0}, {0: -1.0}, {}, {0, 1}, 2.0])
+def test_class_weights_refuse_other_forms_in_one_line(bad):
+    with pytest.raises(ConfigError, match="class_weights") as info:
+        L.SparseCategoricalCrossentropy(class_weights=bad)
+    assert "\n" not in str(info.value) and "dict {class_id: weight}" in str(info.value)
+
+
+def test_class_weights_dict_with_a_class_the_model_lacks_is_refused():
+    with pytest.raises(ConfigError, match="class id 7"):
+        CE(class_weights={7: 2.0}).call([0], np.zeros((1, 3), "float32"))

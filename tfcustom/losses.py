@@ -14,8 +14,14 @@ Conventions shared by all losses:
 
 * ``y_true`` holds integer class ids of shape ``[batch]`` or ``[batch, 1]``
   (floats holding integers are accepted, as ``__call__`` casts them).
-* ``y_pred`` holds logits ``[batch, num_classes]`` (probabilities when
-  ``from_logits=False``).
+* ``y_pred`` holds probabilities ``[batch, num_classes]`` by default
+  (``from_logits=False``, Keras' default) or logits with ``from_logits=True``
+  -- what tfcustom's own models output, so pair them with
+  ``from_logits=True``. A loss called eagerly on the wrong kind warns once
+  (logits with ``from_logits=False``: values outside ``[0, 1]``;
+  probabilities with ``from_logits=True``: rows summing to 1), and the
+  :class:`tfcustom.Trainer` refuses to train with the mismatch
+  (see :mod:`tfcustom.loss_inputs`).
 * Computation happens in the loss' ``dtype`` (``float32`` by default), also
   when the model runs in ``mixed_float16``.
 * Log-probabilities come from ``tf.nn.log_softmax``, never ``log(softmax)``,
@@ -35,12 +41,14 @@ Use :func:`get` to build a loss from its name, e.g. from a config file:
 from __future__ import annotations
 
 import math
+import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tfcustom.errors import check, check_one_of, config_error
+from tfcustom.loss_inputs import mismatch
 
 __all__ = [
     "SparseCategoricalCrossentropy",
@@ -113,7 +121,7 @@ def _check_common(from_logits, reduction) -> None:
         isinstance(from_logits, bool),
         "from_logits must be True or False",
         from_logits,
-        "pass from_logits=True when y_pred holds logits (the tfcustom default)",
+        "pass from_logits=True when y_pred holds logits (tfcustom's models output logits), False for probabilities",
     )
     check_one_of("reduction", reduction, _REDUCTIONS)
 
@@ -126,10 +134,20 @@ def _check_common(from_logits, reduction) -> None:
 class _SparseClassificationLoss(keras.losses.Loss):
     """Base: label/prediction standardisation and stable log-probabilities."""
 
-    def __init__(self, from_logits=True, reduction="sum_over_batch_size", name=None, dtype=None):
+    def __init__(self, from_logits=False, reduction="sum_over_batch_size", name=None, dtype=None):
         _check_common(from_logits, reduction)
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.from_logits = from_logits
+        self._warned = False
+
+    def _warn_on_mismatch(self, y_pred) -> None:
+        """Eager calls only: warn once if ``y_pred`` does not fit ``from_logits``."""
+        if self._warned or not tf.executing_eagerly():
+            return
+        problem = mismatch(self, y_pred)
+        if problem:
+            self._warned = True
+            warnings.warn(problem, UserWarning, stacklevel=4)
 
     # -- helpers used by subclasses ----------------------------------------
 
@@ -138,6 +156,7 @@ class _SparseClassificationLoss(keras.losses.Loss):
         y_pred = tf.convert_to_tensor(y_pred)
         if y_pred.dtype != self.dtype:
             y_pred = tf.cast(y_pred, self.dtype)
+        self._warn_on_mismatch(y_pred)
         y_true = tf.convert_to_tensor(y_true)
         if y_true.shape.rank is not None and y_pred.shape.rank is not None:
             if y_true.shape.rank == y_pred.shape.rank and y_true.shape[-1] == 1:
@@ -235,29 +254,36 @@ class SparseCategoricalCrossentropy(_SparseClassificationLoss):
         ce  = -sum_k t_k * log_softmax(logits_i)_k
         out = class_weights[c_i] * ce          # class_weights default to 1
 
+    ``class_weights`` weights each example by its true class as
+    ``keras.Model.fit(class_weight=...)`` does: a dict ``{class_id: weight}``
+    (any order; classes it leaves out weigh 1.0, as in Keras) or a sequence
+    of one weight per class.
+
     Label smoothing has the same definition as
     ``keras.losses.CategoricalCrossentropy(label_smoothing=...)``.
 
     Args:
-        class_weights: Optional list of ``num_classes`` non-negative floats;
-            each example's loss is multiplied by the weight of its true class.
+        class_weights: Optional dict ``{class_id: weight}`` or sequence of
+            ``num_classes`` non-negative floats; each example's loss is
+            multiplied by the weight of its true class.
         label_smoothing: Float in ``[0, 1]``.
-        from_logits: Whether ``y_pred`` holds logits (default) or
-            probabilities.
+        from_logits: Whether ``y_pred`` holds logits or probabilities
+            (default ``False``, as in Keras; tfcustom's models need ``True``).
         reduction: Any Keras reduction; ``call`` itself never reduces.
         name: Optional name.
         dtype: Computation dtype; defaults to ``keras.backend.floatx()``.
 
     Example:
 
-    >>> loss = SparseCategoricalCrossentropy(class_weights=[1.0, 2.0, 0.5],
+    >>> loss = SparseCategoricalCrossentropy(class_weights={1: 2.0, 2: 0.5},
     ...                                      label_smoothing=0.1,
+    ...                                      from_logits=True,
     ...                                      reduction="none")
     >>> loss([0, 1], [[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]]).shape
     TensorShape([2])
 
     ```python
-    model.compile(optimizer="adam", loss=SparseCategoricalCrossentropy())
+    model.compile(optimizer="adam", loss=SparseCategoricalCrossentropy(from_logits=True))
     ```
     """
 
@@ -265,17 +291,12 @@ class SparseCategoricalCrossentropy(_SparseClassificationLoss):
         self,
         class_weights=None,
         label_smoothing=0.0,
-        from_logits=True,
+        from_logits=False,
         reduction="sum_over_batch_size",
         name="sparse_categorical_crossentropy",
         dtype=None,
     ):
-        if class_weights is not None:
-            class_weights = _as_float_list(
-                "class_weights",
-                class_weights,
-                "pass one non-negative weight per class, e.g. [1.0, 2.0, 1.0], or None",
-            )
+        class_weights = _class_weights_arg(class_weights)
         label_smoothing = _label_smoothing_arg(label_smoothing)
         super().__init__(from_logits=from_logits, reduction=reduction, name=name, dtype=dtype)
         self.class_weights = class_weights
@@ -283,7 +304,9 @@ class SparseCategoricalCrossentropy(_SparseClassificationLoss):
 
     def call(self, y_true, y_pred):
         labels, log_p, _, loss = _smoothed_cross_entropy(self, y_true, y_pred, self.label_smoothing)
-        if self.class_weights is not None:
+        if isinstance(self.class_weights, dict):
+            loss = loss * tf.gather(_dict_weights(self.class_weights, log_p, loss.dtype), labels)
+        elif self.class_weights is not None:
             self._check_num_classes("class_weights", len(self.class_weights), log_p.shape[-1])
             weights = tf.constant(self.class_weights, dtype=loss.dtype)
             loss = loss * tf.gather(weights, labels)
@@ -293,11 +316,50 @@ class SparseCategoricalCrossentropy(_SparseClassificationLoss):
         config = super().get_config()
         config.update(
             {
-                "class_weights": None if self.class_weights is None else list(self.class_weights),
+                "class_weights": (dict(self.class_weights) if isinstance(self.class_weights, dict)
+                                  else None if self.class_weights is None else list(self.class_weights)),
                 "label_smoothing": self.label_smoothing,
             }
         )
         return config
+
+
+_CLASS_WEIGHTS_FIX = ("pass a dict {class_id: weight} (as keras.Model.fit(class_weight=...) takes; missing classes weigh 1.0), "
+                      "a list of one non-negative weight per class, e.g. [1.0, 2.0, 1.0], or None")
+
+
+def _class_weights_arg(value):
+    """``None``, a list of floats, or a dict ``{int class_id: float}`` (JSON string keys accepted)."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        out = {}
+        for key, weight in value.items():
+            try:
+                class_id = int(key)
+                ok = not isinstance(key, (bool, float)) and str(class_id) == str(key).strip() and class_id >= 0
+            except (TypeError, ValueError):
+                ok = False
+            check(ok, "class_weights keys must be class ids (integers >= 0)", key, _CLASS_WEIGHTS_FIX)
+            out[class_id] = _as_float(f"class_weights[{class_id}]", weight, low=0.0, fix=_CLASS_WEIGHTS_FIX)
+        check(bool(out), "class_weights must not be empty", value, _CLASS_WEIGHTS_FIX)
+        return dict(sorted(out.items()))
+    check(not isinstance(value, (str, bytes, set, frozenset)) and hasattr(value, "__len__") and hasattr(value, "__getitem__"),
+          "class_weights must be a dict {class_id: weight} or a sequence of weights", type(value).__name__, _CLASS_WEIGHTS_FIX)
+    return _as_float_list("class_weights", value, _CLASS_WEIGHTS_FIX)
+
+
+def _dict_weights(class_weights: dict, log_p, dtype):
+    """The per-class weight vector of a ``{class_id: weight}`` dict: 1.0 for
+    the classes it leaves out (as ``keras.Model.fit(class_weight=...)``)."""
+    length = max(class_weights) + 1
+    num_classes = log_p.shape[-1]
+    if num_classes is not None:
+        check(length <= num_classes, "class_weights names a class id the predictions do not have",
+              f"class id {length - 1}, y_pred.shape[-1]={num_classes}", f"use class ids in 0..{num_classes - 1}")
+    known = tf.constant([class_weights.get(c, 1.0) for c in range(length)], dtype=dtype)
+    rest = tf.ones([tf.maximum(tf.shape(log_p)[-1] - length, 0)], dtype=dtype)
+    return tf.concat([known, rest], axis=0)
 
 
 @keras.saving.register_keras_serializable(package="tfcustom")
@@ -323,20 +385,20 @@ class SparseFocalLoss(_SparseClassificationLoss):
         gamma: Focusing parameter ``>= 0``; ``0`` gives cross-entropy.
         alpha: ``None``, a non-negative float, or a list of ``num_classes``
             non-negative floats (e.g. inverse class frequencies).
-        from_logits: Whether ``y_pred`` holds logits (default) or
-            probabilities.
+        from_logits: Whether ``y_pred`` holds logits or probabilities
+            (default ``False``, as in Keras; tfcustom's models need ``True``).
         reduction: Any Keras reduction; ``call`` itself never reduces.
         name: Optional name.
         dtype: Computation dtype; defaults to ``keras.backend.floatx()``.
 
     Example:
 
-    >>> loss = SparseFocalLoss(gamma=2.0, alpha=[0.25, 0.75], reduction="none")
+    >>> loss = SparseFocalLoss(gamma=2.0, alpha=[0.25, 0.75], from_logits=True, reduction="none")
     >>> loss([0, 1], [[3.0, -1.0], [0.0, 0.2]]).shape
     TensorShape([2])
 
     ```python
-    model.compile(optimizer="adam", loss=SparseFocalLoss(gamma=1.0))
+    model.compile(optimizer="adam", loss=SparseFocalLoss(gamma=1.0, from_logits=True))
     ```
     """
 
@@ -344,7 +406,7 @@ class SparseFocalLoss(_SparseClassificationLoss):
         self,
         gamma=2.0,
         alpha=None,
-        from_logits=True,
+        from_logits=False,
         reduction="sum_over_batch_size",
         name="sparse_focal_loss",
         dtype=None,
@@ -427,20 +489,20 @@ class PolyLoss(_SparseClassificationLoss):
         epsilon: Poly-1 coefficient, ``>= -1`` (so the loss stays
             non-negative); ``0`` gives cross-entropy. Default ``1.0``.
         label_smoothing: Float in ``[0, 1]``.
-        from_logits: Whether ``y_pred`` holds logits (default) or
-            probabilities.
+        from_logits: Whether ``y_pred`` holds logits or probabilities
+            (default ``False``, as in Keras; tfcustom's models need ``True``).
         reduction: Any Keras reduction; ``call`` itself never reduces.
         name: Optional name.
         dtype: Computation dtype; defaults to ``keras.backend.floatx()``.
 
     Example:
 
-    >>> loss = PolyLoss(epsilon=1.0, reduction="none")
+    >>> loss = PolyLoss(epsilon=1.0, from_logits=True, reduction="none")
     >>> loss([2], [[0.1, 0.2, 3.0]]).shape
     TensorShape([1])
 
     ```python
-    model.compile(optimizer="adam", loss=PolyLoss(epsilon=2.0))
+    model.compile(optimizer="adam", loss=PolyLoss(epsilon=2.0, from_logits=True))
     ```
     """
 
@@ -448,7 +510,7 @@ class PolyLoss(_SparseClassificationLoss):
         self,
         epsilon=1.0,
         label_smoothing=0.0,
-        from_logits=True,
+        from_logits=False,
         reduction="sum_over_batch_size",
         name="poly1_loss",
         dtype=None,

@@ -154,7 +154,8 @@ def build_model(config: TrainConfig, dataset: data_lib.Dataset, strategy: tf.dis
 
 
 def build_loss(config: TrainConfig) -> keras.losses.Loss:
-    kwargs = {}
+    """The configured loss, on logits (``from_logits=True``): tfcustom's models output logits."""
+    kwargs = {"from_logits": True}
     if config.label_smoothing:
         kwargs["label_smoothing"] = config.label_smoothing
     try:
