@@ -278,7 +278,7 @@ def test_wrong_number_of_logits_is_a_config_error():
         (lambda: M.Precision(0), "num_classes"),
         (lambda: M.Recall(2.5), "num_classes"),
         (lambda: M.F1Score(3, average="binary"), "average"),
-        (lambda: M.ConfusionMatrix(None), "num_classes"),
+        (lambda: M.ConfusionMatrix("3"), "num_classes"),
         (lambda: M.BalancedAccuracy(-3), "num_classes"),
         (lambda: M.ExpectedCalibrationError(num_bins=0), "num_bins"),
     ],
@@ -300,8 +300,10 @@ def test_registry_builds_each_metric():
         "precision": M.Precision,
         "recall": M.Recall,
         "f1": M.F1Score,
+        "f1_score": M.F1Score,
         "balanced_accuracy": M.BalancedAccuracy,
         "ece": M.ExpectedCalibrationError,
+        "expected_calibration_error": M.ExpectedCalibrationError,
         "confusion_matrix": M.ConfusionMatrix,
     }
     assert M.names() == sorted(expected)
@@ -319,8 +321,36 @@ def test_registry_errors():
         M.get("auc", C)
     for name in M.names():
         assert name in str(info.value)
-    with pytest.raises(ConfigError, match="needs num_classes"):
-        M.get("precision")
+
+
+@pytest.mark.parametrize("cls", [M.Precision, M.Recall, M.F1Score, M.BalancedAccuracy, M.ConfusionMatrix])
+def test_num_classes_is_inferred_from_the_first_batch(cls):
+    """Precision() etc. without num_classes, as Keras users write them; oracle: the metric given num_classes."""
+    rng = np.random.default_rng(11)
+    labels, logits = rng.integers(0, C, 40), rng.normal(size=(40, C)).astype("float32")
+    inferred, given = cls(), cls(num_classes=C)
+    for m in (inferred, given):
+        m.update_state(labels[:25], logits[:25])
+        m.update_state(labels[25:], logits[25:])
+    assert inferred.num_classes == C and inferred.get_config()["num_classes"] == C
+    np.testing.assert_array_equal(inferred.result(), given.result())
+    assert M.get(cls().name).num_classes is None  # by name, too
+    with pytest.raises(ConfigError, match="y_pred must hold one logit per class"):
+        inferred.update_state(labels[:4], logits[:4, :3])
+
+
+def test_precision_without_num_classes_in_keras_fit():
+    """model.compile(metrics=[Precision()]) then fit: the oracle is scikit-learn on the model's predictions."""
+    rng = np.random.default_rng(12)
+    x, y = rng.normal(size=(64, 4)).astype("float32"), rng.integers(0, C, 64)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(C)])
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[M.Precision(), M.F1Score(average="weighted")])
+    logs = model.fit(x, y, batch_size=16, epochs=1, verbose=0).history
+    pred = model.predict(x, verbose=0).argmax(-1)
+    assert logs["precision"][0] == pytest.approx(skm.precision_score(y, pred, average="macro", labels=range(C), zero_division=0), abs=1e-6)
+    assert logs["f1_score"][0] == pytest.approx(skm.f1_score(y, pred, average="weighted", labels=range(C), zero_division=0), abs=1e-6)
 
 
 # --------------------------------------------------------------------------

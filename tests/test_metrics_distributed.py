@@ -69,6 +69,23 @@ _SCRIPT = textwrap.dedent(
     local = [np.asarray(v).sum() for v in strategy.experimental_local_results(cm.value)]
     out = {k: np.asarray(m.result()).tolist() for k, m in metrics.items()}
     out["replica_totals"] = [float(t) for t in local]
+
+    # keras.Model.fit on 2 replicas: the per-batch values Keras shows (keras-team/keras#21054).
+    import keras
+    x = data["x"]
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        model = keras.Sequential([keras.Input(x.shape[1:]), keras.layers.Dense(C)])
+        model.compile(optimizer=keras.optimizers.SGD(0.0),  # fixed predictions: the oracle needs them
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=[M.ExpectedCalibrationError(num_bins=10)],  # Keras: unweighted
+                      weighted_metrics=[M.Precision()])  # Keras: with the sample weights
+    per_batch = []
+    record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: per_batch.append(
+        [float(logs["precision"]), float(logs["expected_calibration_error"])]))
+    model.fit(x, labels, sample_weight=weights, batch_size=batch, epochs=1, shuffle=False, verbose=0, callbacks=[record])
+    out["keras_per_batch"] = per_batch
+    out["keras_logits"] = model.predict(x, batch_size=batch, verbose=0).tolist()
     print("RESULT " + json.dumps(out))
     """
 )
@@ -101,7 +118,8 @@ def _np_ece(labels, logits, weights, num_bins):
 def test_metrics_under_mirrored_strategy_equal_sklearn_on_all_data(tmp_path):
     labels, logits, weights = _data()
     path = os.path.join(tmp_path, "data.npz")
-    np.savez(path, labels=labels, logits=logits, weights=weights, C=C, batch=GLOBAL_BATCH)
+    x = np.random.default_rng(7).normal(size=(N, 8)).astype("float32")
+    np.savez(path, labels=labels, logits=logits, weights=weights, C=C, batch=GLOBAL_BATCH, x=x)
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")
@@ -144,3 +162,14 @@ def test_metrics_under_mirrored_strategy_equal_sklearn_on_all_data(tmp_path):
         atol=1e-6,
     )
     np.testing.assert_allclose(got["ece"], _np_ece(labels, logits, weights, 10), atol=1e-6)
+
+    # keras.Model.fit's per-batch values on 2 replicas equal scikit-learn on the data seen so far
+    fit_logits = np.asarray(got["keras_logits"])
+    fit_preds = fit_logits.argmax(1)
+    per_batch = got["keras_per_batch"]
+    assert len(per_batch) == -(-N // GLOBAL_BATCH)
+    for i, (precision, ece) in enumerate(per_batch):
+        n = min((i + 1) * GLOBAL_BATCH, N)
+        want = skm.precision_score(labels[:n], fit_preds[:n], average="macro", labels=list(range(C)), sample_weight=weights[:n], zero_division=0)
+        assert precision == pytest.approx(want, abs=1e-6), (i, precision, want)
+        assert ece == pytest.approx(_np_ece(labels[:n], fit_logits[:n], np.ones(n), 10), abs=1e-6), i

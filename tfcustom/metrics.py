@@ -14,6 +14,15 @@ How the numbers stay exact:
   synchronisation), so under a ``tf.distribute`` strategy each replica
   accumulates its own counts and reading the metric sums them: distributed
   evaluation gives the same value as evaluating all the data on one device.
+* ``result()`` is the all-replica value wherever it is read: in a replica
+  context (inside ``strategy.run``, where ``keras.Model.fit`` reads metrics
+  for its per-batch logs) it sums the replicas' counts with an all-reduce
+  first, so the per-batch values Keras shows under ``MirroredStrategy`` are
+  exact too (Keras' own metrics report each replica's local value there and
+  Keras averages them: keras-team/keras#21054).
+* ``num_classes`` may be left out: it is then taken from the last dimension
+  of the first batch's ``y_pred`` (the :class:`tfcustom.Trainer` sets it from
+  the model's output before training; see :meth:`Precision.build_state`).
 * Counts are accumulated in ``float64`` (integer counts stay exact up to
   2**53 examples instead of float32's 2**24); ``result()`` is returned in the
   metric's ``dtype`` (``float32`` by default). TPUs have no float64: these
@@ -112,6 +121,30 @@ def _standardize(y_true, y_pred, sample_weight, num_classes=None):
     return labels, y_pred, weights, c
 
 
+def _total(variable):
+    """``variable``'s value summed over the replicas, wherever it is read.
+
+    In a cross-replica context an on-read ``sum`` variable already reads as
+    the sum; in a replica context (inside ``strategy.run``) it reads as this
+    replica's own copy, so the copies are summed by an all-reduce (every
+    replica reads the metric there, as ``keras.Model.fit`` does).
+    """
+    value = tf.convert_to_tensor(variable)
+    ctx = tf.distribute.get_replica_context()
+    if ctx is not None and tf.distribute.has_strategy() and ctx.num_replicas_in_sync > 1:
+        value = ctx.all_reduce(tf.distribute.ReduceOp.SUM, value)
+    return value
+
+
+def _classes_of(y_pred, who: str) -> int:
+    """The static number of classes of a batch of predictions."""
+    shape = tf.convert_to_tensor(y_pred).shape
+    c = shape[-1] if shape.rank else None
+    check(c is not None and c >= 1, f"{who} cannot infer num_classes from y_pred of unknown last dimension", str(shape),
+          f"pass {who}(num_classes=...)")
+    return int(c)
+
+
 def _safe_div(a, b):
     """``a / b`` with 0 where ``b == 0`` (sklearn's ``zero_division=0``)."""
     return tf.math.divide_no_nan(a, b)
@@ -125,9 +158,24 @@ def _safe_div(a, b):
 class _ConfusionMatrixBase(keras.metrics.Metric):
     """Accumulates a sample-weighted ``[C, C]`` confusion matrix (rows true)."""
 
-    def __init__(self, num_classes, name=None, dtype=None):
-        check_positive_int("num_classes", num_classes)
+    def __init__(self, num_classes=None, name=None, dtype=None):
+        if num_classes is not None:
+            check_positive_int("num_classes", num_classes)
         super().__init__(name=name, dtype=dtype)
+        self.num_classes = None
+        self.confusion = None
+        if num_classes is not None:
+            self.build_state(num_classes)
+
+    def build_state(self, num_classes: int) -> None:
+        """Create the state for ``num_classes`` classes (done by the constructor
+        when ``num_classes`` is given, else by the first ``update_state``).
+        Call it under ``strategy.scope()`` before a distributed step is traced."""
+        check_positive_int("num_classes", num_classes)
+        if self.num_classes is not None:
+            check(num_classes == self.num_classes, f"{type(self).__name__} was built for another number of classes",
+                  f"{num_classes} (built for {self.num_classes})", "pass predictions with num_classes columns")
+            return
         self.num_classes = num_classes
         self.confusion = self.add_variable(
             shape=(num_classes, num_classes),
@@ -139,6 +187,8 @@ class _ConfusionMatrixBase(keras.metrics.Metric):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         """Add a batch: integer labels, logits ``[batch, C]``, optional weights."""
+        if self.num_classes is None:
+            self.build_state(_classes_of(y_pred, type(self).__name__))
         labels, logits, weights, _ = _standardize(y_true, y_pred, sample_weight, self.num_classes)
         preds = tf.cast(tf.argmax(logits, axis=-1), tf.int32)
         batch_cm = tf.math.confusion_matrix(
@@ -147,11 +197,18 @@ class _ConfusionMatrixBase(keras.metrics.Metric):
         self.confusion.assign_add(batch_cm)
 
     def reset_state(self):
-        self.confusion.assign(tf.zeros_like(self.confusion))
+        if self.confusion is not None:
+            self.confusion.assign(tf.zeros_like(self.confusion))
+
+    def _matrix(self):
+        """The all-replica confusion matrix (an empty one before the first batch)."""
+        if self.confusion is None:
+            return tf.zeros([0, 0], _COUNT_DTYPE)
+        return _total(self.confusion)
 
     def _counts(self):
         """Return ``(tp, predicted, support)`` per class as float64 vectors."""
-        cm = tf.convert_to_tensor(self.confusion)
+        cm = self._matrix()
         tp = tf.linalg.diag_part(cm)
         predicted = tf.reduce_sum(cm, axis=0)  # tp + fp
         support = tf.reduce_sum(cm, axis=1)  # tp + fn
@@ -166,7 +223,7 @@ class _ConfusionMatrixBase(keras.metrics.Metric):
 class _AveragedScore(_ConfusionMatrixBase):
     """Base of Precision / Recall / F1Score: per-class score + averaging."""
 
-    def __init__(self, num_classes, average="macro", name=None, dtype=None):
+    def __init__(self, num_classes=None, average="macro", name=None, dtype=None):
         check_one_of("average", average, _AVERAGES)
         super().__init__(num_classes=num_classes, name=name, dtype=dtype)
         self.average = average
@@ -204,6 +261,7 @@ class _AveragedScore(_ConfusionMatrixBase):
 _AVERAGE_DOC = """
     Args:
         num_classes: Number of classes ``C``; ``y_pred`` has ``C`` logits.
+            Default: the last dimension of the first batch's ``y_pred``.
         average: ``None`` (per-class vector of shape ``[C]``), ``"macro"``
             (unweighted mean over all ``C`` classes), ``"micro"`` (from the
             summed counts; equals accuracy for single-label multiclass) or
@@ -235,7 +293,7 @@ class Precision(_AveragedScore):
     ```
     """
 
-    def __init__(self, num_classes, average="macro", name="precision", dtype=None):
+    def __init__(self, num_classes=None, average="macro", name="precision", dtype=None):
         super().__init__(num_classes=num_classes, average=average, name=name, dtype=dtype)
 
     def _per_class(self, tp, predicted, support):
@@ -260,7 +318,7 @@ class Recall(_AveragedScore):
     ```
     """
 
-    def __init__(self, num_classes, average="macro", name="recall", dtype=None):
+    def __init__(self, num_classes=None, average="macro", name="recall", dtype=None):
         super().__init__(num_classes=num_classes, average=average, name=name, dtype=dtype)
 
     def _per_class(self, tp, predicted, support):
@@ -285,7 +343,7 @@ class F1Score(_AveragedScore):
     ```
     """
 
-    def __init__(self, num_classes, average="macro", name="f1_score", dtype=None):
+    def __init__(self, num_classes=None, average="macro", name="f1_score", dtype=None):
         super().__init__(num_classes=num_classes, average=average, name=name, dtype=dtype)
 
     def _per_class(self, tp, predicted, support):
@@ -320,11 +378,11 @@ class ConfusionMatrix(_ConfusionMatrixBase):
     [[1.0, 0.0], [1.0, 1.0]]
     """
 
-    def __init__(self, num_classes, name="confusion_matrix", dtype=None):
+    def __init__(self, num_classes=None, name="confusion_matrix", dtype=None):
         super().__init__(num_classes=num_classes, name=name, dtype=dtype)
 
     def result(self):
-        return tf.cast(tf.convert_to_tensor(self.confusion), self.dtype)
+        return tf.cast(self._matrix(), self.dtype)
 
 
 @keras.saving.register_keras_serializable(package="tfcustom")
@@ -349,7 +407,7 @@ class BalancedAccuracy(_ConfusionMatrixBase):
     0.8333
     """
 
-    def __init__(self, num_classes, name="balanced_accuracy", dtype=None):
+    def __init__(self, num_classes=None, name="balanced_accuracy", dtype=None):
         super().__init__(num_classes=num_classes, name=name, dtype=dtype)
 
     def result(self):
@@ -418,10 +476,10 @@ class ExpectedCalibrationError(keras.metrics.Metric):
         self.bin_confidence.assign_add(seg(weights * confidence))
 
     def result(self):
-        total = tf.reduce_sum(tf.convert_to_tensor(self.bin_weight))
-        gap = tf.abs(
-            tf.convert_to_tensor(self.bin_correct) - tf.convert_to_tensor(self.bin_confidence)
-        )
+        weight, correct, confidence = tf.unstack(_total(tf.stack([tf.convert_to_tensor(v) for v in (
+            self.bin_weight, self.bin_correct, self.bin_confidence)])))
+        total = tf.reduce_sum(weight)
+        gap = tf.abs(correct - confidence)
         return tf.cast(_safe_div(tf.reduce_sum(gap), total), self.dtype)
 
     def reset_state(self):
@@ -442,10 +500,11 @@ _NEEDS_NUM_CLASSES = {
     "precision": Precision,
     "recall": Recall,
     "f1": F1Score,
+    "f1_score": F1Score,
     "balanced_accuracy": BalancedAccuracy,
     "confusion_matrix": ConfusionMatrix,
 }
-_NAMES = sorted([*_NEEDS_NUM_CLASSES, "accuracy", "ece"])
+_NAMES = sorted([*_NEEDS_NUM_CLASSES, "accuracy", "ece", "expected_calibration_error"])
 
 
 def names() -> list[str]:
@@ -457,9 +516,12 @@ def get(name: str, num_classes: int | None = None, **kwargs) -> keras.metrics.Me
     """Build a metric from its registry name.
 
     ``"accuracy"`` gives ``keras.metrics.SparseCategoricalAccuracy`` and
-    ``"ece"`` gives :class:`ExpectedCalibrationError` (neither needs
-    ``num_classes``); ``"precision"``, ``"recall"``, ``"f1"``,
-    ``"balanced_accuracy"`` and ``"confusion_matrix"`` need ``num_classes``.
+    ``"ece"`` (or ``"expected_calibration_error"``) gives
+    :class:`ExpectedCalibrationError`; ``"precision"``, ``"recall"``,
+    ``"f1"`` (or ``"f1_score"``), ``"balanced_accuracy"`` and
+    ``"confusion_matrix"`` take ``num_classes`` (default: inferred from the
+    first batch's predictions). Each metric reports under its own ``name``
+    (``F1Score``: ``"f1_score"``).
     Extra keyword arguments go to the constructor (e.g. ``average=``,
     ``num_bins=``). An unknown name raises
     :class:`tfcustom.errors.ConfigError` listing the valid names.
@@ -475,12 +537,6 @@ def get(name: str, num_classes: int | None = None, **kwargs) -> keras.metrics.Me
     )
     if name == "accuracy":
         return keras.metrics.SparseCategoricalAccuracy(**kwargs)
-    if name == "ece":
+    if name in ("ece", "expected_calibration_error"):
         return ExpectedCalibrationError(**kwargs)
-    check(
-        num_classes is not None,
-        f"metric {name!r} needs num_classes",
-        num_classes,
-        f"call get({name!r}, num_classes=...)",
-    )
     return _NEEDS_NUM_CLASSES[name](num_classes=num_classes, **kwargs)
