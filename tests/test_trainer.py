@@ -111,8 +111,12 @@ def test_constructor_validation():
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     with pytest.raises(ConfigError, match="steps_per_execution must be a positive integer"):
         Trainer(model, loss, keras.optimizers.Adam(), steps_per_execution=0)
-    with pytest.raises(ConfigError, match="loss must be a keras.losses.Loss"):
-        Trainer(model, "mse", keras.optimizers.Adam())
+    with pytest.raises(ConfigError, match="loss must be a keras.losses.Loss, a loss name or a function"):
+        Trainer(model, 3, keras.optimizers.Adam())
+    with pytest.raises(ConfigError, match="unknown loss name"):
+        Trainer(model, "sparse_crossentropy", keras.optimizers.Adam())
+    with pytest.raises(ConfigError, match="unknown optimizer name"):
+        Trainer(model, loss, "adamm")
     unbuilt = keras.Sequential([L.Dense(3)])
     with pytest.raises(ConfigError, match="no trainable variables yet"):
         Trainer(unbuilt, loss, keras.optimizers.Adam())

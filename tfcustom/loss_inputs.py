@@ -22,6 +22,7 @@ True
 
 from __future__ import annotations
 
+import inspect
 from typing import Optional
 
 import numpy as np
@@ -39,6 +40,15 @@ def from_logits_of(loss) -> Optional[bool]:
             value = loss.get_config().get("from_logits")
         except Exception:  # noqa: BLE001 - a loss without a usable config has no such setting
             value = None
+    fn = getattr(loss, "fn", None)
+    if value is None and callable(fn):  # a function wrapped by compile() / the Trainer: its own default
+        value = getattr(loss, "_fn_kwargs", {}).get("from_logits")
+        if value is None:
+            try:
+                param = inspect.signature(fn).parameters.get("from_logits")
+            except (TypeError, ValueError):
+                param = None
+            value = None if param is None else param.default
     return value if isinstance(value, bool) else None
 
 

@@ -19,6 +19,21 @@ Example:
 >>> trainer.evaluate(test_pipeline)
 {'loss': 0.31, 'accuracy': 0.89}
 
+As with ``compile``/``fit``: the loss may be a name or a function, the
+optimizer a name (``"adam"``), metrics names or objects, and ``fit`` takes
+NumPy arrays: ``trainer.fit((x, y), epochs=2, batch_size=32)``.
+
+Metric objects you pass are the ones training updates: after ``fit`` they
+hold the last epoch's training value, after :meth:`Trainer.evaluate` that
+evaluation's value (evaluation runs on copies made with
+``from_config(get_config())``; a metric that cannot be copied so is refused
+in one line).
+
+Before the first step the Trainer runs the model on one batch and refuses a
+loss whose ``from_logits`` does not fit the model's outputs (see
+:mod:`tfcustom.loss_inputs`), and sets ``num_classes`` of the metrics that
+were given none from the model's output.
+
 To change what a step computes, pass ``gradient_fn`` (see
 :func:`tfcustom.steps.compute_loss_and_gradients`) or subclass and override
 :meth:`Trainer.make_train_step` / :meth:`Trainer.make_test_step`.
@@ -34,28 +49,20 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tfcustom import fit_inputs
 from tfcustom import steps as steps_lib
 from tfcustom.checkpoint import ReplicaState
 from tfcustom.data.pipeline import EpochInput, InputPipeline  # noqa: F401 (InputPipeline re-exported)
+from tfcustom.compile_args import copy_state, eval_copy, metric_from_spec, resolve_loss, resolve_optimizer
+from tfcustom.loss_inputs import mismatch
 from tfcustom.early_stopping import EarlyStopping
-from tfcustom.errors import NonFiniteLossError, check, check_positive_int, config_error
+from tfcustom.errors import ConfigError, NonFiniteLossError, check, check_positive_int, config_error
 from tfcustom.history import History
 from tfcustom.preemption import PREEMPTED_EXIT_CODE, ClusterPreemption, StopSignals, TrainingInterrupted, interrupted  # noqa: F401 (re-exported)
 
-DataLike = Union[EpochInput, tf.data.Dataset]  # EpochInput: InputPipeline or StreamingPipeline
+DataLike = Union[EpochInput, tf.data.Dataset, tuple]  # EpochInput: InputPipeline or StreamingPipeline; tuple: NumPy (x, y[, w])
 
-
-def _metric_from_spec(spec, num_classes: Optional[int]):
-    """A metric name (resolved by :func:`tfcustom.metrics.get`) or instance -> a fresh metric."""
-    if isinstance(spec, str):
-        if spec in ("accuracy", "acc"):
-            return keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-        from tfcustom import metrics as metrics_lib  # registry of tfcustom metrics
-
-        return metrics_lib.get(spec, num_classes=num_classes)
-    if isinstance(spec, keras.metrics.Metric):
-        return spec.__class__.from_config(spec.get_config())
-    raise config_error("a metric must be a name or a keras.metrics.Metric", spec, "pass e.g. 'accuracy' or keras.metrics.SparseCategoricalAccuracy()")
+_metric_from_spec = metric_from_spec  # a name -> a new metric (used by tfcustom.export too)
 
 
 def _scalar_results(metric) -> Dict[str, float]:
@@ -71,10 +78,17 @@ class Trainer:
 
     Args:
       model: a Keras model, built under ``strategy.scope()``.
-      loss: a ``keras.losses.Loss``; its ``call`` gives per-example values.
-      optimizer: a Keras optimizer (built by the Trainer under the scope).
-      metrics: names (``"accuracy"``, or any name of ``tfcustom.metrics``) or
-        metric instances (cloned for training and evaluation).
+      loss: a ``keras.losses.Loss`` (its ``call`` gives per-example values),
+        a loss name or a function ``fn(y_true, y_pred)``, as ``compile``
+        takes (:func:`tfcustom.compile_args.resolve_loss`). tfcustom's models
+        output logits: use ``from_logits=True``.
+      optimizer: a Keras optimizer or its name (``"adam"``: Keras' defaults);
+        built by the Trainer under the scope.
+      metrics: names (``"accuracy"``, any name of ``tfcustom.metrics`` such
+        as ``"f1"`` or ``"f1_score"``, or a Keras metric name) or metric
+        objects. Objects are updated by training and hold the result (create
+        them under ``strategy.scope()``); evaluation uses copies. Each value
+        is reported under the metric's own ``name``.
       strategy: the ``tf.distribute`` strategy (default: the current one).
       num_classes: for metrics given by name that need it.
       clip_global_norm: clip the summed gradient to this global norm.
@@ -93,8 +107,8 @@ class Trainer:
     def __init__(
         self,
         model: keras.Model,
-        loss: keras.losses.Loss,
-        optimizer: keras.optimizers.Optimizer,
+        loss: Union[keras.losses.Loss, str, Callable],
+        optimizer: Union[keras.optimizers.Optimizer, str],
         metrics: Sequence = ("accuracy",),
         *,
         strategy: Optional[tf.distribute.Strategy] = None,
@@ -109,11 +123,14 @@ class Trainer:
         log_replica_losses: int = 0,
     ):
         check(isinstance(model, keras.Model), "model must be a keras.Model", type(model).__name__, "pass a keras.Model instance")
-        check(isinstance(loss, keras.losses.Loss), "loss must be a keras.losses.Loss", type(loss).__name__, "wrap the function in a keras.losses.Loss subclass or use keras.losses.get")
-        check(isinstance(optimizer, keras.optimizers.Optimizer), "optimizer must be a keras optimizer", type(optimizer).__name__, "pass e.g. keras.optimizers.Adam()")
+        loss = resolve_loss(loss)
         check_positive_int("steps_per_execution", steps_per_execution)
         check(model.built and model.trainable_variables, "model has no trainable variables yet", model.name, "build the model (call it on a batch or model.build(input_shape)) under strategy.scope() first")
         self.strategy = strategy or tf.distribute.get_strategy()
+        if isinstance(optimizer, str):
+            with self.strategy.scope():
+                optimizer = resolve_optimizer(optimizer)
+        optimizer = resolve_optimizer(optimizer)
         for v in model.trainable_variables:
             check(
                 self.strategy.extended.variable_created_in_scope(v.value if hasattr(v, "value") else v),
@@ -146,8 +163,9 @@ class Trainer:
             self.optimizer.build(model.trainable_variables)
             self.train_loss = keras.metrics.Mean(name="loss")
             self.eval_loss = keras.metrics.Mean(name="loss")
-            self.train_metrics = [_metric_from_spec(m, num_classes) for m in metrics]
-            self.eval_metrics = [_metric_from_spec(m, num_classes) for m in metrics]
+            self.train_metrics = [metric_from_spec(m, num_classes) for m in metrics]  # the user's objects, if given
+            self._check_metrics_in_scope()
+            self.eval_metrics = [eval_copy(m) for m in self.train_metrics]
             # Loop position: what a checkpoint needs to resume exactly.
             self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -159,6 +177,18 @@ class Trainer:
         self.replica_state = ReplicaState()  # per-replica copies of metrics and BatchNorm statistics, for checkpoints
         self._replica_fns = None
         self._last_saved_step = None
+        self._outputs_checked = False
+        self._train_state_backup = None  # the training state of the metric objects while they show an evaluation
+
+    def _check_metrics_in_scope(self) -> None:
+        for m in self.train_metrics:
+            for v in m.variables:
+                check(
+                    self.strategy.extended.variable_created_in_scope(v.value if hasattr(v, "value") else v),
+                    "a metric object was created outside the strategy's scope",
+                    m.name,
+                    "create the metric inside `with strategy.scope():`, or pass it by name (e.g. 'accuracy')",
+                )
 
     # -- steps (override these to change what a step computes) ---------------
 
@@ -195,8 +225,10 @@ class Trainer:
             return self.strategy.distribute_datasets_from_function(lambda ctx: data.dataset(epoch, skip_batches, ctx))
         if isinstance(data, tf.data.Dataset):
             check(skip_batches == 0, "a plain tf.data.Dataset cannot resume mid-epoch", skip_batches, "pass a tfcustom.data.InputPipeline for exact resume")
+            fit_inputs.check_dataset(data)
             return self.strategy.experimental_distribute_dataset(data)
-        raise config_error("data must be a tfcustom.data.InputPipeline or a batched tf.data.Dataset", type(data).__name__, "wrap arrays with tfcustom.data.InputPipeline(Split(x, y), batch_size)")
+        raise config_error("data must be a tfcustom.data.InputPipeline, a batched tf.data.Dataset or NumPy arrays (x, y[, sample_weight])",
+                           type(data).__name__, "pass e.g. trainer.fit((x, y), epochs=2, batch_size=32)")
 
     @staticmethod
     def _steps_per_epoch(data: DataLike, steps_per_epoch: Optional[int]) -> int:
@@ -204,9 +236,38 @@ class Trainer:
             return check_positive_int("steps_per_epoch", steps_per_epoch)
         if isinstance(data, EpochInput):
             return data.steps_per_epoch
-        n = int(data.cardinality())
-        check(n > 0, "cannot tell how many batches the dataset has", n, "pass steps_per_epoch, or use a finite batched dataset")
-        return n
+        if isinstance(data, tf.data.Dataset):
+            return fit_inputs.dataset_steps(data)
+        raise config_error("data must be a tfcustom.data.InputPipeline, a batched tf.data.Dataset or NumPy arrays (x, y[, sample_weight])",
+                           type(data).__name__, "pass e.g. trainer.fit((x, y), epochs=2, batch_size=32)")
+
+    def _check_outputs(self, data: DataLike) -> None:
+        """Once, before the first step: run the model on one batch; refuse a loss
+        whose ``from_logits`` does not fit its outputs, and give the metrics
+        built without ``num_classes`` the model's number of outputs."""
+        if self._outputs_checked:
+            return
+        batch = fit_inputs.first_batch(data)
+        if batch is None:
+            return
+        x, _, _ = steps_lib.unpack_batch(batch) if isinstance(batch, (tuple, list, dict)) else (batch, None, None)
+        y_pred = self.model(x[:64] if isinstance(x, (tf.Tensor, np.ndarray)) else x, training=False)
+        problem = mismatch(self.loss, y_pred)
+        if problem:
+            raise ConfigError(problem)
+        num_classes = y_pred.shape[-1]
+        with self.strategy.scope():
+            for m in (*self.train_metrics, *self.eval_metrics):
+                if hasattr(m, "build_state") and getattr(m, "num_classes", 0) is None and num_classes:
+                    m.build_state(int(num_classes))
+        self._outputs_checked = True
+
+    def _restore_train_state(self) -> None:
+        """Give the metric objects back their training state after :meth:`evaluate` showed its values in them."""
+        if self._train_state_backup is not None:
+            for v, value in zip([v for m in self.train_metrics for v in m.variables], self._train_state_backup):
+                v.assign(value)
+            self._train_state_backup = None
 
     # -- training -------------------------------------------------------------
 
@@ -223,9 +284,11 @@ class Trainer:
     def fit(
         self,
         train: DataLike,
-        epochs: int,
+        epochs: int = 1,
         validation_data: Optional[DataLike] = None,
         *,
+        batch_size: Optional[int] = None,
+        initial_epoch: Optional[int] = None,
         steps_per_epoch: Optional[int] = None,
         early_stopping: Optional[EarlyStopping] = None,
         checkpoint_manager: Optional[tf.train.CheckpointManager] = None,
@@ -233,8 +296,20 @@ class Trainer:
         best_checkpoint_manager: Optional[tf.train.CheckpointManager] = None,
         preemption: Optional[ClusterPreemption] = None,
     ) -> History:
-        """Train until ``epochs`` epochs have run (resuming from ``self.epoch``
-        and ``self.step_in_epoch``, e.g. after a checkpoint restore).
+        """Train until ``epochs`` epochs have run in total (resuming from
+        ``self.epoch`` and ``self.step_in_epoch``, e.g. after a checkpoint
+        restore, so re-running a finished run trains nothing and logs
+        "already trained N epochs; nothing to do").
+
+        ``train`` (and ``validation_data``) is an :class:`InputPipeline`, a
+        batched ``tf.data.Dataset``, or NumPy arrays ``(x, y)`` /
+        ``(x, y, sample_weight)`` batched by ``batch_size`` (default 32, as in
+        Keras; training arrays are shuffled each epoch with a fixed seed).
+        ``initial_epoch`` (Keras' argument): start counting at this epoch
+        instead, e.g. ``fit(data, epochs=1, initial_epoch=0)`` trains one more
+        epoch as ``keras.Model.fit(epochs=1)`` does each call.
+        ``steps_per_epoch``: batches per epoch, for a dataset whose length is
+        unknown or infinite (each epoch starts the dataset again).
 
         Returns the :class:`History`. With ``checkpoint_manager``, saves at each
         epoch end, every ``checkpoint_every_steps`` steps, and when SIGTERM or
@@ -245,9 +320,29 @@ class Trainer:
         :class:`tfcustom.preemption.ClusterPreemption`): a SIGTERM to any one
         worker then makes every worker save at the same step and stop.
         """
+        check(not fit_inputs.is_arrays((train, epochs)) or isinstance(epochs, int), "epochs must be an integer, not an array",
+              type(epochs).__name__, "pass the arrays as one tuple: trainer.fit((x, y), epochs=..., batch_size=...)")
         check_positive_int("epochs", epochs)
         if checkpoint_every_steps is not None:
             check_positive_int("checkpoint_every_steps", checkpoint_every_steps)
+        train = fit_inputs.as_pipeline(train, batch_size, training=True)
+        if validation_data is not None:
+            validation_data = fit_inputs.as_pipeline(validation_data, batch_size, training=False)
+        if initial_epoch is not None:
+            check(isinstance(initial_epoch, int) and not isinstance(initial_epoch, bool) and 0 <= initial_epoch,
+                  "initial_epoch must be an integer >= 0", initial_epoch, "pass e.g. initial_epoch=0 to train `epochs` more epochs")
+            self.epoch.assign(initial_epoch)
+            self.step_in_epoch.assign(0)
+        done_epochs = int(self.epoch.numpy())
+        if done_epochs >= epochs:
+            message = (f"already trained {done_epochs} epochs; nothing to do (fit(epochs=N) trains up to epoch N in total: "
+                       f"pass epochs > {done_epochs}, or initial_epoch=0 to train {epochs} more)")
+            logging.info(message)
+            if self.verbose:
+                print(message)
+            return self.history
+        self._restore_train_state()
+        self._check_outputs(train)
         steps = self._steps_per_epoch(train, steps_per_epoch)
         logging.info(
             "Training %d epochs of %d steps on %d replica(s) (%s), steps_per_execution=%d, jit_compile=%s",
@@ -351,7 +446,7 @@ class Trainer:
             logs = {"epoch": epoch + 1}
             logs.update(self._results(self.train_loss, self.train_metrics))
             if validation_data is not None:
-                logs.update(self.evaluate(validation_data, prefix="val_"))
+                logs.update(self._evaluate(validation_data, prefix="val_"))
             logs["learning_rate"] = self._learning_rate()
             logs["time_s"] = time.time() - start
             if progbar is not None:
@@ -387,8 +482,24 @@ class Trainer:
 
     # -- evaluation and prediction ----------------------------------------------
 
-    def evaluate(self, data: DataLike, prefix: str = "") -> Dict[str, float]:
-        """Loss and metrics over **every** example of ``data`` (``training=False``)."""
+    def evaluate(self, data: DataLike, prefix: str = "", *, batch_size: Optional[int] = None) -> Dict[str, float]:
+        """Loss and metrics over **every** example of ``data`` (``training=False``).
+
+        ``data``: as for :meth:`fit` (NumPy arrays with ``batch_size``, default
+        32). Afterwards the metric objects given to the Trainer hold this
+        evaluation's values (as after ``keras.Model.evaluate``); the next
+        :meth:`fit` gives them back their training state.
+        """
+        data = fit_inputs.as_pipeline(data, batch_size, training=False)
+        self._check_outputs(data)
+        results = self._evaluate(data, prefix)
+        if self._train_state_backup is None:
+            self._train_state_backup = [np.asarray(v.numpy() if hasattr(v, "numpy") else v) for m in self.train_metrics for v in m.variables]
+        for source, target in zip(self.eval_metrics, self.train_metrics):
+            copy_state(source, target)
+        return results
+
+    def _evaluate(self, data: DataLike, prefix: str = "") -> Dict[str, float]:
         self.sync_replica_state()
         self.eval_loss.reset_state()
         for m in self.eval_metrics:
@@ -484,7 +595,10 @@ class Trainer:
             logging.info("The checkpoint holds per-replica state of %d replicas; training on %d, which start from their total/mean",
                          saved, replicas)
 
-    def predict(self, data: DataLike) -> np.ndarray:
-        """Model outputs for every example of ``data``, in input order."""
+    def predict(self, data: DataLike, *, batch_size: Optional[int] = None) -> np.ndarray:
+        """Model outputs for every example of ``data`` (an :class:`InputPipeline`,
+        a batched dataset, or NumPy inputs ``x`` batched by ``batch_size``), in input order."""
+        if isinstance(data, np.ndarray):
+            data = fit_inputs.predict_dataset(data, batch_size)
         dataset = data.dataset() if isinstance(data, EpochInput) else data
         return self.predict_step(iter(dataset)).numpy()

@@ -110,6 +110,8 @@ class InputPipeline(EpochInput):
         pipelines that are read many times).
       augment: augmentations (``("crop", "flip")``, see :mod:`tfcustom.data.augment`),
         seeded by (seed, epoch, index of the example in ``split``).
+      sample_weight: optional per-example weights (``[N]``); batches are then
+        ``(x, y, sample_weight)``, as ``keras.Model.fit(sample_weight=...)``.
     """
 
     split: Split
@@ -119,6 +121,7 @@ class InputPipeline(EpochInput):
     drop_remainder: bool = False
     cache: bool = False
     augment: Tuple[str, ...] = ()
+    sample_weight: Optional[np.ndarray] = None
 
     def __post_init__(self):
         self.augment = parse_augment(self.augment)
@@ -129,6 +132,10 @@ class InputPipeline(EpochInput):
             (self.batch_size, len(self.split)),
             f"use a batch size of at most {len(self.split)}",
         )
+        if self.sample_weight is not None:
+            self.sample_weight = np.asarray(self.sample_weight, np.float32).reshape(-1)
+            check(len(self.sample_weight) == len(self.split), "sample_weight must hold one weight per example",
+                  (len(self.sample_weight), len(self.split)), "pass an array of shape [number of examples]")
         self._x = None
         self._y = None
 
@@ -174,12 +181,18 @@ class InputPipeline(EpochInput):
             ids = tf.data.Dataset.from_tensor_slices(indices).batch(batch, drop_remainder=self.drop_remainder)
         x, y = self._tensors()
         augment, seed = self.augment, self.seed
+        weights = None
+        if self.sample_weight is not None:
+            with tf.device("/cpu:0"):
+                weights = tf.constant(self.sample_weight)
 
         def examples(i):
             images = tf.gather(x, i)
             if augment:
                 images = augment_batch(images, i, epoch, seed, augment)
-            return normalize_images(images), tf.gather(y, i)
+            if weights is None:
+                return normalize_images(images), tf.gather(y, i)
+            return normalize_images(images), tf.gather(y, i), tf.gather(weights, i)
 
         ds = ids.map(examples, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if self.cache and not self.shuffle:

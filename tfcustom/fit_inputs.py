@@ -1,0 +1,95 @@
+"""What ``keras.Model.fit`` takes as data, for the :class:`tfcustom.Trainer`.
+
+* ``(x, y)`` or ``(x, y, sample_weight)`` NumPy arrays with ``batch_size``
+  (default 32, as in Keras) become a :class:`tfcustom.data.InputPipeline`
+  (shuffled each epoch for training, as ``fit`` does, with a fixed seed), so
+  that resuming from a checkpoint mid-epoch stays exact.
+* A ``tf.data.Dataset`` must yield batches; an unbatched one (one example per
+  element) or one of unknown or infinite length is refused in one line that
+  says what to do.
+
+>>> import numpy as np
+>>> pipe = as_pipeline((np.zeros((10, 4), "float32"), np.zeros(10, "int64")), batch_size=None, training=True)
+>>> pipe.batch_size, pipe.shuffle
+(32, True)
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from tfcustom.data.pipeline import EpochInput, InputPipeline
+from tfcustom.data.sources import Split
+from tfcustom.errors import check, check_positive_int, config_error
+
+#: ``keras.Model.fit``'s default batch size.
+DEFAULT_BATCH_SIZE = 32
+
+_ARRAYS_FIX = "pass (x, y) or (x, y, sample_weight) NumPy arrays with one row per example"
+
+
+def is_arrays(data) -> bool:
+    """True for a ``(x, y[, sample_weight])`` tuple/list of array-likes."""
+    return isinstance(data, (tuple, list)) and len(data) in (2, 3) and all(
+        isinstance(a, np.ndarray) or (a is None and i == 2) or hasattr(a, "__array__") for i, a in enumerate(data))
+
+
+def as_pipeline(data, batch_size: Optional[int], training: bool):
+    """``data`` itself, or NumPy arrays wrapped into an :class:`InputPipeline`."""
+    if not is_arrays(data):
+        check(batch_size is None, "batch_size applies only to NumPy arrays",
+              type(data).__name__, "set the batch size of your InputPipeline or tf.data.Dataset instead, or drop batch_size")
+        return data
+    x, y = np.asarray(data[0]), np.asarray(data[1])
+    weights = None if len(data) == 2 or data[2] is None else np.asarray(data[2])
+    check(x.ndim >= 1 and len(x) > 0 and len(x) == len(y), "x and y must hold the same number (> 0) of examples",
+          (x.shape, y.shape), _ARRAYS_FIX)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    check(y.ndim == 1, "y must hold one integer class id per example", y.shape,
+          "pass labels of shape [N] (one-hot labels: take y.argmax(-1))")
+    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else check_positive_int("batch_size", batch_size)
+    return InputPipeline(Split(x, y), min(batch_size, len(y)), shuffle=training, seed=0, sample_weight=weights)
+
+
+def check_dataset(data) -> None:
+    """Refuse, in one line, a ``tf.data.Dataset`` that does not yield batches."""
+    spec = data.element_spec
+    label = spec.get("y") if isinstance(spec, dict) else spec[1] if isinstance(spec, tuple) and len(spec) >= 2 else None
+    if isinstance(label, tf.TensorSpec) and label.shape.rank == 0:
+        raise config_error("the dataset yields single examples, not batches (its labels are scalars)",
+                           str(spec), "batch it first, e.g. dataset.batch(32), or pass NumPy arrays (x, y) with batch_size=")
+
+
+def dataset_steps(data: tf.data.Dataset) -> int:
+    """The number of batches of a finite ``tf.data.Dataset``, or a one-line error."""
+    check_dataset(data)
+    n = int(data.cardinality())
+    if n == tf.data.INFINITE_CARDINALITY:
+        raise config_error("the dataset is infinite (it repeats), so an epoch has no end", n,
+                           "pass steps_per_epoch=N (batches per epoch), or drop .repeat()")
+    if n == tf.data.UNKNOWN_CARDINALITY:
+        raise config_error("cannot tell how many batches the dataset has (e.g. after filter())", n,
+                           "pass steps_per_epoch=N (batches per epoch), or declare it with "
+                           "dataset.apply(tf.data.experimental.assert_cardinality(N))")
+    check(n > 0, "the dataset is empty", n, "pass a dataset with at least one batch")
+    return n
+
+
+def first_batch(data):
+    """The first batch of an :class:`EpochInput` (e.g. an :class:`InputPipeline`) or dataset, eagerly."""
+    dataset = data.dataset(0) if isinstance(data, EpochInput) else data
+    for batch in dataset.take(1):
+        return batch
+    return None
+
+
+def predict_dataset(x, batch_size: Optional[int]) -> tf.data.Dataset:
+    """NumPy inputs ``x`` -> batches normalised as :class:`InputPipeline` does."""
+    from tfcustom.data.pipeline import normalize_images
+
+    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else check_positive_int("batch_size", batch_size)
+    return tf.data.Dataset.from_tensor_slices(np.asarray(x)).batch(batch_size).map(normalize_images)
