@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from tfcustom import steps
 from tfcustom.data import InputPipeline, Split
+from tfcustom.errors import ConfigError
 from tfcustom.trainer import Trainer
 
 L = keras.layers
@@ -145,3 +146,21 @@ def test_nonfinite_stop_leaves_variables_untouched_and_skip_counts():
         if policy == "skip":  # training goes on from clean state
             out = step(iter(tf.data.Dataset.from_tensor_slices((x[:32], y[:32])).batch(32)), tf.constant(1))
             assert int(out["steps_run"]) == 1 and all(np.all(np.isfinite(w)) for w in model.get_weights())
+
+
+def test_train_step_called_the_tutorial_way_says_how_to_call_it():
+    """The TF tutorial's habit train_step(x, y) fails before TF, in one line that says how to call it."""
+    x, y = _data(64)
+    model = _model()
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    step = steps.make_train_step(model, loss, keras.optimizers.SGD(0.1))
+    for args in [(x[:32], y[:32]), (tf.constant(x[:32]), tf.constant(y[:32])), (tf.data.Dataset.from_tensor_slices((x, y)).batch(32), 1), ()]:
+        with pytest.raises(ConfigError, match=r"Call it as train_step\(iterator, num_steps\)") as info:
+            step(*args)
+        assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="the number of steps"):
+        step(iter(tf.data.Dataset.from_tensor_slices((x, y)).batch(32)), tf.constant([1, 2]))
+    # the right way, also with a Python int (no retrace between counts)
+    it = iter(tf.data.Dataset.from_tensor_slices((x, y)).batch(16))
+    assert int(step(it, 1)["steps_run"]) == 1 and int(step(it, 2)["steps_run"]) == 2
+    assert step.experimental_get_tracing_count() == 1

@@ -29,6 +29,7 @@ import inspect
 from typing import Callable, Optional, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfcustom.errors import check, check_one_of
@@ -170,8 +171,11 @@ def make_train_step(
     """Build the compiled training step.
 
     Returns ``train_step(iterator, num_steps)``: runs ``num_steps`` (a scalar
-    int32 tensor, so that changing it does not retrace) steps from
-    ``iterator`` and returns a dict of tensors:
+    integer tensor or a Python int, passed to the ``tf.function`` as an int32
+    tensor so that changing it does not retrace) steps from ``iterator``
+    (``iter(dataset)``; the batches come from it, so the tutorial's
+    ``train_step(x, y)`` is refused with a one-line error saying this) and
+    returns a dict of tensors:
 
     * ``loss``: global-batch loss of the last step run;
     * ``replica_losses``: a [num_replicas] vector, each replica's share of the
@@ -296,7 +300,7 @@ def make_train_step(
     stop_on_nonfinite = on_nonfinite == "stop"
 
     @tf.function
-    def train_step(iterator, num_steps):
+    def compiled_train_step(iterator, num_steps):
         loss_value = tf.constant(0.0)
         replica_losses = tf.zeros([num_replicas])
         steps_run = tf.constant(0)
@@ -322,7 +326,49 @@ def make_train_step(
             "loss_scale_skipped": loss_scale_skipped,
         }
 
-    return train_step
+    return CheckedStep(compiled_train_step)
+
+
+_CALL_HELP = ("call it as train_step(iterator, num_steps): e.g. it = iter(dataset) once (strategy.experimental_distribute_dataset"
+              "(dataset) under a strategy), then out = train_step(it, 1) for each step, or train_step(it, N) for N steps in one call; "
+              "the batches (x, y[, sample_weight]) come from the iterator, not from arguments")
+
+
+class CheckedStep:
+    """``train_step(iterator, num_steps)`` with its arguments checked before
+    TensorFlow sees them (the tutorial habit ``train_step(x, y)`` gets a
+    one-line error saying how to call it). A Python int ``num_steps`` becomes
+    an int32 tensor, so changing it never retraces. Every other attribute
+    (``get_concrete_function``, ``experimental_get_tracing_count``, ...) is
+    the compiled ``tf.function``'s, which is also ``.function``.
+    """
+
+    def __init__(self, function):
+        self.function = function
+
+    def __call__(self, iterator=None, num_steps=None, *args, **kwargs):
+        check(not args and not kwargs, "train_step takes exactly two arguments", f"{2 + len(args) + len(kwargs)} arguments", _CALL_HELP)
+        check(iterator is not None and num_steps is not None, "train_step takes two arguments", "fewer than 2", _CALL_HELP)
+        check(
+            not isinstance(iterator, (tf.Tensor, tf.Variable, np.ndarray, list, tuple, dict, tf.data.Dataset))
+            and (hasattr(iterator, "get_next") or hasattr(iterator, "__next__")),
+            "the first argument of train_step must be an iterator over batches",
+            type(iterator).__name__,
+            _CALL_HELP + (" (iter(dataset), not the dataset itself)" if isinstance(iterator, tf.data.Dataset) else ""),
+        )
+        if isinstance(num_steps, (int, np.integer)) and not isinstance(num_steps, bool):
+            check(num_steps >= 1, "num_steps must be >= 1", int(num_steps), _CALL_HELP)
+            num_steps = tf.constant(int(num_steps), tf.int32)
+        check(
+            isinstance(num_steps, (tf.Tensor, tf.Variable)) and num_steps.shape.rank == 0 and num_steps.dtype.is_integer,
+            "the second argument of train_step must be the number of steps (a scalar integer)",
+            getattr(num_steps, "shape", type(num_steps).__name__),
+            _CALL_HELP,
+        )
+        return self.function(iterator, tf.cast(num_steps, tf.int32))
+
+    def __getattr__(self, name):
+        return getattr(self.function, name)
 
 
 def make_test_step(
