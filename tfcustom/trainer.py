@@ -245,6 +245,8 @@ class Trainer:
         """Once, before the first step: run the model on one batch; refuse a loss
         whose ``from_logits`` does not fit its outputs, and give the metrics
         built without ``num_classes`` the model's number of outputs."""
+        if isinstance(data, tf.data.Dataset):
+            fit_inputs.check_dataset(data)
         if self._outputs_checked:
             return
         batch = fit_inputs.first_batch(data)
@@ -341,9 +343,9 @@ class Trainer:
             if self.verbose:
                 print(message)
             return self.history
+        steps = self._steps_per_epoch(train, steps_per_epoch)
         self._restore_train_state()
         self._check_outputs(train)
-        steps = self._steps_per_epoch(train, steps_per_epoch)
         logging.info(
             "Training %d epochs of %d steps on %d replica(s) (%s), steps_per_execution=%d, jit_compile=%s",
             epochs, steps, self.strategy.num_replicas_in_sync, type(self.strategy).__name__,
