@@ -93,3 +93,37 @@ def predict_dataset(x, batch_size: Optional[int]) -> tf.data.Dataset:
 
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else check_positive_int("batch_size", batch_size)
     return tf.data.Dataset.from_tensor_slices(np.asarray(x)).batch(batch_size).map(normalize_images)
+
+
+def check_outputs(model, loss, data, metrics, strategy) -> bool:
+    """Run ``model`` on (up to 64 examples of) the first batch of ``data``;
+    refuse a ``loss`` whose ``from_logits`` does not fit the outputs
+    (:func:`tfcustom.loss_inputs.mismatch`), and build the tfcustom metrics
+    that were given no ``num_classes`` for the model's number of outputs
+    (under ``strategy.scope()``, before any step is traced). Returns whether
+    the check is done (False: ``data`` is empty)."""
+    from absl import logging
+
+    from tfcustom.errors import ConfigError
+    from tfcustom.loss_inputs import mismatch
+    from tfcustom.steps import unpack_batch
+
+    batch = first_batch(data)
+    if batch is None:
+        return False
+    x = unpack_batch(batch)[0] if isinstance(batch, (tuple, list, dict)) else batch
+    try:
+        y_pred = model(x[:64] if isinstance(x, (tf.Tensor, np.ndarray)) else x, training=False)
+    except Exception as e:  # noqa: BLE001 - e.g. a TPU model cannot run outside strategy.run: the steps will tell
+        logging.warning("Could not run the model on one batch before training (%s: %s); the loss' from_logits "
+                        "setting is not checked against its outputs", type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+        return True
+    problem = mismatch(loss, y_pred)
+    if problem:
+        raise ConfigError(problem)
+    num_classes = y_pred.shape[-1]
+    with strategy.scope():
+        for m in metrics:
+            if hasattr(m, "build_state") and getattr(m, "num_classes", 0) is None and num_classes:
+                m.build_state(int(num_classes))
+    return True

@@ -54,9 +54,8 @@ from tfcustom import steps as steps_lib
 from tfcustom.checkpoint import ReplicaState
 from tfcustom.data.pipeline import EpochInput, InputPipeline  # noqa: F401 (InputPipeline re-exported)
 from tfcustom.compile_args import copy_state, eval_copy, metric_from_spec, resolve_loss, resolve_optimizer
-from tfcustom.loss_inputs import mismatch
 from tfcustom.early_stopping import EarlyStopping
-from tfcustom.errors import ConfigError, NonFiniteLossError, check, check_positive_int, config_error
+from tfcustom.errors import NonFiniteLossError, check, check_positive_int, config_error
 from tfcustom.history import History
 from tfcustom.preemption import PREEMPTED_EXIT_CODE, ClusterPreemption, StopSignals, TrainingInterrupted, interrupted  # noqa: F401 (re-exported)
 
@@ -242,33 +241,11 @@ class Trainer:
                            type(data).__name__, "pass e.g. trainer.fit((x, y), epochs=2, batch_size=32)")
 
     def _check_outputs(self, data: DataLike) -> None:
-        """Once, before the first step: run the model on one batch; refuse a loss
-        whose ``from_logits`` does not fit its outputs, and give the metrics
-        built without ``num_classes`` the model's number of outputs."""
+        """Once, before the first step: see :func:`tfcustom.fit_inputs.check_outputs`."""
         if isinstance(data, tf.data.Dataset):
             fit_inputs.check_dataset(data)
-        if self._outputs_checked:
-            return
-        batch = fit_inputs.first_batch(data)
-        if batch is None:
-            return
-        x, _, _ = steps_lib.unpack_batch(batch) if isinstance(batch, (tuple, list, dict)) else (batch, None, None)
-        try:
-            y_pred = self.model(x[:64] if isinstance(x, (tf.Tensor, np.ndarray)) else x, training=False)
-        except Exception as e:  # noqa: BLE001 - e.g. a TPU model cannot run outside strategy.run: the steps will tell
-            logging.warning("Could not run the model on one batch before training (%s: %s); the loss' from_logits "
-                            "setting is not checked against its outputs", type(e).__name__, str(e).splitlines()[0] if str(e) else "")
-            self._outputs_checked = True
-            return
-        problem = mismatch(self.loss, y_pred)
-        if problem:
-            raise ConfigError(problem)
-        num_classes = y_pred.shape[-1]
-        with self.strategy.scope():
-            for m in (*self.train_metrics, *self.eval_metrics):
-                if hasattr(m, "build_state") and getattr(m, "num_classes", 0) is None and num_classes:
-                    m.build_state(int(num_classes))
-        self._outputs_checked = True
+        if not self._outputs_checked:
+            self._outputs_checked = fit_inputs.check_outputs(self.model, self.loss, data, (*self.train_metrics, *self.eval_metrics), self.strategy)
 
     def _restore_train_state(self) -> None:
         """Give the metric objects back their training state after :meth:`evaluate` showed its values in them."""
