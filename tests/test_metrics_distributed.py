@@ -86,6 +86,18 @@ _SCRIPT = textwrap.dedent(
     model.fit(x, labels, sample_weight=weights, batch_size=batch, epochs=1, shuffle=False, verbose=0, callbacks=[record])
     out["keras_per_batch"] = per_batch
     out["keras_logits"] = model.predict(x, batch_size=batch, verbose=0).tolist()
+
+    # The Trainer on 2 replicas: the metric object passed holds the evaluation's value afterwards.
+    import tfcustom
+    with strategy.scope():
+        trainer_model = keras.Sequential([keras.Input(x.shape[1:]), keras.layers.Dense(C)])
+        f1 = M.F1Score()  # num_classes from the model's output
+    trainer = tfcustom.Trainer(trainer_model, tfcustom.losses.SparseCategoricalCrossentropy(from_logits=True), "sgd",
+                               metrics=[f1], strategy=strategy, verbose=0)
+    trainer.fit((x, labels), epochs=1, batch_size=batch)
+    trainer.evaluate((x, labels), batch_size=batch)
+    out["trainer_f1"] = float(f1.result())
+    out["trainer_logits"] = trainer.predict(x).tolist()
     print("RESULT " + json.dumps(out))
     """
 )
@@ -173,3 +185,7 @@ def test_metrics_under_mirrored_strategy_equal_sklearn_on_all_data(tmp_path):
         want = skm.precision_score(labels[:n], fit_preds[:n], average="macro", labels=list(range(C)), sample_weight=weights[:n], zero_division=0)
         assert precision == pytest.approx(want, abs=1e-6), (i, precision, want)
         assert ece == pytest.approx(_np_ece(labels[:n], fit_logits[:n], np.ones(n), 10), abs=1e-6), i
+
+    # the Trainer's metric object after evaluate on 2 replicas
+    trainer_preds = np.asarray(got["trainer_logits"]).argmax(1)
+    assert got["trainer_f1"] == pytest.approx(skm.f1_score(labels, trainer_preds, average="macro", labels=list(range(C)), zero_division=0), abs=1e-6)
