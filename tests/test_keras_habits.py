@@ -189,3 +189,17 @@ def test_unbatched_and_infinite_datasets_say_what_to_do():
         trainer.fit(ds.batch(16).filter(lambda a, b: True), epochs=1)
     trainer.fit(ds.batch(16).repeat(), epochs=1, steps_per_epoch=3)
     assert int(trainer.global_step.numpy()) == 3
+
+
+def test_metrics_without_num_classes_are_checkpointable_or_refused():
+    from tfcustom.checkpoint import training_checkpoint
+
+    loss = tfcustom.losses.SparseCategoricalCrossentropy(from_logits=True)
+    trainer = Trainer(_model(), loss, "sgd", metrics=["f1", tfcustom.metrics.Precision()])  # Sequential: K outputs known
+    assert [m.num_classes for m in trainer.train_metrics] == [K, K]
+    assert len(training_checkpoint(trainer).train_metrics) == 2 + 2  # the loss tracker's total and count, two confusion matrices
+    model = tfcustom.models.get("logistic_regression", num_classes=K)
+    model(np.zeros((1, 6), "float32"))
+    trainer = Trainer(model, loss, "sgd", metrics=["f1"])  # subclassed: the outputs are known only from data
+    with pytest.raises(ConfigError, match=r"no state yet to checkpoint.*Trainer\(num_classes=\.\.\.\)"):
+        training_checkpoint(trainer)

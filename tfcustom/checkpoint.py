@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfcustom.errors import TfcustomError
+from tfcustom.errors import TfcustomError, check
 
 
 class CheckpointError(TfcustomError, RuntimeError):
@@ -97,6 +97,9 @@ class ReplicaState(tf.train.experimental.PythonState):
 def training_checkpoint(trainer, early_stopping=None) -> tf.train.Checkpoint:
     """The checkpoint of a :class:`tfcustom.Trainer`'s full training state."""
     metric_vars = []
+    for m in trainer.train_metrics:
+        check(getattr(m, "num_classes", 0) is not None, "a metric has no state yet to checkpoint (its num_classes is not known)",
+              m.name, "pass num_classes= to the metric or to tfcustom.Trainer(num_classes=...)")
     for m in [trainer.train_loss, *trainer.train_metrics]:
         metric_vars.extend(_tf_variables(m.variables))
     items = dict(

@@ -121,9 +121,24 @@ def check_outputs(model, loss, data, metrics, strategy) -> bool:
     problem = mismatch(loss, y_pred)
     if problem:
         raise ConfigError(problem)
-    num_classes = y_pred.shape[-1]
     with strategy.scope():
-        for m in metrics:
-            if hasattr(m, "build_state") and getattr(m, "num_classes", 0) is None and num_classes:
-                m.build_state(int(num_classes))
+        build_metric_states(metrics, y_pred.shape[-1])
     return True
+
+
+def output_classes(model) -> Optional[int]:
+    """The model's number of outputs when Keras knows it without data
+    (Sequential/functional models), else ``None``."""
+    try:
+        shape = model.output_shape
+    except (AttributeError, ValueError, RuntimeError):
+        return None
+    return shape[-1] if isinstance(shape, tuple) and shape and isinstance(shape[-1], int) else None
+
+
+def build_metric_states(metrics, num_classes: Optional[int]) -> None:
+    """Give the tfcustom metrics built without ``num_classes`` their state
+    (call under the strategy's scope; a no-op when ``num_classes`` is None)."""
+    for m in metrics:
+        if num_classes and hasattr(m, "build_state") and getattr(m, "num_classes", 0) is None:
+            m.build_state(int(num_classes))

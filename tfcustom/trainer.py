@@ -165,6 +165,7 @@ class Trainer:
             self.train_metrics = [metric_from_spec(m, num_classes) for m in metrics]  # the user's objects, if given
             self._check_metrics_in_scope()
             self.eval_metrics = [eval_copy(m) for m in self.train_metrics]
+            fit_inputs.build_metric_states((*self.train_metrics, *self.eval_metrics), num_classes or fit_inputs.output_classes(model))
             # Loop position: what a checkpoint needs to resume exactly.
             self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
