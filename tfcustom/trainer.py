@@ -52,8 +52,8 @@ from absl import logging
 from tfcustom import fit_inputs
 from tfcustom import steps as steps_lib
 from tfcustom.checkpoint import ReplicaState
-from tfcustom.data.pipeline import EpochInput, InputPipeline  # noqa: F401 (InputPipeline re-exported)
 from tfcustom.compile_args import copy_state, eval_copy, metric_from_spec, resolve_loss, resolve_optimizer
+from tfcustom.data.pipeline import EpochInput, InputPipeline  # noqa: F401 (InputPipeline re-exported)
 from tfcustom.early_stopping import EarlyStopping
 from tfcustom.errors import NonFiniteLossError, check, check_positive_int, config_error
 from tfcustom.history import History
