@@ -69,6 +69,9 @@ class TrainConfig:
     tpu_address: Optional[str] = None
     precision: str = "auto"
     log_replica_losses: int = 0
+    # TensorBoard (see tfcustom.summaries): <output_dir>/tensorboard
+    tensorboard: bool = True
+    log_every_steps: int = 100
     # checkpoints
     checkpoint_every_steps: Optional[int] = None
     keep_checkpoints: int = 3
@@ -78,7 +81,7 @@ class TrainConfig:
     RESUMABLE_CHANGES = frozenset({
         "epochs", "verbose", "data_dir", "eval_batch_size", "checkpoint_every_steps", "keep_checkpoints",
         "early_stopping_patience", "jit_compile", "export_best", "steps_per_execution", "strategy", "num_cpu_replicas", "tpu_address",
-        "log_replica_losses", "verify_shards",
+        "log_replica_losses", "verify_shards", "tensorboard", "log_every_steps",
     })
 
     def differences(self, other: "TrainConfig") -> Dict[str, Tuple[Any, Any]]:
@@ -179,6 +182,8 @@ class TrainConfig:
         check_one_of("precision", self.precision, PRECISIONS)
         check(isinstance(self.log_replica_losses, int) and self.log_replica_losses >= 0, "log_replica_losses must be an integer >= 0",
               self.log_replica_losses, "pass N to log each replica's loss every N steps, or 0 for never")
+        check(isinstance(self.log_every_steps, int) and not isinstance(self.log_every_steps, bool) and self.log_every_steps >= 1,
+              "log_every_steps must be a positive integer", self.log_every_steps, "pass e.g. --log_every_steps=100")
         check(self.validation_size > 0 or not self.monitor.startswith("val_") or self.early_stopping_patience is None,
               "early stopping monitors a validation metric but validation_size is 0", self.monitor, "set validation_size > 0 or monitor a training metric")
         return self

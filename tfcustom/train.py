@@ -43,6 +43,10 @@ from tfcustom.export import BEST_SUBDIR, CHECKPOINT_DIR, CONFIG_FILE, KERAS_FILE
 from tfcustom.errors import check, config_error, is_writable_dir
 from tfcustom.preemption import ClusterPreemption, is_cluster
 from tfcustom.trainer import Trainer
+from tfcustom import plots
+from tfcustom.summaries import SummaryWriter, figure_png
+
+TENSORBOARD_DIR = "tensorboard"
 
 
 
@@ -256,6 +260,8 @@ def train_and_evaluate(
     with strategy.scope():  # a Keras optimizer belongs to the strategy it is created under
         optimizer = strategy_lib.wrap_optimizer(build_optimizer(config, train.steps_per_epoch), policy)
     metrics = list(config.metrics)
+    # TensorBoard: written by the chief only; started below, once the position is known.
+    summary_writer = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR), config.log_every_steps) if config.tensorboard and chief else None
     trainer = Trainer(
         model, loss, optimizer, metrics,
         strategy=strategy,
@@ -268,6 +274,7 @@ def train_and_evaluate(
         output_dir=workdir if chief else None,
         verbose=config.verbose if chief else 0,
         log_replica_losses=config.log_replica_losses,
+        summary_writer=summary_writer,
     )
     # The monitored value is always tracked (for the "best" checkpoint); it only
     # stops training when a patience is set.
@@ -306,6 +313,8 @@ def train_and_evaluate(
     os.makedirs(workdir, exist_ok=True)
     if chief:
         _write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+    if summary_writer is not None:  # a resumed run drops the points written after its checkpoint
+        summary_writer.start(int(trainer.global_step.numpy()), int(trainer.epoch.numpy()), config.to_dict())
     logging.info("Run directory %s; %d train / %d validation / %d test examples; model %s with %d parameters",
                  workdir, len(train), len(val) if val else 0, len(test), config.model, model.count_params())
     start = time.time()
@@ -337,6 +346,7 @@ def train_and_evaluate(
         "model_path": model_path,
         "saved_model_path": os.path.join(workdir, SAVED_MODEL_DIR),
         "class_names": list(dataset.class_names),
+        "parameters": int(model.count_params()),
     }
     if not chief:
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # this worker's temporary copies: the chief's are the run's
@@ -346,5 +356,11 @@ def train_and_evaluate(
         # owns its directory, so a resumed run replaces an earlier export.
         export_model(model, workdir, overwrite=True, input_shape=dataset.input_shape)
         history.plot(os.path.join(workdir, "learning_curves.png"))
+        pictures = plots.write_run_pictures(workdir, dataset.test.x, dataset.test.y, plots.softmax(trainer.predict(test)),
+                                            dataset.class_names, reliability="ece" in config.metrics)
+        if summary_writer is not None:
+            confusion = figure_png(plots.plot_confusion_matrix(pictures["counts"], dataset.class_names))
+            summary_writer.write_test(int(trainer.epoch.numpy()) - 1, test_logs, confusion)
+            summary_writer.close()
         _write_json(os.path.join(workdir, RESULTS_FILE), results)
     return results
