@@ -154,6 +154,13 @@ def _all_finite(values):
     return tf.reduce_all(tf.stack(flags)) if flags else tf.constant(True)
 
 
+def op_determinism_enabled() -> bool:
+    """Whether ``tf.config.experimental.enable_op_determinism()`` is in effect (no public getter)."""
+    from tensorflow.python.framework import config as framework_config
+
+    return bool(framework_config.is_op_determinism_enabled())
+
+
 def _seconds_since(start, batch):
     """Seconds from ``start`` (a ``tf.timestamp``) until ``batch``'s tensors exist."""
     with tf.control_dependencies(tf.nest.flatten(batch, expand_composites=True)):
@@ -188,7 +195,9 @@ def make_train_step(
     * ``loss_scale_skipped``: steps the loss-scale optimizer skipped (below);
     * ``grad_norm``: global norm of the last step's summed gradient, before clipping;
     * ``input_wait_s``: seconds (float64) the steps spent waiting for their
-      batches (``tf.timestamp`` around ``next(iterator)``).
+      batches (``tf.timestamp`` around ``next(iterator)``); absent under
+      ``tf.config.experimental.enable_op_determinism()``, which refuses
+      ``tf.timestamp``.
 
     A non-finite step is never applied: the gradients are dropped and the
     state the forward pass changed (BatchNorm statistics) is put back. With
@@ -247,10 +256,14 @@ def make_train_step(
         update_metrics(metrics, loss_tracker, y, y_pred, per_example, reg, sw, valid)
 
     def one_step(iterator):
+        if not measure_wait:  # tf.timestamp is refused under op determinism
+            return _step(next(iterator)) + (tf.constant(0.0, tf.float64),)
         start = tf.timestamp()
         with tf.control_dependencies([start]):
             batch = next(iterator)
-        input_wait = _seconds_since(start, batch)  # time blocked on the input pipeline
+        return _step(batch) + (_seconds_since(start, batch),)  # + time blocked on the input pipeline
+
+    def _step(batch):
         # The forward pass also updates state (BatchNorm statistics); keep a copy
         # so that a non-finite step can be undone completely.
         state_before = [tf.identity(v) for v in state_variables]
@@ -273,7 +286,7 @@ def make_train_step(
             tf.cond(finite, lambda: _apply_scaled(grads), lambda: _restore(state_before, halve_scale=overflow))
             finite = loss_finite
         strategy.run(replica_metrics, args=metric_args + (tf.logical_and(finite, tf.logical_not(overflow)),))
-        return loss_value, replica_losses, finite, overflow, grad_norm, input_wait
+        return loss_value, replica_losses, finite, overflow, grad_norm
 
     def _apply(grads):
         optimizer.apply_gradients(zip(grads, variables))
@@ -307,6 +320,7 @@ def make_train_step(
         return tf.no_op()
 
     stop_on_nonfinite = on_nonfinite == "stop"
+    measure_wait = not op_determinism_enabled()
 
     @tf.function
     def train_step(iterator, num_steps):
@@ -337,7 +351,7 @@ def make_train_step(
             "nonfinite": nonfinite,
             "loss_scale_skipped": loss_scale_skipped,
             "grad_norm": grad_norm,
-            "input_wait_s": input_wait_s,
+            **({"input_wait_s": input_wait_s} if measure_wait else {}),
         }
 
     return train_step

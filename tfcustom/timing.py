@@ -49,15 +49,15 @@ class StepTimer:
     def start(self, done: int) -> None:
         """The epoch's steps begin (after ``done`` steps already run, on resume)."""
         self._first = self._done = done
-        self._wait = 0.0
+        self._wait: Optional[float] = 0.0
         self._t0 = self._interval_t = time.perf_counter()
         self._interval_done = done
         self._t_end = None
 
-    def record(self, steps: int, input_wait_s: float) -> None:
-        """``steps`` more steps ran; they waited ``input_wait_s`` for input."""
+    def record(self, steps: int, input_wait_s: Optional[float]) -> None:
+        """``steps`` more steps ran; they waited ``input_wait_s`` for input (None: not measured)."""
         self._done += steps
-        self._wait += float(input_wait_s)
+        self._wait = None if input_wait_s is None or self._wait is None else self._wait + float(input_wait_s)
         self._t_end = time.perf_counter()
 
     def interval_rate(self) -> float:
@@ -69,16 +69,21 @@ class StepTimer:
         return rate
 
     def epoch_summary(self) -> Dict[str, float]:
-        """``examples_per_second``, ``input_wait_share`` (0..1) and ``train_seconds`` of the steps run."""
+        """``examples_per_second``, ``input_wait_share`` (0..1; absent when not
+        measured) and ``train_seconds`` of the steps run."""
         seconds = max((self._t_end or time.perf_counter()) - self._t0, 1e-9)
         examples = self._examples(self._done) - self._examples(self._first)
-        return {"examples_per_second": examples / seconds, "input_wait_share": min(self._wait / seconds, 1.0), "train_seconds": seconds}
+        out = {"examples_per_second": examples / seconds, "train_seconds": seconds}
+        if self._wait is not None:
+            out["input_wait_share"] = min(self._wait / seconds, 1.0)
+        return out
 
     def log_line(self, epoch: int) -> str:
         s = self.epoch_summary()
         unit = "examples/s" if self.batch_size is not None else "steps/s"
-        return (f"epoch {epoch} timing: {s['examples_per_second']:.0f} {unit}, {100 * s['input_wait_share']:.1f}% of the "
-                f"step time waiting for input ({self._done - self._first} steps in {s['train_seconds']:.2f} s)")
+        wait = (f"{100 * s['input_wait_share']:.1f}% of the step time waiting for input" if "input_wait_share" in s
+                else "input wait not measured (op determinism refuses tf.timestamp)")
+        return f"epoch {epoch} timing: {s['examples_per_second']:.0f} {unit}, {wait} ({self._done - self._first} steps in {s['train_seconds']:.2f} s)"
 
 
 def tracing_count(fn) -> Optional[int]:

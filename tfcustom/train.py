@@ -7,7 +7,10 @@ model, loss, optimizer, the Trainer. Notebooks, tests and the absl trainer
 A run directory is complete when ``results.json`` exists; it is written last.
 The directory holds ``config.json``, ``history.json`` / ``history.csv``,
 ``learning_curves.png``, ``model.keras``, ``saved_model/`` (the SavedModel
-with the serving signature, see :mod:`tfcustom.export`) and ``results.json``.
+with the serving signature, see :mod:`tfcustom.export`), ``results.json``,
+the pictures of :mod:`tfcustom.plots` (``confusion_matrix.png``,
+``misclassified.png``, ``reliability.png`` with the ece metric) and, with
+``config.tensorboard``, ``tensorboard/`` (see :mod:`tfcustom.summaries`).
 
 Example:
 
@@ -358,6 +361,7 @@ def train_and_evaluate(
         history.plot(os.path.join(workdir, "learning_curves.png"))
         pictures = plots.write_run_pictures(workdir, dataset.test.x, dataset.test.y, plots.softmax(trainer.predict(test)),
                                             dataset.class_names, reliability="ece" in config.metrics)
+        results["confusion_matrix"] = pictures["counts"].tolist()  # [true][predicted] counts on the test split
         if summary_writer is not None:
             confusion = figure_png(plots.plot_confusion_matrix(pictures["counts"], dataset.class_names))
             summary_writer.write_test(int(trainer.epoch.numpy()) - 1, test_logs, confusion)

@@ -361,7 +361,7 @@ class Trainer:
                 done += ran
                 self.global_step.assign_add(ran)
                 self.step_in_epoch.assign(done)
-                timer.record(ran, out.get("input_wait_s", 0.0))
+                timer.record(ran, out.get("input_wait_s"))
                 if self.summary_writer is not None and self.summary_writer.due(int(self.global_step.numpy()), ran):
                     self._write_step_summaries(out, timer)
                 if self.log_replica_losses:
@@ -394,7 +394,7 @@ class Trainer:
             check_retracing(self.train_step, len(self._train_signatures))
             if self.summary_writer is not None:
                 timing = timer.epoch_summary()
-                self.summary_writer.write_epoch(epoch + 1, logs, {k: timing[k] for k in ("examples_per_second", "input_wait_share")})
+                self.summary_writer.write_epoch(epoch + 1, logs, {k: timing[k] for k in ("examples_per_second", "input_wait_share") if k in timing})
             self.history.append(logs)
             self.epoch.assign(epoch + 1)
             self.step_in_epoch.assign(0)
