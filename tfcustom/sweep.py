@@ -177,6 +177,7 @@ def plot_sweep(rows: List[Dict[str, Any]], path: Optional[str] = None):
         h = row["history"]
         curves.plot([r["epoch"] for r in h], [r.get(key) for r in h], "o-", ms=3, label=row["run"])
     curves.set_xlabel("epoch")
+    curves.xaxis.get_major_locator().set_params(integer=True)
     curves.set_ylabel(key.replace("_", " "))
     curves.set_title(f"{key.replace('_', ' ')} of every run")
     curves.grid(alpha=0.3)
@@ -185,12 +186,12 @@ def plot_sweep(rows: List[Dict[str, Any]], path: Optional[str] = None):
     scatter.scatter([p[0] for p in points], [p[1] for p in points], c="tab:blue")
     front = pareto_front(points)
     scatter.plot([points[i][0] for i in front], [points[i][1] for i in front], "r-o", label="Pareto front (faster or better)")
-    for i in front:
-        scatter.annotate(rows[i]["run"], points[i], fontsize=6, xytext=(3, 3), textcoords="offset points")
+    for i, row in enumerate(rows):
+        scatter.annotate(row["run"], points[i], fontsize=6, xytext=(3, 3), textcoords="offset points", color="red" if i in front else "black")
     scatter.set_xlabel("training time (s)")
     scatter.set_ylabel("test accuracy")
     scatter.set_title("accuracy vs training time")
     scatter.grid(alpha=0.3)
-    scatter.legend(fontsize=8, loc="lower right")
+    scatter.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return _save(fig, path)
