@@ -58,7 +58,8 @@ def trained(tmp_path_factory, small_idx_dir):
 
     out = tmp_path_factory.mktemp("summaries") / "run"
     config = TrainConfig(model="mlp", model_kwargs={"hidden_units": [32]}, epochs=2, batch_size=32, validation_size=200,
-                         data_dir=small_idx_dir, verbose=0, metrics=("accuracy", "ece"), log_every_steps=LOG_EVERY)
+                         data_dir=small_idx_dir, verbose=0, metrics=("accuracy", "ece"), log_every_steps=LOG_EVERY,
+                         histograms_every_epochs=2, profile_steps=(3, 4))
     records, absl_logger = Records(), logging.getLogger("absl")
     level, verbosity = absl_logger.level, absl_logging.get_verbosity()
     absl_logger.addHandler(records)
@@ -101,6 +102,19 @@ def test_step_scalars_at_the_logging_steps(trained):
     norms = np.array([float(v) for _, v in events["train"]["batch_gradient_norm"]])
     assert np.all(np.isfinite(norms)) and np.all(norms > 0)
     assert not any(t.startswith("batch_replica_") for t in events["train"])  # one replica: no per-replica shares
+
+
+def test_histograms_and_profile(trained):
+    import keras
+
+    out, _, _, events = trained
+    model = keras.models.load_model(out / "model.keras")
+    histograms = {t: p for t, p in events["train"].items() if t.startswith("epoch_weights/")}
+    assert len(histograms) == len(model.weights)
+    assert all(any(t.endswith("/" + v.path) for t in histograms) for v in model.weights)
+    assert all([s for s, _ in p] == [1] for p in histograms.values())  # every 2 epochs: after epoch 2 only
+    traces = list((out / "tensorboard" / "train" / "plugins" / "profile").glob("*/*.xplane.pb"))
+    assert len(traces) == 1 and traces[0].stat().st_size > 1000
 
 
 def test_end_of_run_summaries_pictures_and_confusion_counts(trained):

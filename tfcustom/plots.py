@@ -56,7 +56,7 @@ def plot_confusion_matrix(counts, class_names: Sequence[str], path: Optional[str
     check(counts.shape == (n, n), "counts must be a square matrix with one row per class name", counts.shape, f"pass a {n}x{n} matrix of counts")
     rows = counts.sum(axis=1, keepdims=True)
     rates = np.divide(counts, rows, out=np.zeros(counts.shape, float), where=rows > 0)
-    fig = _figure(6 + 0.9 * n, 0.35 * n + 3)
+    fig = _figure(min(6 + 0.9 * n, 30), min(0.35 * n + 3, 16))
     for ax, values, title, fmt in zip(fig.subplots(1, 2), (counts, rates), ("counts", "row-normalised (recall on the diagonal)"), ("d", ".2f")):
         image = ax.imshow(values, cmap="Blues")
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
@@ -66,7 +66,7 @@ def plot_confusion_matrix(counts, class_names: Sequence[str], path: Optional[str
         ax.set_ylabel("true")
         ax.set_title(title, fontsize=10)
         top = values.max() if values.size else 0
-        for i in range(n):
+        for i in range(n if n <= 20 else 0):  # numbers only where they fit
             for j in range(n):
                 ax.text(j, i, format(values[i, j], fmt), ha="center", va="center", fontsize=6 if n > 8 else 8,
                         color="white" if values[i, j] > 0.6 * top else "black")

@@ -13,7 +13,11 @@ overlay in TensorBoard), ``<logdir>/test`` the end-of-run results, and
   ``learning_rate``, ``time_s``, ``examples_per_second``,
   ``input_wait_share``) and in ``validation`` (its ``val_`` values);
 * at the end, in ``test``: ``test_<name>`` and the confusion matrix image;
-* at the start of a run: its config as text (``train``) and as hparams.
+* at the start of a run: its config as text (``train``) and as hparams;
+* optional: ``epoch_weights/<variable>`` histograms every
+  ``histograms_every_epochs`` epochs, and a profiler trace of the steps
+  ``profile_steps=(start, end)`` in ``train`` (TensorBoard's Profile tab;
+  needs the ``tensorboard-plugin-profile`` package to view).
 
 The writer is built by the caller (:func:`tfcustom.train_and_evaluate`; only
 the chief of a cluster writes) and passed to the :class:`tfcustom.Trainer`.
@@ -37,7 +41,7 @@ import io
 import json
 import os
 import shutil
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import tensorflow as tf
 
@@ -105,12 +109,23 @@ class SummaryWriter:
     Args:
       logdir: the run's TensorBoard directory (``<output_dir>/tensorboard``).
       log_every_steps: write the step summaries every this many train steps.
+      histograms_every_epochs: weight histograms every this many epochs (0: never).
+      profile_steps: ``(start, end)``: trace global steps start..end (1-based,
+        inclusive) with the TensorFlow profiler; None: no trace.
     """
 
-    def __init__(self, logdir: str, log_every_steps: int = 100):
+    def __init__(self, logdir: str, log_every_steps: int = 100, *, histograms_every_epochs: int = 0,
+                 profile_steps: Optional[Tuple[int, int]] = None):
         check(isinstance(logdir, str) and logdir, "logdir must be a non-empty path", logdir, "pass e.g. runs/demo/tensorboard")
         self.logdir = logdir
         self.log_every_steps = check_positive_int("log_every_steps", log_every_steps)
+        check(isinstance(histograms_every_epochs, int) and histograms_every_epochs >= 0, "histograms_every_epochs must be an integer >= 0",
+              histograms_every_epochs, "pass e.g. 1, or 0 for no histograms")
+        self.histograms_every_epochs = histograms_every_epochs
+        check(profile_steps is None or (len(profile_steps) == 2 and 1 <= profile_steps[0] <= profile_steps[1]),
+              "profile_steps must be (start, end) with 1 <= start <= end", profile_steps, "pass e.g. (10, 20)")
+        self.profile_steps = tuple(profile_steps) if profile_steps is not None else None
+        self._profiling = False
         self._writers: Dict[str, Any] = {}
 
     def _writer(self, name: str):
@@ -172,11 +187,38 @@ class SummaryWriter:
                 tf.summary.image("confusion_matrix", image)
         self.flush()
 
+    def write_histograms(self, epoch: int, model) -> None:
+        """``epoch_weights/<variable path>`` histograms at step ``epoch - 1``, every ``histograms_every_epochs`` epochs."""
+        if not self.histograms_every_epochs or epoch % self.histograms_every_epochs:
+            return
+        with self._writer(TRAIN).as_default(step=epoch - 1):
+            for v in model.weights:
+                tf.summary.histogram("epoch_weights/" + (v.path if hasattr(v, "path") else v.name), tf.convert_to_tensor(v))
+
+    def profile(self, steps_done: int, steps_next: int) -> None:
+        """Called before each train-step call (``steps_done`` global steps done,
+        ``steps_next`` about to run) and with ``steps_next=0`` after it: starts
+        and stops the profiler around ``profile_steps`` (whole calls of
+        ``steps_per_execution`` steps are traced)."""
+        if self.profile_steps is None:
+            return
+        start, end = self.profile_steps
+        if not self._profiling and steps_next and steps_done < start <= steps_done + steps_next:
+            tf.profiler.experimental.start(os.path.join(self.logdir, TRAIN))
+            self._profiling = True
+        elif self._profiling and steps_done >= end:
+            tf.profiler.experimental.stop()
+            self._profiling = False
+            self.profile_steps = None  # once per run
+
     def flush(self) -> None:
         for w in self._writers.values():
             w.flush()
 
     def close(self) -> None:
+        if self._profiling:  # training ended inside profile_steps
+            tf.profiler.experimental.stop()
+            self._profiling = False
         for w in self._writers.values():
             w.close()
         self._writers = {}

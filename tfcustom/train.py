@@ -264,7 +264,8 @@ def train_and_evaluate(
         optimizer = strategy_lib.wrap_optimizer(build_optimizer(config, train.steps_per_epoch), policy)
     metrics = list(config.metrics)
     # TensorBoard: written by the chief only; started below, once the position is known.
-    summary_writer = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR), config.log_every_steps) if config.tensorboard and chief else None
+    summary_writer = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR), config.log_every_steps, histograms_every_epochs=config.histograms_every_epochs,
+                                   profile_steps=config.profile_steps) if config.tensorboard and chief else None
     trainer = Trainer(
         model, loss, optimizer, metrics,
         strategy=strategy,

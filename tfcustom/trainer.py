@@ -345,6 +345,8 @@ class Trainer:
             done = skip
             while done < steps:
                 n = min(self.steps_per_execution, steps - done)
+                if self.summary_writer is not None:
+                    self.summary_writer.profile(int(self.global_step.numpy()), n)
                 out = self.train_step(iterator, tf.constant(n, dtype=tf.int32))
                 self._last_saved_step = None  # a save below, then a stop, writes this step once
                 ran = int(out["steps_run"]) + (int(out["skipped"]) if self.on_nonfinite == "skip" else 0)
@@ -361,6 +363,8 @@ class Trainer:
                 done += ran
                 self.global_step.assign_add(ran)
                 self.step_in_epoch.assign(done)
+                if self.summary_writer is not None:
+                    self.summary_writer.profile(int(self.global_step.numpy()), 0)
                 timer.record(ran, out.get("input_wait_s"))
                 if self.summary_writer is not None and self.summary_writer.due(int(self.global_step.numpy()), ran):
                     self._write_step_summaries(out, timer)
@@ -395,6 +399,7 @@ class Trainer:
             if self.summary_writer is not None:
                 timing = timer.epoch_summary()
                 self.summary_writer.write_epoch(epoch + 1, logs, {k: timing[k] for k in ("examples_per_second", "input_wait_share") if k in timing})
+                self.summary_writer.write_histograms(epoch + 1, self.model)
             self.history.append(logs)
             self.epoch.assign(epoch + 1)
             self.step_in_epoch.assign(0)

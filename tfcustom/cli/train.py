@@ -65,6 +65,8 @@ flags.DEFINE_enum("precision", "auto", ["auto", "float32", "mixed_float16", "mix
                   "Keras dtype policy; auto = mixed_bfloat16 on TPU, mixed_float16 (with loss scaling) on GPU, float32 on CPU.")
 flags.DEFINE_boolean("tensorboard", True, "Write TensorBoard summaries to <output_dir>/tensorboard (--notensorboard: none).")
 flags.DEFINE_integer("log_every_steps", 100, "Write the step summaries (loss, metrics, learning rate, gradient norm, examples/s) every N steps.")
+flags.DEFINE_integer("histograms_every_epochs", 0, "Write weight histograms to TensorBoard every N epochs (0: never).")
+flags.DEFINE_list("profile_steps", None, "START,END: trace these global steps with the TensorFlow profiler (TensorBoard's Profile tab).")
 flags.DEFINE_integer("log_replica_losses", 0, "Log each replica's share of the loss every N steps and at each epoch end (0: never).")
 
 for _name in ("validation_size",):
@@ -89,6 +91,18 @@ def _model_kwargs(text: str):
     if not isinstance(value, dict):
         raise config_error("--model_kwargs must be a JSON object", text, 'pass e.g. --model_kwargs=\'{"dropout": 0.3}\'')
     return value
+
+
+def _profile_steps(values):
+    from tfcustom.errors import config_error
+
+    if not values:
+        return None
+    try:
+        start, end = (int(v) for v in values)
+    except ValueError:
+        raise config_error("--profile_steps must be two integers START,END", ",".join(values), "pass e.g. --profile_steps=10,20") from None
+    return (start, end)
 
 
 def config_from_flags():
@@ -136,6 +150,8 @@ def config_from_flags():
         log_replica_losses=FLAGS.log_replica_losses,
         tensorboard=FLAGS.tensorboard,
         log_every_steps=FLAGS.log_every_steps,
+        histograms_every_epochs=FLAGS.histograms_every_epochs,
+        profile_steps=_profile_steps(FLAGS.profile_steps),
     )
 
 
