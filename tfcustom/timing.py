@@ -92,16 +92,17 @@ def tracing_count(fn) -> Optional[int]:
     return int(get()) if callable(get) else None
 
 
-def check_retracing(fn, num_signatures: int, name: str = "train step") -> bool:
-    """Warn (absl WARNING) and return True if ``fn`` was traced more than once
-    per input signature it was called with."""
+def check_retracing(fn, num_signatures: int, name: str = "train step", warned_at: int = 0) -> int:
+    """Warn (absl WARNING) if ``fn`` was traced more than once per input
+    signature it was called with, and more often than when it last warned
+    (``warned_at``). Returns the trace count it warned at (else ``warned_at``)."""
     traces = tracing_count(fn)
-    if traces is None or traces <= num_signatures:
-        return False
+    if traces is None or traces <= max(num_signatures, warned_at):
+        return warned_at
     logging.warning(
         "the %s was traced %d times for %d input signature(s): each retrace recompiles the step and slows training. "
         "Usual causes: a Python number or object passed where a tensor belongs, or a new tf.function or "
         "variable created per call; see https://www.tensorflow.org/guide/function#controlling_retracing",
         name, traces, num_signatures,
     )
-    return True
+    return traces

@@ -157,6 +157,7 @@ class Trainer:
         self.log_replica_losses = log_replica_losses
         self.summary_writer = summary_writer
         self._train_signatures = set()  # input signatures the train step was called with (retracing check)
+        self._retraces_warned = 0
         with self.strategy.scope():
             self.optimizer.build(model.trainable_variables)
             self.train_loss = keras.metrics.Mean(name="loss")
@@ -395,7 +396,7 @@ class Trainer:
                 progbar.update(steps, values=[(k, v) for k, v in logs.items() if k not in ("epoch", "time_s")], finalize=True)
             logging.info("epoch %d/%d: %s", epoch + 1, epochs, ", ".join(f"{k}={v:.4g}" for k, v in logs.items() if k != "epoch"))
             logging.info("%s", timer.log_line(epoch + 1))
-            check_retracing(self.train_step, len(self._train_signatures))
+            self._retraces_warned = check_retracing(self.train_step, len(self._train_signatures), warned_at=self._retraces_warned)
             if self.summary_writer is not None:
                 timing = timer.epoch_summary()
                 self.summary_writer.write_epoch(epoch + 1, logs, {k: timing[k] for k in ("examples_per_second", "input_wait_share") if k in timing})
