@@ -112,10 +112,13 @@ class SummaryWriter:
       histograms_every_epochs: weight histograms every this many epochs (0: never).
       profile_steps: ``(start, end)``: trace global steps start..end (1-based,
         inclusive) with the TensorFlow profiler; None: no trace.
+      chief: False on the other workers of a cluster: they write nothing, but
+        pass a writer to their Trainer all the same, so that every worker
+        reads the (cross-worker) metric values at the same steps.
     """
 
     def __init__(self, logdir: str, log_every_steps: int = 100, *, histograms_every_epochs: int = 0,
-                 profile_steps: Optional[Tuple[int, int]] = None):
+                 profile_steps: Optional[Tuple[int, int]] = None, chief: bool = True):
         check(isinstance(logdir, str) and logdir, "logdir must be a non-empty path", logdir, "pass e.g. runs/demo/tensorboard")
         self.logdir = logdir
         self.log_every_steps = check_positive_int("log_every_steps", log_every_steps)
@@ -126,11 +129,12 @@ class SummaryWriter:
               "profile_steps must be (start, end) with 1 <= start <= end", profile_steps, "pass e.g. (10, 20)")
         self.profile_steps = tuple(profile_steps) if profile_steps is not None else None
         self._profiling = False
+        self.chief = bool(chief)
         self._writers: Dict[str, Any] = {}
 
     def _writer(self, name: str):
         if name not in self._writers:
-            self._writers[name] = tf.summary.create_file_writer(os.path.join(self.logdir, name))
+            self._writers[name] = tf.summary.create_file_writer(os.path.join(self.logdir, name)) if self.chief else tf.summary.create_noop_writer()
         return self._writers[name]
 
     def _scalars(self, name: str, prefix: str, values: Dict[str, float], step: int) -> None:
@@ -143,6 +147,8 @@ class SummaryWriter:
         writes ``config`` as text and hparams; a resumed run drops what was
         written after its checkpoint (:func:`discard_after`)."""
         self.close()
+        if not self.chief:
+            return
         if global_step == 0 and epochs_done == 0:
             shutil.rmtree(self.logdir, ignore_errors=True)
             if config is not None:
@@ -153,6 +159,8 @@ class SummaryWriter:
     def write_config(self, config: Dict[str, Any]) -> None:
         from tensorboard.plugins.hparams import api as hp
 
+        if not self.chief:
+            return
         text = "```\n" + json.dumps(config, indent=2, sort_keys=True) + "\n```"
         with self._writer(TRAIN).as_default(step=0):
             tf.summary.text("config", text)
@@ -189,7 +197,7 @@ class SummaryWriter:
 
     def write_histograms(self, epoch: int, model) -> None:
         """``epoch_weights/<variable path>`` histograms at step ``epoch - 1``, every ``histograms_every_epochs`` epochs."""
-        if not self.histograms_every_epochs or epoch % self.histograms_every_epochs:
+        if not self.histograms_every_epochs or epoch % self.histograms_every_epochs or not self.chief:
             return
         with self._writer(TRAIN).as_default(step=epoch - 1):
             for v in model.weights:
@@ -200,7 +208,7 @@ class SummaryWriter:
         ``steps_next`` about to run) and with ``steps_next=0`` after it: starts
         and stops the profiler around ``profile_steps`` (whole calls of
         ``steps_per_execution`` steps are traced)."""
-        if self.profile_steps is None:
+        if self.profile_steps is None or not self.chief:
             return
         start, end = self.profile_steps
         if not self._profiling and steps_next and steps_done < start <= steps_done + steps_next:

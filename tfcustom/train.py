@@ -263,9 +263,11 @@ def train_and_evaluate(
     with strategy.scope():  # a Keras optimizer belongs to the strategy it is created under
         optimizer = strategy_lib.wrap_optimizer(build_optimizer(config, train.steps_per_epoch), policy)
     metrics = list(config.metrics)
-    # TensorBoard: written by the chief only; started below, once the position is known.
+    # TensorBoard: written by the chief only (the other workers' writers compute
+    # the same values at the same steps, and discard them); started below, once
+    # the position is known.
     summary_writer = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR), config.log_every_steps, histograms_every_epochs=config.histograms_every_epochs,
-                                   profile_steps=config.profile_steps) if config.tensorboard and chief else None
+                                   profile_steps=config.profile_steps, chief=chief) if config.tensorboard else None
     trainer = Trainer(
         model, loss, optimizer, metrics,
         strategy=strategy,
@@ -363,7 +365,7 @@ def train_and_evaluate(
         pictures = plots.write_run_pictures(workdir, dataset.test.x, dataset.test.y, plots.softmax(trainer.predict(test)),
                                             dataset.class_names, reliability="ece" in config.metrics)
         results["confusion_matrix"] = pictures["counts"].tolist()  # [true][predicted] counts on the test split
-        if summary_writer is not None:
+        if summary_writer is not None:  # the chief's
             confusion = figure_png(plots.plot_confusion_matrix(pictures["counts"], dataset.class_names))
             summary_writer.write_test(int(trainer.epoch.numpy()) - 1, test_logs, confusion)
             summary_writer.close()
