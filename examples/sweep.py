@@ -44,6 +44,9 @@ def main(argv):
             grid = json.loads(FLAGS.grid or "")
         except json.JSONDecodeError as e:
             raise config_error(f"--grid is not valid JSON ({e.msg})", FLAGS.grid, 'pass e.g. --grid=\'{"learning_rate": [1e-3, 3e-3]}\'') from None
+        if FLAGS.overwrite:
+            raise config_error("sweep.py does not take --overwrite (it skips finished runs and resumes the others)", True,
+                               "delete the sweep's --output_dir, or choose another one, to start over")
         base = train_cli.config_from_flags().validate()
         strategy = select(base.strategy, num_cpu_replicas=base.num_cpu_replicas, tpu=base.tpu_address)
         rows = run_sweep(base, grid, FLAGS.output_dir, strategy=strategy)

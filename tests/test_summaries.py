@@ -276,11 +276,11 @@ def test_sigkill_then_resume_leaves_one_point_per_step(tmp_path, small_idx_dir):
     """Summaries written after the restored checkpoint are replaced, not duplicated;
     checked with TensorBoard's loader and through a tensorboard server's HTTP API."""
     out = tmp_path / "killed"
-    argv = args(small_idx_dir, out, "--epochs=2", f"--log_every_steps={LOG_EVERY}", "--keep_checkpoints=5")
+    argv = args(small_idx_dir, out, "--epochs=2", f"--log_every_steps={LOG_EVERY}", "--checkpoint_every_steps=4", "--keep_checkpoints=5")
     code, _, _ = start_and_signal(argv, str(out), signal.SIGKILL, STEPS_PER_EPOCH + 6, 2 * STEPS_PER_EPOCH - 8)
     assert code == -signal.SIGKILL
     # Forget the two newest checkpoints: the event files then certainly hold points after the restored step.
-    restored = latest_step(str(out)) - 4
+    restored = latest_step(str(out)) - 8  # 8 steps hold a multiple of LOG_EVERY
     index = out / "checkpoints" / "checkpoint"
     kept = [l for l in index.read_text().splitlines() if l.startswith("all_model_checkpoint_paths:") and int(re.search(r"ckpt-(\d+)", l).group(1)) <= restored]
     index.write_text("\n".join([f'model_checkpoint_path: "ckpt-{restored}"', *kept]) + "\n")
