@@ -329,3 +329,15 @@ def test_sigkill_then_resume_leaves_one_point_per_step(tmp_path, small_idx_dir):
     finally:
         server.kill()
         server.wait(timeout=30)
+
+
+def test_evaluate_redraws_the_pictures_of_a_run(trained):
+    """``examples/evaluate.py --pictures``: the same counts from the saved model as at the end of training."""
+    from tfcustom.plots import redraw_run_pictures
+
+    out, results, _, _ = trained
+    (out / "misclassified.png").unlink()
+    pictures = redraw_run_pictures(str(out))
+    np.testing.assert_array_equal(pictures["counts"], results["confusion_matrix"])
+    assert set(pictures) >= {"confusion_matrix", "misclassified", "reliability"}  # the run has the ece metric
+    assert tf.io.decode_png((out / "misclassified.png").read_bytes()).shape[0] > 300
