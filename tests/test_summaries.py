@@ -7,7 +7,6 @@ through its HTTP data API.
 
 import json
 import logging
-import os
 import re
 import signal
 import subprocess

@@ -87,7 +87,7 @@ def plot_misclassified(images, labels, probabilities, class_names: Sequence[str]
     wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:num]
     cols = int(np.ceil(np.sqrt(num)))
     rows = max(1, int(np.ceil(len(wrong) / cols)))
-    fig = _figure(1.8 * cols, 2.0 * rows + 0.4)
+    fig = _figure(max(1.8 * cols, 4.5), 2.0 * rows + 0.6)
     axes = np.asarray(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax in axes:
         ax.axis("off")
@@ -96,7 +96,7 @@ def plot_misclassified(images, labels, probabilities, class_names: Sequence[str]
         ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
         ax.set_title(f"true: {class_names[labels[i]]}\npred: {class_names[predicted[i]]} ({probabilities[i, predicted[i]]:.2f})", fontsize=7)
     fig.suptitle(f"Most confidently wrong ({len(wrong)} of {int((predicted != labels).sum())} errors in {len(labels)} examples)", fontsize=9)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.75 / fig.get_figheight(), wspace=0.1, hspace=0.45)
     return _save(fig, path)
 
 

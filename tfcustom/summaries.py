@@ -37,7 +37,6 @@ then ``tensorboard --logdir runs``.
 from __future__ import annotations
 
 import glob
-import io
 import json
 import os
 import shutil
@@ -231,9 +230,3 @@ class SummaryWriter:
             w.close()
         self._writers = {}
 
-
-def figure_png(figure) -> bytes:
-    """A matplotlib figure as PNG bytes."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)
-    return buffer.getvalue()

@@ -47,7 +47,7 @@ from tfcustom.errors import check, config_error, is_writable_dir
 from tfcustom.preemption import ClusterPreemption, is_cluster
 from tfcustom.trainer import Trainer
 from tfcustom import plots
-from tfcustom.summaries import SummaryWriter, figure_png
+from tfcustom.summaries import SummaryWriter
 
 TENSORBOARD_DIR = "tensorboard"
 
@@ -366,8 +366,8 @@ def train_and_evaluate(
                                             dataset.class_names, reliability="ece" in config.metrics)
         results["confusion_matrix"] = pictures["counts"].tolist()  # [true][predicted] counts on the test split
         if summary_writer is not None:  # the chief's
-            confusion = figure_png(plots.plot_confusion_matrix(pictures["counts"], dataset.class_names))
-            summary_writer.write_test(int(trainer.epoch.numpy()) - 1, test_logs, confusion)
+            with open(pictures["confusion_matrix"], "rb") as f:
+                summary_writer.write_test(int(trainer.epoch.numpy()) - 1, test_logs, f.read())
             summary_writer.close()
         _write_json(os.path.join(workdir, RESULTS_FILE), results)
     return results
