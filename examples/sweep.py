@@ -40,8 +40,10 @@ def main(argv):
     from tfcustom.sweep import CSV_FILE, PLOT_FILE, run_sweep
 
     try:
+        if not FLAGS.grid:
+            raise config_error("--grid is required", FLAGS.grid, 'pass e.g. --grid=\'{"learning_rate": [1e-3, 3e-3]}\'')
         try:
-            grid = json.loads(FLAGS.grid or "")
+            grid = json.loads(FLAGS.grid)
         except json.JSONDecodeError as e:
             raise config_error(f"--grid is not valid JSON ({e.msg})", FLAGS.grid, 'pass e.g. --grid=\'{"learning_rate": [1e-3, 3e-3]}\'') from None
         if FLAGS.overwrite:
