@@ -362,12 +362,17 @@ def train_and_evaluate(
         # owns its directory, so a resumed run replaces an earlier export.
         export_model(model, workdir, overwrite=True, input_shape=dataset.input_shape)
         history.plot(os.path.join(workdir, "learning_curves.png"))
-        pictures = plots.write_run_pictures(workdir, dataset.test.x, dataset.test.y, plots.softmax(trainer.predict(test)),
-                                            dataset.class_names, reliability="ece" in config.metrics)
-        results["confusion_matrix"] = pictures["counts"].tolist()  # [true][predicted] counts on the test split
-        if summary_writer is not None:  # the chief's
+        confusion_png = None
+        if isinstance(dataset, data_lib.ShardedDataset):
+            logging.info("No confusion_matrix.png / misclassified.png: the pictures need the test split in memory, not streamed")
+        else:
+            pictures = plots.write_run_pictures(workdir, dataset.test.x, dataset.test.y, plots.softmax(trainer.predict(test)),
+                                                dataset.class_names, reliability="ece" in config.metrics)
+            results["confusion_matrix"] = pictures["counts"].tolist()  # [true][predicted] counts on the test split
             with open(pictures["confusion_matrix"], "rb") as f:
-                summary_writer.write_test(int(trainer.epoch.numpy()) - 1, test_logs, f.read())
+                confusion_png = f.read()
+        if summary_writer is not None:  # the chief's
+            summary_writer.write_test(int(trainer.epoch.numpy()) - 1, test_logs, confusion_png)
             summary_writer.close()
         _write_json(os.path.join(workdir, RESULTS_FILE), results)
     return results

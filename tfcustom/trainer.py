@@ -69,8 +69,8 @@ def _scalar_results(metric) -> Dict[str, float]:
 
 def _batch_and_size(data: DataLike):
     """(global batch size, examples per epoch) of the training data, None where unknown."""
-    if isinstance(data, InputPipeline):
-        return data.batch_size, (len(data) if not data.drop_remainder else None)
+    if isinstance(data, EpochInput):
+        return data.batch_size, (len(data) if not getattr(data, "drop_remainder", False) else None)
     spec = tf.nest.flatten(data.element_spec)[0]
     return (spec.shape[0] if spec.shape.rank else None), None
 
