@@ -57,7 +57,8 @@ def mw_config():
     from tfcustom import TrainConfig
 
     return TrainConfig(model="mlp", model_kwargs={"hidden_units": [32]}, epochs=EPOCHS, batch_size=GLOBAL_BATCH,
-                       validation_size=64, eval_batch_size=EVAL_BATCH, verbose=0, seed=0, learning_rate=1e-2)
+                       validation_size=64, eval_batch_size=EVAL_BATCH, verbose=0, seed=0, learning_rate=1e-2,
+                       log_every_steps=4)  # step summaries: the chief writes, every worker reads the metrics
 
 
 def run_config(strategy, workdir):

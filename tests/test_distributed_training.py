@@ -213,6 +213,8 @@ def test_multi_worker_on_localhost_matches_single_process(suite, tmp_path):
         assert abs(r["stream_test"]["loss"] - r0["test"]["loss"]) <= 1e-6
     # Only the chief (worker 0) writes the run's files.
     assert (tmp_path / "run_0" / "results.json").exists() and not (tmp_path / "run_1" / "results.json").exists()
+    assert list((tmp_path / "run_0" / "tensorboard" / "train").glob("events.out.tfevents.*"))  # TensorBoard: the chief only
+    assert not (tmp_path / "run_1" / "tensorboard").exists()
 
 
 # -- the example trainer ------------------------------------------------------------------
@@ -222,7 +224,7 @@ def test_trainer_flags_mirrored_two_cpu_replicas_end_to_end(tmp_path, small_idx_
     out = tmp_path / "run"
     args = ["--strategy=mirrored", "--num_cpu_replicas=2", "--steps_per_execution=10", "--jit_compile",
             f"--data_dir={small_idx_dir}", "--model=mlp", "--epochs=1", "--batch_size=64", "--validation_size=200",
-            f"--output_dir={out}", "--verbose=0", "--log_replica_losses=5"]
+            f"--output_dir={out}", "--verbose=0", "--log_replica_losses=5", "--log_every_steps=5"]
     proc = subprocess.run([sys.executable, TRAIN, *args], capture_output=True, text=True, timeout=300, env=_env(), cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads((out / "results.json").read_text())
@@ -233,3 +235,11 @@ def test_trainer_flags_mirrored_two_cpu_replicas_end_to_end(tmp_path, small_idx_
     replica_lines = [l for l in proc.stderr.splitlines() if "replicas' shares" in l]
     assert replica_lines, proc.stderr[-3000:]
     assert "sum of the 2 replicas' shares" in replica_lines[-1]
+    # TensorBoard: each replica's loss share next to the loss. 1000 examples / 64 = 16 steps in calls of 10 and 6:
+    # the calls ending at steps 10 and 16 cross a multiple of --log_every_steps=5.
+    from test_summaries import load_events
+
+    train = load_events(out / "tensorboard")["train"]
+    steps = [s for s, _ in train["batch_loss"]]
+    assert steps == [10, 16]
+    assert [s for s, _ in train["batch_replica_0_loss"]] == [s for s, _ in train["batch_replica_1_loss"]] == steps

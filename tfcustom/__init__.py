@@ -16,15 +16,18 @@ from tfcustom.config import TrainConfig
 from tfcustom.early_stopping import EarlyStopping
 from tfcustom.errors import ConfigError, DataError, NonFiniteLossError, TfcustomError
 from tfcustom.history import History
+from tfcustom.plots import plot_confusion_matrix, plot_misclassified, plot_reliability
 from tfcustom.steps import make_predict_step, make_test_step, make_train_step
 from tfcustom.train import train_and_evaluate
 from tfcustom.trainer import Trainer
 from tfcustom import strategy  # select(name) -> tf.distribute.Strategy; set_precision
+from tfcustom import plots, summaries, sweep, timing  # pictures; TensorBoard; run_sweep; step timing
 from tfcustom import export, preemption, transfer  # export_model / evaluate_run; restore_backbone / freeze / BackboneHeadOptimizer
 
 __all__ = [
     "ConfigError", "DataError", "EarlyStopping", "History", "NonFiniteLossError",
     "TfcustomError", "TrainConfig", "Trainer", "data", "errors", "layers", "losses",
     "make_predict_step", "make_test_step", "make_train_step", "metrics", "models",
-    "optimizers", "steps", "train_and_evaluate", "export", "preemption", "transfer", "strategy",
+    "optimizers", "steps", "train_and_evaluate", "plot_confusion_matrix", "plot_misclassified",
+    "plot_reliability", "plots", "summaries", "sweep", "timing", "export", "preemption", "transfer", "strategy",
 ]

@@ -69,6 +69,11 @@ class TrainConfig:
     tpu_address: Optional[str] = None
     precision: str = "auto"
     log_replica_losses: int = 0
+    # TensorBoard (see tfcustom.summaries): <output_dir>/tensorboard
+    tensorboard: bool = True
+    log_every_steps: int = 100
+    histograms_every_epochs: int = 0
+    profile_steps: Optional[Tuple[int, int]] = None
     # checkpoints
     checkpoint_every_steps: Optional[int] = None
     keep_checkpoints: int = 3
@@ -78,7 +83,7 @@ class TrainConfig:
     RESUMABLE_CHANGES = frozenset({
         "epochs", "verbose", "data_dir", "eval_batch_size", "checkpoint_every_steps", "keep_checkpoints",
         "early_stopping_patience", "jit_compile", "export_best", "steps_per_execution", "strategy", "num_cpu_replicas", "tpu_address",
-        "log_replica_losses", "verify_shards",
+        "log_replica_losses", "verify_shards", "tensorboard", "log_every_steps", "histograms_every_epochs", "profile_steps",
     })
 
     def differences(self, other: "TrainConfig") -> Dict[str, Tuple[Any, Any]]:
@@ -179,6 +184,13 @@ class TrainConfig:
         check_one_of("precision", self.precision, PRECISIONS)
         check(isinstance(self.log_replica_losses, int) and self.log_replica_losses >= 0, "log_replica_losses must be an integer >= 0",
               self.log_replica_losses, "pass N to log each replica's loss every N steps, or 0 for never")
+        check(isinstance(self.log_every_steps, int) and not isinstance(self.log_every_steps, bool) and self.log_every_steps >= 1,
+              "log_every_steps must be a positive integer", self.log_every_steps, "pass e.g. --log_every_steps=100")
+        check(isinstance(self.histograms_every_epochs, int) and self.histograms_every_epochs >= 0, "histograms_every_epochs must be an integer >= 0",
+              self.histograms_every_epochs, "pass e.g. --histograms_every_epochs=1, or 0 for none")
+        check(self.profile_steps is None or (isinstance(self.profile_steps, (list, tuple)) and len(self.profile_steps) == 2
+                                             and all(isinstance(s, int) for s in self.profile_steps) and 1 <= self.profile_steps[0] <= self.profile_steps[1]),
+              "profile_steps must be START,END with 1 <= START <= END", self.profile_steps, "pass e.g. --profile_steps=10,20")
         check(self.validation_size > 0 or not self.monitor.startswith("val_") or self.early_stopping_patience is None,
               "early stopping monitors a validation metric but validation_size is 0", self.monitor, "set validation_size > 0 or monitor a training metric")
         return self

@@ -155,6 +155,19 @@ def _all_finite(values):
     return tf.reduce_all(tf.stack(flags)) if flags else tf.constant(True)
 
 
+def op_determinism_enabled() -> bool:
+    """Whether ``tf.config.experimental.enable_op_determinism()`` is in effect (no public getter)."""
+    from tensorflow.python.framework import config as framework_config
+
+    return bool(framework_config.is_op_determinism_enabled())
+
+
+def _seconds_since(start, batch):
+    """Seconds from ``start`` (a ``tf.timestamp``) until ``batch``'s tensors exist."""
+    with tf.control_dependencies(tf.nest.flatten(batch, expand_composites=True)):
+        return tf.timestamp() - start
+
+
 def make_train_step(
     model: keras.Model,
     loss: keras.losses.Loss,
@@ -183,7 +196,12 @@ def make_train_step(
     * ``steps_run``: number of updates applied;
     * ``nonfinite``: True if a step met a NaN/Inf loss or gradient;
     * ``skipped``: number of steps skipped because of NaN/Inf (policy ``skip``);
-    * ``loss_scale_skipped``: steps the loss-scale optimizer skipped (below).
+    * ``loss_scale_skipped``: steps the loss-scale optimizer skipped (below);
+    * ``grad_norm``: global norm of the last step's summed gradient, before clipping;
+    * ``input_wait_s``: seconds (float64) the steps spent waiting for their
+      batches (``tf.timestamp`` around ``next(iterator)``); absent under
+      ``tf.config.experimental.enable_op_determinism()``, which refuses
+      ``tf.timestamp``.
 
     A non-finite step is never applied: the gradients are dropped and the
     state the forward pass changed (BatchNorm statistics) is put back. With
@@ -242,7 +260,14 @@ def make_train_step(
         update_metrics(metrics, loss_tracker, y, y_pred, per_example, reg, sw, valid)
 
     def one_step(iterator):
-        batch = next(iterator)
+        if not measure_wait:  # tf.timestamp is refused under op determinism
+            return _step(next(iterator)) + (tf.constant(0.0, tf.float64),)
+        start = tf.timestamp()
+        with tf.control_dependencies([start]):
+            batch = next(iterator)
+        return _step(batch) + (_seconds_since(start, batch),)  # + time blocked on the input pipeline
+
+    def _step(batch):
         # The forward pass also updates state (BatchNorm statistics); keep a copy
         # so that a non-finite step can be undone completely.
         state_before = [tf.identity(v) for v in state_variables]
@@ -250,8 +275,9 @@ def make_train_step(
         grads = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in grads]
         replica_losses = tf.reshape(strategy.gather(replica_loss, axis=0), [num_replicas])
         loss_value = tf.reduce_sum(replica_losses)
+        grad_norm = tf.linalg.global_norm(grads)  # before clipping; reported, changes nothing
         if clip_global_norm is not None:
-            grads, _ = tf.clip_by_global_norm(grads, clip_global_norm)
+            grads, _ = tf.clip_by_global_norm(grads, clip_global_norm, use_norm=grad_norm)
         loss_finite = tf.math.is_finite(loss_value)
         finite = tf.logical_and(_all_finite(grads), loss_finite)
         if scaler is None:
@@ -264,7 +290,7 @@ def make_train_step(
             tf.cond(finite, lambda: _apply_scaled(grads), lambda: _restore(state_before, halve_scale=overflow))
             finite = loss_finite
         strategy.run(replica_metrics, args=metric_args + (tf.logical_and(finite, tf.logical_not(overflow)),))
-        return loss_value, replica_losses, finite, overflow
+        return loss_value, replica_losses, finite, overflow, grad_norm
 
     def _apply(grads):
         optimizer.apply_gradients(zip(grads, variables))
@@ -298,6 +324,7 @@ def make_train_step(
         return tf.no_op()
 
     stop_on_nonfinite = on_nonfinite == "stop"
+    measure_wait = not op_determinism_enabled()
 
     @tf.function
     def compiled_train_step(iterator, num_steps):
@@ -307,8 +334,11 @@ def make_train_step(
         skipped = tf.constant(0)
         nonfinite = tf.constant(False)
         loss_scale_skipped = tf.constant(0)
+        grad_norm = tf.constant(0.0)
+        input_wait_s = tf.constant(0.0, tf.float64)
         for _ in tf.range(num_steps):
-            loss_value, replica_losses, finite, overflow = one_step(iterator)
+            loss_value, replica_losses, finite, overflow, grad_norm, wait = one_step(iterator)
+            input_wait_s += wait
             if finite:
                 steps_run += 1
                 loss_scale_skipped += tf.cast(overflow, tf.int32)
@@ -324,6 +354,8 @@ def make_train_step(
             "skipped": skipped,
             "nonfinite": nonfinite,
             "loss_scale_skipped": loss_scale_skipped,
+            "grad_norm": grad_norm,
+            **({"input_wait_s": input_wait_s} if measure_wait else {}),
         }
 
     return CheckedStep(compiled_train_step)

@@ -7,7 +7,10 @@ model, loss, optimizer, the Trainer. Notebooks, tests and the absl trainer
 A run directory is complete when ``results.json`` exists; it is written last.
 The directory holds ``config.json``, ``history.json`` / ``history.csv``,
 ``learning_curves.png``, ``model.keras``, ``saved_model/`` (the SavedModel
-with the serving signature, see :mod:`tfcustom.export`) and ``results.json``.
+with the serving signature, see :mod:`tfcustom.export`), ``results.json``,
+the pictures of :mod:`tfcustom.plots` (``confusion_matrix.png``,
+``misclassified.png``, ``reliability.png`` with the ece metric) and, with
+``config.tensorboard``, ``tensorboard/`` (see :mod:`tfcustom.summaries`).
 
 Example:
 
@@ -43,6 +46,10 @@ from tfcustom.export import BEST_SUBDIR, CHECKPOINT_DIR, CONFIG_FILE, KERAS_FILE
 from tfcustom.errors import check, config_error, is_writable_dir
 from tfcustom.preemption import ClusterPreemption, is_cluster
 from tfcustom.trainer import Trainer
+from tfcustom import plots
+from tfcustom.summaries import SummaryWriter
+
+TENSORBOARD_DIR = "tensorboard"
 
 
 
@@ -257,6 +264,11 @@ def train_and_evaluate(
     with strategy.scope():  # a Keras optimizer belongs to the strategy it is created under
         optimizer = strategy_lib.wrap_optimizer(build_optimizer(config, train.steps_per_epoch), policy)
     metrics = list(config.metrics)
+    # TensorBoard: written by the chief only (the other workers' writers compute
+    # the same values at the same steps, and discard them); started below, once
+    # the position is known.
+    summary_writer = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR), config.log_every_steps, histograms_every_epochs=config.histograms_every_epochs,
+                                   profile_steps=config.profile_steps, chief=chief) if config.tensorboard else None
     trainer = Trainer(
         model, loss, optimizer, metrics,
         strategy=strategy,
@@ -269,6 +281,7 @@ def train_and_evaluate(
         output_dir=workdir if chief else None,
         verbose=config.verbose if chief else 0,
         log_replica_losses=config.log_replica_losses,
+        summary_writer=summary_writer,
     )
     # The monitored value is always tracked (for the "best" checkpoint); it only
     # stops training when a patience is set.
@@ -307,6 +320,8 @@ def train_and_evaluate(
     os.makedirs(workdir, exist_ok=True)
     if chief:
         _write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+    if summary_writer is not None:  # a resumed run drops the points written after its checkpoint
+        summary_writer.start(int(trainer.global_step.numpy()), int(trainer.epoch.numpy()), config.to_dict())
     logging.info("Run directory %s; %d train / %d validation / %d test examples; model %s with %d parameters",
                  workdir, len(train), len(val) if val else 0, len(test), config.model, model.count_params())
     start = time.time()
@@ -338,6 +353,7 @@ def train_and_evaluate(
         "model_path": model_path,
         "saved_model_path": os.path.join(workdir, SAVED_MODEL_DIR),
         "class_names": list(dataset.class_names),
+        "parameters": int(model.count_params()),
     }
     if not chief:
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # this worker's temporary copies: the chief's are the run's
@@ -347,5 +363,17 @@ def train_and_evaluate(
         # owns its directory, so a resumed run replaces an earlier export.
         export_model(model, workdir, overwrite=True, input_shape=dataset.input_shape)
         history.plot(os.path.join(workdir, "learning_curves.png"))
+        confusion_png = None
+        if isinstance(dataset, data_lib.ShardedDataset):
+            logging.info("No confusion_matrix.png / misclassified.png: the pictures need the test split in memory, not streamed")
+        else:
+            pictures = plots.write_run_pictures(workdir, dataset.test.x, dataset.test.y, plots.softmax(trainer.predict(test)),
+                                                dataset.class_names, reliability="ece" in config.metrics)
+            results["confusion_matrix"] = pictures["counts"].tolist()  # [true][predicted] counts on the test split
+            with open(pictures["confusion_matrix"], "rb") as f:
+                confusion_png = f.read()
+        if summary_writer is not None:  # the chief's
+            summary_writer.write_test(int(trainer.epoch.numpy()) - 1, test_logs, confusion_png)
+            summary_writer.close()
         _write_json(os.path.join(workdir, RESULTS_FILE), results)
     return results

@@ -57,6 +57,7 @@ from tfcustom.data.pipeline import EpochInput, InputPipeline  # noqa: F401 (Inpu
 from tfcustom.early_stopping import EarlyStopping
 from tfcustom.errors import NonFiniteLossError, check, check_positive_int, config_error
 from tfcustom.history import History
+from tfcustom.timing import StepTimer, check_retracing
 from tfcustom.preemption import PREEMPTED_EXIT_CODE, ClusterPreemption, StopSignals, TrainingInterrupted, interrupted  # noqa: F401 (re-exported)
 
 DataLike = Union[EpochInput, tf.data.Dataset, tuple]  # EpochInput: InputPipeline or StreamingPipeline; tuple: NumPy (x, y[, w])
@@ -70,6 +71,14 @@ def _scalar_results(metric) -> Dict[str, float]:
     if value.ndim == 0:
         return {metric.name: float(value)}
     return {}
+
+
+def _batch_and_size(data: DataLike):
+    """(global batch size, examples per epoch) of the training data, None where unknown."""
+    if isinstance(data, EpochInput):
+        return data.batch_size, (len(data) if not getattr(data, "drop_remainder", False) else None)
+    spec = tf.nest.flatten(data.element_spec)[0]
+    return (spec.shape[0] if spec.shape.rank else None), None
 
 
 class Trainer:
@@ -101,6 +110,9 @@ class Trainer:
       verbose: 1 shows a progress bar per epoch, 0 only logs.
       log_replica_losses: every this many steps and at each epoch end, log
         each replica's share of the last step's loss (absl INFO); 0: never.
+      summary_writer: a :class:`tfcustom.summaries.SummaryWriter` (built by
+        the caller, already started): TensorBoard summaries every
+        ``log_every_steps`` steps and every epoch; None: none.
     """
 
     def __init__(
@@ -120,6 +132,7 @@ class Trainer:
         output_dir: Optional[str] = None,
         verbose: int = 1,
         log_replica_losses: int = 0,
+        summary_writer=None,
     ):
         check(isinstance(model, keras.Model), "model must be a keras.Model", type(model).__name__, "pass a keras.Model instance")
         loss = resolve_loss(loss)
@@ -158,6 +171,9 @@ class Trainer:
         check(isinstance(log_replica_losses, int) and log_replica_losses >= 0, "log_replica_losses must be an integer >= 0",
               log_replica_losses, "pass N to log the per-replica losses every N steps, or 0 for never")
         self.log_replica_losses = log_replica_losses
+        self.summary_writer = summary_writer
+        self._train_signatures = set()  # input signatures the train step was called with (retracing check)
+        self._retraces_warned = 0
         with self.strategy.scope():
             self.optimizer.build(model.trainable_variables)
             self.train_loss = keras.metrics.Mean(name="loss")
@@ -360,6 +376,16 @@ class Trainer:
                      ", ".join(f"{v:.6g}" for v in shares),
                      f"; {int(out['loss_scale_skipped'])} step(s) skipped by the loss scaler" if int(out.get("loss_scale_skipped", 0)) else "")
 
+    def _write_step_summaries(self, out, timer: StepTimer) -> None:
+        values = self._results(self.train_loss, self.train_metrics)
+        values.update(learning_rate=self._learning_rate(), examples_per_second=timer.interval_rate())
+        if "grad_norm" in out:
+            values["gradient_norm"] = float(out["grad_norm"])
+        shares = np.asarray(out["replica_losses"])
+        if len(shares) > 1:
+            values.update({f"replica_{i}_loss": float(v) for i, v in enumerate(shares)})
+        self.summary_writer.write_step(int(self.global_step.numpy()), values)
+
     def _save(self, manager, reason: str, scheduled: bool = True) -> None:
         """Save a checkpoint. ``scheduled`` saves (epoch ends, every N steps)
         happen at the same steps in every run, and average the replicas' state
@@ -369,6 +395,8 @@ class Trainer:
         step = int(self.global_step.numpy())
         if step == self._last_saved_step:
             return  # this step is already saved (a periodic save, then a stop)
+        if self.summary_writer is not None:
+            self.summary_writer.flush()  # every summary up to the checkpoint's step is on disk
         copies = self._gather_replica_copies(("metrics",) if scheduled else ("metrics", "model"))
         self.replica_state.values = copies
         self.sync_replica_state()
@@ -393,9 +421,14 @@ class Trainer:
             if progbar is not None:
                 print(f"Epoch {epoch + 1}/{epochs}")
             iterator = iter(self._distribute(train, epoch, skip))
+            self._train_signatures.add(repr(iterator.element_spec))
+            timer = StepTimer(*_batch_and_size(train))
+            timer.start(done=skip)
             done = skip
             while done < steps:
                 n = min(self.steps_per_execution, steps - done)
+                if self.summary_writer is not None:
+                    self.summary_writer.profile(int(self.global_step.numpy()), n)
                 out = self.train_step(iterator, tf.constant(n, dtype=tf.int32))
                 self._last_saved_step = None  # a save below, then a stop, writes this step once
                 ran = int(out["steps_run"]) + (int(out["skipped"]) if self.on_nonfinite == "skip" else 0)
@@ -412,6 +445,11 @@ class Trainer:
                 done += ran
                 self.global_step.assign_add(ran)
                 self.step_in_epoch.assign(done)
+                if self.summary_writer is not None:
+                    self.summary_writer.profile(int(self.global_step.numpy()), 0)
+                timer.record(ran, out.get("input_wait_s"))
+                if self.summary_writer is not None and self.summary_writer.due(int(self.global_step.numpy()), ran):
+                    self._write_step_summaries(out, timer)
                 if self.log_replica_losses:
                     step_now, every = int(self.global_step.numpy()), self.log_replica_losses
                     if done >= steps or step_now // every > (step_now - ran) // every:
@@ -438,6 +476,12 @@ class Trainer:
             if progbar is not None:
                 progbar.update(steps, values=[(k, v) for k, v in logs.items() if k not in ("epoch", "time_s")], finalize=True)
             logging.info("epoch %d/%d: %s", epoch + 1, epochs, ", ".join(f"{k}={v:.4g}" for k, v in logs.items() if k != "epoch"))
+            logging.info("%s", timer.log_line(epoch + 1))
+            self._retraces_warned = check_retracing(self.train_step, len(self._train_signatures), warned_at=self._retraces_warned)
+            if self.summary_writer is not None:
+                timing = timer.epoch_summary()
+                self.summary_writer.write_epoch(epoch + 1, logs, {k: timing[k] for k in ("examples_per_second", "input_wait_share") if k in timing})
+                self.summary_writer.write_histograms(epoch + 1, self.model)
             self.history.append(logs)
             self.epoch.assign(epoch + 1)
             self.step_in_epoch.assign(0)

@@ -63,6 +63,10 @@ flags.DEFINE_string("tpu", None, "With --strategy=tpu/auto: 'local' (TPU VM), gr
                     "(default: $COLAB_TPU_ADDR, $TPU_NAME, then local).")
 flags.DEFINE_enum("precision", "auto", ["auto", "float32", "mixed_float16", "mixed_bfloat16"],
                   "Keras dtype policy; auto = mixed_bfloat16 on TPU, mixed_float16 (with loss scaling) on GPU, float32 on CPU.")
+flags.DEFINE_boolean("tensorboard", True, "Write TensorBoard summaries to <output_dir>/tensorboard (--notensorboard: none).")
+flags.DEFINE_integer("log_every_steps", 100, "Write the step summaries (loss, metrics, learning rate, gradient norm, examples/s) every N steps.")
+flags.DEFINE_integer("histograms_every_epochs", 0, "Write weight histograms to TensorBoard every N epochs (0: never).")
+flags.DEFINE_list("profile_steps", None, "START,END: trace these global steps with the TensorFlow profiler (TensorBoard's Profile tab).")
 flags.DEFINE_integer("log_replica_losses", 0, "Log each replica's share of the loss every N steps and at each epoch end (0: never).")
 
 for _name in ("validation_size",):
@@ -72,6 +76,7 @@ for _name in ("epochs", "batch_size", "eval_batch_size", "steps_per_execution", 
 flags.register_validator("learning_rate", lambda v: v > 0, message="--learning_rate must be positive (e.g. --learning_rate=1e-3)")
 flags.register_validator("seed", lambda v: v >= 0, message="--seed must be >= 0")
 flags.register_validator("num_cpu_replicas", lambda v: v is None or v >= 1, message="--num_cpu_replicas must be a positive integer (e.g. --num_cpu_replicas=2)")
+flags.register_validator("log_every_steps", lambda v: v is not None and v >= 1, message="--log_every_steps must be a positive integer (e.g. --log_every_steps=100)")
 flags.register_validator("log_replica_losses", lambda v: v is not None and v >= 0, message="--log_replica_losses must be >= 0 (e.g. --log_replica_losses=100)")
 flags.register_validator("on_nonfinite", lambda v: v in ("stop", "skip"), message="--on_nonfinite must be stop or skip")
 
@@ -86,6 +91,18 @@ def _model_kwargs(text: str):
     if not isinstance(value, dict):
         raise config_error("--model_kwargs must be a JSON object", text, 'pass e.g. --model_kwargs=\'{"dropout": 0.3}\'')
     return value
+
+
+def _profile_steps(values):
+    from tfcustom.errors import config_error
+
+    if not values:
+        return None
+    try:
+        start, end = (int(v) for v in values)
+    except ValueError:
+        raise config_error("--profile_steps must be two integers START,END", ",".join(values), "pass e.g. --profile_steps=10,20") from None
+    return (start, end)
 
 
 def config_from_flags():
@@ -131,6 +148,10 @@ def config_from_flags():
         tpu_address=FLAGS.tpu,
         precision=FLAGS.precision,
         log_replica_losses=FLAGS.log_replica_losses,
+        tensorboard=FLAGS.tensorboard,
+        log_every_steps=FLAGS.log_every_steps,
+        histograms_every_epochs=FLAGS.histograms_every_epochs,
+        profile_steps=_profile_steps(FLAGS.profile_steps),
     )
 
 
