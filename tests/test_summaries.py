@@ -178,7 +178,7 @@ def test_retrace_warning_fires_when_the_step_is_retraced(caplog):
         """The classic mistake: a Python number where the step takes a tensor."""
 
         def make_train_step(self):
-            fn = super().make_train_step()
+            fn = super().make_train_step().function  # the raw tf.function, without CheckedStep's int -> tensor
 
             def call(iterator, num_steps):
                 return fn(iterator, int(num_steps))
