@@ -22,6 +22,7 @@ from tfcustom.train import train_and_evaluate
 from tfcustom.trainer import Trainer
 from tfcustom import strategy  # select(name) -> tf.distribute.Strategy; set_precision
 from tfcustom import plots, summaries, sweep, timing  # pictures; TensorBoard; run_sweep; step timing
+from tfcustom import colab  # select_strategy: the TPU, else explain why and fall back (notebooks)
 from tfcustom import export, preemption, transfer  # export_model / evaluate_run; restore_backbone / freeze / BackboneHeadOptimizer
 
 __all__ = [
@@ -29,5 +30,5 @@ __all__ = [
     "TfcustomError", "TrainConfig", "Trainer", "data", "errors", "layers", "losses",
     "make_predict_step", "make_test_step", "make_train_step", "metrics", "models",
     "optimizers", "steps", "train_and_evaluate", "plot_confusion_matrix", "plot_misclassified",
-    "plot_reliability", "plots", "summaries", "sweep", "timing", "export", "preemption", "transfer", "strategy",
+    "plot_reliability", "plots", "summaries", "sweep", "timing", "export", "preemption", "transfer", "strategy", "colab",
 ]
