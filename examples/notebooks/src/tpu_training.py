@@ -22,6 +22,7 @@
 NUM_CPU_REPLICAS = 8  # logical CPU devices when there is no TPU (or GPU)
 GLOBAL_BATCH = 256  # split over the replicas: 32 per core
 TRAIN_EXAMPLES = 24576  # Fashion-MNIST training images used (a multiple of GLOBAL_BATCH; 0: all)
+TEST_EXAMPLES = 0  # test images evaluated (a multiple of 1 000; 0: all 10 000)
 EPOCHS = 2
 STEPS_PER_EXECUTION = 16  # training steps per tf.function call (one host round trip)
 REPORT_EVERY = 16  # show the per-core losses every this many steps
@@ -80,7 +81,8 @@ print("Keras dtype policy:", policy)
 ds = tfcustom.colab.load_fashion_mnist()
 train = Split(ds.train.x[:TRAIN_EXAMPLES or None], ds.train.y[:TRAIN_EXAMPLES or None])
 train_pipe = InputPipeline(train, GLOBAL_BATCH, shuffle=True, seed=SEED, drop_remainder=True)
-test_pipe = InputPipeline(ds.test, 1000)  # 10 000 / 1 000: every batch full
+test = Split(ds.test.x[:TEST_EXAMPLES or None], ds.test.y[:TEST_EXAMPLES or None])
+test_pipe = InputPipeline(test, 1000)  # every batch full (static shapes)
 dist = strategy.distribute_datasets_from_function(lambda ctx: train_pipe.dataset(0, 0, ctx))
 x, y = next(iter(dist))
 shards = strategy.experimental_local_results(y)
@@ -188,7 +190,7 @@ absl_logging.set_verbosity(absl_logging.WARNING)
 
 # %%
 results = trainer.evaluate(test_pipe)
-print(f"test accuracy {results['accuracy']:.4f}, test loss {results['loss']:.4f} "
+print(f"test accuracy {results['accuracy']:.4f}, test loss {results['loss']:.4f} on {len(test)} images "
       f"after {int(trainer.global_step.numpy())} steps on {replicas} {choice.device} replica(s) ({policy})")
 
 # %% [markdown]
