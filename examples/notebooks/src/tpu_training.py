@@ -163,7 +163,8 @@ def resume():
     return trainer, manager
 
 
-absl_logging.set_verbosity(absl_logging.INFO)
+absl_logging.set_verbosity(absl_logging.INFO)  # show tfcustom's log lines (per-core losses, checkpoints)
+tf.get_logger().setLevel("WARNING")  # but not TensorFlow's own INFO lines
 trainer, manager = resume()
 trainer.fit(train_pipe, epochs=1, checkpoint_manager=manager, checkpoint_every_steps=CHECKPOINT_EVERY)
 weights_at_stop = [v.numpy() for v in trainer.model.weights]
