@@ -33,8 +33,14 @@ SMALL = {
 
 @pytest.fixture(scope="module", autouse=True)
 def kernel_env(fashion_dir):
-    os.environ.setdefault("PYTHONPATH", ROOT)  # the kernel imports this checkout's tfcustom
+    """The kernels import this checkout's tfcustom and read the installed Fashion-MNIST."""
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, saved) if p)
     yield
+    if saved is None:
+        os.environ.pop("PYTHONPATH")
+    else:
+        os.environ["PYTHONPATH"] = saved
 
 
 def _run(name):

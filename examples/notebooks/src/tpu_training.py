@@ -53,6 +53,7 @@ import tfcustom
 from tfcustom.checkpoint import restore_latest, training_checkpoint
 from tfcustom.data import InputPipeline, Split
 
+tf.get_logger().setLevel("WARNING")  # TensorFlow's own INFO lines (collectives, devices) stay quiet
 choice = tfcustom.colab.select_strategy(num_cpu_replicas=NUM_CPU_REPLICAS)
 strategy = choice.strategy
 replicas = strategy.num_replicas_in_sync
@@ -164,7 +165,6 @@ def resume():
 
 
 absl_logging.set_verbosity(absl_logging.INFO)  # show tfcustom's log lines (per-core losses, checkpoints)
-tf.get_logger().setLevel("WARNING")  # but not TensorFlow's own INFO lines
 trainer, manager = resume()
 trainer.fit(train_pipe, epochs=1, checkpoint_manager=manager, checkpoint_every_steps=CHECKPOINT_EVERY)
 weights_at_stop = [v.numpy() for v in trainer.model.weights]
