@@ -36,6 +36,7 @@ import json
 
 import keras
 import matplotlib.pyplot as plt
+from IPython.display import display
 import numpy as np
 import tensorflow as tf
 
@@ -133,7 +134,7 @@ for record in history.records:
 # %% [markdown]
 # ## 6. Test accuracy and the confusion matrix
 # `evaluate` sees every test image once. `ConfusionMatrix` counts (true class, predicted class)
-# pairs; the diagonal holds the correct predictions.
+# pairs; the diagonal holds the correct predictions (left: counts, right: each true class's rates).
 
 # %%
 results = trainer.evaluate(test_pipe)
@@ -146,38 +147,17 @@ matrix = tfcustom.metrics.ConfusionMatrix(num_classes=10)
 matrix.update_state(test.y, logits)
 counts = matrix.result().numpy().astype(int)
 
-fig, ax = plt.subplots(figsize=(7, 6))
-im = ax.imshow(counts, cmap="Blues")
-ax.set_xticks(range(10), class_names, rotation=45, ha="right")
-ax.set_yticks(range(10), class_names)
-ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (test)")
-for i in range(10):
-    for j in range(10):
-        ax.text(j, i, counts[i, j], ha="center", va="center", fontsize=7,
-                color="white" if counts[i, j] > counts.max() / 2 else "black")
-plt.colorbar(im)
-plt.tight_layout()
-plt.show()
+display(tfcustom.plots.plot_confusion_matrix(counts, class_names))
 worst = np.argsort(counts.diagonal() / counts.sum(axis=1))[:3]
 print("hardest classes:", ", ".join(f"{class_names[c]} ({counts[c, c] / counts[c].sum():.1%} right)" for c in worst))
 
 # %% [markdown]
 # ## 7. What it gets wrong
-# The first 16 misclassified test images, with the true class, the predicted class and the
-# probability the model gave its prediction.
+# The 16 misclassified test images the model was most sure of, with the true class, the predicted
+# class and the probability the model gave its prediction (`tfcustom.plots`).
 
 # %%
-wrong = np.flatnonzero(predicted != test.y)[:16]
-fig, axes = plt.subplots(2, 8, figsize=(14, 4.4))
-for ax, i in zip(axes.flat, wrong):
-    ax.imshow(test.x[i, :, :, 0], cmap="gray_r")
-    ax.set_title(f"true: {class_names[test.y[i]]}\npred: {class_names[predicted[i]]} ({probabilities[i, predicted[i]]:.0%})",
-                 fontsize=7, color="firebrick")
-    ax.axis("off")
-for ax in list(axes.flat)[len(wrong):]:
-    ax.axis("off")
-plt.tight_layout()
-plt.show()
+display(tfcustom.plots.plot_misclassified(test.x, test.y, probabilities, class_names, num=16))
 print(f"{np.sum(predicted != test.y)} of {len(test)} test images misclassified")
 
 # %% [markdown]
