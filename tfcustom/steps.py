@@ -10,8 +10,10 @@ Read this file top to bottom to see exactly what one training step computes:
    regularization losses divided by the replica count, so that summing the
    replicas' gradients gives the gradient of the global-batch mean loss, on one
    device or on many. This part may be XLA-compiled (``jit_compile``).
-3. The replicas' gradients are summed (``strategy.reduce``), optionally clipped
-   by their global norm, checked for NaN/Inf, and applied by the optimizer once.
+3. The replicas' gradients are summed by one packed all-reduce in replica
+   context (:func:`all_reduce_sum`: every replica receives the sum), optionally
+   clipped by their global norm and checked for NaN/Inf on each replica, and
+   applied by the optimizer to each replica's copy of the variables.
 4. Metrics are updated per replica (their variables sum across replicas on read).
 
 ``make_train_step`` returns a ``tf.function`` that runs up to
@@ -25,6 +27,7 @@ The Trainer uses exactly these functions; a custom loop can too:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from typing import Callable, Optional, Sequence
 
@@ -150,6 +153,48 @@ def update_metrics(metrics, loss_tracker, y, y_pred, per_example, extra_loss, sa
         metric.update_state(y, y_pred, sample_weight=weight if (sample_weight is not None or valid is not None) else None)
 
 
+def all_reduce_sum(grads):
+    """Sum ``grads`` (a list, ``None`` entries kept) over the replicas with one
+    replica-context all-reduce of the whole list: the strategy's cross-device
+    ops pack the tensors into few collectives (NCCL on GPUs), and every
+    replica receives the sum. Call it in replica context."""
+    ctx = tf.distribute.get_replica_context()
+    present = [g for g in grads if g is not None]
+    if not present or ctx.num_replicas_in_sync == 1:
+        return list(grads)
+    reduced = iter(ctx.all_reduce(tf.distribute.ReduceOp.SUM, present))
+    return [None if g is None else next(reduced) for g in grads]
+
+
+def packed_all_reduce_supported(optimizer) -> bool:
+    """True when the step can sum the gradients itself (:func:`all_reduce_sum`)
+    and let ``optimizer`` apply them on each replica: Keras' TensorFlow
+    optimizers, unless they transform the gradients before their own sum
+    (their ``clipnorm`` / ``clipvalue`` / ``global_clipnorm`` would then see
+    one replica's gradient; gradient accumulation). Otherwise the step reduces
+    each gradient to one device and applies the update once, as before."""
+    for opt in (optimizer, getattr(optimizer, "inner_optimizer", None)):
+        if opt is None:
+            continue
+        if not hasattr(opt, "_all_reduce_sum_gradients"):
+            return False
+        if any(getattr(opt, name, None) for name in ("clipnorm", "clipvalue", "global_clipnorm", "gradient_accumulation_steps")):
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def already_reduced(optimizer):
+    """While tracing ``optimizer.apply_gradients`` in replica context: skip
+    Keras' own all-reduce of the gradients (the step has summed them already,
+    with :func:`all_reduce_sum`). Only the traced graph is affected."""
+    optimizer._all_reduce_sum_gradients = lambda grads_and_vars: list(grads_and_vars)
+    try:
+        yield
+    finally:
+        del optimizer._all_reduce_sum_gradients
+
+
 def _all_finite(values):
     flags = [tf.reduce_all(tf.math.is_finite(v)) for v in values if v is not None]
     return tf.reduce_all(tf.stack(flags)) if flags else tf.constant(True)
@@ -243,6 +288,7 @@ def make_train_step(
     variables = model.trainable_variables
     state_variables = replica_state_variables(model)
     num_replicas = strategy.num_replicas_in_sync
+    packed = num_replicas > 1 and packed_all_reduce_supported(optimizer)
 
     def replica_grads(batch):
         x, y, sw = unpack_batch(batch)
@@ -259,6 +305,16 @@ def make_train_step(
     def replica_metrics(y, y_pred, per_example, reg, sw, valid):
         update_metrics(metrics, loss_tracker, y, y_pred, per_example, reg, sw, valid)
 
+    def replica_reduced_grads(batch):
+        # Replica context: one packed all-reduce of every gradient, then the
+        # clipping and the NaN/Inf check on each replica's (identical) sum.
+        grads, replica_loss, metric_args = replica_grads(batch)
+        grads = all_reduce_sum(grads)
+        grad_norm = tf.linalg.global_norm(grads)  # before clipping; reported, changes nothing
+        if clip_global_norm is not None:
+            grads, _ = tf.clip_by_global_norm(grads, clip_global_norm, use_norm=grad_norm)
+        return grads, replica_loss, _all_finite(grads), grad_norm, metric_args
+
     def one_step(iterator):
         if not measure_wait:  # tf.timestamp is refused under op determinism
             return _step(next(iterator)) + (tf.constant(0.0, tf.float64),)
@@ -271,15 +327,21 @@ def make_train_step(
         # The forward pass also updates state (BatchNorm statistics); keep a copy
         # so that a non-finite step can be undone completely.
         state_before = [tf.identity(v) for v in state_variables]
-        grads, replica_loss, metric_args = strategy.run(replica_grads, args=(batch,))
-        grads = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in grads]
+        if packed:
+            grads, replica_loss, grads_finite, grad_norm, metric_args = strategy.run(replica_reduced_grads, args=(batch,))
+            grads_finite = tf.reduce_all(tf.stack(strategy.experimental_local_results(grads_finite)))
+            grad_norm = strategy.experimental_local_results(grad_norm)[0]  # the same on every replica
+        else:
+            grads, replica_loss, metric_args = strategy.run(replica_grads, args=(batch,))
+            grads = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in grads]
+            grad_norm = tf.linalg.global_norm(grads)  # before clipping; reported, changes nothing
+            if clip_global_norm is not None:
+                grads, _ = tf.clip_by_global_norm(grads, clip_global_norm, use_norm=grad_norm)
+            grads_finite = _all_finite(grads)
         replica_losses = tf.reshape(strategy.gather(replica_loss, axis=0), [num_replicas])
         loss_value = tf.reduce_sum(replica_losses)
-        grad_norm = tf.linalg.global_norm(grads)  # before clipping; reported, changes nothing
-        if clip_global_norm is not None:
-            grads, _ = tf.clip_by_global_norm(grads, clip_global_norm, use_norm=grad_norm)
         loss_finite = tf.math.is_finite(loss_value)
-        finite = tf.logical_and(_all_finite(grads), loss_finite)
+        finite = tf.logical_and(grads_finite, loss_finite)
         if scaler is None:
             tf.cond(finite, lambda: _apply(grads), lambda: _restore(state_before))
             overflow = tf.constant(False)
@@ -293,13 +355,25 @@ def make_train_step(
         return loss_value, replica_losses, finite, overflow, grad_norm
 
     def _apply(grads):
-        optimizer.apply_gradients(zip(grads, variables))
+        _apply_gradients(optimizer, grads)
         return tf.no_op()
+
+    def _apply_gradients(opt, grads):
+        if not packed:
+            opt.apply_gradients(zip(grads, variables))
+            return
+        # Each replica applies its copy of the summed gradients to its copy of
+        # the variables, in replica context as in Keras' fit; the sum is done.
+        def apply_on_replica(replica_grads):
+            opt.apply_gradients(zip(replica_grads, variables))
+
+        with already_reduced(opt):
+            strategy.extended.call_for_each_replica(apply_on_replica, args=(grads,))
 
     def _apply_scaled(grads):
         # `grads` are already unscaled: apply them with the inner optimizer and
         # grow the scale as keras.optimizers.LossScaleOptimizer does.
-        scaler.inner_optimizer.apply_gradients(zip(grads, variables))
+        _apply_gradients(scaler.inner_optimizer, grads)
         grow = tf.equal(tf.convert_to_tensor(scaler.step_counter), scaler.dynamic_growth_steps - 1)
         tf.cond(grow, _grow_scale, _count_finite_step)
         return tf.no_op()
