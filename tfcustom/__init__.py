@@ -11,7 +11,7 @@ tfcustom components reload with ``keras.models.load_model`` after
 
 __version__ = "0.1.0"
 
-from tfcustom import data, errors, layers, losses, metrics, models, optimizers, steps
+from tfcustom import dropout, data, errors, layers, losses, metrics, models, optimizers, steps
 from tfcustom.config import TrainConfig
 from tfcustom.early_stopping import EarlyStopping
 from tfcustom.errors import ConfigError, DataError, NonFiniteLossError, TfcustomError

@@ -28,6 +28,7 @@ import keras
 from keras import ops
 
 from tfcustom.errors import check, check_positive_int, config_error
+from tfcustom.dropout import Dropout
 
 __all__ = [
     "ACTIVATIONS",
@@ -328,7 +329,7 @@ class DenseBlock(keras.layers.Layer):
             name="dense",
         )
         self.bn = keras.layers.BatchNormalization(dtype=self.dtype_policy, name="bn") if self.batch_norm else None
-        self.drop = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name="dropout") if self.dropout > 0 else None
+        self.drop = Dropout(self.dropout, dtype=self.dtype_policy, name="dropout") if self.dropout > 0 else None
 
     def build(self, input_shape):
         self.dense.build(input_shape)
@@ -432,7 +433,7 @@ class ConvBlock(keras.layers.Layer):
         )
         self.bn = keras.layers.BatchNormalization(dtype=self.dtype_policy, name="bn") if self.batch_norm else None
         self.pool = keras.layers.MaxPooling2D(self.pool_size, dtype=self.dtype_policy, name="pool") if self.pool_size else None
-        self.drop = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name="dropout") if self.dropout > 0 else None
+        self.drop = Dropout(self.dropout, dtype=self.dtype_policy, name="dropout") if self.dropout > 0 else None
 
     def build(self, input_shape):
         check(

@@ -34,6 +34,7 @@ import inspect
 import keras
 
 from tfcustom.errors import check, check_positive_int, config_error
+from tfcustom.dropout import Dropout
 from tfcustom.layers import ConvBlock, Dense, DenseBlock, ResidualBlock, get_activation, serialize_activation
 
 __all__ = ["MLP", "CNN", "ResNet", "LogisticRegression", "get", "names"]
@@ -321,7 +322,7 @@ class CNN(_StackModel):
             self.head_dropout = None
         else:
             self.hidden = None
-            self.head_dropout = keras.layers.Dropout(self.dropout, dtype=policy, name="dropout") if self.dropout else None
+            self.head_dropout = Dropout(self.dropout, dtype=policy, name="dropout") if self.dropout else None
         self.logits = Dense(self.num_classes, dtype=_logits_dtype(policy), name="logits")
 
     def _stack(self):
