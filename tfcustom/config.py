@@ -58,7 +58,7 @@ class TrainConfig:
     # execution
     seed: int = 0
     deterministic: bool = False
-    jit_compile: bool = False
+    jit_compile: Any = "auto"  # "auto" (measured, see tfcustom.autotune), True or False
     steps_per_execution: int = 1
     on_nonfinite: str = "stop"
     eval_batch_size: int = 500
@@ -78,12 +78,15 @@ class TrainConfig:
     checkpoint_every_steps: Optional[int] = None
     keep_checkpoints: int = 3
     export_best: bool = False
+    # time to accuracy (see tfcustom.time_to_accuracy)
+    target_accuracy: Optional[float] = None
+    target_accuracy_test: bool = False
 
     # Fields that may change when a run resumes: they do not change what is trained.
     RESUMABLE_CHANGES = frozenset({
         "epochs", "verbose", "data_dir", "eval_batch_size", "checkpoint_every_steps", "keep_checkpoints",
         "early_stopping_patience", "jit_compile", "export_best", "steps_per_execution", "strategy", "num_cpu_replicas", "tpu_address",
-        "log_replica_losses", "verify_shards", "tensorboard", "log_every_steps", "histograms_every_epochs", "profile_steps",
+        "log_replica_losses", "verify_shards", "tensorboard", "log_every_steps", "histograms_every_epochs", "profile_steps", "target_accuracy", "target_accuracy_test",
     })
 
     def differences(self, other: "TrainConfig") -> Dict[str, Tuple[Any, Any]]:
@@ -168,6 +171,12 @@ class TrainConfig:
         check(self.early_stopping_patience is None or (isinstance(self.early_stopping_patience, int) and self.early_stopping_patience >= 0), "early_stopping_patience must be an integer >= 0", self.early_stopping_patience, "pass e.g. 3, or leave it unset")
         check(isinstance(self.seed, int) and self.seed >= 0, "seed must be an integer >= 0", self.seed, "pass e.g. --seed=0")
         check_positive_int("steps_per_execution", self.steps_per_execution)
+        check(isinstance(self.jit_compile, bool) or self.jit_compile == "auto", "jit_compile must be 'auto', True or False",
+              self.jit_compile, "pass --jit_compile=auto to choose by measurement, --jit_compile or --nojit_compile to force it")
+        check(self.target_accuracy is None or (isinstance(self.target_accuracy, (int, float)) and 0 < self.target_accuracy <= 1),
+              "target_accuracy must be a fraction in (0, 1]", self.target_accuracy, "pass e.g. --target_accuracy=0.9")
+        check(not self.target_accuracy_test or self.target_accuracy is not None, "target_accuracy_test needs target_accuracy",
+              self.target_accuracy_test, "pass --target_accuracy=X too, or drop --target_accuracy_test")
         check_one_of("on_nonfinite policy", self.on_nonfinite, NONFINITE_POLICIES)
         check(self.checkpoint_every_steps is None or (isinstance(self.checkpoint_every_steps, int) and self.checkpoint_every_steps >= 1),
               "checkpoint_every_steps must be a positive integer", self.checkpoint_every_steps, "pass e.g. --checkpoint_every_steps=500, or leave it unset to save at epoch ends only")

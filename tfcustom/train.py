@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tfcustom import autotune, time_to_accuracy
 from tfcustom import data as data_lib
 from tfcustom import losses as losses_lib
 from tfcustom import models as models_lib
@@ -189,6 +190,37 @@ def build_gradient_fn(config: TrainConfig):
     return None
 
 
+def choose_settings(config: TrainConfig, workdir: str, resume: bool, strategy, dataset, train) -> autotune.AutotuneResult:
+    """``jit_compile`` and the precision of the run: explicit config values, or
+    "auto" measured by :func:`tfcustom.autotune.tune` on throw-away copies of
+    the model. A resumed run reuses its recorded decision (its numerics must
+    not change mid-run); a multi-worker run does not measure (its workers
+    could decide differently). The seeds are set again afterwards, so the
+    run's own model does not depend on whether measuring ran."""
+    recorded = autotune.load_or_tune(workdir if resume else None, lambda: None)
+    if recorded is None and (resume or is_cluster(strategy)):
+        # No measurement: the rules tfcustom used before autotune (no XLA; precision by device).
+        why = "resumed run without a recorded decision" if resume else "multi-worker: not measured, workers could disagree"
+        recorded = autotune.AutotuneResult(False, strategy_lib.resolve_precision(config.precision, strategy), {},
+                                           {"jit_compile": why, "precision": why})
+    if recorded is not None:
+        jit = recorded.jit_compile if config.jit_compile == "auto" else bool(config.jit_compile)
+        return autotune.AutotuneResult(jit, recorded.precision, recorded.measurements, recorded.reasons)
+
+    def build(policy):
+        keras.mixed_precision.set_global_policy(policy)
+        model = build_model(config, dataset, strategy)
+        with strategy.scope():
+            optimizer = strategy_lib.wrap_optimizer(build_optimizer(config, train.steps_per_epoch), policy)
+        return model, build_loss(config), optimizer
+
+    result = autotune.tune(build, lambda: strategy.distribute_datasets_from_function(lambda ctx: train.dataset(0, 0, ctx)),
+                           strategy=strategy, jit_compile=config.jit_compile, precision=config.precision,
+                           train_steps=train.steps_per_epoch * config.epochs)
+    seed_everything(config.seed, config.deterministic)
+    return result
+
+
 def _eval_batch_size(config: TrainConfig, num_examples: int, replicas: int) -> int:
     """``eval_batch_size``, at most the split's size, rounded down to a multiple of
     the replicas (evaluation is exact whatever the batch size, so this changes
@@ -252,10 +284,13 @@ def train_and_evaluate(
         val = data_lib.InputPipeline(val_split, _eval_batch_size(config, len(val_split), replicas), cache=True) if val_split is not None else None
         test = data_lib.InputPipeline(dataset.test, _eval_batch_size(config, len(dataset.test), replicas), cache=True)
 
+    # jit_compile and precision: "auto" is decided by timing the model here
+    # (tfcustom.autotune), or read back from the run being resumed.
+    tuned = choose_settings(config, workdir, resume, strategy, dataset, train)
     # The dtype policy is read by layers when they are created: set it for the
     # model only, so that it does not leak into the caller's later models.
     previous_policy = keras.mixed_precision.global_policy()
-    policy = strategy_lib.set_precision(config.precision, strategy)
+    policy = strategy_lib.set_precision(tuned.precision, strategy)
     try:
         model = build_model(config, dataset, strategy)
     finally:
@@ -274,7 +309,7 @@ def train_and_evaluate(
         strategy=strategy,
         num_classes=dataset.num_classes,
         clip_global_norm=config.clip_global_norm,
-        jit_compile=config.jit_compile,
+        jit_compile=tuned.jit_compile,
         steps_per_execution=config.steps_per_execution,
         on_nonfinite=config.on_nonfinite,
         gradient_fn=build_gradient_fn(config),
@@ -320,6 +355,7 @@ def train_and_evaluate(
     os.makedirs(workdir, exist_ok=True)
     if chief:
         _write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+        autotune.save(tuned, workdir)
     if summary_writer is not None:  # a resumed run drops the points written after its checkpoint
         summary_writer.start(int(trainer.global_step.numpy()), int(trainer.epoch.numpy()), config.to_dict())
     logging.info("Run directory %s; %d train / %d validation / %d test examples; model %s with %d parameters",
@@ -327,7 +363,8 @@ def train_and_evaluate(
     start = time.time()
     history = trainer.fit(train, config.epochs, val, early_stopping=early_stopping, checkpoint_manager=manager,
                           checkpoint_every_steps=config.checkpoint_every_steps, best_checkpoint_manager=best_manager,
-                          preemption=preemption)
+                          preemption=preemption,
+                          epoch_evaluations={"test_": test} if config.target_accuracy_test else None)
     train_time = time.time() - start
     best_epoch = int(early_stopping.best_epoch.numpy())
     if config.export_best and best_manager.latest_checkpoint:
@@ -354,7 +391,17 @@ def train_and_evaluate(
         "saved_model_path": os.path.join(workdir, SAVED_MODEL_DIR),
         "class_names": list(dataset.class_names),
         "parameters": int(model.count_params()),
+        "jit_compile": tuned.jit_compile,
+        "autotune": tuned.to_dict(),
     }
+    if config.target_accuracy is not None:
+        results["time_to_accuracy"] = {}
+        for name, key in (("validation", "val_accuracy"), ("test", "test_accuracy")):
+            if key == "test_accuracy" and not config.target_accuracy_test:
+                continue
+            reached = time_to_accuracy.first_reached(history.records, key, config.target_accuracy, train.steps_per_epoch)
+            results["time_to_accuracy"][name] = reached
+            logging.info("%s", time_to_accuracy.describe(name.capitalize(), reached))
     if not chief:
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # this worker's temporary copies: the chief's are the run's
     else:

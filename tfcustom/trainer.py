@@ -297,6 +297,7 @@ class Trainer:
         checkpoint_every_steps: Optional[int] = None,
         best_checkpoint_manager: Optional[tf.train.CheckpointManager] = None,
         preemption: Optional[ClusterPreemption] = None,
+        epoch_evaluations: Optional[Dict[str, DataLike]] = None,
     ) -> History:
         """Train until ``epochs`` epochs have run in total (resuming from
         ``self.epoch`` and ``self.step_in_epoch``, e.g. after a checkpoint
@@ -321,6 +322,9 @@ class Trainer:
         On a multi-worker cluster pass ``preemption`` (a
         :class:`tfcustom.preemption.ClusterPreemption`): a SIGTERM to any one
         worker then makes every worker save at the same step and stop.
+        ``epoch_evaluations`` (``{prefix: data}``, e.g. ``{"test_": test}``):
+        more data evaluated at each epoch end, logged with that prefix; their
+        time is not counted in the epoch's ``time_s``.
         """
         check(not fit_inputs.is_arrays((train, epochs)) or isinstance(epochs, int), "epochs must be an integer, not an array",
               type(epochs).__name__, "pass the arrays as one tuple: trainer.fit((x, y), epochs=..., batch_size=...)")
@@ -360,6 +364,7 @@ class Trainer:
                     stop=lambda: self._raise_interrupted(signals.received or "a termination notice to another worker", checkpoint_manager),
                 )
             try:
+                self._epoch_evaluations = dict(epoch_evaluations or {})
                 return self._fit_epochs(train, epochs, validation_data, steps, early_stopping, checkpoint_manager,
                                         checkpoint_every_steps, best_checkpoint_manager, signals, preemption)
             finally:
@@ -473,6 +478,8 @@ class Trainer:
                 logs.update(self._evaluate(validation_data, prefix="val_"))
             logs["learning_rate"] = self._learning_rate()
             logs["time_s"] = time.time() - start
+            for prefix, data in getattr(self, "_epoch_evaluations", {}).items():
+                logs.update(self.evaluate(data, prefix=prefix))
             if progbar is not None:
                 progbar.update(steps, values=[(k, v) for k, v in logs.items() if k not in ("epoch", "time_s")], finalize=True)
             logging.info("epoch %d/%d: %s", epoch + 1, epochs, ", ".join(f"{k}={v:.4g}" for k, v in logs.items() if k != "epoch"))

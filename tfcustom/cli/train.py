@@ -47,7 +47,24 @@ flags.DEFINE_integer("early_stopping_patience", None, "Stop after this many epoc
 flags.DEFINE_string("monitor", "val_accuracy", "Value watched by early stopping.")
 flags.DEFINE_integer("seed", 0, "Random seed (data order, initial weights, dropout).")
 flags.DEFINE_boolean("deterministic", False, "Deterministic TF kernels: two runs give identical histories.")
-flags.DEFINE_boolean("jit_compile", False, "XLA-compile the per-replica forward/backward pass.")
+class _AutoBoolParser(flags.ArgumentParser):
+    """auto, true or false; a boolean flag otherwise (--jit_compile, --nojit_compile)."""
+
+    def parse(self, argument):
+        if isinstance(argument, bool) or argument == "auto":
+            return argument
+        value = str(argument).lower()
+        if value in ("auto", "true", "false", "1", "0"):
+            return {"auto": "auto", "true": True, "1": True, "false": False, "0": False}[value]
+        raise ValueError("should be auto, true or false")
+
+    def flag_type(self):
+        return "auto|bool"
+
+
+flags.DEFINE_flag(flags.Flag(_AutoBoolParser(), flags.ArgumentSerializer(), "jit_compile", "auto",
+                             "XLA-compile the per-replica forward/backward pass: auto (time both ways at start, keep the faster; "
+                             "see tfcustom.autotune), or force it with --jit_compile / --nojit_compile.", boolean=True))
 flags.DEFINE_integer("steps_per_execution", 1, "Train steps per tf.function call.")
 flags.DEFINE_string("on_nonfinite", "stop", "What to do on a NaN/Inf loss: stop or skip.")
 flags.DEFINE_string("output_dir", "runs/default", "Run directory (history, plot, model, results).")
@@ -62,7 +79,10 @@ flags.DEFINE_integer("num_cpu_replicas", None, "With --strategy=mirrored: split 
 flags.DEFINE_string("tpu", None, "With --strategy=tpu/auto: 'local' (TPU VM), grpc://HOST:PORT or a Cloud TPU name "
                     "(default: $COLAB_TPU_ADDR, $TPU_NAME, then local).")
 flags.DEFINE_enum("precision", "auto", ["auto", "float32", "mixed_float16", "mixed_bfloat16"],
-                  "Keras dtype policy; auto = mixed_bfloat16 on TPU, mixed_float16 (with loss scaling) on GPU, float32 on CPU.")
+                  "Keras dtype policy; auto = mixed_bfloat16 on TPU, mixed_float16 (with loss scaling) on GPU; on a CPU with "
+                  "bfloat16 instructions mixed_bfloat16 if measured faster with matching first losses, else float32.")
+flags.DEFINE_float("target_accuracy", None, "Record when validation accuracy first reaches this fraction (results.json: time_to_accuracy).")
+flags.DEFINE_boolean("target_accuracy_test", False, "With --target_accuracy: also evaluate the test split each epoch and record when it reaches it.")
 flags.DEFINE_boolean("tensorboard", True, "Write TensorBoard summaries to <output_dir>/tensorboard (--notensorboard: none).")
 flags.DEFINE_integer("log_every_steps", 100, "Write the step summaries (loss, metrics, learning rate, gradient norm, examples/s) every N steps.")
 flags.DEFINE_integer("histograms_every_epochs", 0, "Write weight histograms to TensorBoard every N epochs (0: never).")
@@ -152,6 +172,8 @@ def config_from_flags():
         log_every_steps=FLAGS.log_every_steps,
         histograms_every_epochs=FLAGS.histograms_every_epochs,
         profile_steps=_profile_steps(FLAGS.profile_steps),
+        target_accuracy=FLAGS.target_accuracy,
+        target_accuracy_test=FLAGS.target_accuracy_test,
     )
 
 
