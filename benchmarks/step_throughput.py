@@ -128,7 +128,7 @@ def build_variants(key, x, y, x_uint8):
         m = fresh(policy)
         opt = tfcustom.strategy.wrap_optimizer(keras.optimizers.Adam(1e-3), policy)
         t = tfcustom.Trainer(m, loss, opt, ["accuracy"], jit_compile=jit, steps_per_execution=steps_per_execution, verbose=0)
-        t.fit(memory.take(2 * spe), 1)
+        t.fit(data, 1, steps_per_epoch=2 * spe)  # traced on the timed data's iterator type
 
         def epoch():
             t.epoch.assign(0)
