@@ -187,7 +187,9 @@ def packed_all_reduce_supported(optimizer) -> bool:
 def already_reduced(optimizer):
     """While tracing ``optimizer.apply_gradients`` in replica context: skip
     Keras' own all-reduce of the gradients (the step has summed them already,
-    with :func:`all_reduce_sum`). Only the traced graph is affected."""
+    with :func:`all_reduce_sum`). Only the traced graph is affected. This
+    overrides a private method of Keras' TensorFlow optimizer (Keras 3.15);
+    :func:`packed_all_reduce_supported` checks that it exists."""
     optimizer._all_reduce_sum_gradients = lambda grads_and_vars: list(grads_and_vars)
     try:
         yield
@@ -288,7 +290,9 @@ def make_train_step(
     variables = model.trainable_variables
     state_variables = replica_state_variables(model)
     num_replicas = strategy.num_replicas_in_sync
-    packed = num_replicas > 1 and packed_all_reduce_supported(optimizer)
+    # Tested on MirroredStrategy and MultiWorkerMirroredStrategy; others (TPU) keep per-variable reduces.
+    packed = (num_replicas > 1 and isinstance(strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy))
+              and packed_all_reduce_supported(optimizer))
 
     def replica_grads(batch):
         x, y, sw = unpack_batch(batch)
