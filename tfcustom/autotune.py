@@ -254,6 +254,9 @@ def tune(
         reasons["precision"] = "CPU without bfloat16 instructions: float32"
     elif precision != "auto":
         reasons.setdefault("precision", f"given: {precision}")
+    if jit_compile == "auto" and device == "TPU":
+        jit_compile = True  # a TPU runs compiled code only
+        reasons["jit_compile"] = "TPU: always compiled"
     if jit_compile != "auto":
         reasons.setdefault("jit_compile", f"given: {jit_compile}")
     settings = candidates(jit_compile, precision)
