@@ -212,6 +212,9 @@ def measure():
             print(f"{key:12s} {label:62s} best {n / best:8.0f} img/s  median {n / median:8.0f}  {rows[-1]['gflops']:.1f} GFLOP/s", flush=True)
         out["models"].append({"model": key, "title": MODELS[key][0], "forward_flops_per_batch": flops,
                               "autotune": tuned.to_dict(), "variants": rows})
+        if FLAGS.json_out:  # after each model: a long run that is stopped keeps what it measured
+            with open(FLAGS.json_out, "w") as f:
+                json.dump(out, f, indent=2)
     return out
 
 
@@ -260,9 +263,6 @@ def main(argv):
             results = json.load(f)
     else:
         results = measure()
-        if FLAGS.json_out:
-            with open(FLAGS.json_out, "w") as f:
-                json.dump(results, f, indent=2)
     text = table(results)
     print(text)
     if FLAGS.update_readme:
