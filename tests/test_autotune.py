@@ -144,3 +144,22 @@ def test_config_rejects_other_jit_compile_values(value):
 
     with pytest.raises(ConfigError, match="jit_compile"):
         TrainConfig(jit_compile=value).validate()
+
+
+def test_jit_compile_flag_takes_auto_true_false_and_the_boolean_forms():
+    import copy
+
+    from absl import flags
+
+    from tfcustom.cli import train as cli
+
+    values = flags.FlagValues()
+    flags.DEFINE_flag(copy.deepcopy(cli.FLAGS["jit_compile"]), flag_values=values)
+    for argv, expected in (([], "auto"), (["--jit_compile"], True), (["--nojit_compile"], False),
+                           (["--jit_compile=auto"], "auto"), (["--jit_compile=false"], False), (["--jit_compile=true"], True)):
+        values.unparse_flags()
+        values(["prog"] + argv)
+        assert values.jit_compile == expected, argv
+    values.unparse_flags()
+    with pytest.raises(flags.IllegalFlagValueError, match="auto, true or false"):
+        values(["prog", "--jit_compile=maybe"])
