@@ -277,16 +277,16 @@ def log(result: AutotuneResult) -> None:
     logging.info("Autotune: jit_compile=%s, precision=%s (%s)", result.jit_compile, result.precision, "; ".join(why))
 
 
-def load_or_tune(workdir: Optional[str], tune_fn: Callable[[], AutotuneResult]) -> AutotuneResult:
-    """The decision stored in ``workdir/autotune.json`` (a resumed run keeps
-    its numerics), else ``tune_fn()`` (the caller writes it with :func:`save`)."""
+def load(workdir: Optional[str]) -> Optional[AutotuneResult]:
+    """The decision recorded in ``workdir/autotune.json`` (a resumed run keeps
+    its numerics), or None."""
     path = os.path.join(workdir, AUTOTUNE_FILE) if workdir else None
-    if path and os.path.exists(path):
-        with open(path) as f:
-            result = AutotuneResult.from_dict(json.load(f))
-        logging.info("Autotune: reusing the run's decision jit_compile=%s, precision=%s (%s)", result.jit_compile, result.precision, path)
-        return result
-    return tune_fn()
+    if not path or not os.path.exists(path):
+        return None
+    with open(path) as f:
+        result = AutotuneResult.from_dict(json.load(f))
+    logging.info("Autotune: reusing the run's decision jit_compile=%s, precision=%s (%s)", result.jit_compile, result.precision, path)
+    return result
 
 
 def save(result: AutotuneResult, workdir: str) -> None:

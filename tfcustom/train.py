@@ -197,7 +197,7 @@ def choose_settings(config: TrainConfig, workdir: str, resume: bool, strategy, d
     not change mid-run); a multi-worker run does not measure (its workers
     could decide differently). The seeds are set again afterwards, so the
     run's own model does not depend on whether measuring ran."""
-    recorded = autotune.load_or_tune(workdir if resume else None, lambda: None)
+    recorded = autotune.load(workdir) if resume else None
     if recorded is None and (resume or is_cluster(strategy)):
         # No measurement: the rules tfcustom used before autotune (no XLA; precision by device).
         why = "resumed run without a recorded decision" if resume else "multi-worker: not measured, workers could disagree"
