@@ -197,6 +197,15 @@ def choose_settings(config: TrainConfig, workdir: str, resume: bool, strategy, d
     not change mid-run); a multi-worker run does not measure (its workers
     could decide differently). The seeds are set again afterwards, so the
     run's own model does not depend on whether measuring ran."""
+    try:
+        return _choose_settings(config, workdir, resume, strategy, dataset, train)
+    finally:
+        # Every path leaves the same random state for the run's model (its
+        # Dropout seeds are drawn at construction), measured or not.
+        seed_everything(config.seed, config.deterministic)
+
+
+def _choose_settings(config, workdir, resume, strategy, dataset, train) -> autotune.AutotuneResult:
     recorded = autotune.load(workdir) if resume else None
     if recorded is None and (resume or is_cluster(strategy)):
         # No measurement: the rules tfcustom used before autotune (no XLA; precision by device).
@@ -214,11 +223,9 @@ def choose_settings(config: TrainConfig, workdir: str, resume: bool, strategy, d
             optimizer = strategy_lib.wrap_optimizer(build_optimizer(config, train.steps_per_epoch), policy)
         return model, build_loss(config), optimizer
 
-    result = autotune.tune(build, lambda: strategy.distribute_datasets_from_function(lambda ctx: train.dataset(0, 0, ctx)),
-                           strategy=strategy, jit_compile=config.jit_compile, precision=config.precision,
-                           train_steps=train.steps_per_epoch * config.epochs)
-    seed_everything(config.seed, config.deterministic)
-    return result
+    return autotune.tune(build, lambda: strategy.distribute_datasets_from_function(lambda ctx: train.dataset(0, 0, ctx)),
+                         strategy=strategy, jit_compile=config.jit_compile, precision=config.precision,
+                         train_steps=train.steps_per_epoch * config.epochs)
 
 
 def _eval_batch_size(config: TrainConfig, num_examples: int, replicas: int) -> int:
