@@ -74,6 +74,7 @@ class TrainConfig:
     log_every_steps: int = 100
     histograms_every_epochs: int = 0
     profile_steps: Optional[Tuple[int, int]] = None
+    cluster_timeout: float = 300.0  # multi_worker: seconds to wait for the other workers
     # checkpoints
     checkpoint_every_steps: Optional[int] = None
     keep_checkpoints: int = 3
@@ -83,7 +84,7 @@ class TrainConfig:
     RESUMABLE_CHANGES = frozenset({
         "epochs", "verbose", "data_dir", "eval_batch_size", "checkpoint_every_steps", "keep_checkpoints",
         "early_stopping_patience", "jit_compile", "export_best", "steps_per_execution", "strategy", "num_cpu_replicas", "tpu_address",
-        "log_replica_losses", "verify_shards", "tensorboard", "log_every_steps", "histograms_every_epochs", "profile_steps",
+        "log_replica_losses", "verify_shards", "tensorboard", "log_every_steps", "histograms_every_epochs", "profile_steps", "log_replica_losses", "verify_shards", "cluster_timeout",
     })
 
     def differences(self, other: "TrainConfig") -> Dict[str, Tuple[Any, Any]]:
@@ -191,6 +192,8 @@ class TrainConfig:
         check(self.profile_steps is None or (isinstance(self.profile_steps, (list, tuple)) and len(self.profile_steps) == 2
                                              and all(isinstance(s, int) for s in self.profile_steps) and 1 <= self.profile_steps[0] <= self.profile_steps[1]),
               "profile_steps must be START,END with 1 <= START <= END", self.profile_steps, "pass e.g. --profile_steps=10,20")
+        check(isinstance(self.cluster_timeout, (int, float)) and not isinstance(self.cluster_timeout, bool) and self.cluster_timeout > 0,
+              "cluster_timeout must be a positive number of seconds", self.cluster_timeout, "pass e.g. cluster_timeout=300")
         check(self.validation_size > 0 or not self.monitor.startswith("val_") or self.early_stopping_patience is None,
               "early stopping monitors a validation metric but validation_size is 0", self.monitor, "set validation_size > 0 or monitor a training metric")
         return self

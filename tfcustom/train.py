@@ -232,7 +232,8 @@ def train_and_evaluate(
     config.validate()
     if strategy is None:
         strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else strategy_lib.select(
-            config.strategy, num_cpu_replicas=config.num_cpu_replicas, tpu=config.tpu_address)
+            config.strategy, num_cpu_replicas=config.num_cpu_replicas, tpu=config.tpu_address,
+            cluster_timeout=config.cluster_timeout)
     chief = is_chief(strategy)  # only the chief writes the run's files
     resume = prepare_output_dir(workdir, config, overwrite, chief=chief)
     seed_everything(config.seed, config.deterministic)

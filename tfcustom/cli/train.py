@@ -10,11 +10,12 @@ again to resume).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from tfcustom.cli import parse_flags
 
@@ -67,7 +68,21 @@ flags.DEFINE_boolean("tensorboard", True, "Write TensorBoard summaries to <outpu
 flags.DEFINE_integer("log_every_steps", 100, "Write the step summaries (loss, metrics, learning rate, gradient norm, examples/s) every N steps.")
 flags.DEFINE_integer("histograms_every_epochs", 0, "Write weight histograms to TensorBoard every N epochs (0: never).")
 flags.DEFINE_list("profile_steps", None, "START,END: trace these global steps with the TensorFlow profiler (TensorBoard's Profile tab).")
+flags.DEFINE_float("cluster_timeout", 300.0, "With --strategy=multi_worker: seconds to wait for every worker of TF_CONFIG to start before stopping with an error naming the missing ones.")
 flags.DEFINE_integer("log_replica_losses", 0, "Log each replica's share of the loss every N steps and at each epoch end (0: never).")
+
+flags.register_validator("cluster_timeout", lambda v: v is not None and v > 0, message="--cluster_timeout must be positive (seconds, e.g. --cluster_timeout=300)")
+
+# --help lists the flags in these groups (flags not named here appear under "other").
+HELP_GROUPS = {
+    "data": ["config", "dataset", "data_dir", "validation_size"],
+    "model": ["model", "model_kwargs", "loss", "label_smoothing", "metrics"],
+    "optimization": ["optimizer", "learning_rate", "lr_schedule", "warmup_epochs", "weight_decay", "momentum",
+                     "clip_global_norm", "sam_rho", "epochs", "batch_size", "eval_batch_size", "early_stopping_patience",
+                     "monitor", "seed", "deterministic", "jit_compile", "steps_per_execution", "on_nonfinite"],
+    "distribution": ["strategy", "num_cpu_replicas", "tpu", "precision", "cluster_timeout", "log_replica_losses"],
+    "checkpoints and output": ["output_dir", "overwrite", "checkpoint_every_steps", "keep_checkpoints", "export_best", "verbose"],
+}
 
 for _name in ("validation_size",):
     flags.register_validator(_name, lambda v: v is not None and v >= 0, message=f"--{_name} must be >= 0 (e.g. --{_name}=5000)")
@@ -152,6 +167,7 @@ def config_from_flags():
         log_every_steps=FLAGS.log_every_steps,
         histograms_every_epochs=FLAGS.histograms_every_epochs,
         profile_steps=_profile_steps(FLAGS.profile_steps),
+        cluster_timeout=FLAGS.cluster_timeout,
     )
 
 
@@ -159,8 +175,7 @@ def main(argv):
     if len(argv) > 1:
         print(f"error: unexpected arguments {argv[1:]!r}. Flags take the form --name=value.", file=sys.stderr)
         return 2
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.set_verbosity(logging.INFO)
+    from tfcustom.cluster import ClusterInterrupted, ClusterTimeout
     from tfcustom.errors import NonFiniteLossError, TfcustomError
     from tfcustom.train import train_and_evaluate
     from tfcustom.trainer import TrainingInterrupted
@@ -171,8 +186,15 @@ def main(argv):
         # starting the multi-worker runtime only work before TF initialises its devices.
         from tfcustom.strategy import select
 
-        strategy = select(config.strategy, num_cpu_replicas=config.num_cpu_replicas, tpu=config.tpu_address)
+        strategy = select(config.strategy, num_cpu_replicas=config.num_cpu_replicas, tpu=config.tpu_address,
+                          cluster_timeout=config.cluster_timeout)
         results = train_and_evaluate(config, FLAGS.output_dir, strategy=strategy, overwrite=FLAGS.overwrite)
+    except (ClusterTimeout, ClusterInterrupted) as e:
+        # TF's runtime may hold a half-started cluster: end the process now.
+        interrupted = isinstance(e, ClusterInterrupted)  # start on a clean line after the terminal's ^C
+        print(f"\nstopped: {e}" if interrupted else f"error: {e}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(e.exit_code)
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
@@ -213,9 +235,8 @@ def _expand_config_alias(argv):
 
 def run():
     """Console-script entry point."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.argv = _expand_config_alias(sys.argv)
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=functools.partial(parse_flags, groups=HELP_GROUPS, doc=__doc__))
 
 
 if __name__ == "__main__":
