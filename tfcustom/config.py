@@ -36,6 +36,8 @@ class TrainConfig:
     augment: Tuple[str, ...] = ()  # "crop", "flip": see tfcustom.data.augment
     shuffle_buffer: int = 10000  # tfrecord:DIR only: examples per shuffle block (see tfcustom.data.streaming)
     verify_shards: str = "full"  # tfrecord:DIR only: "full" (SHA-256 of every shard at start) or "size"
+    train_subset: Optional[int] = None  # use only the first N training examples (validation is held out of them)
+    test_subset: Optional[int] = None  # test on the first N test examples only
     # model and objective
     model: str = "cnn"
     model_kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -143,6 +145,13 @@ class TrainConfig:
         self.augment = parse_augment(self.augment)
         check_positive_int("shuffle_buffer", self.shuffle_buffer)
         check_one_of("verify_shards mode", self.verify_shards, VERIFY_MODES)
+        for name in ("train_subset", "test_subset"):
+            value = getattr(self, name)
+            check(value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1),
+                  f"{name} must be a positive integer or None", value, f"pass e.g. {name}=1000, or None for every example")
+        check((self.train_subset is None and self.test_subset is None) or not self.dataset.startswith("tfrecord:"),
+              "train_subset/test_subset apply to in-memory datasets, not to tfrecord: shards", self.dataset,
+              "drop --train_subset/--test_subset, or convert a smaller dataset")
         check(isinstance(self.validation_size, int) and self.validation_size >= 0, "validation_size must be an integer >= 0", self.validation_size, "pass 0 to train without validation, or a positive count")
         check_one_of("model", self.model, models.names())
         check(isinstance(self.model_kwargs, dict), "model_kwargs must be a dict (JSON object)", self.model_kwargs, 'pass e.g. --model_kwargs=\'{"filters": [32, 64]}\'')

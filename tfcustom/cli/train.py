@@ -28,6 +28,8 @@ flags.DEFINE_integer("validation_size", 5000, "Training examples held out for va
 flags.DEFINE_list("augment", [], "Augmentations of the training examples: crop, flip (e.g. --augment=crop,flip; flip is wrong for digits).")
 flags.DEFINE_integer("shuffle_buffer", 10000, "With --dataset=tfrecord:DIR: examples per shuffle block (bounds memory).")
 flags.DEFINE_enum("verify_shards", "full", ["full", "size"], "With --dataset=tfrecord:DIR: check each shard's SHA-256 at start (full) or only its size.")
+flags.DEFINE_integer("train_subset", None, "Use only the first N training examples (validation is held out of them), e.g. to try a config quickly.")
+flags.DEFINE_integer("test_subset", None, "Test on the first N test examples only.")
 flags.DEFINE_string("model", "cnn", "Model name (see tfcustom.models.names()).")
 flags.DEFINE_string("model_kwargs", "{}", 'Model constructor arguments as a JSON object, e.g. \'{"filters": [32, 64]}\'.')
 flags.DEFINE_string("loss", "sparse_categorical_crossentropy", "Loss name (see tfcustom.losses.names()).")
@@ -75,7 +77,7 @@ flags.register_validator("cluster_timeout", lambda v: v is not None and v > 0, m
 
 # --help lists the flags in these groups (flags not named here appear under "other").
 HELP_GROUPS = {
-    "data": ["config", "dataset", "data_dir", "validation_size"],
+    "data": ["config", "dataset", "data_dir", "validation_size", "train_subset", "test_subset"],
     "model": ["model", "model_kwargs", "loss", "label_smoothing", "metrics"],
     "optimization": ["optimizer", "learning_rate", "lr_schedule", "warmup_epochs", "weight_decay", "momentum",
                      "clip_global_norm", "sam_rho", "epochs", "batch_size", "eval_batch_size", "early_stopping_patience",
@@ -86,7 +88,7 @@ HELP_GROUPS = {
 
 for _name in ("validation_size",):
     flags.register_validator(_name, lambda v: v is not None and v >= 0, message=f"--{_name} must be >= 0 (e.g. --{_name}=5000)")
-for _name in ("epochs", "batch_size", "eval_batch_size", "steps_per_execution", "keep_checkpoints", "checkpoint_every_steps"):
+for _name in ("train_subset", "test_subset", "epochs", "batch_size", "eval_batch_size", "steps_per_execution", "keep_checkpoints", "checkpoint_every_steps"):
     flags.register_validator(_name, lambda v: v is None or v >= 1, message=f"--{_name} must be a positive integer (e.g. --{_name}=10)")
 flags.register_validator("learning_rate", lambda v: v > 0, message="--learning_rate must be positive (e.g. --learning_rate=1e-3)")
 flags.register_validator("seed", lambda v: v >= 0, message="--seed must be >= 0")
@@ -131,6 +133,8 @@ def config_from_flags():
         augment=tuple(FLAGS.augment),
         shuffle_buffer=FLAGS.shuffle_buffer,
         verify_shards=FLAGS.verify_shards,
+        train_subset=FLAGS.train_subset,
+        test_subset=FLAGS.test_subset,
         model=FLAGS.model,
         model_kwargs=_model_kwargs(FLAGS.model_kwargs),
         loss=FLAGS.loss,

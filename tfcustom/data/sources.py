@@ -235,6 +235,15 @@ def from_numpy(x_train, y_train, x_test, y_test, num_classes: Optional[int] = No
     return Dataset(name, train, test, num_classes, class_names)
 
 
+def subset(ds: Dataset, train: Optional[int] = None, test: Optional[int] = None) -> Dataset:
+    """``ds`` with only its first ``train`` training and ``test`` test examples (None: all),
+    e.g. to try a config in seconds (``--train_subset=2000 --test_subset=500``)."""
+    def first(split: Split, n: Optional[int]) -> Split:
+        return split if n is None or n >= len(split) else Split(split.x[:n], split.y[:n])
+
+    return dataclasses.replace(ds, train=first(ds.train, train), test=first(ds.test, test))
+
+
 def load(name: str, data_dir: Optional[str] = None):
     """Load a dataset by name: ``fashion_mnist`` / ``mnist`` from IDX files,
     or ``tfds:<name>`` (e.g. ``tfds:cifar10``) through TFDS; ``tfrecord:DIR``
