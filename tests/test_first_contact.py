@@ -183,3 +183,18 @@ def test_ctrl_c_while_waiting_for_workers_stops_promptly(tmp_path):
     line = only_error_line(subprocess.CompletedProcess([], proc.returncode, "", err))
     assert line.startswith("stopped: SIGINT while waiting for workers") and missing in line, line
     assert not out.exists()
+
+
+def test_subset_takes_the_first_examples_and_is_validated():
+    from tfcustom.config import TrainConfig
+    from tfcustom.data import Split, from_numpy, subset
+    from tfcustom.errors import ConfigError
+
+    x = np.arange(10 * 4, dtype=np.uint8).reshape(10, 2, 2)
+    y = np.arange(10) % 3
+    ds = subset(from_numpy(x, y, x[:6], y[:6]), train=4, test=None)
+    np.testing.assert_array_equal(ds.train.x[..., 0], x[:4])
+    np.testing.assert_array_equal(ds.train.y, y[:4])
+    assert len(ds.test) == 6
+    with pytest.raises(ConfigError, match="train_subset must be a positive integer"):
+        TrainConfig(train_subset=0).validate()

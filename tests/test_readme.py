@@ -16,7 +16,7 @@ How a README block is run, and how to mark it:
 * A command is **shortened** by this test (the documented switch): training
   commands (``tfcustom-train``, ``python examples/train.py``, ``bash
   examples/main.sh``) get ``SHORTEN_TRAIN`` appended (``--epochs=1
-  --train_subset=600 --validation_size=100 --test_subset=100``; flags after a
+  --train_subset=320 --validation_size=64 --test_subset=64``; flags after a
   flagfile override it). Set ``TFCUSTOM_README_FULL=1`` to run them unshortened.
   ``examples/main.sh`` runs with ``TFCUSTOM_SKIP_INSTALL=1`` (no pip install).
 * A comment line ``# expect: exit N: TEXT`` right before a command (or
@@ -48,7 +48,7 @@ README = os.path.join(ROOT, "README.md")
 
 COMMAND_PREFIXES = ("tfcustom-train", "python examples/", "bash examples/")
 TRAINING = ("tfcustom-train", "python examples/train.py", "bash examples/main.sh")
-SHORTEN_TRAIN = ["--epochs=1", "--train_subset=600", "--validation_size=100", "--test_subset=100"]
+SHORTEN_TRAIN = ["--epochs=1", "--train_subset=320", "--validation_size=64", "--test_subset=64"]
 SHELL_LANGS = ("bash", "sh", "shell")
 TF_NOISE = re.compile(r"\.cc:\d+\]|^INFO:tensorflow:|^WARNING:tensorflow:|WARNING: All log messages before absl")
 EXPECT = re.compile(r"#\s*expect:\s*exit\s+(\d+)\s*(?::\s*(.*))?$")

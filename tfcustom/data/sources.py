@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from tfcustom.data.idx import read_idx
-from tfcustom.errors import check, config_error, data_error
+from tfcustom.errors import TfcustomError, check, config_error, data_error
 
 DEFAULT_DATA_DIRS = {
     "fashion_mnist": "/usr/share/datasets/fashion-mnist",
@@ -157,6 +157,20 @@ def network_reachable(address=TFDS_PROBE_ADDRESS, timeout: float = 3.0) -> bool:
         return False
 
 
+def _tfds_load(tfds, builder, name, split, data_dir):
+    """``tfds.load`` from the prepared data; download only if it is not there and a network is."""
+    try:
+        return tfds.load(name, split=split, data_dir=data_dir, download=False)
+    except Exception:  # not prepared (TFDS raises AssertionError and friends)
+        pass
+    if not network_reachable():
+        where = data_dir or getattr(builder, "_data_dir_root", None) or "~/tensorflow_datasets"
+        raise data_error(
+            f"TFDS dataset {name} is not prepared in the TFDS data dir and no network is reachable to download it", where,
+            f"run `tfds build {name}` on a machine with a network, copy its data dir here and pass --data_dir")
+    return tfds.load(name, split=split, data_dir=data_dir, download=True)
+
+
 def load_tfds_dataset(name: str, data_dir: Optional[str] = None, image_key: str = "image", label_key: str = "label") -> Dataset:
     """Load any TFDS dataset with (image, label) features into memory.
 
@@ -169,11 +183,6 @@ def load_tfds_dataset(name: str, data_dir: Optional[str] = None, image_key: str 
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as e:  # DatasetNotFoundError and friends
         raise config_error(f"unknown TFDS dataset ({type(e).__name__})", name, "use a name from `tfds.list_builders()`") from None
-    if not builder.is_prepared() and not network_reachable():
-        where = data_dir or getattr(builder, "_data_dir_root", None) or "~/tensorflow_datasets"
-        raise data_error(
-            f"TFDS dataset {name} is not prepared in the TFDS data dir and no network is reachable to download it", where,
-            f"run `tfds build {name}` on a machine with a network, copy its data dir here and pass --data_dir")
     info = builder.info
     for key in (image_key, label_key):
         check(key in info.features, f"TFDS dataset {name} has no feature '{key}'", list(info.features), "choose a dataset with image and label features")
@@ -182,7 +191,9 @@ def load_tfds_dataset(name: str, data_dir: Optional[str] = None, image_key: str 
     splits = {}
     for split in ("train", "test"):
         try:
-            ds = tfds.load(name, split=split, data_dir=data_dir, download=True)
+            ds = _tfds_load(tfds, builder, name, split, data_dir)
+        except TfcustomError:
+            raise
         except Exception as e:
             raise data_error(
                 f"could not load split '{split}' of TFDS dataset {name} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
