@@ -101,7 +101,9 @@ def configure(verbose_tf: Optional[bool] = None) -> None:
     tf_logger.setLevel(_pylogging.DEBUG if verbose_tf else _pylogging.ERROR)
     if not verbose_tf:
         # Keras/absl warnings that are about TF internals, not about the user's run.
-        _pylogging.getLogger("absl").addFilter(_drop_tf_internal)
+        absl_logger = _pylogging.getLogger("absl")
+        if _drop_tf_internal not in absl_logger.filters:
+            absl_logger.addFilter(_drop_tf_internal)
 
 
 def _drop_tf_internal(record: _pylogging.LogRecord) -> bool:
