@@ -19,13 +19,12 @@ def _is_ours(module: str) -> bool:
 
 
 def _describe(flag) -> str:
-    default = flag.default_as_str if flag.default_as_str is not None else "None"
-    if flag.flag_type() == "bool":
-        head = f"  --[no]{flag.name}"
-    else:
-        head = f"  --{flag.name}"
-    text = f"{flag.help} (default: {default})"
-    return flags.text_wrap(f"{head}: {text}", length=100, indent="      ", firstline_indent="")
+    default = flag.default
+    if isinstance(default, (list, tuple)):
+        default = ",".join(map(str, default))
+    head = f"--[no]{flag.name}" if flag.flag_type() == "bool" else f"--{flag.name}"
+    text = flags.text_wrap(f"{head}: {flag.help} (default: {default})", length=98, indent="      ", firstline_indent="")
+    return "  " + text
 
 
 def _usage(doc: Optional[str]) -> str:

@@ -75,6 +75,12 @@ flags.DEFINE_integer("log_replica_losses", 0, "Log each replica's share of the l
 
 flags.register_validator("cluster_timeout", lambda v: v is not None and v > 0, message="--cluster_timeout must be positive (seconds, e.g. --cluster_timeout=300)")
 
+USAGE = """Usage: tfcustom-train [--flagfile=FILE] [--name=value ...]   (or python examples/train.py ...)
+
+Trains a model on Fashion-MNIST (or MNIST, a TFDS dataset) and writes the run to --output_dir.
+Flags after a --flagfile (or --config) override it. Exit codes: 0 done, 2 bad flags/config/data,
+3 non-finite loss, 4 stopped by SIGTERM/Ctrl-C (run the same command again to resume)."""
+
 # --help lists the flags in these groups (flags not named here appear under "other").
 HELP_GROUPS = {
     "data": ["config", "dataset", "data_dir", "validation_size", "train_subset", "test_subset"],
@@ -240,7 +246,7 @@ def _expand_config_alias(argv):
 def run():
     """Console-script entry point."""
     sys.argv = _expand_config_alias(sys.argv)
-    app.run(main, flags_parser=functools.partial(parse_flags, groups=HELP_GROUPS, doc=__doc__))
+    app.run(main, flags_parser=functools.partial(parse_flags, groups=HELP_GROUPS, doc=USAGE))
 
 
 if __name__ == "__main__":
