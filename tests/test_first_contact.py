@@ -56,8 +56,9 @@ def test_helpfull_exits_0_and_adds_absl_and_tf_flags_after_ours():
     assert proc.stdout.index("--dataset") < proc.stdout.index("absl and TensorFlow flags:") < proc.stdout.index("--verbosity")
 
 
-def test_tf_logs_come_back_with_the_switch():
-    proc = run("--help", env_extra={"TFCUSTOM_TF_LOGS": "1"})
+@pytest.mark.parametrize("args, env", [(["--help"], {"TFCUSTOM_TF_LOGS": "1"}), (["--help", "-v"], {})])
+def test_tf_logs_come_back_with_the_switch(args, env):
+    proc = run(*args, env_extra=env)
     assert proc.returncode == 0
     assert [l for l in proc.stderr.splitlines() if TF_NOISE.search(l)], proc.stderr
 
