@@ -17,7 +17,10 @@ How a README block is run, and how to mark it:
   commands (``tfcustom-train``, ``python examples/train.py``, ``bash
   examples/main.sh``) get ``SHORTEN_TRAIN`` appended (``--epochs=1
   --train_subset=320 --validation_size=64 --test_subset=64``; flags after a
-  flagfile override it). Set ``TFCUSTOM_README_FULL=1`` to run them unshortened.
+  flagfile override it); training from ``--dataset=tfrecord:DIR`` gets ``--epochs=1
+  --validation_size=64``, and ``python -m tfcustom.data.convert`` converts a
+  400/100-image Fashion-MNIST (``--data_dir`` appended). Set
+  ``TFCUSTOM_README_FULL=1`` to run them unshortened.
   ``examples/main.sh`` runs with ``TFCUSTOM_SKIP_INSTALL=1`` (no pip install).
 * A comment line ``# expect: exit N: TEXT`` right before a command (or
   anywhere in a python block) says the command fails on a machine without a
@@ -46,9 +49,11 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 
-COMMAND_PREFIXES = ("tfcustom-train", "python examples/", "bash examples/")
+COMMAND_PREFIXES = ("tfcustom-train", "python examples/", "bash examples/", "python -m tfcustom")
 TRAINING = ("tfcustom-train", "python examples/train.py", "bash examples/main.sh")
 SHORTEN_TRAIN = ["--epochs=1", "--train_subset=320", "--validation_size=64", "--test_subset=64"]
+SHORTEN_STREAMED = ["--epochs=1", "--validation_size=64"]  # --dataset=tfrecord:DIR (its shards are small already, below)
+CONVERT = "python -m tfcustom.data.convert"  # gets --data_dir=<a 400/100-image Fashion-MNIST>
 SHELL_LANGS = ("bash", "sh", "shell")
 TF_NOISE = re.compile(r"\.cc:\d+\]|^INFO:tensorflow:|^WARNING:tensorflow:|WARNING: All log messages before absl")
 EXPECT = re.compile(r"#\s*expect:\s*exit\s+(\d+)\s*(?::\s*(.*))?$")
@@ -135,6 +140,17 @@ ITEMS = extract(open(README).read())
 
 
 @pytest.fixture(scope="module")
+def tiny_fashion(tmp_path_factory, fashion_dir):
+    from tfcustom.data import read_idx, write_idx
+
+    d = tmp_path_factory.mktemp("tiny_fashion")
+    for name, n in (("train", 400), ("t10k", 100)):
+        for kind in ("images-idx3", "labels-idx1"):
+            write_idx(str(d / f"{name}-{kind}-ubyte.gz"), read_idx(os.path.join(fashion_dir, f"{name}-{kind}-ubyte.gz"))[:n])
+    return str(d)
+
+
+@pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     d = tmp_path_factory.mktemp("readme")
     for name in ("configs", "examples", "benchmarks"):
@@ -152,12 +168,16 @@ def _env(extra):
     return env
 
 
-def _argv(command: str) -> List[str]:
+def _argv(command: str, tiny_data_dir: str) -> List[str]:
     words = shlex.split(command)
     if words[0] == "python":
         words[0] = sys.executable
-    if command.startswith(TRAINING) and not os.environ.get("TFCUSTOM_README_FULL"):
-        words += SHORTEN_TRAIN
+    if os.environ.get("TFCUSTOM_README_FULL"):
+        return words
+    if command.startswith(TRAINING):
+        words += SHORTEN_STREAMED if "--dataset=tfrecord:" in command else SHORTEN_TRAIN
+    elif command.startswith(CONVERT):
+        words.append(f"--data_dir={tiny_data_dir}")
     return words
 
 
@@ -167,7 +187,7 @@ def test_readme_has_blocks_and_commands():
 
 
 @pytest.mark.parametrize("item", ITEMS, ids=[it.id for it in ITEMS])
-def test_readme_item(item, workspace):
+def test_readme_item(item, workspace, tiny_fashion):
     if item.skip:
         pytest.skip(item.skip)
     if item.kind == "python":
@@ -175,7 +195,7 @@ def test_readme_item(item, workspace):
         script.write_text(item.text)
         argv = [sys.executable, str(script)]
     else:
-        argv = _argv(item.text)
+        argv = _argv(item.text, tiny_fashion)
     proc = subprocess.run(argv, cwd=workspace, env=_env(item.env), capture_output=True, text=True, timeout=600)
     where = f"README line {item.line}: {item.text[:200]}\n--- stdout\n{proc.stdout[-2000:]}\n--- stderr\n{proc.stderr[-3000:]}"
     if item.expect is None:
