@@ -56,7 +56,7 @@ def test_helpfull_exits_0_and_adds_absl_and_tf_flags_after_ours():
     assert proc.stdout.index("--dataset") < proc.stdout.index("absl and TensorFlow flags:") < proc.stdout.index("--verbosity")
 
 
-@pytest.mark.parametrize("args, env", [(["--help"], {"TFCUSTOM_TF_LOGS": "1"}), (["--help", "-v"], {})])
+@pytest.mark.parametrize("args, env", [(["--help"], {"TFCUSTOM_TF_LOGS": "1"}), (["--help", "--verbosity=1"], {})])
 def test_tf_logs_come_back_with_the_switch(args, env):
     proc = run(*args, env_extra=env)
     assert proc.returncode == 0

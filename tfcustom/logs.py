@@ -8,7 +8,7 @@ routes TensorFlow's Python logger through absl once (no doubled
 ``INFO:tensorflow:`` lines) and keeps it at ERROR.
 
 TensorFlow's own logs come back with ``TFCUSTOM_TF_LOGS=1`` in the environment,
-or with ``-v`` / ``--verbosity=1`` on the command line of a tfcustom script.
+or with ``--verbosity=1`` (``-v=1``) on the command line of a tfcustom script.
 
 Example:
 
@@ -29,7 +29,7 @@ TF_LOGS_ENV = "TFCUSTOM_TF_LOGS"
 
 
 def tf_logs_wanted(argv: Optional[Sequence[str]] = None) -> bool:
-    """True when ``$TFCUSTOM_TF_LOGS`` is set (not 0) or the command line has ``-v`` / ``--verbosity>=1``."""
+    """True when ``$TFCUSTOM_TF_LOGS`` is set (not 0) or the command line has ``--verbosity>=1`` / ``-v=N>=1``."""
     if os.environ.get(TF_LOGS_ENV, "").strip() not in ("", "0"):
         return True
     argv = sys.argv if argv is None else argv

@@ -61,5 +61,5 @@ def print_help(groups: Optional[Dict[str, Sequence[str]]] = None, doc: Optional[
             out.extend("  " + _describe(f) for f in sorted(fl, key=lambda f: f.name))
         out.append("")
     else:
-        out.append("--helpfull also lists absl's and TensorFlow's flags (e.g. -v / --verbosity=1 shows TensorFlow's own logs).")
+        out.append("--helpfull also lists absl's and TensorFlow's flags (e.g. --verbosity=1 or -v=1 shows TensorFlow's own logs).")
     print("\n".join(out))
