@@ -83,13 +83,14 @@ Flags after a --flagfile (or --config) override it. Exit codes: 0 done, 2 bad fl
 
 # --help lists the flags in these groups (flags not named here appear under "other").
 HELP_GROUPS = {
-    "data": ["config", "dataset", "data_dir", "validation_size", "train_subset", "test_subset"],
+    "data": ["config", "dataset", "data_dir", "validation_size", "train_subset", "test_subset", "augment", "shuffle_buffer", "verify_shards"],
     "model": ["model", "model_kwargs", "loss", "label_smoothing", "metrics"],
     "optimization": ["optimizer", "learning_rate", "lr_schedule", "warmup_epochs", "weight_decay", "momentum",
                      "clip_global_norm", "sam_rho", "epochs", "batch_size", "eval_batch_size", "early_stopping_patience",
                      "monitor", "seed", "deterministic", "jit_compile", "steps_per_execution", "on_nonfinite"],
     "distribution": ["strategy", "num_cpu_replicas", "tpu", "precision", "cluster_timeout", "log_replica_losses"],
-    "checkpoints and output": ["output_dir", "overwrite", "checkpoint_every_steps", "keep_checkpoints", "export_best", "verbose"],
+    "checkpoints and output": ["output_dir", "overwrite", "checkpoint_every_steps", "keep_checkpoints", "export_best", "verbose",
+                               "tensorboard", "log_every_steps", "histograms_every_epochs", "profile_steps"],
 }
 
 for _name in ("validation_size",):
