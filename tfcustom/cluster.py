@@ -63,15 +63,6 @@ def unreachable(addresses: Sequence[str], timeout: float = 0.5) -> List[str]:
     return missing
 
 
-class _Stop(Exception):
-    def __init__(self, signum):
-        self.signum = signum
-
-
-def _raise_stop(signum, frame):
-    raise _Stop(signum)
-
-
 def _listen(address: str) -> socket.socket:
     host, _, port = address.rpartition(":")
     sock = socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET, socket.SOCK_STREAM)
@@ -95,13 +86,18 @@ def wait_for_peers(own_address: str, peers: Sequence[str], timeout: float, log_e
     """
     handled = (signal.SIGINT, signal.SIGTERM)
     previous = {sig: signal.getsignal(sig) for sig in handled}
+    received = []  # a flag, not an exception: a signal may land inside a logging call, which swallows exceptions
+
+    def note(signum, frame):
+        received.append(signum)
+
     start = time.monotonic()
     next_log = start + min(2.0, log_every)
     listener = _listen(own_address)
     try:
         for sig in handled:
-            signal.signal(sig, _raise_stop)
-        while True:
+            signal.signal(sig, note)
+        while not received:
             missing = unreachable(peers, timeout=min(0.5, poll * 2))
             if not missing:
                 return
@@ -117,8 +113,9 @@ def wait_for_peers(own_address: str, peers: Sequence[str], timeout: float, log_e
                              ", ".join(missing), now - start, timeout)
                 next_log = now + log_every
             time.sleep(poll)
-    except (_Stop, KeyboardInterrupt) as e:
-        name = signal.Signals(e.signum).name if isinstance(e, _Stop) else "SIGINT"
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        name = signal.Signals(received[0]).name if received else "SIGINT"
         raise ClusterInterrupted(
             f"{name} while waiting for workers {unreachable(peers)} to join the cluster "
             f"({time.monotonic() - start:.0f} s); nothing was trained. Run the same command again to start over"
