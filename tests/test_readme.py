@@ -14,7 +14,7 @@ How a README block is run, and how to mark it:
   (say so in the README text too). A block that is only an excerpt belongs in
   a ```text fence.
 * A command is **shortened** by this test (the documented switch): training
-  commands (``tfcustom-train``, ``python examples/train.py``, ``bash
+  commands (``tfcustom-train``, ``python examples/train.py``, ``examples/sweep.py``, ``bash
   examples/main.sh``) get ``SHORTEN_TRAIN`` appended (``--epochs=1
   --train_subset=320 --validation_size=64 --test_subset=64``; flags after a
   flagfile override it); training from ``--dataset=tfrecord:DIR`` gets ``--epochs=1
@@ -50,7 +50,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 
 COMMAND_PREFIXES = ("tfcustom-train", "python examples/", "bash examples/", "python -m tfcustom")
-TRAINING = ("tfcustom-train", "python examples/train.py", "bash examples/main.sh")
+TRAINING = ("tfcustom-train", "python examples/train.py", "bash examples/main.sh", "python examples/sweep.py")  # take the trainer flags
 SHORTEN_TRAIN = ["--epochs=1", "--train_subset=320", "--validation_size=64", "--test_subset=64"]
 SHORTEN_STREAMED = ["--epochs=1", "--validation_size=64"]  # --dataset=tfrecord:DIR (its shards are small already, below)
 CONVERT = "python -m tfcustom.data.convert"  # gets --data_dir=<a 400/100-image Fashion-MNIST>
