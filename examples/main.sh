@@ -3,11 +3,15 @@
 # default config (configs/fashion_mnist_cnn.flags) and print the test accuracy.
 #
 #   bash examples/main.sh [extra flags, e.g. --output_dir=runs/mine --overwrite]
+#
+# TFCUSTOM_SKIP_INSTALL=1 skips the pip install (tfcustom already installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA_DIR="${TFCUSTOM_DATA_DIR:-/usr/share/datasets/fashion-mnist}"
 
-python -m pip install -q -e .
+if [ "${TFCUSTOM_SKIP_INSTALL:-0}" != 1 ]; then
+  python -m pip install -q -e .
+fi
 
 if [ ! -f "$DATA_DIR/train-images-idx3-ubyte.gz" ]; then
   if [ "$DATA_DIR" = /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then

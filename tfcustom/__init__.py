@@ -11,6 +11,10 @@ tfcustom components reload with ``keras.models.load_model`` after
 
 __version__ = "0.1.0"
 
+from tfcustom.logs import import_tensorflow_quietly as _import_tensorflow_quietly
+
+_import_tensorflow_quietly()  # before anything imports TF: hides its C++ start-up lines (see tfcustom.logs)
+
 from tfcustom import dropout, data, errors, layers, losses, metrics, models, optimizers, steps
 from tfcustom.config import TrainConfig
 from tfcustom.early_stopping import EarlyStopping

@@ -36,6 +36,8 @@ class TrainConfig:
     augment: Tuple[str, ...] = ()  # "crop", "flip": see tfcustom.data.augment
     shuffle_buffer: int = 10000  # tfrecord:DIR only: examples per shuffle block (see tfcustom.data.streaming)
     verify_shards: str = "full"  # tfrecord:DIR only: "full" (SHA-256 of every shard at start) or "size"
+    train_subset: Optional[int] = None  # use only the first N training examples (validation is held out of them)
+    test_subset: Optional[int] = None  # test on the first N test examples only
     # model and objective
     model: str = "cnn"
     model_kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -74,6 +76,7 @@ class TrainConfig:
     log_every_steps: int = 100
     histograms_every_epochs: int = 0
     profile_steps: Optional[Tuple[int, int]] = None
+    cluster_timeout: float = 300.0  # multi_worker: seconds to wait for the other workers
     # checkpoints
     checkpoint_every_steps: Optional[int] = None
     keep_checkpoints: int = 3
@@ -87,6 +90,7 @@ class TrainConfig:
         "epochs", "verbose", "data_dir", "eval_batch_size", "checkpoint_every_steps", "keep_checkpoints",
         "early_stopping_patience", "jit_compile", "export_best", "steps_per_execution", "strategy", "num_cpu_replicas", "tpu_address",
         "log_replica_losses", "verify_shards", "tensorboard", "log_every_steps", "histograms_every_epochs", "profile_steps", "target_accuracy", "target_accuracy_test",
+        "cluster_timeout",
     })
 
     def differences(self, other: "TrainConfig") -> Dict[str, Tuple[Any, Any]]:
@@ -145,6 +149,13 @@ class TrainConfig:
         self.augment = parse_augment(self.augment)
         check_positive_int("shuffle_buffer", self.shuffle_buffer)
         check_one_of("verify_shards mode", self.verify_shards, VERIFY_MODES)
+        for name in ("train_subset", "test_subset"):
+            value = getattr(self, name)
+            check(value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1),
+                  f"{name} must be a positive integer or None", value, f"pass e.g. {name}=1000, or None for every example")
+        check((self.train_subset is None and self.test_subset is None) or not self.dataset.startswith("tfrecord:"),
+              "train_subset/test_subset apply to in-memory datasets, not to tfrecord: shards", self.dataset,
+              "drop --train_subset/--test_subset, or convert a smaller dataset")
         check(isinstance(self.validation_size, int) and self.validation_size >= 0, "validation_size must be an integer >= 0", self.validation_size, "pass 0 to train without validation, or a positive count")
         check_one_of("model", self.model, models.names())
         check(isinstance(self.model_kwargs, dict), "model_kwargs must be a dict (JSON object)", self.model_kwargs, 'pass e.g. --model_kwargs=\'{"filters": [32, 64]}\'')
@@ -200,6 +211,8 @@ class TrainConfig:
         check(self.profile_steps is None or (isinstance(self.profile_steps, (list, tuple)) and len(self.profile_steps) == 2
                                              and all(isinstance(s, int) for s in self.profile_steps) and 1 <= self.profile_steps[0] <= self.profile_steps[1]),
               "profile_steps must be START,END with 1 <= START <= END", self.profile_steps, "pass e.g. --profile_steps=10,20")
+        check(isinstance(self.cluster_timeout, (int, float)) and not isinstance(self.cluster_timeout, bool) and self.cluster_timeout > 0,
+              "cluster_timeout must be a positive number of seconds", self.cluster_timeout, "pass e.g. cluster_timeout=300")
         check(self.validation_size > 0 or not self.monitor.startswith("val_") or self.early_stopping_patience is None,
               "early stopping monitors a validation metric but validation_size is 0", self.monitor, "set validation_size > 0 or monitor a training metric")
         return self

@@ -47,7 +47,7 @@ from typing import Any, Dict, Optional, Sequence
 import tensorflow as tf
 from absl import logging
 
-from tfcustom.errors import check, check_one_of, config_error
+from tfcustom.errors import TfcustomError, check, check_one_of, config_error
 
 __all__ = [
     "STRATEGY_NAMES", "PRECISIONS", "select", "configure_cpu_replicas", "parse_tf_config",
@@ -225,18 +225,25 @@ def parse_tf_config(text: Optional[str] = None) -> Dict[str, Any]:
     return tf_config
 
 
-def _multi_worker() -> tf.distribute.Strategy:
+def _multi_worker(cluster_timeout: float) -> tf.distribute.Strategy:
+    from tfcustom.cluster import start_cluster
+
     tf_config = parse_tf_config()
     task = tf_config["task"]
+    peers = [addr for job, addrs in tf_config["cluster"].items() if job in ("chief", "worker")
+             for i, addr in enumerate(addrs) if (job, i) != (task["type"], task["index"])]
+    logging.info("multi_worker: task %s:%d of cluster %s", task["type"], task["index"], json.dumps(tf_config["cluster"]))
     try:
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        own = tf_config["cluster"][task["type"]][task["index"]]
+        strategy = start_cluster(tf.distribute.MultiWorkerMirroredStrategy, own, peers, cluster_timeout)
+    except TfcustomError:
+        raise
     except (RuntimeError, ValueError) as e:
         raise config_error(
             f"cannot start the multi-worker runtime ({e})", f"task {task['type']}:{task['index']}",
             "call tfcustom.strategy.select('multi_worker') first in the program, before any other TensorFlow "
             "operation, and check that this host's address in TF_CONFIG is right",
         ) from None
-    logging.info("multi_worker: task %s:%d of cluster %s", task["type"], task["index"], json.dumps(tf_config["cluster"]))
     return strategy
 
 
@@ -330,6 +337,7 @@ def select(
     devices: Optional[Sequence[str]] = None,
     num_cpu_replicas: Optional[int] = None,
     tpu: Optional[str] = None,
+    cluster_timeout: float = 300.0,
 ) -> tf.distribute.Strategy:
     """Build the ``tf.distribute`` strategy called ``name`` (see the module doc).
 
@@ -341,6 +349,9 @@ def select(
         its devices).
       tpu: ``tpu``/``auto``: ``"local"``, ``"grpc://HOST:PORT"`` or a Cloud TPU
         name (default: ``$COLAB_TPU_ADDR``, ``$TPU_NAME``, then ``"local"``).
+      cluster_timeout: ``multi_worker`` only: seconds to wait for the other
+        workers of ``TF_CONFIG`` (the wait is logged and stops on Ctrl-C /
+        SIGTERM; see :mod:`tfcustom.cluster`).
 
     Raises:
       ConfigError: the requested device is not there or the arguments do not
@@ -363,7 +374,7 @@ def select(
     elif name == "mirrored":
         strategy = _mirrored(devices, num_cpu_replicas)
     elif name == "multi_worker":
-        strategy = _multi_worker()
+        strategy = _multi_worker(cluster_timeout)
     elif name == "tpu":
         strategy = _tpu(tpu)
     else:

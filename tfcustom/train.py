@@ -271,7 +271,8 @@ def train_and_evaluate(
     config.validate()
     if strategy is None:
         strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else strategy_lib.select(
-            config.strategy, num_cpu_replicas=config.num_cpu_replicas, tpu=config.tpu_address)
+            config.strategy, num_cpu_replicas=config.num_cpu_replicas, tpu=config.tpu_address,
+            cluster_timeout=config.cluster_timeout)
     chief = is_chief(strategy)  # only the chief writes the run's files
     resume = prepare_output_dir(workdir, config, overwrite, chief=chief)
     seed_everything(config.seed, config.deterministic)
@@ -286,6 +287,7 @@ def train_and_evaluate(
         train, val, test = dataset.pipelines(config.batch_size, lambda n: _eval_batch_size(config, n, replicas), config.validation_size,
                                              config.seed, config.shuffle_buffer, config.augment)
     else:
+        dataset = data_lib.subset(dataset, config.train_subset, config.test_subset)
         train_split, val_split = data_lib.split_validation(dataset.train, config.validation_size, config.seed)
         train = data_lib.InputPipeline(train_split, config.batch_size, shuffle=True, seed=config.seed, augment=config.augment)
         val = data_lib.InputPipeline(val_split, _eval_batch_size(config, len(val_split), replicas), cache=True) if val_split is not None else None

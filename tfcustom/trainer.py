@@ -409,8 +409,10 @@ class Trainer:
         self._set_replica_copies({k: v for k, v in copies.items() if k == "model"})  # as before the averaging
         self.replica_state.values = {}
         self._last_saved_step = step
-        logging.info("Saved checkpoint %s (%s; global step %d, %d epochs and %d steps done)", path, reason,
-                     step, int(self.epoch.numpy()), int(self.step_in_epoch.numpy()))
+        # One line per epoch by default: the routine end-of-epoch save shows with --verbosity=1.
+        logging.log(logging.DEBUG if reason == "end of epoch" else logging.INFO,
+                    "Saved checkpoint %s (%s; global step %d, %d epochs and %d steps done)", path, reason,
+                    step, int(self.epoch.numpy()), int(self.step_in_epoch.numpy()))
 
     def _fit_epochs(self, train, epochs, validation_data, steps, early_stopping, checkpoint_manager,
                     checkpoint_every_steps, best_checkpoint_manager, signals, preemption=None) -> History:
@@ -498,7 +500,7 @@ class Trainer:
                 stop = early_stopping.update(logs[early_stopping.monitor], epoch + 1, self.model if best_checkpoint_manager is None else None)
                 if best_checkpoint_manager is not None and int(early_stopping.best_epoch.numpy()) == epoch + 1:
                     best_checkpoint_manager.save(checkpoint_number=epoch + 1)
-                    logging.info("New best %s=%.4g: saved %s", early_stopping.monitor, logs[early_stopping.monitor], best_checkpoint_manager.latest_checkpoint)
+                    logging.debug("New best %s=%.4g: saved %s", early_stopping.monitor, logs[early_stopping.monitor], best_checkpoint_manager.latest_checkpoint)
             if self.output_dir:
                 self.history.write(self.output_dir)
             if checkpoint_manager is not None:

@@ -10,11 +10,12 @@ again to resume).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from tfcustom.cli import parse_flags
 
@@ -27,6 +28,8 @@ flags.DEFINE_integer("validation_size", 5000, "Training examples held out for va
 flags.DEFINE_list("augment", [], "Augmentations of the training examples: crop, flip (e.g. --augment=crop,flip; flip is wrong for digits).")
 flags.DEFINE_integer("shuffle_buffer", 10000, "With --dataset=tfrecord:DIR: examples per shuffle block (bounds memory).")
 flags.DEFINE_enum("verify_shards", "full", ["full", "size"], "With --dataset=tfrecord:DIR: check each shard's SHA-256 at start (full) or only its size.")
+flags.DEFINE_integer("train_subset", None, "Use only the first N training examples (validation is held out of them), e.g. to try a config quickly.")
+flags.DEFINE_integer("test_subset", None, "Test on the first N test examples only.")
 flags.DEFINE_string("model", "cnn", "Model name (see tfcustom.models.names()).")
 flags.DEFINE_string("model_kwargs", "{}", 'Model constructor arguments as a JSON object, e.g. \'{"filters": [32, 64]}\'.')
 flags.DEFINE_string("loss", "sparse_categorical_crossentropy", "Loss name (see tfcustom.losses.names()).")
@@ -87,11 +90,32 @@ flags.DEFINE_boolean("tensorboard", True, "Write TensorBoard summaries to <outpu
 flags.DEFINE_integer("log_every_steps", 100, "Write the step summaries (loss, metrics, learning rate, gradient norm, examples/s) every N steps.")
 flags.DEFINE_integer("histograms_every_epochs", 0, "Write weight histograms to TensorBoard every N epochs (0: never).")
 flags.DEFINE_list("profile_steps", None, "START,END: trace these global steps with the TensorFlow profiler (TensorBoard's Profile tab).")
+flags.DEFINE_float("cluster_timeout", 300.0, "With --strategy=multi_worker: seconds to wait for every worker of TF_CONFIG to start before stopping with an error naming the missing ones.")
 flags.DEFINE_integer("log_replica_losses", 0, "Log each replica's share of the loss every N steps and at each epoch end (0: never).")
+
+flags.register_validator("cluster_timeout", lambda v: v is not None and v > 0, message="--cluster_timeout must be positive (seconds, e.g. --cluster_timeout=300)")
+
+USAGE = """Usage: tfcustom-train [--flagfile=FILE] [--name=value ...]   (or python examples/train.py ...)
+
+Trains a model on Fashion-MNIST (or MNIST, a TFDS dataset) and writes the run to --output_dir.
+Flags after a --flagfile (or --config) override it. Exit codes: 0 done, 2 bad flags/config/data,
+3 non-finite loss, 4 stopped by SIGTERM/Ctrl-C (run the same command again to resume)."""
+
+# --help lists the flags in these groups (flags not named here appear under "other").
+HELP_GROUPS = {
+    "data": ["config", "dataset", "data_dir", "validation_size", "train_subset", "test_subset", "augment", "shuffle_buffer", "verify_shards"],
+    "model": ["model", "model_kwargs", "loss", "label_smoothing", "metrics"],
+    "optimization": ["optimizer", "learning_rate", "lr_schedule", "warmup_epochs", "weight_decay", "momentum",
+                     "clip_global_norm", "sam_rho", "epochs", "batch_size", "eval_batch_size", "early_stopping_patience",
+                     "monitor", "seed", "deterministic", "jit_compile", "steps_per_execution", "on_nonfinite"],
+    "distribution": ["strategy", "num_cpu_replicas", "tpu", "precision", "cluster_timeout", "log_replica_losses"],
+    "checkpoints and output": ["output_dir", "overwrite", "checkpoint_every_steps", "keep_checkpoints", "export_best", "verbose",
+                               "tensorboard", "log_every_steps", "histograms_every_epochs", "profile_steps"],
+}
 
 for _name in ("validation_size",):
     flags.register_validator(_name, lambda v: v is not None and v >= 0, message=f"--{_name} must be >= 0 (e.g. --{_name}=5000)")
-for _name in ("epochs", "batch_size", "eval_batch_size", "steps_per_execution", "keep_checkpoints", "checkpoint_every_steps"):
+for _name in ("train_subset", "test_subset", "epochs", "batch_size", "eval_batch_size", "steps_per_execution", "keep_checkpoints", "checkpoint_every_steps"):
     flags.register_validator(_name, lambda v: v is None or v >= 1, message=f"--{_name} must be a positive integer (e.g. --{_name}=10)")
 flags.register_validator("learning_rate", lambda v: v > 0, message="--learning_rate must be positive (e.g. --learning_rate=1e-3)")
 flags.register_validator("seed", lambda v: v >= 0, message="--seed must be >= 0")
@@ -136,6 +160,8 @@ def config_from_flags():
         augment=tuple(FLAGS.augment),
         shuffle_buffer=FLAGS.shuffle_buffer,
         verify_shards=FLAGS.verify_shards,
+        train_subset=FLAGS.train_subset,
+        test_subset=FLAGS.test_subset,
         model=FLAGS.model,
         model_kwargs=_model_kwargs(FLAGS.model_kwargs),
         loss=FLAGS.loss,
@@ -174,6 +200,7 @@ def config_from_flags():
         profile_steps=_profile_steps(FLAGS.profile_steps),
         target_accuracy=FLAGS.target_accuracy,
         target_accuracy_test=FLAGS.target_accuracy_test,
+        cluster_timeout=FLAGS.cluster_timeout,
     )
 
 
@@ -181,8 +208,7 @@ def main(argv):
     if len(argv) > 1:
         print(f"error: unexpected arguments {argv[1:]!r}. Flags take the form --name=value.", file=sys.stderr)
         return 2
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.set_verbosity(logging.INFO)
+    from tfcustom.cluster import ClusterInterrupted, ClusterTimeout
     from tfcustom.errors import NonFiniteLossError, TfcustomError
     from tfcustom.train import train_and_evaluate
     from tfcustom.trainer import TrainingInterrupted
@@ -193,8 +219,15 @@ def main(argv):
         # starting the multi-worker runtime only work before TF initialises its devices.
         from tfcustom.strategy import select
 
-        strategy = select(config.strategy, num_cpu_replicas=config.num_cpu_replicas, tpu=config.tpu_address)
+        strategy = select(config.strategy, num_cpu_replicas=config.num_cpu_replicas, tpu=config.tpu_address,
+                          cluster_timeout=config.cluster_timeout)
         results = train_and_evaluate(config, FLAGS.output_dir, strategy=strategy, overwrite=FLAGS.overwrite)
+    except (ClusterTimeout, ClusterInterrupted) as e:
+        # TF's runtime may hold a half-started cluster: end the process now.
+        interrupted = isinstance(e, ClusterInterrupted)  # start on a clean line after the terminal's ^C
+        print(f"\nstopped: {e}" if interrupted else f"error: {e}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(e.exit_code)
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
@@ -235,9 +268,8 @@ def _expand_config_alias(argv):
 
 def run():
     """Console-script entry point."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.argv = _expand_config_alias(sys.argv)
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=functools.partial(parse_flags, groups=HELP_GROUPS, doc=USAGE))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from tfcustom.data.sources import (
     load,
     load_idx_dataset,
     load_tfds_dataset,
+    subset,
     validate_split,
 )
 from tfcustom.data.streaming import ShardedDataset, StreamingPipeline
@@ -20,5 +21,5 @@ __all__ = [
     "AUGMENTATIONS", "EpochInput", "ShardedDataset", "StreamingPipeline", "augment_batch", "parse_augment", "read_spec",
     "DATASET_NAMES", "Dataset", "InputPipeline", "Split", "from_numpy", "load",
     "load_idx_dataset", "load_tfds_dataset", "normalize_images", "read_idx",
-    "split_validation", "validate_split", "write_idx",
+    "split_validation", "subset", "validate_split", "write_idx",
 ]

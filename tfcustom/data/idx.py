@@ -50,13 +50,24 @@ def _read_bytes(path: str) -> bytes:
         ) from None
 
 
-def read_idx(path: str, expected_ndim: int | None = None) -> np.ndarray:
+_TYPE_NAMES = {0x08: "unsigned byte", 0x09: "signed byte", 0x0B: "int16", 0x0C: "int32", 0x0D: "float32", 0x0E: "float64"}
+
+
+def _type_name(code: int) -> str:
+    return f"{_TYPE_NAMES[code]} (0x{code:02X})"
+
+
+def read_idx(path: str, expected_ndim: int | None = None, expected_dtype=None, what: str = "IDX data") -> np.ndarray:
     """Parse one IDX file (optionally ``.gz``) into a NumPy array.
 
     Args:
       path: file path; ``.gz`` files are decompressed.
       expected_ndim: if given, the number of dimensions the file must have
         (3 for images, 1 for labels).
+      expected_dtype: if given, the element type the header must declare
+        (e.g. ``np.uint8``: MNIST and Fashion-MNIST images and labels are
+        unsigned bytes, type 0x08); another type is refused, not converted.
+      what: what the file should hold, for the error message.
 
     Returns:
       An array of the file's dtype (native byte order) and shape.
@@ -72,6 +83,12 @@ def read_idx(path: str, expected_ndim: int | None = None) -> np.ndarray:
         raise data_error(
             f"IDX file {path} has {ndim} dimensions, expected {expected_ndim}", ndim, fix
         )
+    if expected_dtype is not None and _IDX_DTYPES[type_code].newbyteorder("=") != np.dtype(expected_dtype):
+        code = next(c for c, d in _IDX_DTYPES.items() if d.newbyteorder("=") == np.dtype(expected_dtype))
+        raise data_error(
+            f"IDX file {path} holds {_type_name(type_code)} elements, but {what} must be {_type_name(code)}",
+            _type_name(type_code), "the file is not from this dataset or was written with the wrong type; reinstall it "
+            "or rewrite it with tfcustom.data.write_idx(path, array.astype(np.uint8))")
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise data_error(f"IDX file {path} is truncated inside its header", len(raw), fix)

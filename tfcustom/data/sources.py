@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from tfcustom.data.idx import read_idx
-from tfcustom.errors import check, config_error, data_error
+from tfcustom.errors import TfcustomError, check, config_error, data_error
 
 DEFAULT_DATA_DIRS = {
     "fashion_mnist": "/usr/share/datasets/fashion-mnist",
@@ -33,6 +33,16 @@ FASHION_MNIST_CLASSES = (
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
 MNIST_CLASSES = tuple(str(i) for i in range(10))
+
+# Where the four IDX files come from, and how to point tfcustom at them.
+WHERE_TO_GET = {
+    "fashion_mnist": ("install them with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or download the four "
+                      "*-ubyte.gz files from https://github.com/zalandoresearch/fashion-mnist, then pass --data_dir=DIR "
+                      f"(or set ${DATA_DIR_ENV})"),
+    "mnist": ("download the four *-ubyte.gz files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+              "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) from https://yann.lecun.com/exdb/mnist/ or a mirror "
+              f"(e.g. https://ossci-datasets.s3.amazonaws.com/mnist/), then pass --data_dir=DIR (or set ${DATA_DIR_ENV})"),
+}
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -105,12 +115,7 @@ def load_idx_dataset(name: str, data_dir: Optional[str] = None) -> Dataset:
     check(name in DEFAULT_DATA_DIRS, "no IDX layout known for dataset", name, "use 'fashion_mnist' or 'mnist'")
     directory = resolve_data_dir(name, data_dir)
     if not os.path.isdir(directory):
-        hint = (
-            "install it with `apt-get install dataset-fashion-mnist` or pass --data_dir"
-            if name == "fashion_mnist"
-            else "put the four MNIST IDX files there and pass --data_dir (or $TFCUSTOM_DATA_DIR)"
-        )
-        raise data_error(f"{name} data directory does not exist", directory, hint)
+        raise data_error(f"{name} data directory does not exist", directory, WHERE_TO_GET[name])
     splits = {}
     for split, (img_base, lbl_base) in IDX_FILES.items():
         paths = []
@@ -121,11 +126,11 @@ def load_idx_dataset(name: str, data_dir: Optional[str] = None) -> Dataset:
                 raise data_error(
                     f"{name}: file {base}.gz is missing from {directory}",
                     sorted(os.listdir(directory)),
-                    "reinstall the dataset or point --data_dir at a directory with all four IDX files",
+                    WHERE_TO_GET[name],
                 )
             paths.append(found)
-        images = read_idx(paths[0], expected_ndim=3)
-        labels = read_idx(paths[1], expected_ndim=1)
+        images = read_idx(paths[0], expected_ndim=3, expected_dtype=np.uint8, what=f"{name} images")
+        labels = read_idx(paths[1], expected_ndim=1, expected_dtype=np.uint8, what=f"{name} labels")
         if images.shape[0] != labels.shape[0]:
             raise data_error(
                 f"{name}: {os.path.basename(paths[0])} and {os.path.basename(paths[1])} hold different numbers of examples",
@@ -135,6 +140,35 @@ def load_idx_dataset(name: str, data_dir: Optional[str] = None) -> Dataset:
         splits[split] = validate_split(Split(images, labels), 10, f"{name} {split} ({paths[1]})")
     classes = FASHION_MNIST_CLASSES if name == "fashion_mnist" else MNIST_CLASSES
     return Dataset(name, splits["train"], splits["test"], 10, classes)
+
+
+#: Where TFDS downloads from; probed (a TCP connection, a few seconds at most) before a download.
+TFDS_PROBE_ADDRESS = ("storage.googleapis.com", 443)
+
+
+def network_reachable(address=TFDS_PROBE_ADDRESS, timeout: float = 3.0) -> bool:
+    """True when a TCP connection to ``address`` succeeds within ``timeout`` seconds."""
+    import socket
+
+    try:
+        with socket.create_connection(address, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _tfds_load(tfds, builder, name, split, data_dir):
+    """``tfds.load`` from the prepared data; download only if it is not there and a network is."""
+    try:
+        return tfds.load(name, split=split, data_dir=data_dir, download=False)
+    except Exception:  # not prepared (TFDS raises AssertionError and friends)
+        pass
+    if not network_reachable():
+        where = data_dir or getattr(builder, "_data_dir_root", None) or "~/tensorflow_datasets"
+        raise data_error(
+            f"TFDS dataset {name} is not prepared in the TFDS data dir and no network is reachable to download it", where,
+            f"run `tfds build {name}` on a machine with a network, copy its data dir here and pass --data_dir")
+    return tfds.load(name, split=split, data_dir=data_dir, download=True)
 
 
 def load_tfds_dataset(name: str, data_dir: Optional[str] = None, image_key: str = "image", label_key: str = "label") -> Dataset:
@@ -157,7 +191,9 @@ def load_tfds_dataset(name: str, data_dir: Optional[str] = None, image_key: str 
     splits = {}
     for split in ("train", "test"):
         try:
-            ds = tfds.load(name, split=split, data_dir=data_dir, download=True)
+            ds = _tfds_load(tfds, builder, name, split, data_dir)
+        except TfcustomError:
+            raise
         except Exception as e:
             raise data_error(
                 f"could not load split '{split}' of TFDS dataset {name} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
@@ -170,8 +206,36 @@ def load_tfds_dataset(name: str, data_dir: Optional[str] = None, image_key: str 
     return Dataset(name, splits["train"], splits["test"], num_classes, class_names)
 
 
-def from_numpy(x_train, y_train, x_test, y_test, num_classes: Optional[int] = None, class_names=None, name: str = "numpy") -> Dataset:
-    """Wrap in-memory arrays as a :class:`Dataset` (labels validated)."""
+def check_images(x: np.ndarray, where: str) -> None:
+    """The one rule for in-memory images: ``uint8`` (0..255, scaled by 1/255 in the
+    input pipeline) or floating point already in [0, 1] (used as they are).
+    Other integer types and floats outside [0, 1] are refused: the model would
+    silently see values of another scale than Fashion-MNIST's."""
+    if x.dtype == np.uint8:
+        return
+    if not np.issubdtype(x.dtype, np.floating):
+        raise data_error(f"{where}: images must be uint8 (0..255) or floats in [0, 1]", str(x.dtype),
+                         "convert 0..255 pixel values with x.astype(np.uint8), or scale them to floats in [0, 1]")
+    if x.size:
+        lo, hi = float(np.min(x)), float(np.max(x))
+        if not (0.0 <= lo and hi <= 1.0):
+            raise data_error(f"{where}: float images must lie in [0, 1]", (lo, hi),
+                             "divide 0..255 pixel values by 255 (or pass them as uint8), or pass check_range=False "
+                             "for inputs you standardized on purpose")
+
+
+def from_numpy(x_train, y_train, x_test, y_test, num_classes: Optional[int] = None, class_names=None, name: str = "numpy",
+               check_range: bool = True) -> Dataset:
+    """Wrap in-memory arrays as a :class:`Dataset` (labels validated).
+
+    Images are ``uint8`` (scaled to [0, 1] by the input pipeline) or floats in
+    [0, 1]; other integer types and floats outside [0, 1] raise a
+    :class:`~tfcustom.errors.DataError` (see :func:`check_images`) unless
+    ``check_range=False``.
+    """
+    if check_range:
+        check_images(np.asarray(x_train), f"{name} train")
+        check_images(np.asarray(x_test), f"{name} test")
     if num_classes is None:
         num_classes = int(max(np.max(y_train), np.max(y_test))) + 1
     class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
@@ -180,6 +244,15 @@ def from_numpy(x_train, y_train, x_test, y_test, num_classes: Optional[int] = No
     if train.x.shape[1:] != test.x.shape[1:]:
         raise data_error("train and test examples differ in shape", (train.x.shape[1:], test.x.shape[1:]), "pass arrays of the same example shape")
     return Dataset(name, train, test, num_classes, class_names)
+
+
+def subset(ds: Dataset, train: Optional[int] = None, test: Optional[int] = None) -> Dataset:
+    """``ds`` with only its first ``train`` training and ``test`` test examples (None: all),
+    e.g. to try a config in seconds (``--train_subset=2000 --test_subset=500``)."""
+    def first(split: Split, n: Optional[int]) -> Split:
+        return split if n is None or n >= len(split) else Split(split.x[:n], split.y[:n])
+
+    return dataclasses.replace(ds, train=first(ds.train, train), test=first(ds.test, test))
 
 
 def load(name: str, data_dir: Optional[str] = None):
