@@ -110,7 +110,8 @@ HELP_GROUPS = {
                      "monitor", "seed", "deterministic", "jit_compile", "steps_per_execution", "on_nonfinite"],
     "distribution": ["strategy", "num_cpu_replicas", "tpu", "precision", "cluster_timeout", "log_replica_losses"],
     "checkpoints and output": ["output_dir", "overwrite", "checkpoint_every_steps", "keep_checkpoints", "export_best", "verbose",
-                               "tensorboard", "log_every_steps", "histograms_every_epochs", "profile_steps"],
+                               "tensorboard", "log_every_steps", "histograms_every_epochs", "profile_steps",
+                               "target_accuracy", "target_accuracy_test"],
 }
 
 for _name in ("validation_size",):
