@@ -281,8 +281,13 @@ def test_sigkill_then_resume_leaves_one_point_per_step(tmp_path, small_idx_dir):
     # Forget the two newest checkpoints: the event files then certainly hold points after the restored step.
     restored = latest_step(str(out)) - 8  # 8 steps hold a multiple of LOG_EVERY
     index = out / "checkpoints" / "checkpoint"
-    kept = [l for l in index.read_text().splitlines() if l.startswith("all_model_checkpoint_paths:") and int(re.search(r"ckpt-(\d+)", l).group(1)) <= restored]
-    index.write_text("\n".join([f'model_checkpoint_path: "ckpt-{restored}"', *kept]) + "\n")
+    lines = index.read_text().splitlines()
+    paths = [l.split(": ", 1)[1] for l in lines if l.startswith("all_model_checkpoint_paths:")]
+    stamps = [l.split(": ", 1)[1] for l in lines if l.startswith("all_model_checkpoint_timestamps:")]
+    kept = [(p, t) for p, t in zip(paths, stamps) if int(re.search(r"ckpt-(\d+)", p).group(1)) <= restored]
+    # TF's CheckpointManager lists only the paths that carry a timestamp: keep both.
+    index.write_text("\n".join([f'model_checkpoint_path: "ckpt-{restored}"', *(f"all_model_checkpoint_paths: {p}" for p, _ in kept),
+                                *(f"all_model_checkpoint_timestamps: {t}" for _, t in kept)]) + "\n")
     for path in (out / "checkpoints").glob("ckpt-*"):
         if int(re.search(r"ckpt-(\d+)", path.name).group(1)) > restored:
             path.unlink()
