@@ -53,12 +53,18 @@ from tfcustom import fit_inputs
 from tfcustom import steps as steps_lib
 from tfcustom.checkpoint import ReplicaState
 from tfcustom.compile_args import copy_state, eval_copy, metric_from_spec, resolve_loss, resolve_optimizer
-from tfcustom.data.pipeline import EpochInput, InputPipeline  # noqa: F401 (InputPipeline re-exported)
+from tfcustom.data.pipeline import EpochInput, InputPipeline
+from tfcustom.distributed_input import batch_and_size, distribute, steps_in_epoch
 from tfcustom.early_stopping import EarlyStopping
-from tfcustom.errors import NonFiniteLossError, check, check_positive_int, config_error
+from tfcustom.errors import NonFiniteLossError, check, check_positive_int
 from tfcustom.history import History
 from tfcustom.timing import StepTimer, check_retracing
-from tfcustom.preemption import PREEMPTED_EXIT_CODE, ClusterPreemption, StopSignals, TrainingInterrupted, interrupted  # noqa: F401 (re-exported)
+from tfcustom.replica_sync import ReplicaStateSync
+from tfcustom.scope_checks import check_metrics_in_scope, check_model_in_scope, check_optimizer_in_scope
+from tfcustom.preemption import PREEMPTED_EXIT_CODE, ClusterPreemption, StopSignals, TrainingInterrupted, interrupted
+
+# Names importable from here besides Trainer (re-exported: tfcustom.cli and older code import them from tfcustom.trainer).
+__all__ = ["Trainer", "DataLike", "InputPipeline", "PREEMPTED_EXIT_CODE", "TrainingInterrupted"]
 
 DataLike = Union[EpochInput, tf.data.Dataset, tuple]  # EpochInput: InputPipeline or StreamingPipeline; tuple: NumPy (x, y[, w])
 
@@ -73,15 +79,7 @@ def _scalar_results(metric) -> Dict[str, float]:
     return {}
 
 
-def _batch_and_size(data: DataLike):
-    """(global batch size, examples per epoch) of the training data, None where unknown."""
-    if isinstance(data, EpochInput):
-        return data.batch_size, (len(data) if not getattr(data, "drop_remainder", False) else None)
-    spec = tf.nest.flatten(data.element_spec)[0]
-    return (spec.shape[0] if spec.shape.rank else None), None
-
-
-class Trainer:
+class Trainer(ReplicaStateSync):
     """Train, evaluate and predict with a user-owned model and step.
 
     Args:
@@ -143,21 +141,8 @@ class Trainer:
             with self.strategy.scope():
                 optimizer = resolve_optimizer(optimizer)
         optimizer = resolve_optimizer(optimizer)
-        for v in model.trainable_variables:
-            check(
-                self.strategy.extended.variable_created_in_scope(v.value if hasattr(v, "value") else v),
-                "model variables were not created under the strategy's scope",
-                v.path if hasattr(v, "path") else v.name,
-                "create and build the model inside `with strategy.scope():`",
-            )
-        for opt in (optimizer, getattr(optimizer, "inner_optimizer", None)):
-            created_under = getattr(opt, "_distribution_strategy", self.strategy)  # Keras' TF optimizers record it
-            check(
-                opt is None or created_under is self.strategy,
-                "the optimizer was created outside the strategy's scope",
-                f"{type(opt).__name__} created under {type(created_under).__name__}, training under {type(self.strategy).__name__}",
-                "create the optimizer inside `with strategy.scope():`, like the model",
-            )
+        check_model_in_scope(model, self.strategy)
+        check_optimizer_in_scope(optimizer, self.strategy)
         self.model = model
         self.loss = loss
         self.optimizer = optimizer
@@ -197,14 +182,7 @@ class Trainer:
         self._train_state_backup = None  # the training state of the metric objects while they show an evaluation
 
     def _check_metrics_in_scope(self) -> None:
-        for m in self.train_metrics:
-            for v in m.variables:
-                check(
-                    self.strategy.extended.variable_created_in_scope(v.value if hasattr(v, "value") else v),
-                    "a metric object was created outside the strategy's scope",
-                    m.name,
-                    "create the metric inside `with strategy.scope():`, or pass it by name (e.g. 'accuracy')",
-                )
+        check_metrics_in_scope(self.train_metrics, self.strategy)
 
     # -- steps (override these to change what a step computes) ---------------
 
@@ -230,32 +208,11 @@ class Trainer:
     # -- input ----------------------------------------------------------------
 
     def _distribute(self, data: DataLike, epoch: int = 0, skip_batches: int = 0):
-        if isinstance(data, EpochInput):
-            replicas = self.strategy.num_replicas_in_sync
-            check(
-                data.batch_size % replicas == 0,
-                f"global batch size must divide evenly by the {replicas} replicas",
-                data.batch_size,
-                f"use a multiple of {replicas}",
-            )
-            return self.strategy.distribute_datasets_from_function(lambda ctx: data.dataset(epoch, skip_batches, ctx))
-        if isinstance(data, tf.data.Dataset):
-            check(skip_batches == 0, "a plain tf.data.Dataset cannot resume mid-epoch", skip_batches, "pass a tfcustom.data.InputPipeline for exact resume")
-            fit_inputs.check_dataset(data)
-            return self.strategy.experimental_distribute_dataset(data)
-        raise config_error("data must be a tfcustom.data.InputPipeline, a batched tf.data.Dataset or NumPy arrays (x, y[, sample_weight])",
-                           type(data).__name__, "pass e.g. trainer.fit((x, y), epochs=2, batch_size=32)")
+        return distribute(self.strategy, data, epoch, skip_batches)
 
     @staticmethod
     def _steps_per_epoch(data: DataLike, steps_per_epoch: Optional[int]) -> int:
-        if steps_per_epoch is not None:
-            return check_positive_int("steps_per_epoch", steps_per_epoch)
-        if isinstance(data, EpochInput):
-            return data.steps_per_epoch
-        if isinstance(data, tf.data.Dataset):
-            return fit_inputs.dataset_steps(data)
-        raise config_error("data must be a tfcustom.data.InputPipeline, a batched tf.data.Dataset or NumPy arrays (x, y[, sample_weight])",
-                           type(data).__name__, "pass e.g. trainer.fit((x, y), epochs=2, batch_size=32)")
+        return steps_in_epoch(data, steps_per_epoch)
 
     def _check_outputs(self, data: DataLike) -> None:
         """Once, before the first step: see :func:`tfcustom.fit_inputs.check_outputs`."""
@@ -429,7 +386,7 @@ class Trainer:
                 print(f"Epoch {epoch + 1}/{epochs}")
             iterator = iter(self._distribute(train, epoch, skip))
             self._train_signatures.add(repr(iterator.element_spec))
-            timer = StepTimer(*_batch_and_size(train))
+            timer = StepTimer(*batch_and_size(train))
             timer.start(done=skip)
             done = skip
             while done < steps:
@@ -545,94 +502,6 @@ class Trainer:
             m.reset_state()
         self.test_step(iter(self._distribute(data)))
         return self._results(self.eval_loss, self.eval_metrics, prefix)
-
-    def sync_replica_state(self) -> None:
-        """Set every replica's copy of the model's non-trainable float variables
-        (BatchNormalization moving statistics) to their mean over the replicas.
-
-        Keras creates those variables with ``aggregation=NONE``: under a
-        multi-replica strategy each replica updates its own copy from its own
-        batches, and the copies drift apart. Without this, evaluation would run
-        a different model on each replica, and the saved model (the first
-        replica's copy) would not be the one evaluated. The fit loop calls it at
-        each epoch end and before each checkpoint; :meth:`evaluate` calls it first.
-        """
-        if self.strategy.num_replicas_in_sync > 1:
-            self._replica_functions()["sync"]()
-
-    def _replica_variables(self, group: str) -> list:
-        """``"model"``: the model's float non-trainable variables (BatchNorm
-        statistics); ``"metrics"``: the running train loss and metrics."""
-        if group == "model":
-            return steps_lib.replica_state_variables(self.model)
-        return [v for m in (self.train_loss, *self.train_metrics) for v in m.variables]
-
-    def _replica_functions(self):
-        """Compiled functions over the per-replica state: average the model's,
-        gather every replica's copy of a group, set every replica's copy."""
-        if self._replica_fns is None:
-            strategy = self.strategy
-            state = self._replica_variables("model")
-
-            @tf.function
-            def sync():
-                local = strategy.run(lambda: [tf.identity(v) for v in state])
-                for v, value in zip(state, local):
-                    v.assign(strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None))
-
-            def gather_fn(variables):
-                @tf.function
-                def gather():
-                    local = strategy.run(lambda: [tf.expand_dims(tf.identity(v), 0) for v in variables])
-                    return [strategy.gather(value, axis=0) for value in local]
-
-                return gather
-
-            def scatter_fn(variables):
-                @tf.function
-                def scatter(copies):
-                    def set_own_copy():
-                        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-                        for v, c in zip(variables, copies):
-                            v.assign(tf.gather(c, replica))
-
-                    strategy.run(set_own_copy)
-
-                return scatter
-
-            self._replica_fns = {"sync": sync if state else (lambda: None)}
-            for group in ("model", "metrics"):
-                variables = self._replica_variables(group)
-                self._replica_fns[group] = (gather_fn(variables), scatter_fn(variables)) if variables else None
-        return self._replica_fns
-
-    def _gather_replica_copies(self, groups) -> dict:
-        """Every replica's copy of each group's variables (nothing on one replica)."""
-        if self.strategy.num_replicas_in_sync == 1:
-            return {}
-        fns = self._replica_functions()
-        return {g: [np.asarray(c) for c in fns[g][0]()] for g in groups if fns[g] is not None}
-
-    def _set_replica_copies(self, copies: dict) -> None:
-        fns = self._replica_functions()
-        for group, values in copies.items():
-            if fns.get(group) is not None:
-                fns[group][1]([tf.constant(c) for c in values])
-
-    def _restore_replica_copies(self) -> None:
-        """After a restore: give each replica back its own copies kept by the checkpoint."""
-        copies, self.replica_state.values = self.replica_state.values, {}
-        if not copies:
-            return
-        replicas = self.strategy.num_replicas_in_sync
-        saved = len(next(iter(copies.values()))[0])
-        if saved == replicas:
-            self._set_replica_copies(copies)
-            logging.info("Restored each of the %d replicas' own copies of: %s", replicas,
-                         ", ".join({"model": "the BatchNorm statistics", "metrics": "the running train metrics"}[g] for g in sorted(copies)))
-        else:
-            logging.info("The checkpoint holds per-replica state of %d replicas; training on %d, which start from their total/mean",
-                         saved, replicas)
 
     def predict(self, data: DataLike, *, batch_size: Optional[int] = None) -> np.ndarray:
         """Model outputs for every example of ``data`` (an :class:`InputPipeline`,
