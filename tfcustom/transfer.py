@@ -112,7 +112,7 @@ def _find_run_dir(path: str) -> Optional[str]:
 
 def _source_model(source) -> keras.Model:
     """A keras.Model from a model, a ``.keras`` file, a run directory, or a checkpoint."""
-    from tfcustom import export
+    from tfcustom import run_dir as runs
 
     if isinstance(source, keras.Model):
         return source
@@ -121,9 +121,9 @@ def _source_model(source) -> keras.Model:
     path = os.fspath(source)
     if path.endswith(".keras"):
         check(os.path.isfile(path), "pretrained .keras file does not exist", path, "check the path")
-        return export._load_keras(path)
-    if os.path.isdir(path) and os.path.isfile(os.path.join(path, export.KERAS_FILE)):
-        return export._load_keras(os.path.join(path, export.KERAS_FILE))
+        return runs._load_keras(path)
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, runs.KERAS_FILE)):
+        return runs._load_keras(os.path.join(path, runs.KERAS_FILE))
     # A checkpoint (prefix, or a directory of checkpoints) inside a run directory:
     # rebuild the run's model from its config.json and restore it.
     ckpt = tf.train.latest_checkpoint(path) if os.path.isdir(path) else (path if tf.io.gfile.glob(path + ".index") else None)
@@ -132,10 +132,10 @@ def _source_model(source) -> keras.Model:
     run_dir = _find_run_dir(path)
     check(run_dir is not None, "a checkpoint can only be restored inside its run directory (config.json rebuilds the model)", path,
           "pass the checkpoint of a tfcustom run, or the pretrained model / .keras file")
-    config = export._read_run_config(run_dir)
-    names = export._results_class_names(run_dir)
-    model = export.build_run_model(config, len(names) if names else 10)
-    export.restore_checkpoint(model, ckpt)
+    config = runs._read_run_config(run_dir)
+    names = runs._results_class_names(run_dir)
+    model = runs.build_run_model(config, len(names) if names else 10)
+    runs.restore_checkpoint(model, ckpt)
     return model
 
 
