@@ -388,57 +388,9 @@ class Trainer(ReplicaStateSync):
             self._train_signatures.add(repr(iterator.element_spec))
             timer = StepTimer(*batch_and_size(train))
             timer.start(done=skip)
-            done = skip
-            while done < steps:
-                n = min(self.steps_per_execution, steps - done)
-                if self.summary_writer is not None:
-                    self.summary_writer.profile(int(self.global_step.numpy()), n)
-                out = self.train_step(iterator, tf.constant(n, dtype=tf.int32))
-                self._last_saved_step = None  # a save below, then a stop, writes this step once
-                ran = int(out["steps_run"]) + (int(out["skipped"]) if self.on_nonfinite == "skip" else 0)
-                if bool(out["nonfinite"]):
-                    if self.on_nonfinite == "stop":
-                        bad = done + int(out["steps_run"])
-                        raise NonFiniteLossError(
-                            f"non-finite loss or gradient at epoch {epoch + 1}, step {int(self.global_step.numpy()) + int(out['steps_run']) + 1} "
-                            f"(batch {bad} of the epoch); the update was not applied and the last checkpoint is intact. "
-                            "Lower the learning rate, enable --clip_global_norm, check the inputs for NaN/Inf, "
-                            "or pass --on_nonfinite=skip to skip such steps"
-                        )
-                    logging.warning("Skipped %d non-finite step(s) in epoch %d", int(out["skipped"]), epoch + 1)
-                done += ran
-                self.global_step.assign_add(ran)
-                self.step_in_epoch.assign(done)
-                if self.summary_writer is not None:
-                    self.summary_writer.profile(int(self.global_step.numpy()), 0)
-                timer.record(ran, out.get("input_wait_s"))
-                if self.summary_writer is not None and self.summary_writer.due(int(self.global_step.numpy()), ran):
-                    self._write_step_summaries(out, timer)
-                if self.log_replica_losses:
-                    step_now, every = int(self.global_step.numpy()), self.log_replica_losses
-                    if done >= steps or step_now // every > (step_now - ran) // every:
-                        self._log_replica_losses(out, step_now)
-                if progbar is not None:
-                    progbar.update(done, values=list(self._results(self.train_loss, self.train_metrics).items()), finalize=False)
-                if checkpoint_manager is not None and checkpoint_every_steps and done < steps:
-                    step_now = int(self.global_step.numpy())
-                    if step_now // checkpoint_every_steps > (step_now - ran) // checkpoint_every_steps:
-                        self._save(checkpoint_manager, f"every {checkpoint_every_steps} steps")
-                if preemption is not None:
-                    preemption.after_step()  # on the step the cluster agreed on: saves, then raises
-                elif signals.received and done < steps:
-                    if checkpoint_manager is not None:
-                        self._save(checkpoint_manager, signals.received, scheduled=False)
-                    self._raise_interrupted(signals.received, checkpoint_manager)
-            self.sync_replica_state()
-            logs = {"epoch": epoch + 1}
-            logs.update(self._results(self.train_loss, self.train_metrics))
-            if validation_data is not None:
-                logs.update(self._evaluate(validation_data, prefix="val_"))
-            logs["learning_rate"] = self._learning_rate()
-            logs["time_s"] = time.time() - start
-            for prefix, data in getattr(self, "_epoch_evaluations", {}).items():
-                logs.update(self.evaluate(data, prefix=prefix))
+            self._train_epoch_steps(iterator, timer, progbar, epoch, steps, skip, checkpoint_manager, checkpoint_every_steps,
+                                    signals, preemption)
+            logs = self._epoch_logs(epoch, start, validation_data)
             if progbar is not None:
                 progbar.update(steps, values=[(k, v) for k, v in logs.items() if k not in ("epoch", "time_s")], finalize=True)
             logging.info("epoch %d/%d: %s", epoch + 1, epochs, ", ".join(f"{k}={v:.4g}" for k, v in logs.items() if k != "epoch"))
@@ -451,13 +403,7 @@ class Trainer(ReplicaStateSync):
             self.history.append(logs)
             self.epoch.assign(epoch + 1)
             self.step_in_epoch.assign(0)
-            stop = False
-            if early_stopping is not None:
-                check(early_stopping.monitor in logs, "early stopping monitors a value the epoch logs do not have", early_stopping.monitor, f"monitor one of: {', '.join(k for k in logs if k != 'epoch')}")
-                stop = early_stopping.update(logs[early_stopping.monitor], epoch + 1, self.model if best_checkpoint_manager is None else None)
-                if best_checkpoint_manager is not None and int(early_stopping.best_epoch.numpy()) == epoch + 1:
-                    best_checkpoint_manager.save(checkpoint_number=epoch + 1)
-                    logging.debug("New best %s=%.4g: saved %s", early_stopping.monitor, logs[early_stopping.monitor], best_checkpoint_manager.latest_checkpoint)
+            stop = self._update_early_stopping(early_stopping, logs, epoch, best_checkpoint_manager)
             if self.output_dir:
                 self.history.write(self.output_dir)
             if checkpoint_manager is not None:
@@ -468,13 +414,88 @@ class Trainer(ReplicaStateSync):
                 logging.info("Early stopping after epoch %d: %s did not improve for %d epochs (best %.4g at epoch %d)",
                              epoch + 1, early_stopping.monitor, early_stopping.patience, float(early_stopping.best.numpy()), int(early_stopping.best_epoch.numpy()))
                 break
-        if early_stopping is not None and early_stopping.restore_best:
-            if best_checkpoint_manager is not None and best_checkpoint_manager.latest_checkpoint:
-                best_checkpoint_manager.checkpoint.restore(best_checkpoint_manager.latest_checkpoint).assert_existing_objects_matched()
-                logging.info("Restored the best weights (epoch %d, %s) from %s", int(early_stopping.best_epoch.numpy()), early_stopping.monitor, best_checkpoint_manager.latest_checkpoint)
-            elif early_stopping.restore(self.model):
-                logging.info("Restored the weights of epoch %d (best %s)", int(early_stopping.best_epoch.numpy()), early_stopping.monitor)
+        self._restore_best(early_stopping, best_checkpoint_manager)
         return self.history
+
+    def _train_epoch_steps(self, iterator, timer, progbar, epoch, steps, done, checkpoint_manager, checkpoint_every_steps,
+                           signals, preemption) -> None:
+        """Run the steps of epoch ``epoch`` from batch ``done`` to ``steps``: per-step bookkeeping,
+        summaries, replica-loss logs, the progress bar, periodic checkpoints and stop signals."""
+        while done < steps:
+            n = min(self.steps_per_execution, steps - done)
+            if self.summary_writer is not None:
+                self.summary_writer.profile(int(self.global_step.numpy()), n)
+            out = self.train_step(iterator, tf.constant(n, dtype=tf.int32))
+            self._last_saved_step = None  # a save below, then a stop, writes this step once
+            ran = int(out["steps_run"]) + (int(out["skipped"]) if self.on_nonfinite == "skip" else 0)
+            if bool(out["nonfinite"]):
+                if self.on_nonfinite == "stop":
+                    bad = done + int(out["steps_run"])
+                    raise NonFiniteLossError(
+                        f"non-finite loss or gradient at epoch {epoch + 1}, step {int(self.global_step.numpy()) + int(out['steps_run']) + 1} "
+                        f"(batch {bad} of the epoch); the update was not applied and the last checkpoint is intact. "
+                        "Lower the learning rate, enable --clip_global_norm, check the inputs for NaN/Inf, "
+                        "or pass --on_nonfinite=skip to skip such steps"
+                    )
+                logging.warning("Skipped %d non-finite step(s) in epoch %d", int(out["skipped"]), epoch + 1)
+            done += ran
+            self.global_step.assign_add(ran)
+            self.step_in_epoch.assign(done)
+            if self.summary_writer is not None:
+                self.summary_writer.profile(int(self.global_step.numpy()), 0)
+            timer.record(ran, out.get("input_wait_s"))
+            if self.summary_writer is not None and self.summary_writer.due(int(self.global_step.numpy()), ran):
+                self._write_step_summaries(out, timer)
+            if self.log_replica_losses:
+                step_now, every = int(self.global_step.numpy()), self.log_replica_losses
+                if done >= steps or step_now // every > (step_now - ran) // every:
+                    self._log_replica_losses(out, step_now)
+            if progbar is not None:
+                progbar.update(done, values=list(self._results(self.train_loss, self.train_metrics).items()), finalize=False)
+            if checkpoint_manager is not None and checkpoint_every_steps and done < steps:
+                step_now = int(self.global_step.numpy())
+                if step_now // checkpoint_every_steps > (step_now - ran) // checkpoint_every_steps:
+                    self._save(checkpoint_manager, f"every {checkpoint_every_steps} steps")
+            if preemption is not None:
+                preemption.after_step()  # on the step the cluster agreed on: saves, then raises
+            elif signals.received and done < steps:
+                if checkpoint_manager is not None:
+                    self._save(checkpoint_manager, signals.received, scheduled=False)
+                self._raise_interrupted(signals.received, checkpoint_manager)
+
+    def _epoch_logs(self, epoch, start, validation_data) -> Dict[str, float]:
+        """The epoch's logs: train loss and metrics, validation, learning rate, time, extra evaluations."""
+        self.sync_replica_state()
+        logs = {"epoch": epoch + 1}
+        logs.update(self._results(self.train_loss, self.train_metrics))
+        if validation_data is not None:
+            logs.update(self._evaluate(validation_data, prefix="val_"))
+        logs["learning_rate"] = self._learning_rate()
+        logs["time_s"] = time.time() - start
+        for prefix, data in getattr(self, "_epoch_evaluations", {}).items():
+            logs.update(self.evaluate(data, prefix=prefix))
+        return logs
+
+    def _update_early_stopping(self, early_stopping, logs, epoch, best_checkpoint_manager) -> bool:
+        """Feed the epoch's monitored value to ``early_stopping`` (saving a new best); True: stop."""
+        stop = False
+        if early_stopping is not None:
+            check(early_stopping.monitor in logs, "early stopping monitors a value the epoch logs do not have", early_stopping.monitor, f"monitor one of: {', '.join(k for k in logs if k != 'epoch')}")
+            stop = early_stopping.update(logs[early_stopping.monitor], epoch + 1, self.model if best_checkpoint_manager is None else None)
+            if best_checkpoint_manager is not None and int(early_stopping.best_epoch.numpy()) == epoch + 1:
+                best_checkpoint_manager.save(checkpoint_number=epoch + 1)
+                logging.debug("New best %s=%.4g: saved %s", early_stopping.monitor, logs[early_stopping.monitor], best_checkpoint_manager.latest_checkpoint)
+        return stop
+
+    def _restore_best(self, early_stopping, best_checkpoint_manager) -> None:
+        """After training: restore the best weights when ``early_stopping.restore_best`` asks for it."""
+        if early_stopping is None or not early_stopping.restore_best:
+            return
+        if best_checkpoint_manager is not None and best_checkpoint_manager.latest_checkpoint:
+            best_checkpoint_manager.checkpoint.restore(best_checkpoint_manager.latest_checkpoint).assert_existing_objects_matched()
+            logging.info("Restored the best weights (epoch %d, %s) from %s", int(early_stopping.best_epoch.numpy()), early_stopping.monitor, best_checkpoint_manager.latest_checkpoint)
+        elif early_stopping.restore(self.model):
+            logging.info("Restored the weights of epoch %d (best %s)", int(early_stopping.best_epoch.numpy()), early_stopping.monitor)
 
     # -- evaluation and prediction ----------------------------------------------
 
