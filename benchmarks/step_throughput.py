@@ -184,8 +184,6 @@ def build_variants(key, x, y, x_uint8):
 
 
 def measure():
-    import numpy as np
-
     from tfcustom.data import load
 
     ds = load("fashion_mnist", FLAGS.data_dir)

@@ -31,7 +31,7 @@ from tfcustom import export, preemption, transfer  # export_model / evaluate_run
 
 __all__ = [
     "ConfigError", "DataError", "EarlyStopping", "History", "NonFiniteLossError",
-    "TfcustomError", "TrainConfig", "Trainer", "data", "errors", "layers", "losses",
+    "TfcustomError", "TrainConfig", "Trainer", "data", "dropout", "errors", "layers", "losses",
     "make_predict_step", "make_test_step", "make_train_step", "metrics", "models",
     "optimizers", "steps", "train_and_evaluate", "plot_confusion_matrix", "plot_misclassified",
     "plot_reliability", "plots", "summaries", "sweep", "timing", "export", "preemption", "transfer", "strategy", "colab",

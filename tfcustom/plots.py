@@ -162,7 +162,8 @@ def redraw_run_pictures(run_dir: str, which: str = "final", data_dir: Optional[s
     """Draw a finished run's pictures again from its model and test split
     (``which`` as in :func:`tfcustom.export.load_run_model`)."""
     from tfcustom import data as data_lib
-    from tfcustom.export import _read_run_config, load_run_model
+    from tfcustom.export import load_run_model
+    from tfcustom.run_dir import _read_run_config
     from tfcustom.steps import make_predict_step
 
     config = _read_run_config(run_dir)

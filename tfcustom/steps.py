@@ -27,14 +27,14 @@ The Trainer uses exactly these functions; a custom loop can too:
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 from typing import Callable, Optional, Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
+from tfcustom.all_reduce import all_reduce_sum, already_reduced, packed_all_reduce_supported
+from tfcustom.checked_step import CheckedStep
 from tfcustom.errors import check, check_one_of
 
 NONFINITE_POLICIES = ("stop", "skip")
@@ -151,50 +151,6 @@ def update_metrics(metrics, loss_tracker, y, y_pred, per_example, extra_loss, sa
         loss_tracker.update_state(values, sample_weight=count)
     for metric in metrics:
         metric.update_state(y, y_pred, sample_weight=weight if (sample_weight is not None or valid is not None) else None)
-
-
-def all_reduce_sum(grads):
-    """Sum ``grads`` (a list, ``None`` entries kept) over the replicas with one
-    replica-context all-reduce of the whole list: the strategy's cross-device
-    ops pack the tensors into few collectives (NCCL on GPUs), and every
-    replica receives the sum. Call it in replica context."""
-    ctx = tf.distribute.get_replica_context()
-    present = [g for g in grads if g is not None]
-    if not present or ctx.num_replicas_in_sync == 1:
-        return list(grads)
-    reduced = iter(ctx.all_reduce(tf.distribute.ReduceOp.SUM, present))
-    return [None if g is None else next(reduced) for g in grads]
-
-
-def packed_all_reduce_supported(optimizer) -> bool:
-    """True when the step can sum the gradients itself (:func:`all_reduce_sum`)
-    and let ``optimizer`` apply them on each replica: Keras' TensorFlow
-    optimizers, unless they transform the gradients before their own sum
-    (their ``clipnorm`` / ``clipvalue`` / ``global_clipnorm`` would then see
-    one replica's gradient; gradient accumulation). Otherwise the step reduces
-    each gradient to one device and applies the update once, as before."""
-    for opt in (optimizer, getattr(optimizer, "inner_optimizer", None)):
-        if opt is None:
-            continue
-        if not hasattr(opt, "_all_reduce_sum_gradients"):
-            return False
-        if any(getattr(opt, name, None) for name in ("clipnorm", "clipvalue", "global_clipnorm", "gradient_accumulation_steps")):
-            return False
-    return True
-
-
-@contextlib.contextmanager
-def already_reduced(optimizer):
-    """While tracing ``optimizer.apply_gradients`` in replica context: skip
-    Keras' own all-reduce of the gradients (the step has summed them already,
-    with :func:`all_reduce_sum`). Only the traced graph is affected. This
-    overrides a private method of Keras' TensorFlow optimizer (Keras 3.15);
-    :func:`packed_all_reduce_supported` checks that it exists."""
-    optimizer._all_reduce_sum_gradients = lambda grads_and_vars: list(grads_and_vars)
-    try:
-        yield
-    finally:
-        del optimizer._all_reduce_sum_gradients
 
 
 def _all_finite(values):
@@ -437,48 +393,6 @@ def make_train_step(
         }
 
     return CheckedStep(compiled_train_step)
-
-
-_CALL_HELP = ("call it as train_step(iterator, num_steps): e.g. it = iter(dataset) once (strategy.experimental_distribute_dataset"
-              "(dataset) under a strategy), then out = train_step(it, 1) for each step, or train_step(it, N) for N steps in one call; "
-              "the batches (x, y[, sample_weight]) come from the iterator, not from arguments")
-
-
-class CheckedStep:
-    """``train_step(iterator, num_steps)`` with its arguments checked before
-    TensorFlow sees them (the tutorial habit ``train_step(x, y)`` gets a
-    one-line error saying how to call it). A Python int ``num_steps`` becomes
-    an int32 tensor, so changing it never retraces. Every other attribute
-    (``get_concrete_function``, ``experimental_get_tracing_count``, ...) is
-    the compiled ``tf.function``'s, which is also ``.function``.
-    """
-
-    def __init__(self, function):
-        self.function = function
-
-    def __call__(self, iterator=None, num_steps=None, *args, **kwargs):
-        check(not args and not kwargs, "train_step takes exactly two arguments", f"{2 + len(args) + len(kwargs)} arguments", _CALL_HELP)
-        check(iterator is not None and num_steps is not None, "train_step takes two arguments", "fewer than 2", _CALL_HELP)
-        check(
-            not isinstance(iterator, (tf.Tensor, tf.Variable, np.ndarray, list, tuple, dict, tf.data.Dataset))
-            and (hasattr(iterator, "get_next") or hasattr(iterator, "__next__")),
-            "the first argument of train_step must be an iterator over batches",
-            type(iterator).__name__,
-            _CALL_HELP + (" (iter(dataset), not the dataset itself)" if isinstance(iterator, tf.data.Dataset) else ""),
-        )
-        if isinstance(num_steps, (int, np.integer)) and not isinstance(num_steps, bool):
-            check(num_steps >= 1, "num_steps must be >= 1", int(num_steps), _CALL_HELP)
-            num_steps = tf.constant(int(num_steps), tf.int32)
-        check(
-            isinstance(num_steps, (tf.Tensor, tf.Variable)) and num_steps.shape.rank == 0 and num_steps.dtype.is_integer,
-            "the second argument of train_step must be the number of steps (a scalar integer)",
-            getattr(num_steps, "shape", type(num_steps).__name__),
-            _CALL_HELP,
-        )
-        return self.function(iterator, tf.cast(num_steps, tf.int32))
-
-    def __getattr__(self, name):
-        return getattr(self.function, name)
 
 
 def make_test_step(

@@ -53,12 +53,18 @@ from tfcustom import fit_inputs
 from tfcustom import steps as steps_lib
 from tfcustom.checkpoint import ReplicaState
 from tfcustom.compile_args import copy_state, eval_copy, metric_from_spec, resolve_loss, resolve_optimizer
-from tfcustom.data.pipeline import EpochInput, InputPipeline  # noqa: F401 (InputPipeline re-exported)
+from tfcustom.data.pipeline import EpochInput, InputPipeline
+from tfcustom.distributed_input import batch_and_size, distribute, steps_in_epoch
 from tfcustom.early_stopping import EarlyStopping
-from tfcustom.errors import NonFiniteLossError, check, check_positive_int, config_error
+from tfcustom.errors import NonFiniteLossError, check, check_positive_int
 from tfcustom.history import History
 from tfcustom.timing import StepTimer, check_retracing
-from tfcustom.preemption import PREEMPTED_EXIT_CODE, ClusterPreemption, StopSignals, TrainingInterrupted, interrupted  # noqa: F401 (re-exported)
+from tfcustom.replica_sync import ReplicaStateSync
+from tfcustom.scope_checks import check_metrics_in_scope, check_model_in_scope, check_optimizer_in_scope
+from tfcustom.preemption import PREEMPTED_EXIT_CODE, ClusterPreemption, StopSignals, TrainingInterrupted, interrupted
+
+# Names importable from here besides Trainer (re-exported: tfcustom.cli and older code import them from tfcustom.trainer).
+__all__ = ["Trainer", "DataLike", "InputPipeline", "PREEMPTED_EXIT_CODE", "TrainingInterrupted"]
 
 DataLike = Union[EpochInput, tf.data.Dataset, tuple]  # EpochInput: InputPipeline or StreamingPipeline; tuple: NumPy (x, y[, w])
 
@@ -73,15 +79,7 @@ def _scalar_results(metric) -> Dict[str, float]:
     return {}
 
 
-def _batch_and_size(data: DataLike):
-    """(global batch size, examples per epoch) of the training data, None where unknown."""
-    if isinstance(data, EpochInput):
-        return data.batch_size, (len(data) if not getattr(data, "drop_remainder", False) else None)
-    spec = tf.nest.flatten(data.element_spec)[0]
-    return (spec.shape[0] if spec.shape.rank else None), None
-
-
-class Trainer:
+class Trainer(ReplicaStateSync):
     """Train, evaluate and predict with a user-owned model and step.
 
     Args:
@@ -143,21 +141,8 @@ class Trainer:
             with self.strategy.scope():
                 optimizer = resolve_optimizer(optimizer)
         optimizer = resolve_optimizer(optimizer)
-        for v in model.trainable_variables:
-            check(
-                self.strategy.extended.variable_created_in_scope(v.value if hasattr(v, "value") else v),
-                "model variables were not created under the strategy's scope",
-                v.path if hasattr(v, "path") else v.name,
-                "create and build the model inside `with strategy.scope():`",
-            )
-        for opt in (optimizer, getattr(optimizer, "inner_optimizer", None)):
-            created_under = getattr(opt, "_distribution_strategy", self.strategy)  # Keras' TF optimizers record it
-            check(
-                opt is None or created_under is self.strategy,
-                "the optimizer was created outside the strategy's scope",
-                f"{type(opt).__name__} created under {type(created_under).__name__}, training under {type(self.strategy).__name__}",
-                "create the optimizer inside `with strategy.scope():`, like the model",
-            )
+        check_model_in_scope(model, self.strategy)
+        check_optimizer_in_scope(optimizer, self.strategy)
         self.model = model
         self.loss = loss
         self.optimizer = optimizer
@@ -197,14 +182,7 @@ class Trainer:
         self._train_state_backup = None  # the training state of the metric objects while they show an evaluation
 
     def _check_metrics_in_scope(self) -> None:
-        for m in self.train_metrics:
-            for v in m.variables:
-                check(
-                    self.strategy.extended.variable_created_in_scope(v.value if hasattr(v, "value") else v),
-                    "a metric object was created outside the strategy's scope",
-                    m.name,
-                    "create the metric inside `with strategy.scope():`, or pass it by name (e.g. 'accuracy')",
-                )
+        check_metrics_in_scope(self.train_metrics, self.strategy)
 
     # -- steps (override these to change what a step computes) ---------------
 
@@ -230,32 +208,11 @@ class Trainer:
     # -- input ----------------------------------------------------------------
 
     def _distribute(self, data: DataLike, epoch: int = 0, skip_batches: int = 0):
-        if isinstance(data, EpochInput):
-            replicas = self.strategy.num_replicas_in_sync
-            check(
-                data.batch_size % replicas == 0,
-                f"global batch size must divide evenly by the {replicas} replicas",
-                data.batch_size,
-                f"use a multiple of {replicas}",
-            )
-            return self.strategy.distribute_datasets_from_function(lambda ctx: data.dataset(epoch, skip_batches, ctx))
-        if isinstance(data, tf.data.Dataset):
-            check(skip_batches == 0, "a plain tf.data.Dataset cannot resume mid-epoch", skip_batches, "pass a tfcustom.data.InputPipeline for exact resume")
-            fit_inputs.check_dataset(data)
-            return self.strategy.experimental_distribute_dataset(data)
-        raise config_error("data must be a tfcustom.data.InputPipeline, a batched tf.data.Dataset or NumPy arrays (x, y[, sample_weight])",
-                           type(data).__name__, "pass e.g. trainer.fit((x, y), epochs=2, batch_size=32)")
+        return distribute(self.strategy, data, epoch, skip_batches)
 
     @staticmethod
     def _steps_per_epoch(data: DataLike, steps_per_epoch: Optional[int]) -> int:
-        if steps_per_epoch is not None:
-            return check_positive_int("steps_per_epoch", steps_per_epoch)
-        if isinstance(data, EpochInput):
-            return data.steps_per_epoch
-        if isinstance(data, tf.data.Dataset):
-            return fit_inputs.dataset_steps(data)
-        raise config_error("data must be a tfcustom.data.InputPipeline, a batched tf.data.Dataset or NumPy arrays (x, y[, sample_weight])",
-                           type(data).__name__, "pass e.g. trainer.fit((x, y), epochs=2, batch_size=32)")
+        return steps_in_epoch(data, steps_per_epoch)
 
     def _check_outputs(self, data: DataLike) -> None:
         """Once, before the first step: see :func:`tfcustom.fit_inputs.check_outputs`."""
@@ -429,59 +386,11 @@ class Trainer:
                 print(f"Epoch {epoch + 1}/{epochs}")
             iterator = iter(self._distribute(train, epoch, skip))
             self._train_signatures.add(repr(iterator.element_spec))
-            timer = StepTimer(*_batch_and_size(train))
+            timer = StepTimer(*batch_and_size(train))
             timer.start(done=skip)
-            done = skip
-            while done < steps:
-                n = min(self.steps_per_execution, steps - done)
-                if self.summary_writer is not None:
-                    self.summary_writer.profile(int(self.global_step.numpy()), n)
-                out = self.train_step(iterator, tf.constant(n, dtype=tf.int32))
-                self._last_saved_step = None  # a save below, then a stop, writes this step once
-                ran = int(out["steps_run"]) + (int(out["skipped"]) if self.on_nonfinite == "skip" else 0)
-                if bool(out["nonfinite"]):
-                    if self.on_nonfinite == "stop":
-                        bad = done + int(out["steps_run"])
-                        raise NonFiniteLossError(
-                            f"non-finite loss or gradient at epoch {epoch + 1}, step {int(self.global_step.numpy()) + int(out['steps_run']) + 1} "
-                            f"(batch {bad} of the epoch); the update was not applied and the last checkpoint is intact. "
-                            "Lower the learning rate, enable --clip_global_norm, check the inputs for NaN/Inf, "
-                            "or pass --on_nonfinite=skip to skip such steps"
-                        )
-                    logging.warning("Skipped %d non-finite step(s) in epoch %d", int(out["skipped"]), epoch + 1)
-                done += ran
-                self.global_step.assign_add(ran)
-                self.step_in_epoch.assign(done)
-                if self.summary_writer is not None:
-                    self.summary_writer.profile(int(self.global_step.numpy()), 0)
-                timer.record(ran, out.get("input_wait_s"))
-                if self.summary_writer is not None and self.summary_writer.due(int(self.global_step.numpy()), ran):
-                    self._write_step_summaries(out, timer)
-                if self.log_replica_losses:
-                    step_now, every = int(self.global_step.numpy()), self.log_replica_losses
-                    if done >= steps or step_now // every > (step_now - ran) // every:
-                        self._log_replica_losses(out, step_now)
-                if progbar is not None:
-                    progbar.update(done, values=list(self._results(self.train_loss, self.train_metrics).items()), finalize=False)
-                if checkpoint_manager is not None and checkpoint_every_steps and done < steps:
-                    step_now = int(self.global_step.numpy())
-                    if step_now // checkpoint_every_steps > (step_now - ran) // checkpoint_every_steps:
-                        self._save(checkpoint_manager, f"every {checkpoint_every_steps} steps")
-                if preemption is not None:
-                    preemption.after_step()  # on the step the cluster agreed on: saves, then raises
-                elif signals.received and done < steps:
-                    if checkpoint_manager is not None:
-                        self._save(checkpoint_manager, signals.received, scheduled=False)
-                    self._raise_interrupted(signals.received, checkpoint_manager)
-            self.sync_replica_state()
-            logs = {"epoch": epoch + 1}
-            logs.update(self._results(self.train_loss, self.train_metrics))
-            if validation_data is not None:
-                logs.update(self._evaluate(validation_data, prefix="val_"))
-            logs["learning_rate"] = self._learning_rate()
-            logs["time_s"] = time.time() - start
-            for prefix, data in getattr(self, "_epoch_evaluations", {}).items():
-                logs.update(self.evaluate(data, prefix=prefix))
+            self._train_epoch_steps(iterator, timer, progbar, epoch, steps, skip, checkpoint_manager, checkpoint_every_steps,
+                                    signals, preemption)
+            logs = self._epoch_logs(epoch, start, validation_data)
             if progbar is not None:
                 progbar.update(steps, values=[(k, v) for k, v in logs.items() if k not in ("epoch", "time_s")], finalize=True)
             logging.info("epoch %d/%d: %s", epoch + 1, epochs, ", ".join(f"{k}={v:.4g}" for k, v in logs.items() if k != "epoch"))
@@ -494,13 +403,7 @@ class Trainer:
             self.history.append(logs)
             self.epoch.assign(epoch + 1)
             self.step_in_epoch.assign(0)
-            stop = False
-            if early_stopping is not None:
-                check(early_stopping.monitor in logs, "early stopping monitors a value the epoch logs do not have", early_stopping.monitor, f"monitor one of: {', '.join(k for k in logs if k != 'epoch')}")
-                stop = early_stopping.update(logs[early_stopping.monitor], epoch + 1, self.model if best_checkpoint_manager is None else None)
-                if best_checkpoint_manager is not None and int(early_stopping.best_epoch.numpy()) == epoch + 1:
-                    best_checkpoint_manager.save(checkpoint_number=epoch + 1)
-                    logging.debug("New best %s=%.4g: saved %s", early_stopping.monitor, logs[early_stopping.monitor], best_checkpoint_manager.latest_checkpoint)
+            stop = self._update_early_stopping(early_stopping, logs, epoch, best_checkpoint_manager)
             if self.output_dir:
                 self.history.write(self.output_dir)
             if checkpoint_manager is not None:
@@ -511,13 +414,88 @@ class Trainer:
                 logging.info("Early stopping after epoch %d: %s did not improve for %d epochs (best %.4g at epoch %d)",
                              epoch + 1, early_stopping.monitor, early_stopping.patience, float(early_stopping.best.numpy()), int(early_stopping.best_epoch.numpy()))
                 break
-        if early_stopping is not None and early_stopping.restore_best:
-            if best_checkpoint_manager is not None and best_checkpoint_manager.latest_checkpoint:
-                best_checkpoint_manager.checkpoint.restore(best_checkpoint_manager.latest_checkpoint).assert_existing_objects_matched()
-                logging.info("Restored the best weights (epoch %d, %s) from %s", int(early_stopping.best_epoch.numpy()), early_stopping.monitor, best_checkpoint_manager.latest_checkpoint)
-            elif early_stopping.restore(self.model):
-                logging.info("Restored the weights of epoch %d (best %s)", int(early_stopping.best_epoch.numpy()), early_stopping.monitor)
+        self._restore_best(early_stopping, best_checkpoint_manager)
         return self.history
+
+    def _train_epoch_steps(self, iterator, timer, progbar, epoch, steps, done, checkpoint_manager, checkpoint_every_steps,
+                           signals, preemption) -> None:
+        """Run the steps of epoch ``epoch`` from batch ``done`` to ``steps``: per-step bookkeeping,
+        summaries, replica-loss logs, the progress bar, periodic checkpoints and stop signals."""
+        while done < steps:
+            n = min(self.steps_per_execution, steps - done)
+            if self.summary_writer is not None:
+                self.summary_writer.profile(int(self.global_step.numpy()), n)
+            out = self.train_step(iterator, tf.constant(n, dtype=tf.int32))
+            self._last_saved_step = None  # a save below, then a stop, writes this step once
+            ran = int(out["steps_run"]) + (int(out["skipped"]) if self.on_nonfinite == "skip" else 0)
+            if bool(out["nonfinite"]):
+                if self.on_nonfinite == "stop":
+                    bad = done + int(out["steps_run"])
+                    raise NonFiniteLossError(
+                        f"non-finite loss or gradient at epoch {epoch + 1}, step {int(self.global_step.numpy()) + int(out['steps_run']) + 1} "
+                        f"(batch {bad} of the epoch); the update was not applied and the last checkpoint is intact. "
+                        "Lower the learning rate, enable --clip_global_norm, check the inputs for NaN/Inf, "
+                        "or pass --on_nonfinite=skip to skip such steps"
+                    )
+                logging.warning("Skipped %d non-finite step(s) in epoch %d", int(out["skipped"]), epoch + 1)
+            done += ran
+            self.global_step.assign_add(ran)
+            self.step_in_epoch.assign(done)
+            if self.summary_writer is not None:
+                self.summary_writer.profile(int(self.global_step.numpy()), 0)
+            timer.record(ran, out.get("input_wait_s"))
+            if self.summary_writer is not None and self.summary_writer.due(int(self.global_step.numpy()), ran):
+                self._write_step_summaries(out, timer)
+            if self.log_replica_losses:
+                step_now, every = int(self.global_step.numpy()), self.log_replica_losses
+                if done >= steps or step_now // every > (step_now - ran) // every:
+                    self._log_replica_losses(out, step_now)
+            if progbar is not None:
+                progbar.update(done, values=list(self._results(self.train_loss, self.train_metrics).items()), finalize=False)
+            if checkpoint_manager is not None and checkpoint_every_steps and done < steps:
+                step_now = int(self.global_step.numpy())
+                if step_now // checkpoint_every_steps > (step_now - ran) // checkpoint_every_steps:
+                    self._save(checkpoint_manager, f"every {checkpoint_every_steps} steps")
+            if preemption is not None:
+                preemption.after_step()  # on the step the cluster agreed on: saves, then raises
+            elif signals.received and done < steps:
+                if checkpoint_manager is not None:
+                    self._save(checkpoint_manager, signals.received, scheduled=False)
+                self._raise_interrupted(signals.received, checkpoint_manager)
+
+    def _epoch_logs(self, epoch, start, validation_data) -> Dict[str, float]:
+        """The epoch's logs: train loss and metrics, validation, learning rate, time, extra evaluations."""
+        self.sync_replica_state()
+        logs = {"epoch": epoch + 1}
+        logs.update(self._results(self.train_loss, self.train_metrics))
+        if validation_data is not None:
+            logs.update(self._evaluate(validation_data, prefix="val_"))
+        logs["learning_rate"] = self._learning_rate()
+        logs["time_s"] = time.time() - start
+        for prefix, data in getattr(self, "_epoch_evaluations", {}).items():
+            logs.update(self.evaluate(data, prefix=prefix))
+        return logs
+
+    def _update_early_stopping(self, early_stopping, logs, epoch, best_checkpoint_manager) -> bool:
+        """Feed the epoch's monitored value to ``early_stopping`` (saving a new best); True: stop."""
+        stop = False
+        if early_stopping is not None:
+            check(early_stopping.monitor in logs, "early stopping monitors a value the epoch logs do not have", early_stopping.monitor, f"monitor one of: {', '.join(k for k in logs if k != 'epoch')}")
+            stop = early_stopping.update(logs[early_stopping.monitor], epoch + 1, self.model if best_checkpoint_manager is None else None)
+            if best_checkpoint_manager is not None and int(early_stopping.best_epoch.numpy()) == epoch + 1:
+                best_checkpoint_manager.save(checkpoint_number=epoch + 1)
+                logging.debug("New best %s=%.4g: saved %s", early_stopping.monitor, logs[early_stopping.monitor], best_checkpoint_manager.latest_checkpoint)
+        return stop
+
+    def _restore_best(self, early_stopping, best_checkpoint_manager) -> None:
+        """After training: restore the best weights when ``early_stopping.restore_best`` asks for it."""
+        if early_stopping is None or not early_stopping.restore_best:
+            return
+        if best_checkpoint_manager is not None and best_checkpoint_manager.latest_checkpoint:
+            best_checkpoint_manager.checkpoint.restore(best_checkpoint_manager.latest_checkpoint).assert_existing_objects_matched()
+            logging.info("Restored the best weights (epoch %d, %s) from %s", int(early_stopping.best_epoch.numpy()), early_stopping.monitor, best_checkpoint_manager.latest_checkpoint)
+        elif early_stopping.restore(self.model):
+            logging.info("Restored the weights of epoch %d (best %s)", int(early_stopping.best_epoch.numpy()), early_stopping.monitor)
 
     # -- evaluation and prediction ----------------------------------------------
 
@@ -545,94 +523,6 @@ class Trainer:
             m.reset_state()
         self.test_step(iter(self._distribute(data)))
         return self._results(self.eval_loss, self.eval_metrics, prefix)
-
-    def sync_replica_state(self) -> None:
-        """Set every replica's copy of the model's non-trainable float variables
-        (BatchNormalization moving statistics) to their mean over the replicas.
-
-        Keras creates those variables with ``aggregation=NONE``: under a
-        multi-replica strategy each replica updates its own copy from its own
-        batches, and the copies drift apart. Without this, evaluation would run
-        a different model on each replica, and the saved model (the first
-        replica's copy) would not be the one evaluated. The fit loop calls it at
-        each epoch end and before each checkpoint; :meth:`evaluate` calls it first.
-        """
-        if self.strategy.num_replicas_in_sync > 1:
-            self._replica_functions()["sync"]()
-
-    def _replica_variables(self, group: str) -> list:
-        """``"model"``: the model's float non-trainable variables (BatchNorm
-        statistics); ``"metrics"``: the running train loss and metrics."""
-        if group == "model":
-            return steps_lib.replica_state_variables(self.model)
-        return [v for m in (self.train_loss, *self.train_metrics) for v in m.variables]
-
-    def _replica_functions(self):
-        """Compiled functions over the per-replica state: average the model's,
-        gather every replica's copy of a group, set every replica's copy."""
-        if self._replica_fns is None:
-            strategy = self.strategy
-            state = self._replica_variables("model")
-
-            @tf.function
-            def sync():
-                local = strategy.run(lambda: [tf.identity(v) for v in state])
-                for v, value in zip(state, local):
-                    v.assign(strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None))
-
-            def gather_fn(variables):
-                @tf.function
-                def gather():
-                    local = strategy.run(lambda: [tf.expand_dims(tf.identity(v), 0) for v in variables])
-                    return [strategy.gather(value, axis=0) for value in local]
-
-                return gather
-
-            def scatter_fn(variables):
-                @tf.function
-                def scatter(copies):
-                    def set_own_copy():
-                        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-                        for v, c in zip(variables, copies):
-                            v.assign(tf.gather(c, replica))
-
-                    strategy.run(set_own_copy)
-
-                return scatter
-
-            self._replica_fns = {"sync": sync if state else (lambda: None)}
-            for group in ("model", "metrics"):
-                variables = self._replica_variables(group)
-                self._replica_fns[group] = (gather_fn(variables), scatter_fn(variables)) if variables else None
-        return self._replica_fns
-
-    def _gather_replica_copies(self, groups) -> dict:
-        """Every replica's copy of each group's variables (nothing on one replica)."""
-        if self.strategy.num_replicas_in_sync == 1:
-            return {}
-        fns = self._replica_functions()
-        return {g: [np.asarray(c) for c in fns[g][0]()] for g in groups if fns[g] is not None}
-
-    def _set_replica_copies(self, copies: dict) -> None:
-        fns = self._replica_functions()
-        for group, values in copies.items():
-            if fns.get(group) is not None:
-                fns[group][1]([tf.constant(c) for c in values])
-
-    def _restore_replica_copies(self) -> None:
-        """After a restore: give each replica back its own copies kept by the checkpoint."""
-        copies, self.replica_state.values = self.replica_state.values, {}
-        if not copies:
-            return
-        replicas = self.strategy.num_replicas_in_sync
-        saved = len(next(iter(copies.values()))[0])
-        if saved == replicas:
-            self._set_replica_copies(copies)
-            logging.info("Restored each of the %d replicas' own copies of: %s", replicas,
-                         ", ".join({"model": "the BatchNorm statistics", "metrics": "the running train metrics"}[g] for g in sorted(copies)))
-        else:
-            logging.info("The checkpoint holds per-replica state of %d replicas; training on %d, which start from their total/mean",
-                         saved, replicas)
 
     def predict(self, data: DataLike, *, batch_size: Optional[int] = None) -> np.ndarray:
         """Model outputs for every example of ``data`` (an :class:`InputPipeline`,

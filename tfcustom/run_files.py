@@ -1,0 +1,12 @@
+"""The names of the files and directories in a training run's output
+directory (written by :func:`tfcustom.train.train_and_evaluate`, read by
+:mod:`tfcustom.export`, :mod:`tfcustom.run_dir` and :mod:`tfcustom.sweep`)."""
+
+CHECKPOINT_CHOICES = ("final", "latest", "best")
+SPLITS = ("test", "validation", "train")
+KERAS_FILE = "model.keras"
+SAVED_MODEL_DIR = "saved_model"
+CHECKPOINT_DIR = "checkpoints"
+BEST_SUBDIR = "best"
+CONFIG_FILE = "config.json"
+RESULTS_FILE = "results.json"  # written last: a run directory is finished iff it exists
