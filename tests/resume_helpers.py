@@ -7,9 +7,8 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 from process_helpers import history_without_times as history
-from process_helpers import saved_model_weights as weights
+from process_helpers import assert_same_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "examples", "train.py")
@@ -81,5 +80,4 @@ MIRRORED = ["--strategy=mirrored", "--num_cpu_replicas=2"]
 
 def assert_same_run(a, b):
     assert history(a) == history(b)
-    for x, y in zip(weights(a), weights(b)):
-        np.testing.assert_array_equal(x, y)  # bitwise
+    assert_same_weights(a, b)  # bitwise, every variable

@@ -2,8 +2,8 @@
 
 import os
 import re
+import shutil
 import signal
-import subprocess
 
 import pytest
 from resume_helpers import MIRRORED, STEPS_PER_EPOCH, args, assert_same_run, history, latest_step, run, start_and_signal
@@ -17,21 +17,34 @@ def reference(tmp_path_factory, small_idx_dir):
     return out
 
 
-def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path, small_idx_dir, reference):
-    out = tmp_path / "killed"
-    code, _, _ = start_and_signal(args(small_idx_dir, out), str(out), signal.SIGKILL, STEPS_PER_EPOCH + 4, 2 * STEPS_PER_EPOCH - 4)
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory, small_idx_dir):
+    """One run SIGKILLed mid-epoch 2, past step 10 of the epoch (so older mid-epoch checkpoints
+    exist), and its newest step. Each test resumes its own copy; none touches this one."""
+    out = tmp_path_factory.mktemp("resume") / "killed"
+    code, _, _ = start_and_signal(args(small_idx_dir, out), str(out), signal.SIGKILL, STEPS_PER_EPOCH + 10, 2 * STEPS_PER_EPOCH - 4)
     assert code == -signal.SIGKILL
     step = latest_step(str(out))
     assert step % STEPS_PER_EPOCH != 0, "the kill must land mid-epoch"
     assert not (out / "results.json").exists()
-    copy = tmp_path / "killed_copy"
-    subprocess.run(["cp", "-r", str(out), str(copy)], check=True)
+    return out, step
+
+
+def copy_of(run, dest):
+    shutil.copytree(run, dest)
+    return dest
+
+
+def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path, small_idx_dir, reference, killed):
+    out = copy_of(killed[0], tmp_path / "killed")
+    step = killed[1]
     proc = run(args(small_idx_dir, out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert re.search(rf"Resumed from .*ckpt-{step}: global step {step}", proc.stderr)
     assert_same_run(reference, out)
     # The same 1-replica checkpoint resumes on 2 replicas (not bitwise: each
     # replica draws its own dropout masks).
+    copy = copy_of(killed[0], tmp_path / "killed_copy")
     proc = run(args(small_idx_dir, copy, *MIRRORED))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert re.search(rf"Resumed from .*ckpt-{step}: global step {step}", proc.stderr)
@@ -53,10 +66,8 @@ def test_sigterm_saves_exits_4_and_resumes_exactly(tmp_path, small_idx_dir, refe
     assert_same_run(reference, out)
 
 
-def test_corrupt_newest_checkpoint_falls_back_and_resumes(tmp_path, small_idx_dir, reference):
-    out = tmp_path / "corrupt"
-    code, _, _ = start_and_signal(args(small_idx_dir, out), str(out), signal.SIGKILL, STEPS_PER_EPOCH + 10, 2 * STEPS_PER_EPOCH - 4)
-    assert code == -signal.SIGKILL
+def test_corrupt_newest_checkpoint_falls_back_and_resumes(tmp_path, small_idx_dir, reference, killed):
+    out = copy_of(killed[0], tmp_path / "corrupt")
     newest = latest_step(str(out))
     data = out / "checkpoints" / f"ckpt-{newest}.data-00000-of-00001"
     data.write_bytes(data.read_bytes()[:100])  # truncated
@@ -66,10 +77,8 @@ def test_corrupt_newest_checkpoint_falls_back_and_resumes(tmp_path, small_idx_di
     assert_same_run(reference, out)
 
 
-def test_changed_config_is_refused_with_the_fields_named(tmp_path, small_idx_dir):
-    out = tmp_path / "changed"
-    code, _, _ = start_and_signal(args(small_idx_dir, out), str(out), signal.SIGKILL, 4, 10**6)
-    assert code == -signal.SIGKILL
+def test_changed_config_is_refused_with_the_fields_named(tmp_path, small_idx_dir, killed):
+    out = copy_of(killed[0], tmp_path / "changed")
     before = sorted(os.listdir(out / "checkpoints"))
     proc = run(args(small_idx_dir, out, "--learning_rate=0.01", "--seed=6"))
     assert proc.returncode == 2
