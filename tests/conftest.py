@@ -15,6 +15,23 @@ def pytest_configure(config):
     logging.getLogger("absl").setLevel(logging.WARNING)
 
 
+# The files that take longest (measured with `python -m pytest --durations=0`), longest first.
+# pytest-xdist `--dist loadfile` hands whole files to the workers in collection order
+# (pyproject.toml sets --no-loadscope-reorder; xdist's default order puts the files with
+# the most tests first, so these few-test heavy files came last and one worker ran them
+# alone at the end). Longest first, the many short files fill in the gaps at the end.
+HEAVY_FILES_FIRST = [
+    "test_readme.py", "test_cli.py", "test_distributed_training.py", "test_cluster_preemption.py", "test_notebooks.py",
+    "test_first_contact.py", "test_resume_streaming.py", "test_resume.py", "test_registries_e2e.py", "test_resume_replicas.py",
+    "test_eval_predict_cli.py", "test_summaries.py",
+]
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(HEAVY_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 @pytest.fixture(scope="session")
 def fashion_dir():
     if not os.path.isfile(os.path.join(FASHION_DIR, "t10k-labels-idx1-ubyte.gz")):
