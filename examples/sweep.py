@@ -22,7 +22,7 @@ import sys
 
 from absl import app, flags, logging
 
-from tfcustom.cli import parse_flags
+from tfcustom.cli import parse_flags, report_error
 from tfcustom.cli import train as train_cli  # defines the trainer flags
 
 flags.DEFINE_string("grid", None, 'The settings to sweep as JSON, e.g. \'{"model": ["mlp", "cnn"], "model_kwargs.dropout": [0, 0.2]}\'.')
@@ -34,8 +34,7 @@ def main(argv):
         print(f"error: unexpected arguments {argv[1:]!r}. Flags take the form --name=value.", file=sys.stderr)
         return 2
     logging.set_verbosity(logging.INFO)
-    from tfcustom.errors import NonFiniteLossError, TfcustomError, config_error
-    from tfcustom.preemption import TrainingInterrupted
+    from tfcustom.errors import TfcustomError, config_error
     from tfcustom.strategy import select
     from tfcustom.sweep import CSV_FILE, PLOT_FILE, run_sweep
 
@@ -52,15 +51,8 @@ def main(argv):
         base = train_cli.config_from_flags().validate()
         strategy = select(base.strategy, num_cpu_replicas=base.num_cpu_replicas, tpu=base.tpu_address)
         rows = run_sweep(base, grid, FLAGS.output_dir, strategy=strategy)
-    except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    except TrainingInterrupted as e:
-        print(f"stopped: {e} Run the same command again to finish the sweep.", file=sys.stderr)
-        return TrainingInterrupted.exit_code
     except TfcustomError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report_error(e, stopped_hint=" Run the same command again to finish the sweep.")
     for r in rows:
         print(f"{r['run']}: test accuracy {r['test_accuracy']:.4f}, {r['parameters']} parameters, {r['train_time_s']:.0f} s")
     print(f"Wrote {os.path.join(FLAGS.output_dir, CSV_FILE)} and {os.path.join(FLAGS.output_dir, PLOT_FILE)}")

@@ -164,3 +164,19 @@ print(float(np.mean(m.predict(val.x.astype('float32') / 255.0, verbose=0).argmax
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     acc = float(subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env, check=True).stdout.split()[-1])
     assert acc == pytest.approx(max(val_acc), abs=1e-6)
+
+
+def test_report_error_gives_one_line_and_the_documented_exit_code(capsys):
+    """The README's exit codes: 3 non-finite loss, 4 stopped by SIGTERM/Ctrl-C, 2 any other tfcustom error."""
+    from tfcustom.cli import report_error
+    from tfcustom.errors import ConfigError, NonFiniteLossError
+    from tfcustom.preemption import TrainingInterrupted
+
+    cases = [
+        (NonFiniteLossError("loss is nan at epoch 1"), "", 3, "error: loss is nan at epoch 1\n"),
+        (TrainingInterrupted("SIGTERM: saved ckpt-7."), " Run it again.", 4, "stopped: SIGTERM: saved ckpt-7. Run it again.\n"),
+        (ConfigError("bad --epochs"), "", 2, "error: bad --epochs\n"),
+    ]
+    for error, hint, code, line in cases:
+        assert report_error(error, stopped_hint=hint) == code
+        assert capsys.readouterr().err == line

@@ -42,6 +42,22 @@ def _flagfile_error(e: Exception) -> str:
             "e.g. --flagfile=configs/fashion_mnist_cnn.flags")
 
 
+def report_error(e: Exception, stopped_hint: str = "") -> int:
+    """Print the one line for a tfcustom error raised by training; return its exit code.
+
+    4 when training was stopped by SIGTERM/Ctrl-C (``stopped: ...`` plus
+    ``stopped_hint``), 3 for a non-finite loss, 2 for any other tfcustom error.
+    """
+    from tfcustom.errors import NonFiniteLossError
+    from tfcustom.preemption import TrainingInterrupted
+
+    if isinstance(e, TrainingInterrupted):
+        print(f"stopped: {e}{stopped_hint}", file=sys.stderr)
+        return TrainingInterrupted.exit_code
+    print(f"error: {e}", file=sys.stderr)
+    return 3 if isinstance(e, NonFiniteLossError) else 2
+
+
 def parse_flags(argv: Sequence[str], groups: Optional[Dict[str, Sequence[str]]] = None, doc: Optional[str] = None):
     """Parse ``argv`` into ``flags.FLAGS``; help and errors as described in the module doc."""
     from tfcustom import logs

@@ -17,7 +17,7 @@ import sys
 
 from absl import app, flags
 
-from tfcustom.cli import parse_flags
+from tfcustom.cli import parse_flags, report_error
 
 FLAGS = flags.FLAGS
 
@@ -210,9 +210,8 @@ def main(argv):
         print(f"error: unexpected arguments {argv[1:]!r}. Flags take the form --name=value.", file=sys.stderr)
         return 2
     from tfcustom.cluster import ClusterInterrupted, ClusterTimeout
-    from tfcustom.errors import NonFiniteLossError, TfcustomError
+    from tfcustom.errors import TfcustomError
     from tfcustom.train import train_and_evaluate
-    from tfcustom.trainer import TrainingInterrupted
 
     try:
         config = config_from_flags().validate()
@@ -229,15 +228,8 @@ def main(argv):
         print(f"\nstopped: {e}" if interrupted else f"error: {e}", file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(e.exit_code)
-    except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    except TrainingInterrupted as e:
-        print(f"stopped: {e}", file=sys.stderr)
-        return TrainingInterrupted.exit_code
     except TfcustomError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report_error(e)
     except Exception as e:  # noqa: BLE001 -- only a corrupt TFRecord is turned into an error line
         if type(e).__name__ != "DataLossError":
             raise
