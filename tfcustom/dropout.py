@@ -44,6 +44,17 @@ from tfcustom.errors import check
 _REPLICA_STRIDE = 0x5851F42D4C957F2D
 
 
+def check_rate(name, rate):
+    """A dropout rate: a number in [0, 1) (one error line otherwise); returns it as a float."""
+    check(
+        isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0.0 <= rate < 1.0,
+        f"{name} must be a number in [0, 1)",
+        rate,
+        "pass 0 to disable dropout or a value such as 0.3",
+    )
+    return float(rate)
+
+
 @keras.saving.register_keras_serializable(package="tfcustom")
 class Dropout(keras.layers.Layer):
     """Inverted dropout, fast under XLA, independent per replica and per step.
@@ -58,8 +69,7 @@ class Dropout(keras.layers.Layer):
 
     def __init__(self, rate, seed=None, noise_shape=None, **kwargs):
         super().__init__(**kwargs)
-        check(isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0.0 <= rate < 1.0,
-              "dropout rate must be a number in [0, 1)", rate, "pass e.g. 0.2, or 0 to disable dropout")
+        check_rate("dropout rate", rate)
         check(seed is None or (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0),
               "dropout seed must be an integer >= 0", seed, "pass e.g. seed=0, or leave it unset")
         self.rate = float(rate)

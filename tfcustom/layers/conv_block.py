@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 
 from tfcustom.errors import check, check_positive_int
-from tfcustom.dropout import Dropout
-from tfcustom.layers._args import _check_rate, _get
+from tfcustom.dropout import Dropout, check_rate
+from tfcustom.layers._args import _get
 from tfcustom.layers.activations import get_activation, serialize_activation
 
 
@@ -61,7 +61,7 @@ class ConvBlock(keras.layers.Layer):
             "pass e.g. pool_size=2, or 0/None to disable pooling",
         )
         self.pool_size = int(pool_size) if pool_size else None
-        self.dropout = _check_rate(dropout)
+        self.dropout = check_rate("dropout", dropout)
         self.batch_norm = bool(batch_norm)
         self.kernel_initializer = _get(keras.initializers, "kernel_initializer", kernel_initializer)
         self.kernel_regularizer = _get(keras.regularizers, "kernel_regularizer", kernel_regularizer)

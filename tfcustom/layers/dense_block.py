@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 
 from tfcustom.errors import check_positive_int
-from tfcustom.dropout import Dropout
-from tfcustom.layers._args import _check_rate, _get
+from tfcustom.dropout import Dropout, check_rate
+from tfcustom.layers._args import _get
 from tfcustom.layers.activations import get_activation, serialize_activation
 from tfcustom.layers.dense import Dense
 
@@ -48,7 +48,7 @@ class DenseBlock(keras.layers.Layer):
         super().__init__(**kwargs)
         self.units = check_positive_int("units", units)
         self.activation = get_activation(activation)
-        self.dropout = _check_rate(dropout)
+        self.dropout = check_rate("dropout", dropout)
         self.batch_norm = bool(batch_norm)
         self.kernel_initializer = _get(keras.initializers, "kernel_initializer", kernel_initializer)
         self.kernel_regularizer = _get(keras.regularizers, "kernel_regularizer", kernel_regularizer)

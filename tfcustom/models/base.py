@@ -23,16 +23,6 @@ def _positive_ints(name, values, allow_empty=False):
     return tuple(values)
 
 
-def _check_rate(name, rate):
-    check(
-        isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0.0 <= rate < 1.0,
-        f"{name} must be in [0, 1)",
-        rate,
-        f"pass {name}=0 to disable dropout or a value such as 0.3",
-    )
-    return float(rate)
-
-
 def _logits_dtype(policy):
     """float32 logits under a mixed policy (Keras' mixed-precision advice for
     the last layer); the model's own policy otherwise."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import keras
 
 from tfcustom.errors import check, check_positive_int
-from tfcustom.dropout import Dropout
+from tfcustom.dropout import Dropout, check_rate
 from tfcustom.layers import ConvBlock, Dense, DenseBlock, get_activation, serialize_activation
-from tfcustom.models.base import _StackModel, _attach, _check_rate, _logits_dtype, _positive_ints
+from tfcustom.models.base import _StackModel, _attach, _logits_dtype, _positive_ints
 
 
 @keras.saving.register_keras_serializable(package="tfcustom")
@@ -71,7 +71,7 @@ class CNN(_StackModel):
             "pass e.g. dense_units=128, or 0 to go straight to the logits",
         )
         self.dense_units = int(dense_units or 0)
-        self.dropout = _check_rate("dropout", dropout)
+        self.dropout = check_rate("dropout", dropout)
         self.batch_norm = bool(batch_norm)
         self.kernel_size = check_positive_int("kernel_size", kernel_size)
         self.convs_per_stage = check_positive_int("convs_per_stage", convs_per_stage)
@@ -82,7 +82,7 @@ class CNN(_StackModel):
             "pass e.g. pool_size=2",
         )
         self.pool_size = pool_size
-        self.conv_dropout = _check_rate("conv_dropout", conv_dropout)
+        self.conv_dropout = check_rate("conv_dropout", conv_dropout)
         self.activation = get_activation(activation)
         self.global_pool = bool(global_pool)
         self._make_layers()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import keras
 
+from tfcustom.dropout import check_rate
 from tfcustom.errors import check_positive_int
 from tfcustom.layers import Dense, DenseBlock, get_activation, serialize_activation
-from tfcustom.models.base import _StackModel, _attach, _check_rate, _logits_dtype, _positive_ints
+from tfcustom.models.base import _StackModel, _attach, _logits_dtype, _positive_ints
 
 
 @keras.saving.register_keras_serializable(package="tfcustom")
@@ -43,7 +44,7 @@ class MLP(_StackModel):
         self.num_classes = check_positive_int("num_classes", num_classes)
         self.hidden_units = _positive_ints("hidden_units", hidden_units, allow_empty=True)
         self.activation = get_activation(activation)
-        self.dropout = _check_rate("dropout", dropout)
+        self.dropout = check_rate("dropout", dropout)
         self.batch_norm = bool(batch_norm)
         self.flatten = keras.layers.Flatten(dtype=self.dtype_policy, name="flatten")
         self.hidden = [
