@@ -69,6 +69,8 @@ LAYER_TESTS = [
     ("DenseCallable", L.Dense, dict(units=3, activation=keras.activations.elu, use_bias=False), (2, 3, 5), True),
     ("Softmax", L.Softmax, dict(axis=-1), (2, 4), True),
     ("DenseBlock", L.DenseBlock, dict(units=3, dropout=0.2, activation="gelu"), (2, 5), None),
+    ("BatchNormalization", L.BatchNormalization, dict(momentum=0.9), (3, 4, 4, 2), True),
+    ("BatchNormalization2D", L.BatchNormalization, dict(center=False), (3, 5), True),
     ("ConvBlock", L.ConvBlock, dict(filters=3, pool_size=2, dropout=0.1), (2, 4, 4, 2), None),
     ("ResidualIdentity", L.ResidualBlock, dict(filters=2), (2, 4, 4, 2), None),
     ("ResidualProjection", L.ResidualBlock, dict(filters=3, strides=2), (2, 4, 4, 2), None),

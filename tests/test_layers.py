@@ -435,7 +435,7 @@ def test_keras_file_round_trip(name, make, shape, tmp_path):
 
 
 def test_layers_are_registered_under_tfcustom():
-    for cls in (L.Dense, L.Softmax, L.DenseBlock, L.ConvBlock, L.ResidualBlock):
+    for cls in (L.Dense, L.Softmax, L.BatchNormalization, L.DenseBlock, L.ConvBlock, L.ResidualBlock):
         assert keras.saving.get_registered_name(cls) == f"tfcustom>{cls.__name__}"
 
 

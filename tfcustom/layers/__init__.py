@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 from tfcustom.layers.activations import ACTIVATIONS, get_activation, serialize_activation
+from tfcustom.layers.batch_normalization import BatchNormalization
 from tfcustom.layers.conv_block import ConvBlock
 from tfcustom.layers.dense import Dense
 from tfcustom.layers.dense_block import DenseBlock
@@ -37,6 +38,7 @@ __all__ = [
     "serialize_activation",
     "Dense",
     "Softmax",
+    "BatchNormalization",
     "DenseBlock",
     "ConvBlock",
     "ResidualBlock",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from tfcustom.layers.batch_normalization import BatchNormalization
 from tfcustom.errors import check, check_positive_int
 from tfcustom.dropout import Dropout, check_rate
 from tfcustom.layers._args import _get
@@ -75,7 +76,7 @@ class ConvBlock(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="conv",
         )
-        self.bn = keras.layers.BatchNormalization(dtype=self.dtype_policy, name="bn") if self.batch_norm else None
+        self.bn = BatchNormalization(dtype=self.dtype_policy, name="bn") if self.batch_norm else None
         self.pool = keras.layers.MaxPooling2D(self.pool_size, dtype=self.dtype_policy, name="pool") if self.pool_size else None
         self.drop = Dropout(self.dropout, dtype=self.dtype_policy, name="dropout") if self.dropout > 0 else None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from tfcustom.layers.batch_normalization import BatchNormalization
 from tfcustom.errors import check, check_positive_int
 from tfcustom.layers._args import _get
 from tfcustom.layers.activations import get_activation, serialize_activation
@@ -52,9 +53,9 @@ class ResidualBlock(keras.layers.Layer):
         self.kernel_initializer = _get(keras.initializers, "kernel_initializer", kernel_initializer)
         self.kernel_regularizer = _get(keras.regularizers, "kernel_regularizer", kernel_regularizer)
         self.conv1 = self._conv(3, self.strides, "conv1")
-        self.bn1 = keras.layers.BatchNormalization(dtype=self.dtype_policy, name="bn1")
+        self.bn1 = BatchNormalization(dtype=self.dtype_policy, name="bn1")
         self.conv2 = self._conv(3, 1, "conv2")
-        self.bn2 = keras.layers.BatchNormalization(dtype=self.dtype_policy, name="bn2")
+        self.bn2 = BatchNormalization(dtype=self.dtype_policy, name="bn2")
         self.projection = None  # decided in build()
 
     def _conv(self, kernel_size, strides, name):
@@ -86,7 +87,7 @@ class ResidualBlock(keras.layers.Layer):
         if self.projection:
             # Created here because only the input shape tells whether needed.
             self.shortcut_conv = self._conv(1, self.strides, "shortcut_conv")
-            self.shortcut_bn = keras.layers.BatchNormalization(dtype=self.dtype_policy, name="shortcut_bn")
+            self.shortcut_bn = BatchNormalization(dtype=self.dtype_policy, name="shortcut_bn")
             self.shortcut_conv.build(input_shape)
             self.shortcut_bn.build(shape)
 
