@@ -7,6 +7,7 @@ import keras
 from tfcustom.errors import check, check_positive_int
 from tfcustom.dropout import Dropout, check_rate
 from tfcustom.layers import ConvBlock, Dense, DenseBlock, get_activation, serialize_activation
+from tfcustom.models.test_time_flip import flip_averaged_logits
 from tfcustom.models.base import _StackModel, _attach, _logits_dtype, _positive_ints
 
 
@@ -37,6 +38,8 @@ class CNN(_StackModel):
         activation: activation of every block (anything
             ``keras.activations.get`` accepts).
         global_pool: global average pooling instead of flatten.
+        test_time_flip: at inference, average the predictions of each image
+            and its mirror image (:mod:`tfcustom.models.test_time_flip`).
 
     Example:
 
@@ -59,6 +62,7 @@ class CNN(_StackModel):
         conv_dropout=0.0,
         activation="relu",
         global_pool=False,
+        test_time_flip=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -85,6 +89,7 @@ class CNN(_StackModel):
         self.conv_dropout = check_rate("conv_dropout", conv_dropout)
         self.activation = get_activation(activation)
         self.global_pool = bool(global_pool)
+        self.test_time_flip = bool(test_time_flip)
         self._make_layers()
 
     def _make_layers(self):
@@ -130,6 +135,11 @@ class CNN(_StackModel):
         return [*self.conv_blocks, self.pool, *head, self.logits]
 
     def call(self, inputs, training=None):
+        if self.test_time_flip and not training:
+            return flip_averaged_logits(lambda x: self._forward(x, training), inputs)
+        return self._forward(inputs, training)
+
+    def _forward(self, inputs, training):
         x = inputs
         for block in self.conv_blocks:
             x = block(x, training=training)
@@ -155,6 +165,7 @@ class CNN(_StackModel):
                 "conv_dropout": self.conv_dropout,
                 "activation": serialize_activation(self.activation),
                 "global_pool": self.global_pool,
+                "test_time_flip": self.test_time_flip,
             }
         )
         return config

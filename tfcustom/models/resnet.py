@@ -6,6 +6,7 @@ import keras
 
 from tfcustom.errors import check_positive_int
 from tfcustom.layers import ConvBlock, Dense, ResidualBlock, get_activation, serialize_activation
+from tfcustom.models.test_time_flip import flip_averaged_logits
 from tfcustom.models.base import _StackModel, _attach, _logits_dtype, _positive_ints
 
 
@@ -24,6 +25,8 @@ class ResNet(_StackModel):
         stage_filters: filters of each stage.
         blocks_per_stage: ResidualBlocks per stage.
         activation: anything ``keras.activations.get`` accepts.
+        test_time_flip: at inference, average the predictions of each image
+            and its mirror image (:mod:`tfcustom.models.test_time_flip`).
 
     Example:
 
@@ -39,6 +42,7 @@ class ResNet(_StackModel):
         stage_filters=(16, 32, 64),
         blocks_per_stage=1,
         activation="relu",
+        test_time_flip=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -46,6 +50,7 @@ class ResNet(_StackModel):
         self.stage_filters = _positive_ints("stage_filters", stage_filters)
         self.blocks_per_stage = check_positive_int("blocks_per_stage", blocks_per_stage)
         self.activation = get_activation(activation)
+        self.test_time_flip = bool(test_time_flip)
         policy = self.dtype_policy
         self.stem = ConvBlock(self.stage_filters[0], activation=self.activation, dtype=policy, name="stem")
         self.res_blocks = [
@@ -67,6 +72,11 @@ class ResNet(_StackModel):
         return [self.stem, *self.res_blocks, self.pool, self.logits]
 
     def call(self, inputs, training=None):
+        if self.test_time_flip and not training:
+            return flip_averaged_logits(lambda x: self._forward(x, training), inputs)
+        return self._forward(inputs, training)
+
+    def _forward(self, inputs, training):
         x = self.stem(inputs, training=training)
         for block in self.res_blocks:
             x = block(x, training=training)
@@ -80,6 +90,7 @@ class ResNet(_StackModel):
                 "stage_filters": list(self.stage_filters),
                 "blocks_per_stage": self.blocks_per_stage,
                 "activation": serialize_activation(self.activation),
+                "test_time_flip": self.test_time_flip,
             }
         )
         return config
