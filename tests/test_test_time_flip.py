@@ -51,3 +51,12 @@ def test_save_load_round_trip(name, tmp_path):
     loaded = keras.models.load_model(path, safe_mode=True)
     assert loaded.test_time_flip is True
     np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_config_refuses_test_time_flip_without_flip_augmentation():
+    from tfcustom import TrainConfig
+    from tfcustom.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="test_time_flip needs a model trained on mirrored images.*--augment=flip"):
+        TrainConfig(model_kwargs={"test_time_flip": True}).validate()
+    TrainConfig(model_kwargs={"test_time_flip": True}, augment=("crop", "flip")).validate()

@@ -5,8 +5,14 @@ runs its layers once on the batch and its left-right mirror image
 (concatenated, so one pass over twice the examples) and returns the logits of
 the **mean of the two softmax distributions**: ``log((p(x) + p(flip(x))) / 2)``,
 computed as a log-sum-exp of log-softmaxes so that no probability underflows
-to ``log(0)``. Training calls are unchanged. Right for data whose classes do
-not change when mirrored (clothes, natural images), wrong for digits and text.
+to ``log(0)``. Training calls are unchanged.
+
+Only for a model **trained on mirrored images** (``--augment=flip``), on data
+whose classes do not change when mirrored (clothes, not digits or text):
+Fashion-MNIST's shoes all face one way, and the default CNN trained without
+flips scores ~70 % on mirrored test images, so flip-averaging lowered its
+test accuracy from 92.9 % to 90.5 % (measured). ``TrainConfig`` refuses
+``test_time_flip`` without ``flip`` augmentation.
 
 Example:
 
