@@ -82,6 +82,15 @@ def test_absl_errors_read_as_ours(args, expected, monkeypatch, capsys):
     assert len(err) == 1 and err[0].startswith(expected), err
 
 
+def test_test_time_flip_without_flip_augmentation_exits_2_in_one_line(tmp_path):
+    out = tmp_path / "run"
+    proc = run("--model=cnn", '--model_kwargs={"test_time_flip": true}', "--augment=crop", f"--output_dir={out}", "--epochs=1")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    line = only_error_line(proc)
+    assert "test_time_flip" in line and "--augment=flip" in line, line
+    assert not (out / "results.json").exists()
+
+
 # --- data: IDX element type, float images, MNIST, TFDS offline ---------------------
 
 
