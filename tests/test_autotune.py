@@ -191,3 +191,27 @@ def test_the_same_deterministic_command_twice_gives_bitwise_equal_weights(tmp_pa
         assert "deterministic" in r["autotune"]["reasons"]["jit_compile"]  # autotune ran, chose without timing
         assert (r["jit_compile"], r["autotune"]["precision"]) == (False, "float32")
     assert_same_weights(runs[0], runs[1])
+
+
+def test_autotune_from_replays_another_runs_decision(tmp_path, small_idx_dir):
+    from tfcustom import data as data_lib
+    from tfcustom.errors import TfcustomError
+    from tfcustom.train import choose_settings
+
+    other = tmp_path / "other"
+    other.mkdir()
+    autotune.save(AutotuneResult(True, "mixed_bfloat16", {F32: {"step_s": 1.0}}, {"jit_compile": "m", "precision": "m"}), str(other))
+    (tmp_path / "results.json").write_text(json.dumps({"autotune": AutotuneResult(True, "float32").to_dict()}))
+    dataset = data_lib.load("fashion_mnist", small_idx_dir)
+    pipeline = data_lib.InputPipeline(dataset.train, 100)
+    strategy = tf.distribute.get_strategy()
+    # 1200 steps with "auto" would measure; replaying takes the other run's choice, measuring nothing.
+    config = TrainConfig(model="mlp", epochs=100, batch_size=100, data_dir=small_idx_dir, autotune_from=str(other))
+    for source, expected in ((other, (True, "mixed_bfloat16")), (other / autotune.AUTOTUNE_FILE, (True, "mixed_bfloat16")),
+                             (tmp_path / "results.json", (True, "float32"))):
+        chosen = choose_settings(config.replace(autotune_from=str(source)), str(tmp_path / "run"), False, strategy, dataset, pipeline)
+        assert (chosen.jit_compile, chosen.precision) == expected and "replayed" in chosen.reasons["precision"]
+    named = choose_settings(config.replace(jit_compile=False, precision="float32"), str(tmp_path / "run"), False, strategy, dataset, pipeline)
+    assert (named.jit_compile, named.precision) == (False, "float32")  # explicit settings win over the replay
+    with pytest.raises(TfcustomError, match="no autotune decision"):
+        choose_settings(config.replace(autotune_from=str(tmp_path / "missing")), str(tmp_path / "run"), False, strategy, dataset, pipeline)

@@ -68,6 +68,7 @@ def test_deterministic_runs_give_identical_histories(tmp_path, small_idx_dir):
     (["--batch_size=5000"], "batch size is larger than the dataset"),
     (["--model_kwargs={\"filterz\": 3}"], "filterz"),
     (["--metrics=accuracy,auc_roc"], "unknown metric"),
+    (["--autotune_from=/nonexistent/run"], "no autotune decision to replay"),
 ])
 def test_bad_config_is_one_clear_line_and_no_run_dir(tmp_path, small_idx_dir, extra, message):
     out = tmp_path / "run"

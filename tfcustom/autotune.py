@@ -297,6 +297,26 @@ def load(workdir: Optional[str]) -> Optional[AutotuneResult]:
     return result
 
 
+def load_from(path: str) -> AutotuneResult:
+    """Another run's decision, to replay exactly (``--autotune_from``): ``path``
+    is a run directory, its ``autotune.json``, or its ``results.json``."""
+    if os.path.isdir(path):
+        path = os.path.join(path, AUTOTUNE_FILE)
+    check(os.path.isfile(path), "no autotune decision to replay", path,
+          "pass a run directory that has autotune.json, or that file (or the run's results.json)")
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        result = AutotuneResult.from_dict(data.get("autotune", data))
+    except (ValueError, TypeError, AttributeError):
+        check(False, "not an autotune decision (autotune.json or results.json of a run)", path,
+              "pass the run directory or its autotune.json")
+    reason = f"replayed from {path}"
+    result.reasons = {"jit_compile": reason, "precision": reason}
+    logging.info("Autotune: replaying jit_compile=%s, precision=%s (%s)", result.jit_compile, result.precision, path)
+    return result
+
+
 def save(result: AutotuneResult, workdir: str) -> None:
     path = os.path.join(workdir, AUTOTUNE_FILE)
     with open(path + ".tmp", "w") as f:

@@ -61,6 +61,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     jit_compile: Any = "auto"  # "auto" (measured, see tfcustom.autotune), True or False
+    autotune_from: Optional[str] = None  # replay another run's autotune decision (its dir or autotune.json)
     steps_per_execution: int = 1
     on_nonfinite: str = "stop"
     eval_batch_size: int = 500

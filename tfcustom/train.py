@@ -207,6 +207,10 @@ def choose_settings(config: TrainConfig, workdir: str, resume: bool, strategy, d
 
 def _choose_settings(config, workdir, resume, strategy, dataset, train) -> autotune.AutotuneResult:
     recorded = autotune.load(workdir) if resume else None
+    if recorded is None and config.autotune_from:
+        recorded = autotune.load_from(config.autotune_from)
+        if config.precision != "auto":
+            recorded.precision = config.precision
     if recorded is None and (resume or is_cluster(strategy)):
         # No measurement: the rules tfcustom used before autotune (no XLA; precision by device).
         why = "resumed run without a recorded decision" if resume else "multi-worker: not measured, workers could disagree"

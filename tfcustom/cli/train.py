@@ -68,6 +68,7 @@ class _AutoBoolParser(flags.ArgumentParser):
 flags.DEFINE_flag(flags.Flag(_AutoBoolParser(), flags.ArgumentSerializer(), "jit_compile", "auto",
                              "XLA-compile the per-replica forward/backward pass: auto (time both ways at start, keep the faster; "
                              "see tfcustom.autotune), or force it with --jit_compile / --nojit_compile.", boolean=True))
+flags.DEFINE_string("autotune_from", None, "Replay another run's autotune choices exactly: its run directory or autotune.json.")
 flags.DEFINE_integer("steps_per_execution", 1, "Train steps per tf.function call.")
 flags.DEFINE_string("on_nonfinite", "stop", "What to do on a NaN/Inf loss: stop or skip.")
 flags.DEFINE_string("output_dir", "runs/default", "Run directory (history, plot, model, results).")
@@ -107,7 +108,7 @@ HELP_GROUPS = {
     "model": ["model", "model_kwargs", "loss", "label_smoothing", "metrics"],
     "optimization": ["optimizer", "learning_rate", "lr_schedule", "warmup_epochs", "weight_decay", "momentum",
                      "clip_global_norm", "sam_rho", "epochs", "batch_size", "eval_batch_size", "early_stopping_patience",
-                     "monitor", "seed", "deterministic", "jit_compile", "steps_per_execution", "on_nonfinite"],
+                     "monitor", "seed", "deterministic", "jit_compile", "autotune_from", "steps_per_execution", "on_nonfinite"],
     "distribution": ["strategy", "num_cpu_replicas", "tpu", "precision", "cluster_timeout", "log_replica_losses"],
     "checkpoints and output": ["output_dir", "overwrite", "checkpoint_every_steps", "keep_checkpoints", "export_best", "verbose",
                                "tensorboard", "log_every_steps", "histograms_every_epochs", "profile_steps",
@@ -184,6 +185,7 @@ def config_from_flags():
         seed=FLAGS.seed,
         deterministic=FLAGS.deterministic,
         jit_compile=FLAGS.jit_compile,
+        autotune_from=FLAGS.autotune_from,
         steps_per_execution=FLAGS.steps_per_execution,
         on_nonfinite=FLAGS.on_nonfinite,
         verbose=FLAGS.verbose,
