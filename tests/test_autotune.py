@@ -163,3 +163,31 @@ def test_jit_compile_flag_takes_auto_true_false_and_the_boolean_forms():
     values.unparse_flags()
     with pytest.raises(flags.IllegalFlagValueError, match="auto, true or false"):
         values(["prog", "--jit_compile=maybe"])
+
+
+def test_deterministic_runs_do_not_measure_even_when_a_candidate_would_win():
+    # A clock under which XLA and bfloat16 would be much faster: without
+    # --deterministic the choice follows it; with it nothing is built or timed.
+    def build(policy):
+        raise AssertionError("a deterministic run must not measure")
+
+    result = autotune.tune(build, lambda: [], train_steps=10_000, has_bf16=True, deterministic=True)
+    assert (result.jit_compile, result.precision, result.measurements) == (False, "float32", {})
+    assert "deterministic" in result.reasons["jit_compile"] and "deterministic" in result.reasons["precision"]
+    named = autotune.tune(build, lambda: [], jit_compile=True, precision="mixed_bfloat16", deterministic=True)
+    assert (named.jit_compile, named.precision) == (True, "mixed_bfloat16")  # the user named them: kept
+
+
+def test_the_same_deterministic_command_twice_gives_bitwise_equal_weights(tmp_path, small_idx_dir):
+    from process_helpers import assert_same_weights
+    from tfcustom.train import train_and_evaluate
+
+    # 1000 images / batch 8 x 8 epochs = 1000 steps: long enough for autotune to be active.
+    config = TrainConfig(model="mlp", model_kwargs={"hidden_units": [16]}, epochs=8, batch_size=8, validation_size=200,
+                         data_dir=small_idx_dir, verbose=0, seed=3, deterministic=True)
+    runs = [str(tmp_path / name) for name in ("a", "b")]
+    results = [train_and_evaluate(config, run) for run in runs]
+    for r in results:
+        assert "deterministic" in r["autotune"]["reasons"]["jit_compile"]  # autotune ran, chose without timing
+        assert (r["jit_compile"], r["autotune"]["precision"]) == (False, "float32")
+    assert_same_weights(runs[0], runs[1])

@@ -209,6 +209,7 @@ def tune(
     has_bf16: Optional[bool] = None,
     train_steps: Optional[int] = None,
     min_train_steps: int = MIN_TRAIN_STEPS,
+    deterministic: bool = False,
 ) -> AutotuneResult:
     """Decide ``jit_compile`` and the precision; explicit values are kept unmeasured.
 
@@ -230,6 +231,9 @@ def tune(
         nothing is measured (measuring costs about ``4 * (loss_steps + steps *
         rounds)`` steps plus the compilations, which a short run would not
         repay) and "auto" means no XLA and :func:`tfcustom.strategy.resolve_precision`'s rule.
+      deterministic: nothing is measured either ("auto" as for a short
+        training): a timing-based choice of XLA or bfloat16 changes the
+        numerics, so two runs of one command could train different models.
     """
     from tfcustom.strategy import device_type, resolve_precision
 
@@ -240,8 +244,10 @@ def tune(
     strategy = strategy or tf.distribute.get_strategy()
     device = device_type(strategy)
     reasons = {}
-    if train_steps is not None and train_steps < min_train_steps and "auto" in (jit_compile, precision):
-        why = f"not measured: {train_steps} training steps < {min_train_steps}"
+    short = train_steps is not None and train_steps < min_train_steps
+    if (deterministic or short) and "auto" in (jit_compile, precision):
+        why = (f"not measured: {train_steps} training steps < {min_train_steps}" if short else
+               "not measured: deterministic run (a timing-based choice could change its numerics)")
         reasons = {"jit_compile": why if jit_compile == "auto" else f"given: {jit_compile}",
                    "precision": why if precision == "auto" else f"given: {precision}"}
         jit_compile = False if jit_compile == "auto" else jit_compile
@@ -268,6 +274,8 @@ def tune(
     times = _measure_candidates(build, make_iterator, strategy, settings, steps, rounds, loss_steps, timer)
     result = decide(times, jit_compile, precision, loss_rtol=loss_rtol, margin=margin, reasons=reasons)
     log(result)
+    logging.info("Autotune: a measured choice can differ between runs of one command; --deterministic keeps "
+                 "float32 without XLA unless --precision/--jit_compile name them")
     return result
 
 

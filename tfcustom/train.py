@@ -233,7 +233,7 @@ def _choose_settings(config, workdir, resume, strategy, dataset, train) -> autot
 
     return autotune.tune(build, lambda: strategy.distribute_datasets_from_function(lambda ctx: train.dataset(0, 0, ctx)),
                          strategy=strategy, jit_compile=config.jit_compile, precision=config.precision,
-                         train_steps=train.steps_per_epoch * config.epochs)
+                         train_steps=train.steps_per_epoch * config.epochs, deterministic=config.deterministic)
 
 
 def _eval_batch_size(config: TrainConfig, num_examples: int, replicas: int) -> int:
