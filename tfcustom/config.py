@@ -82,6 +82,7 @@ class TrainConfig:
     checkpoint_every_steps: Optional[int] = None
     keep_checkpoints: int = 3
     export_best: bool = False
+    export_formats: Tuple[str, ...] = ("saved_model",)  # plus "litert", "onnx": see tfcustom.experiment.export_formats
     # time to accuracy (see tfcustom.time_to_accuracy)
     target_accuracy: Optional[float] = None
     target_accuracy_test: bool = False
@@ -89,7 +90,7 @@ class TrainConfig:
     # Fields that may change when a run resumes: they do not change what is trained.
     RESUMABLE_CHANGES = frozenset({
         "epochs", "verbose", "data_dir", "eval_batch_size", "checkpoint_every_steps", "keep_checkpoints",
-        "early_stopping_patience", "jit_compile", "export_best", "steps_per_execution", "strategy", "num_cpu_replicas", "tpu_address",
+        "early_stopping_patience", "jit_compile", "export_best", "export_formats", "steps_per_execution", "strategy", "num_cpu_replicas", "tpu_address",
         "log_replica_losses", "verify_shards", "tensorboard", "log_every_steps", "histograms_every_epochs", "profile_steps", "target_accuracy", "target_accuracy_test",
         "cluster_timeout",
     })
@@ -106,6 +107,7 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["metrics"] = list(self.metrics)
         d["augment"] = list(self.augment)
+        d["export_formats"] = list(self.export_formats)
         return d
 
     def to_json(self) -> str:
@@ -121,6 +123,8 @@ class TrainConfig:
             d["metrics"] = tuple(d["metrics"])
         if "augment" in d:
             d["augment"] = tuple(d["augment"])
+        if "export_formats" in d:
+            d["export_formats"] = tuple(d["export_formats"])
         return cls(**d)
 
     @classmethod
@@ -132,6 +136,18 @@ class TrainConfig:
         except (OSError, ValueError, TypeError, ConfigError) as e:
             raise config_error(f"the run's config.json cannot be read ({type(e).__name__}: {str(e)[:200]})", path,
                                "restore the file, or pass --overwrite to start the run over") from None
+
+    def _validate_export_formats(self) -> None:
+        """Known formats, and their runtimes installed (checked before training, not after)."""
+        from tfcustom.experiment.export_formats import FORMATS, require_runtime
+
+        self.export_formats = tuple(self.export_formats or ())
+        known = ["saved_model"] + sorted(FORMATS)
+        check(all(f in known for f in self.export_formats), "unknown export format", list(self.export_formats),
+              f"choose from {','.join(known)} (e.g. --export_formats=saved_model,litert,onnx)")
+        for fmt in self.export_formats:
+            if fmt != "saved_model":
+                require_runtime(fmt)
 
     def validate(self) -> "TrainConfig":
         """Check every field; return self. Names (model, loss, ...) are checked
@@ -148,6 +164,7 @@ class TrainConfig:
         from tfcustom.data.tfrecord import VERIFY_MODES
 
         self.augment = parse_augment(self.augment)
+        self._validate_export_formats()
         check_positive_int("shuffle_buffer", self.shuffle_buffer)
         check_one_of("verify_shards mode", self.verify_shards, VERIFY_MODES)
         for name in ("train_subset", "test_subset"):

@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -40,6 +41,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfcustom.errors import check, config_error, data_error, is_writable_dir
+from tfcustom.experiment.export_formats import FORMATS as EXTRA_FORMATS
+from tfcustom.experiment.export_formats import export_formats, require_runtime
 from tfcustom.run_dir import (  # the run-directory half of the export API, re-exported
     _load_keras, _results_class_names, build_run_model, evaluate_run, find_checkpoint, load_run_model, restore_checkpoint,
 )
@@ -55,6 +58,8 @@ __all__ = [
     "BEST_SUBDIR", "CHECKPOINT_DIR", "CONFIG_FILE", "KERAS_FILE", "RESULTS_FILE", "SAVED_MODEL_DIR",
 ]
 
+
+EXPORT_CHECK_FILE = "export_check.json"
 
 # --------------------------------------------------------------------------
 # export
@@ -126,6 +131,8 @@ def export_model(
     keras_name: str = KERAS_FILE,
     savedmodel_name: str = SAVED_MODEL_DIR,
     input_shape: Optional[Sequence[int]] = None,
+    formats: Sequence[str] = ("saved_model",),
+    check_images: Optional[np.ndarray] = None,
 ) -> Dict[str, str]:
     """Write ``model`` as ``<directory>/<keras_name>`` and ``<directory>/<savedmodel_name>/``.
 
@@ -143,9 +150,16 @@ def export_model(
       savedmodel_name: directory name of the SavedModel.
       input_shape: per-example input shape of the serving signature, e.g.
         ``(28, 28, 1)``; by default the shape the model was built on.
+      formats: besides the ``.keras`` file, any of ``"saved_model"``,
+        ``"litert"`` (``model.tflite``) and ``"onnx"`` (``model.onnx``); the
+        last two are run on ``check_images`` and compared with Keras (see
+        :mod:`tfcustom.experiment.export_formats`), their report written to
+        ``<directory>/export_check.json``.
+      check_images: float32 images for that check; by default 16 seeded
+        uniform [0, 1] images of ``input_shape``.
 
     Returns:
-      ``{"keras": <path>, "saved_model": <path>}``.
+      ``{"keras": <path>, "saved_model": <path>, ...}`` (one entry per format written).
     """
     check(isinstance(model, keras.Model) and model.built, "export needs a built keras.Model", getattr(model, "name", type(model).__name__),
           "call the model on a batch (or train it) before exporting")
@@ -154,11 +168,20 @@ def export_model(
     check(isinstance(savedmodel_name, str) and savedmodel_name and os.path.basename(savedmodel_name) == savedmodel_name,
           "savedmodel_name must be a plain directory name", savedmodel_name, "pass e.g. savedmodel_name='saved_model'")
     shape = _model_input_shape(model, input_shape)
+    formats = tuple(formats)
+    extra = [f for f in formats if f != "saved_model"]
+    check(all(f in EXTRA_FORMATS for f in extra), "unknown export format", formats,
+          f"choose from {['saved_model'] + sorted(EXTRA_FORMATS)}")
+    for fmt in extra:
+        require_runtime(fmt)
     directory = os.fspath(directory)
     check(not os.path.exists(directory) or os.path.isdir(directory), "export directory exists and is not a directory", directory,
           "pass a directory path")
-    finals = {"keras": os.path.join(directory, keras_name), "saved_model": os.path.join(directory, savedmodel_name)}
-    existing = [p for p in finals.values() if os.path.lexists(p)]
+    finals = {"keras": os.path.join(directory, keras_name)}
+    if "saved_model" in formats:
+        finals["saved_model"] = os.path.join(directory, savedmodel_name)
+    checked = [os.path.join(directory, EXTRA_FORMATS[f][0]) for f in extra]
+    existing = [p for p in list(finals.values()) + checked if os.path.lexists(p)]
     if existing and not overwrite:
         raise config_error("export path already exists", existing[0] if len(existing) == 1 else existing,
                            "pass --overwrite (overwrite=True) to replace it, or export to another directory")
@@ -172,7 +195,8 @@ def export_model(
     tmp = {k: os.path.join(directory, f".tmp-{token}-{os.path.basename(p)}") for k, p in finals.items()}
     try:
         model.save(tmp["keras"])
-        write_saved_model(model, tmp["saved_model"], shape)
+        if "saved_model" in tmp:
+            write_saved_model(model, tmp["saved_model"], shape)
     except BaseException:
         for p in tmp.values():
             _remove(p)
@@ -181,7 +205,7 @@ def export_model(
     # Both artifacts are complete: move them into place. A file is replaced
     # atomically by os.replace; a directory cannot be, so the old one is moved
     # aside first and deleted only once the new one is in place.
-    for key in ("keras", "saved_model"):
+    for key in finals:
         final, new = finals[key], tmp[key]
         old = None
         if os.path.lexists(final) and (os.path.isdir(final) and not os.path.islink(final)):
@@ -197,7 +221,19 @@ def export_model(
             raise
         if old is not None:
             _remove(old)
+    if extra:
+        finals.update(_export_checked(model, directory, extra, shape, check_images))
     return dict(finals)
+
+
+def _export_checked(model, directory, formats, shape, images) -> Dict[str, str]:
+    """LiteRT / ONNX files, each run and compared with Keras; the report goes to ``export_check.json``."""
+    if images is None:
+        images = np.random.default_rng(0).uniform(0.0, 1.0, (16,) + tuple(shape)).astype(np.float32)
+    report = export_formats(model, directory, formats, images)
+    with open(os.path.join(directory, EXPORT_CHECK_FILE), "w") as f:
+        json.dump(report, f, indent=2)
+    return {fmt: entry["path"] for fmt, entry in report.items()}
 
 
 # --------------------------------------------------------------------------

@@ -153,6 +153,14 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+def _export_check_images(dataset, count: int = 64):
+    """The first ``count`` test images as float32 in [0, 1] (the LiteRT/ONNX export check), or None when streamed."""
+    if isinstance(dataset, data_lib.ShardedDataset):
+        return None
+    x = np.asarray(dataset.test.x[:count])
+    return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+
+
 def build_model(config: TrainConfig, dataset: data_lib.Dataset, strategy: tf.distribute.Strategy) -> keras.Model:
     """The configured model, built under ``strategy.scope()`` on the dataset's input shape."""
     with strategy.scope():
@@ -421,7 +429,8 @@ def train_and_evaluate(
         # model.keras and saved_model/ (serving signature), each written to a
         # temporary sibling and renamed into place (tfcustom.export). The run
         # owns its directory, so a resumed run replaces an earlier export.
-        export_model(model, workdir, overwrite=True, input_shape=dataset.input_shape)
+        export_model(model, workdir, overwrite=True, input_shape=dataset.input_shape, formats=config.export_formats,
+                     check_images=_export_check_images(dataset))
         history.plot(os.path.join(workdir, "learning_curves.png"))
         confusion_png = None
         if isinstance(dataset, data_lib.ShardedDataset):

@@ -76,6 +76,8 @@ flags.DEFINE_boolean("overwrite", False, "Replace an existing run in --output_di
 flags.DEFINE_integer("verbose", 1, "1: progress bar per epoch; 0: log lines only.")
 flags.DEFINE_integer("checkpoint_every_steps", None, "Also save a checkpoint every N train steps (always at each epoch end).")
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept (plus the best one by --monitor).")
+flags.DEFINE_list("export_formats", ["saved_model"], "Formats written beside model.keras: saved_model, litert, onnx "
+                  "(litert/onnx are run and checked against Keras; pip install 'tfcustom[export]').")
 flags.DEFINE_boolean("export_best", False, "Test and export the model of the best --monitor epoch instead of the last epoch's.")
 flags.DEFINE_enum("strategy", "auto", ["auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu"],
                   "tf.distribute strategy (see tfcustom.strategy.select): auto = TPU if reachable, else the GPU(s), else the CPU.")
@@ -110,7 +112,7 @@ HELP_GROUPS = {
                      "clip_global_norm", "sam_rho", "epochs", "batch_size", "eval_batch_size", "early_stopping_patience",
                      "monitor", "seed", "deterministic", "jit_compile", "autotune_from", "steps_per_execution", "on_nonfinite"],
     "distribution": ["strategy", "num_cpu_replicas", "tpu", "precision", "cluster_timeout", "log_replica_losses"],
-    "checkpoints and output": ["output_dir", "overwrite", "checkpoint_every_steps", "keep_checkpoints", "export_best", "verbose",
+    "checkpoints and output": ["output_dir", "overwrite", "checkpoint_every_steps", "keep_checkpoints", "export_best", "export_formats", "verbose",
                                "tensorboard", "log_every_steps", "histograms_every_epochs", "profile_steps",
                                "target_accuracy", "target_accuracy_test"],
 }
@@ -192,6 +194,7 @@ def config_from_flags():
         checkpoint_every_steps=FLAGS.checkpoint_every_steps,
         keep_checkpoints=FLAGS.keep_checkpoints,
         export_best=FLAGS.export_best,
+        export_formats=tuple(FLAGS.export_formats),
         strategy=FLAGS.strategy,
         num_cpu_replicas=FLAGS.num_cpu_replicas,
         tpu_address=FLAGS.tpu,
