@@ -91,6 +91,8 @@ def test_a_real_short_measurement_times_every_candidate():
     result = autotune.tune(build, lambda: data, steps=2, rounds=1, loss_steps=2, has_bf16=True)
     assert set(result.measurements) == {F32, F32_XLA, BF16, BF16_XLA}
     assert all(m["step_s"] > 0 and m["compile_s"] > 0 for m in result.measurements.values())
+    for m in result.measurements.values():  # the one round's time is the best, so no spread
+        assert m["step_s_rounds"] == [m["step_s"]] and m["spread"] == 0.0
     assert isinstance(result.jit_compile, bool) and result.precision in ("float32", "mixed_bfloat16")
     assert keras.mixed_precision.global_policy().name == "float32"  # the caller's policy is put back
 
@@ -215,3 +217,10 @@ def test_autotune_from_replays_another_runs_decision(tmp_path, small_idx_dir):
     assert (named.jit_compile, named.precision) == (False, "float32")  # explicit settings win over the replay
     with pytest.raises(TfcustomError, match="no autotune decision"):
         choose_settings(config.replace(autotune_from=str(tmp_path / "missing")), str(tmp_path / "run"), False, strategy, dataset, pipeline)
+
+
+def test_the_spread_of_the_rounds_is_recorded():
+    times = {F32: Measurement(0.010, 1.0, LOSSES, [0.012, 0.010, 0.011]), F32_XLA: Measurement(0.020, 1.0, LOSSES, [0.020, 0.030])}
+    measured = decide(times, "auto", "float32").measurements
+    assert measured[F32]["step_s_rounds"] == [0.012, 0.010, 0.011] and measured[F32]["spread"] == pytest.approx(0.2)
+    assert measured[F32_XLA]["spread"] == pytest.approx(0.5)

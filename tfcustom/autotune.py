@@ -58,11 +58,13 @@ MIN_TRAIN_STEPS = 1000
 @dataclasses.dataclass
 class Measurement:
     """One candidate's timing: ``step_s`` (best round, seconds per step),
-    ``compile_s`` (first call, excluded), ``losses`` (its first steps')."""
+    ``compile_s`` (first call, excluded), ``losses`` (its first steps'),
+    ``rounds`` (every round's seconds per step: the spread of the timing)."""
 
     step_s: float
     compile_s: float
     losses: Sequence[float] = ()
+    rounds: Sequence[float] = ()
 
 
 @dataclasses.dataclass
@@ -140,11 +142,11 @@ def _measure_candidates(build, make_iterator, strategy, settings, steps, rounds,
         step = steps_lib.make_train_step(model, loss, optimizer, strategy=strategy, jit_compile=jit)
         compile_s, losses, runs[name] = measure(step, make_iterator, steps=steps, loss_steps=loss_steps, timer=timer)
         first[name] = (compile_s, losses)
-    best = {name: float("inf") for name in runs}
+    timed = {name: [] for name in runs}
     for _ in range(rounds):
         for name, run in runs.items():
-            best[name] = min(best[name], run())
-    return {name: Measurement(best[name], first[name][0], first[name][1]) for name in runs}
+            timed[name].append(run())
+    return {name: Measurement(min(timed[name]), first[name][0], first[name][1], timed[name]) for name in runs}
 
 
 def candidates(jit_compile="auto", precision="auto") -> Dict[str, tuple]:
@@ -169,6 +171,9 @@ def decide(times: Dict[str, Measurement], jit_compile="auto", precision="auto", 
     measured, eligible = {}, []
     for name, (policy, jit) in settings.items():
         measured[name] = {"step_s": times[name].step_s, "compile_s": times[name].compile_s}
+        if times[name].rounds:  # spread of the rounds, relative to the best: how far to trust the margin
+            measured[name]["step_s_rounds"] = [float(t) for t in times[name].rounds]
+            measured[name]["spread"] = float(max(times[name].rounds) / times[name].step_s - 1.0)
         if policy == "mixed_bfloat16" and precision == "auto":
             ref = np.asarray(times[f"float32/jit={jit}"].losses, np.float64)
             oth = np.asarray(times[name].losses, np.float64)
