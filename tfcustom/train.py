@@ -44,6 +44,7 @@ from tfcustom.checkpoint import model_checkpoint, restore_latest, training_check
 from tfcustom.early_stopping import EarlyStopping
 from tfcustom.history import History
 from tfcustom.export import BEST_SUBDIR, CHECKPOINT_DIR, CONFIG_FILE, KERAS_FILE, RESULTS_FILE, SAVED_MODEL_DIR, export_model
+from tfcustom.experiment.run_lock import LOCK_FILE, RunLock
 from tfcustom.errors import check, config_error, is_writable_dir
 from tfcustom.preemption import ClusterPreemption, is_cluster
 from tfcustom.trainer import Trainer
@@ -52,6 +53,18 @@ from tfcustom.summaries import SummaryWriter
 
 TENSORBOARD_DIR = "tensorboard"
 
+
+
+def _delete_run(workdir: str) -> None:
+    """Delete everything in ``workdir`` but this run's lock file."""
+    for name in os.listdir(workdir):
+        path = os.path.join(workdir, name)
+        if name == LOCK_FILE:
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
 
 
 def prepare_output_dir(workdir: str, config: TrainConfig, overwrite: bool = False, chief: bool = True) -> bool:
@@ -76,10 +89,10 @@ def prepare_output_dir(workdir: str, config: TrainConfig, overwrite: bool = Fals
         return not overwrite
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise config_error("output path exists and is not a directory", workdir, "pass another --output_dir")
-    if os.path.isdir(workdir) and os.listdir(workdir):
+    if os.path.isdir(workdir) and [n for n in os.listdir(workdir) if n != LOCK_FILE]:
         if overwrite:
             check(is_writable_dir(workdir), "output directory is not writable", workdir, "choose a writable --output_dir")
-            shutil.rmtree(workdir)
+            _delete_run(workdir)
             return False
         if not os.path.exists(os.path.join(workdir, RESULTS_FILE)) and not os.path.exists(config_path):
             raise config_error("output directory is not empty and holds no tfcustom run", workdir, "choose another --output_dir, or pass --overwrite to delete its content")
@@ -285,6 +298,17 @@ def train_and_evaluate(
         strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else strategy_lib.select(
             config.strategy, num_cpu_replicas=config.num_cpu_replicas, tpu=config.tpu_address,
             cluster_timeout=config.cluster_timeout)
+    lock = RunLock(workdir, enabled=is_chief(strategy))  # one run per directory; workers write where they do
+    try:
+        with lock:
+            return _train_and_evaluate(config, workdir, strategy, overwrite, dataset)
+    except Exception:
+        if lock.created_dir and os.path.isdir(workdir) and not os.listdir(workdir):
+            os.rmdir(workdir)  # nothing is left behind by a run refused before it wrote anything
+        raise
+
+
+def _train_and_evaluate(config, workdir, strategy, overwrite, dataset) -> Dict[str, Any]:
     chief = is_chief(strategy)  # only the chief writes the run's files
     resume = prepare_output_dir(workdir, config, overwrite, chief=chief)
     seed_everything(config.seed, config.deterministic)
