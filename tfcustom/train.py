@@ -298,6 +298,8 @@ def train_and_evaluate(
         strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else strategy_lib.select(
             config.strategy, num_cpu_replicas=config.num_cpu_replicas, tpu=config.tpu_address,
             cluster_timeout=config.cluster_timeout)
+    if not os.path.isdir(workdir):
+        prepare_output_dir(workdir, config, overwrite, chief=is_chief(strategy))  # refuses an unwritable place first
     lock = RunLock(workdir, enabled=is_chief(strategy))  # one run per directory; workers write where they do
     try:
         with lock:
