@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Callable, Optional, Sequence, Type
 
 import keras
@@ -28,6 +29,7 @@ class Setup:
     seed: int = 0
     trainer_cls: Type[Trainer] = Trainer
     tolerance: float = 1e-5
+    trained: dict = dataclasses.field(default_factory=dict, repr=False)  # replicas -> Trainer after train(); shared by checks
 
     def __post_init__(self):
         check(callable(self.model_fn), "model_fn must be callable", type(self.model_fn).__name__, "pass a function returning a keras.Model")
@@ -73,14 +75,19 @@ def build(setup: Setup, strat: tf.distribute.Strategy, **trainer_kwargs) -> Trai
         model = setup.model_fn()
         model(tf.constant(setup.x[:1]), training=False)
         optimizer = setup.optimizer_fn()
-    metrics = setup.metrics() if callable(setup.metrics) else list(setup.metrics)
+        metrics = setup.metrics() if callable(setup.metrics) else list(setup.metrics)
     return setup.trainer_cls(model, setup.loss, optimizer, metrics, strategy=strat, verbose=0, **trainer_kwargs)
 
 
 def train(setup: Setup, replicas: int, **trainer_kwargs) -> Trainer:
-    """The Trainer after ``setup.steps`` steps over the first ``steps * batch_size`` examples."""
+    """The Trainer after ``setup.steps`` steps over the first ``steps * batch_size`` examples
+    (without ``trainer_kwargs``: one per replica count, shared by the checks, which only read it)."""
+    if not trainer_kwargs and replicas in setup.trained:
+        return setup.trained[replicas]
     trainer = build(setup, strategy(replicas), **trainer_kwargs)
     trainer.fit(setup.train_data(), epochs=1, batch_size=setup.batch_size)
+    if not trainer_kwargs:
+        setup.trained[replicas] = trainer
     return trainer
 
 
@@ -92,5 +99,9 @@ def max_difference(a, b) -> float:
 
 
 def describe_error(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:160] if text else ''}"
+    """One line: the exception's type and its most telling line (TF's 'in user code:' errors end with the cause)."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # Keras colours its messages
+    text = [line.strip() for line in plain.strip().splitlines() if line.strip()]
+    telling = [line for line in text if "variable" in line.lower()]
+    line = (telling or text or [""])[0]
+    return f"{type(e).__name__}: {line[:200]}"
