@@ -163,10 +163,11 @@ class Trainer(ReplicaStateSync):
             self.optimizer.build(model.trainable_variables)
             self.train_loss = keras.metrics.Mean(name="loss")
             self.eval_loss = keras.metrics.Mean(name="loss")
-            self.train_metrics = [metric_from_spec(m, num_classes) for m in metrics]  # the user's objects, if given
+            columns = fit_inputs.output_classes(model)
+            self.train_metrics = [metric_from_spec(m, num_classes, columns) for m in metrics]  # the user's objects, if given
             self._check_metrics_in_scope()
             self.eval_metrics = [eval_copy(m) for m in self.train_metrics]
-            fit_inputs.build_metric_states((*self.train_metrics, *self.eval_metrics), num_classes or fit_inputs.output_classes(model))
+            fit_inputs.build_metric_states((*self.train_metrics, *self.eval_metrics), num_classes or columns)
             # Loop position: what a checkpoint needs to resume exactly.
             self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -255,6 +256,7 @@ class Trainer(ReplicaStateSync):
         best_checkpoint_manager: Optional[tf.train.CheckpointManager] = None,
         preemption: Optional[ClusterPreemption] = None,
         epoch_evaluations: Optional[Dict[str, DataLike]] = None,
+        class_weight: Optional[Dict[int, float]] = None,
     ) -> History:
         """Train until ``epochs`` epochs have run in total (resuming from
         ``self.epoch`` and ``self.step_in_epoch``, e.g. after a checkpoint
@@ -281,14 +283,15 @@ class Trainer(ReplicaStateSync):
         worker then makes every worker save at the same step and stop.
         ``epoch_evaluations`` (``{prefix: data}``, e.g. ``{"test_": test}``):
         more data evaluated at each epoch end, logged with that prefix; their
-        time is not counted in the epoch's ``time_s``.
+        time is not counted in the epoch's ``time_s``. ``class_weight``
+        (``{class id: weight}``, NumPy training arrays): as in ``fit``.
         """
         check(not fit_inputs.is_arrays((train, epochs)) or isinstance(epochs, int), "epochs must be an integer, not an array",
               type(epochs).__name__, "pass the arrays as one tuple: trainer.fit((x, y), epochs=..., batch_size=...)")
         check_positive_int("epochs", epochs)
         if checkpoint_every_steps is not None:
             check_positive_int("checkpoint_every_steps", checkpoint_every_steps)
-        train = fit_inputs.as_pipeline(train, batch_size, training=True)
+        train = fit_inputs.as_pipeline(train, batch_size, training=True, class_weight=class_weight)
         if validation_data is not None:
             validation_data = fit_inputs.as_pipeline(validation_data, batch_size, training=False)
         if initial_epoch is not None:
@@ -527,7 +530,7 @@ class Trainer(ReplicaStateSync):
     def predict(self, data: DataLike, *, batch_size: Optional[int] = None) -> np.ndarray:
         """Model outputs for every example of ``data`` (an :class:`InputPipeline`,
         a batched dataset, or NumPy inputs ``x`` batched by ``batch_size``), in input order."""
-        if isinstance(data, np.ndarray):
+        if isinstance(data, (np.ndarray, dict)):
             data = fit_inputs.predict_dataset(data, batch_size)
         dataset = data.dataset() if isinstance(data, EpochInput) else data
         return self.predict_step(iter(dataset)).numpy()
