@@ -12,12 +12,11 @@ the pictures of :mod:`tfcustom.plots` (``confusion_matrix.png``,
 ``misclassified.png``, ``reliability.png`` with the ece metric) and, with
 ``config.tensorboard``, ``tensorboard/`` (see :mod:`tfcustom.summaries`).
 
-Example:
-
->>> from tfcustom import TrainConfig, train_and_evaluate
->>> results = train_and_evaluate(TrainConfig(model="mlp", epochs=1), "runs/mlp")
->>> results["test"]["accuracy"]
-0.85
+Examples:
+    >>> from tfcustom import TrainConfig, train_and_evaluate
+    >>> results = train_and_evaluate(TrainConfig(model="mlp", epochs=1), "runs/mlp")
+    >>> results["test"]["accuracy"]
+    0.85
 """
 
 from __future__ import annotations
@@ -44,6 +43,7 @@ from tfcustom.checkpoint import model_checkpoint, restore_latest, training_check
 from tfcustom.early_stopping import EarlyStopping
 from tfcustom.history import History
 from tfcustom.export import BEST_SUBDIR, CHECKPOINT_DIR, CONFIG_FILE, KERAS_FILE, RESULTS_FILE, SAVED_MODEL_DIR, export_model
+from tfcustom.experiment import user_model
 from tfcustom.experiment.run_lock import LOCK_FILE, RunLock
 from tfcustom.errors import check, config_error, is_writable_dir
 from tfcustom.preemption import ClusterPreemption, is_cluster
@@ -177,7 +177,10 @@ def _export_check_images(dataset, count: int = 64):
 def build_model(config: TrainConfig, dataset: data_lib.Dataset, strategy: tf.distribute.Strategy) -> keras.Model:
     """The configured model, built under ``strategy.scope()`` on the dataset's input shape."""
     with strategy.scope():
-        model = models_lib.get(config.model, num_classes=dataset.num_classes, **config.model_kwargs)
+        if user_model.is_reference(config.model):
+            model = user_model.build(config.model, dataset.num_classes, dataset.input_shape, **config.model_kwargs)
+        else:
+            model = models_lib.get(config.model, num_classes=dataset.num_classes, **config.model_kwargs)
         model(tf.zeros((1,) + dataset.input_shape, tf.float32), training=False)
     return model
 

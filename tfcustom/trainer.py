@@ -6,18 +6,17 @@ are built by the caller and passed in. Create the model and the optimizer
 under ``strategy.scope()`` (a Keras optimizer remembers the strategy it was
 created under); the Trainer builds the optimizer's slots and the metrics there.
 
-Example:
-
->>> strategy = tfcustom.strategy.select("auto")
->>> with strategy.scope():
-...     model = tfcustom.models.get("mlp", num_classes=10)
-...     model.build((None, 28, 28, 1))
-...     optimizer = keras.optimizers.Adam(1e-3)
->>> trainer = Trainer(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-...                   optimizer, metrics=["accuracy"], strategy=strategy)
->>> history = trainer.fit(train_pipeline, epochs=5, validation_data=val_pipeline)
->>> trainer.evaluate(test_pipeline)
-{'loss': 0.31, 'accuracy': 0.89}
+Examples:
+    >>> strategy = tfcustom.strategy.select("auto")
+    >>> with strategy.scope():
+    ...     model = tfcustom.models.get("mlp", num_classes=10)
+    ...     model.build((None, 28, 28, 1))
+    ...     optimizer = keras.optimizers.Adam(1e-3)
+    >>> trainer = Trainer(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    ...                   optimizer, metrics=["accuracy"], strategy=strategy)
+    >>> history = trainer.fit(train_pipeline, epochs=5, validation_data=val_pipeline)
+    >>> trainer.evaluate(test_pipeline)
+    {'loss': 0.31, 'accuracy': 0.89}
 
 As with ``compile``/``fit``: the loss may be a name or a function, the
 optimizer a name (``"adam"``), metrics names or objects, and ``fit`` takes

@@ -11,11 +11,10 @@ single-device batch: each global batch is cut into one contiguous chunk per
 replica, and a final partial batch is split as evenly as possible (no replica
 gets an empty batch unless fewer examples than replicas are left).
 
-Example:
-
->>> train, val = split_validation(ds.train, num_validation=5000, seed=0)
->>> pipe = InputPipeline(train, batch_size=128, shuffle=True, seed=0)
->>> for x, y in pipe.dataset(epoch=0): ...
+Examples:
+    >>> train, val = split_validation(ds.train, num_validation=5000, seed=0)
+    >>> pipe = InputPipeline(train, batch_size=128, shuffle=True, seed=0)
+    >>> for x, y in pipe.dataset(epoch=0): ...
 """
 
 from __future__ import annotations
