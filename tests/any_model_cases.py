@@ -72,6 +72,12 @@ def cases():
         return keras.Sequential([keras.Input((30,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(1),
                                  keras.layers.Activation("sigmoid", dtype="float32")])
 
+    def two_outputs():
+        inp = keras.Input((30,))
+        h = keras.layers.Dense(8, activation="tanh")(inp)
+        return keras.Model(inp, {"cls": keras.layers.Dense(1, activation="sigmoid", name="cls")(h),
+                                 "reg": keras.layers.Dense(1, name="reg")(h)})
+
     onehot = np.eye(10, dtype="float32")[gy]
     return {
         "regression": dict(model=lambda: _dense((10,), 1), loss="mse", metrics=["mae", "mse"], x=d["diabetes"][0], y=d["diabetes"][1]),
@@ -89,6 +95,8 @@ def cases():
         "float16": dict(model=float16, loss="binary_crossentropy", metrics=["accuracy"], x=cx, y=cy, policy="mixed_float16", tol=1e-4),
         "sample_weight": dict(model=lambda: _dense((30,), 1, "sigmoid"), loss="binary_crossentropy", metrics=["accuracy"],
                               x=cx, y=cy, w=d["weights"]),
+        "two_outputs": dict(model=two_outputs, loss={"cls": "binary_crossentropy", "reg": "mse"}, loss_weights={"cls": 1.0, "reg": 0.5},
+                            metrics={"cls": ["accuracy", "auc"], "reg": ["mae"]}, x=cx, y={"cls": cy, "reg": cx[:, 0] * 0.5}),
         "class_weight": dict(model=lambda: _dense((64,), 10, "softmax"), loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                              x=gx, y=gy, class_weight={c: 1.0 + c / 5 for c in range(10)}),
     }
@@ -105,6 +113,10 @@ def _loss(spec):
     return spec() if callable(spec) and not isinstance(spec, str) else spec
 
 
+def _metrics(case):
+    return dict(case["metrics"]) if isinstance(case["metrics"], dict) else list(case["metrics"])
+
+
 def run_case(case, strategy=None):
     """(fit's evaluation, the Trainer's evaluation, fit's training logs, the Trainer's) for one case."""
     import keras
@@ -118,7 +130,7 @@ def run_case(case, strategy=None):
         keras.utils.set_random_seed(0)
         ref = case["model"]()
         init = ref.get_weights()
-        ref.compile(_optimizer(case.get("policy")), _loss(case["loss"]), metrics=list(case["metrics"]))
+        ref.compile(_optimizer(case.get("policy")), _loss(case["loss"]), metrics=_metrics(case), loss_weights=case.get("loss_weights"))
         x, y, w = case["x"], case["y"], case.get("w")
         hist = ref.fit(x, y, sample_weight=w, class_weight=case.get("class_weight"), batch_size=N, epochs=EPOCHS,
                        shuffle=False, verbose=0)
@@ -127,7 +139,8 @@ def run_case(case, strategy=None):
             ours = case["model"]()
             ours.set_weights(init)
             optimizer = _optimizer(case.get("policy"))
-        trainer = tfcustom.Trainer(ours, _loss(case["loss"]), optimizer, metrics=list(case["metrics"]), strategy=strategy, verbose=0)
+        trainer = tfcustom.Trainer(ours, _loss(case["loss"]), optimizer, metrics=_metrics(case), strategy=strategy, verbose=0,
+                                   loss_weights=case.get("loss_weights"))
         data = (x, y) if w is None else (x, y, w)
         history = trainer.fit(data, epochs=EPOCHS, batch_size=N, class_weight=case.get("class_weight"))
         got = trainer.evaluate(data, batch_size=N)

@@ -91,3 +91,26 @@ def test_keras_metric_names_are_kept_and_logits_still_refused():
     bad = tfcustom.Trainer(logits, "sparse_categorical_crossentropy", "sgd", verbose=0)
     with pytest.raises(ConfigError, match="from_logits=False"):
         bad.fit((x, np.arange(8) % 4), epochs=1, batch_size=4)
+
+
+def test_multi_output_pieces_round_trip_and_refuse_stray_loss_weights():
+    from tfcustom.compile_args import resolve_loss
+    from tfcustom.compile_loss import MultiOutputLoss, OutputLoss
+    from tfcustom.compile_metrics import OutputMetric, accuracy
+
+    ser, de = keras.saving.serialize_keras_object, keras.saving.deserialize_keras_object
+    y = {"a": np.array([1.0, 0.0]), "b": np.array([[0.5], [2.0]])}
+    p = {"a": np.array([[0.8], [0.3]]), "b": np.array([[0.0], [1.0]])}
+    loss = resolve_loss({"a": "binary_crossentropy", "b": "mse"}, {"b": 0.5})
+    again = de(ser(loss))
+    assert isinstance(again, MultiOutputLoss) and again.loss_weights == {"a": 1.0, "b": 0.5}
+    want = keras.losses.binary_crossentropy(y["a"][:, None], p["a"]) + 0.5 * keras.losses.mean_squared_error(y["b"], p["b"])
+    np.testing.assert_allclose(again.call(y, p), want, rtol=1e-6)
+    out_loss = de(ser(OutputLoss(keras.losses.MeanSquaredError(), "b")))
+    out_loss.update_state(y, p)
+    assert out_loss.name == "b_loss" and float(out_loss.result()) == pytest.approx(float(np.mean((y["b"] - p["b"]) ** 2)))
+    metric = de(ser(OutputMetric(accuracy(), "a")))
+    metric.update_state(y, p)
+    assert metric.name == "a_accuracy" and float(metric.result()) == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="loss_weights applies to a dict or list"):
+        resolve_loss("mse", {"a": 1.0})

@@ -26,7 +26,7 @@ from typing import Optional
 
 import keras
 
-from tfcustom.errors import config_error
+from tfcustom.errors import check, config_error
 
 
 def _wrap_loss_fn(fn, name: Optional[str] = None) -> keras.losses.Loss:
@@ -35,8 +35,16 @@ def _wrap_loss_fn(fn, name: Optional[str] = None) -> keras.losses.Loss:
     return LossFunctionWrapper(fn, name=name or getattr(fn, "__name__", None))
 
 
-def resolve_loss(loss) -> keras.losses.Loss:
-    """A ``keras.losses.Loss`` from whatever ``compile(loss=...)`` takes."""
+def resolve_loss(loss, loss_weights=None) -> keras.losses.Loss:
+    """A ``keras.losses.Loss`` from whatever ``compile(loss=..., loss_weights=...)`` takes
+    (a dict or list of losses, one per output: :class:`tfcustom.compile_loss.MultiOutputLoss`)."""
+    if isinstance(loss, (dict, list, tuple)):
+        from tfcustom.compile_loss import MultiOutputLoss
+
+        members = {k: resolve_loss(v) for k, v in loss.items()} if isinstance(loss, dict) else [resolve_loss(v) for v in loss]
+        return MultiOutputLoss(members, loss_weights)
+    check(loss_weights is None, "loss_weights applies to a dict or list of losses (one per output)", loss_weights,
+          "pass loss={'output': loss, ...} with loss_weights={'output': weight, ...}, or drop loss_weights")
     if isinstance(loss, keras.losses.Loss):
         return loss
     fix = ("pass a keras.losses.Loss (e.g. tfcustom.losses.SparseCategoricalCrossentropy(from_logits=True)), "

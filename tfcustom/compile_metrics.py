@@ -108,3 +108,54 @@ def resolve_metric(spec, num_classes: Optional[int], output_columns: Optional[in
 
 
 __all__ = ["ACCURACY_NAMES", "accuracy", "auto_accuracy", "resolve_metric"]
+
+
+@keras.saving.register_keras_serializable(package="tfcustom")
+class OutputMetric(keras.metrics.Metric):
+    """A metric of one output of a multi-output model, named ``<output>_<metric>`` as ``compile`` names it."""
+
+    def __init__(self, metric, output, name=None, **kwargs):
+        if isinstance(metric, dict):
+            metric = keras.saving.deserialize_keras_object(metric)
+        super().__init__(name=name or f"{output}_{metric.name}", dtype=metric.dtype)
+        self.metric, self.output = metric, output
+
+    @property
+    def variables(self):
+        return self.metric.variables
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return self.metric.update_state(y_true[self.output], y_pred[self.output], sample_weight=sample_weight)
+
+    def result(self):
+        return self.metric.result()
+
+    def reset_state(self):
+        self.metric.reset_state()
+
+    def get_config(self):
+        return {"metric": keras.saving.serialize_keras_object(self.metric), "output": self.output, "name": self.name}
+
+
+def resolve_metrics(metrics, num_classes: Optional[int], output_columns: Optional[int] = None, loss=None) -> list:
+    """A flat list of metrics from ``compile(metrics=...)``: a list for a single output, or per
+    output a dict ``{output: [specs]}`` / a list of lists by position. With a multi-output
+    loss (:class:`tfcustom.compile_loss.MultiOutputLoss`) the per-output losses come first,
+    logged ``<output>_loss`` as ``fit`` does."""
+    from tfcustom.compile_loss import MultiOutputLoss, OutputLoss
+
+    out = []
+    if isinstance(loss, MultiOutputLoss) and len(loss.items()) > 1:
+        out = [OutputLoss(l, k, name=f"{k}_loss" if isinstance(k, str) else f"output_{k}_loss") for k, l, _ in loss.items()]
+    if isinstance(metrics, dict):
+        for key, specs in metrics.items():
+            specs = specs if isinstance(specs, (list, tuple)) else [specs]
+            out += [OutputMetric(resolve_metric(s, num_classes), key) for s in specs]
+        return out
+    if isinstance(loss, MultiOutputLoss) and isinstance(metrics, (list, tuple)) and metrics and all(
+            isinstance(s, (list, tuple)) or s is None for s in metrics):
+        keys = [k for k, _, _ in loss.items()]
+        for key, specs in zip(keys, metrics):
+            out += [OutputMetric(resolve_metric(s, num_classes), key) for s in (specs or [])]
+        return out
+    return out + [resolve_metric(m, num_classes, output_columns) for m in metrics]

@@ -39,7 +39,7 @@ def is_arrays(data) -> bool:
     """True for a ``(x, y[, sample_weight])`` tuple/list of array-likes
     (``x`` may be a dict of arrays, one per input of the model)."""
     return isinstance(data, (tuple, list)) and len(data) in (2, 3) and all(
-        _array_like(a) or (a is None and i == 2) or (i == 0 and isinstance(a, dict) and a and all(map(_array_like, a.values())))
+        _array_like(a) or (a is None and i == 2) or (i < 2 and isinstance(a, dict) and a and all(map(_array_like, a.values())))
         for i, a in enumerate(data))
 
 
@@ -68,6 +68,15 @@ def as_pipeline(data, batch_size: Optional[int], training: bool, class_weight: O
               "its third element), or drop batch_size/class_weight")
         return data
     x = {k: np.asarray(v) for k, v in data[0].items()} if isinstance(data[0], dict) else np.asarray(data[0])
+    if isinstance(data[1], dict):  # one target per output of a multi-output model
+        y = {k: np.asarray(v) for k, v in data[1].items()}
+        check(len({len(v) for v in y.values()}) == 1 and class_weight is None, "the targets of every output must hold the "
+              "same number of examples (and class_weight needs a single output)", {k: v.shape for k, v in y.items()}, _ARRAYS_FIX)
+        sizes = {len(a) for a in (x.values() if isinstance(x, dict) else [x])}
+        check(sizes == {len(next(iter(y.values())))}, "x and y must hold the same number of examples", sorted(sizes), _ARRAYS_FIX)
+        weights = None if len(data) == 2 or data[2] is None else np.asarray(data[2], np.float32).reshape(-1)
+        batch_size = DEFAULT_BATCH_SIZE if batch_size is None else check_positive_int("batch_size", batch_size)
+        return InputPipeline(Split(x, y), min(batch_size, len(Split(x, y))), shuffle=training, seed=0, sample_weight=weights)
     y = np.asarray(data[1])
     weights = None if len(data) == 2 or data[2] is None else np.asarray(data[2], np.float32).reshape(-1)
     sizes = {len(a) if a.ndim else 0 for a in (x.values() if isinstance(x, dict) else [x])}
@@ -148,11 +157,14 @@ def check_outputs(model, loss, data, metrics, strategy) -> bool:
         logging.warning("Could not run the model on one batch before training (%s: %s); the loss' from_logits "
                         "setting is not checked against its outputs", type(e).__name__, str(e).splitlines()[0] if str(e) else "")
         return True
-    problem = mismatch(loss, y_pred)
-    if problem:
-        raise ConfigError(problem)
-    with strategy.scope():
-        build_metric_states(metrics, y_pred.shape[-1])
+    pairs = [(l, y_pred[k]) for k, l, _ in loss.items()] if hasattr(loss, "items") and isinstance(y_pred, (dict, list, tuple)) else [(loss, y_pred)]
+    for member, pred in pairs:  # a multi-output loss: each output against its own loss
+        problem = mismatch(member, pred)
+        if problem:
+            raise ConfigError(problem)
+    if not isinstance(y_pred, (dict, list, tuple)):
+        with strategy.scope():
+            build_metric_states(metrics, y_pred.shape[-1])
     return True
 
 

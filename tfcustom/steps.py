@@ -126,7 +126,7 @@ def _unscale(grad, loss_scale):
 
 def _global_examples(y):
     """All-reduce (sum over replicas) of this replica's batch size, as float32."""
-    local = tf.cast(tf.shape(y)[0], tf.float32)
+    local = tf.cast(tf.shape(tf.nest.flatten(y)[0])[0], tf.float32)
     ctx = tf.distribute.get_replica_context()
     return ctx.all_reduce(tf.distribute.ReduceOp.SUM, local)
 
@@ -153,7 +153,11 @@ def update_metrics(metrics, loss_tracker, y, y_pred, per_example, extra_loss, sa
     # As compile(metrics=...): metrics ignore the sample weights (the loss takes them).
     mask = None if valid is None else tf.fill(tf.shape(per_example), tf.cast(valid, tf.float32))
     for metric in metrics:
-        metric.update_state(y, y_pred, sample_weight=mask)
+        if getattr(metric, "uses_sample_weight", False):  # a per-output loss (tfcustom.compile_loss.OutputLoss)
+            weighted = sample_weight if mask is None else (mask if sample_weight is None else mask * tf.cast(tf.reshape(sample_weight, [-1]), tf.float32))
+            metric.update_state(y, y_pred, sample_weight=weighted)
+        else:
+            metric.update_state(y, y_pred, sample_weight=mask)
 
 
 def _all_finite(values):

@@ -52,6 +52,7 @@ from tfcustom import fit_inputs
 from tfcustom import steps as steps_lib
 from tfcustom.checkpoint import ReplicaState
 from tfcustom.compile_args import copy_state, eval_copy, metric_from_spec, resolve_loss, resolve_optimizer
+from tfcustom.compile_metrics import resolve_metrics
 from tfcustom.data.pipeline import EpochInput, InputPipeline
 from tfcustom.distributed_input import batch_and_size, distribute, steps_in_epoch
 from tfcustom.early_stopping import EarlyStopping
@@ -110,6 +111,9 @@ class Trainer(ReplicaStateSync):
       summary_writer: a :class:`tfcustom.summaries.SummaryWriter` (built by
         the caller, already started): TensorBoard summaries every
         ``log_every_steps`` steps and every epoch; None: none.
+      loss_weights: with a dict/list of losses (a multi-output model), the
+        weight of each output's loss, as ``compile(loss_weights=...)``;
+        metrics may then be ``{output: [specs]}``, logged ``<output>_<name>``.
     """
 
     def __init__(
@@ -130,9 +134,10 @@ class Trainer(ReplicaStateSync):
         verbose: int = 1,
         log_replica_losses: int = 0,
         summary_writer=None,
+        loss_weights=None,
     ):
         check(isinstance(model, keras.Model), "model must be a keras.Model", type(model).__name__, "pass a keras.Model instance")
-        loss = resolve_loss(loss)
+        loss = resolve_loss(loss, loss_weights)
         check_positive_int("steps_per_execution", steps_per_execution)
         check(model.built and model.trainable_variables, "model has no trainable variables yet", model.name, "build the model (call it on a batch or model.build(input_shape)) under strategy.scope() first")
         self.strategy = strategy or tf.distribute.get_strategy()
@@ -163,7 +168,7 @@ class Trainer(ReplicaStateSync):
             self.train_loss = keras.metrics.Mean(name="loss")
             self.eval_loss = keras.metrics.Mean(name="loss")
             columns = fit_inputs.output_classes(model)
-            self.train_metrics = [metric_from_spec(m, num_classes, columns) for m in metrics]  # the user's objects, if given
+            self.train_metrics = resolve_metrics(metrics, num_classes, columns, loss)  # the user's objects, if given
             self._check_metrics_in_scope()
             self.eval_metrics = [eval_copy(m) for m in self.train_metrics]
             fit_inputs.build_metric_states((*self.train_metrics, *self.eval_metrics), num_classes or columns)

@@ -161,7 +161,7 @@ class InputPipeline(EpochInput):
         if self._x is None:
             with tf.device("/cpu:0"):
                 self._x = tf.nest.map_structure(tf.constant, self.split.x)
-                self._y = tf.constant(self.split.y)
+                self._y = tf.nest.map_structure(tf.constant, self.split.y)
         return self._x, self._y
 
     def dataset(self, epoch: int = 0, skip_batches: int = 0, input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
@@ -194,8 +194,8 @@ class InputPipeline(EpochInput):
             if augment:
                 images = augment_batch(images, i, epoch, seed, augment)
             if weights is None:
-                return normalize_images(images), tf.gather(y, i)
-            return normalize_images(images), tf.gather(y, i), tf.gather(weights, i)
+                return normalize_images(images), tf.nest.map_structure(lambda a: tf.gather(a, i), y)
+            return normalize_images(images), tf.nest.map_structure(lambda a: tf.gather(a, i), y), tf.gather(weights, i)
 
         ds = ids.map(examples, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if self.cache and not self.shuffle:
