@@ -57,7 +57,8 @@ class Split:
     y: np.ndarray
 
     def __len__(self) -> int:
-        return int(self.y.shape[0])
+        y = next(iter(self.y.values())) if isinstance(self.y, dict) else self.y  # dict: one target per output
+        return int(np.shape(y)[0])
 
 
 @dataclasses.dataclass(frozen=True)
