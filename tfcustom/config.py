@@ -5,12 +5,11 @@ and tests build one directly. :meth:`TrainConfig.validate` checks every field
 and raises :class:`tfcustom.errors.ConfigError` with a message that says what
 is wrong, what was received and what to do.
 
-Example:
-
->>> config = TrainConfig(model="mlp", epochs=2, batch_size=128)
->>> config.validate()
->>> config.replace(epochs=3).epochs
-3
+Examples:
+    >>> config = TrainConfig(model="mlp", epochs=2, batch_size=128)
+    >>> config.validate()
+    >>> config.replace(epochs=3).epochs
+    3
 """
 
 from __future__ import annotations

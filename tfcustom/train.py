@@ -12,12 +12,11 @@ the pictures of :mod:`tfcustom.plots` (``confusion_matrix.png``,
 ``misclassified.png``, ``reliability.png`` with the ece metric) and, with
 ``config.tensorboard``, ``tensorboard/`` (see :mod:`tfcustom.summaries`).
 
-Example:
-
->>> from tfcustom import TrainConfig, train_and_evaluate
->>> results = train_and_evaluate(TrainConfig(model="mlp", epochs=1), "runs/mlp")
->>> results["test"]["accuracy"]
-0.85
+Examples:
+    >>> from tfcustom import TrainConfig, train_and_evaluate
+    >>> results = train_and_evaluate(TrainConfig(model="mlp", epochs=1), "runs/mlp")
+    >>> results["test"]["accuracy"]
+    0.85
 """
 
 from __future__ import annotations
