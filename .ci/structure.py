@@ -26,7 +26,7 @@ LIMITS = {
     "root_modules": 40,
     "import_cycles": 0,
     "private_cross_imports": 33,
-    "function_local_imports": 59,
+    "function_local_imports": 66,
 }
 
 
