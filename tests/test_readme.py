@@ -47,7 +47,6 @@ from typing import Dict, List, Optional
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-README = os.path.join(ROOT, "README.md")
 
 COMMAND_PREFIXES = ("tfcustom-train", "python examples/", "bash examples/", "python -m tfcustom")
 TRAINING = ("tfcustom-train", "python examples/train.py", "bash examples/main.sh", "python examples/sweep.py")  # take the trainer flags

@@ -74,8 +74,7 @@ def _keras_metric(name: str) -> Optional[keras.metrics.Metric]:
         return None
     if not isinstance(found, keras.metrics.Metric):
         return keras.metrics.MeanMetricWrapper(found, name=name) if callable(found) else None
-    found = type(found).from_config({**found.get_config(), "name": name})  # a fresh object, named as written
-    return found
+    return type(found).from_config({**found.get_config(), "name": name})  # a fresh object, named as written
 
 
 def resolve_metric(spec, num_classes: Optional[int], output_columns: Optional[int] = None) -> keras.metrics.Metric:
@@ -93,21 +92,18 @@ def resolve_metric(spec, num_classes: Optional[int], output_columns: Optional[in
     if isinstance(spec, str):
         if spec.lower() in ACCURACY_NAMES:
             return accuracy(spec)
-        binary = output_columns == 1
-        if spec in metrics_lib.names() and not (binary and _keras_metric(spec) is not None):
-            return metrics_lib.get(spec, num_classes=num_classes)
-        found = _keras_metric(spec)
+        # One output column (binary): Keras' metric where it has one; else tfcustom's exact one.
+        found = _keras_metric(spec) if output_columns == 1 or spec not in metrics_lib.names() else None
         if found is not None:
             return found
+        if spec in metrics_lib.names():
+            return metrics_lib.get(spec, num_classes=num_classes)
         raise config_error("unknown metric name", spec,
                            f"use one of: accuracy, {', '.join(metrics_lib.names())}, or a Keras metric name (mae, auc, ...)")
     if callable(spec) and not isinstance(spec, type):
         return keras.metrics.MeanMetricWrapper(spec, name=getattr(spec, "__name__", "metric"))
     raise config_error("a metric must be a name, a function or a keras.metrics.Metric", spec,
                        "pass e.g. 'accuracy', 'f1', 'mae', 'auc', or a keras.metrics.Metric object")
-
-
-__all__ = ["ACCURACY_NAMES", "accuracy", "auto_accuracy", "resolve_metric"]
 
 
 @keras.saving.register_keras_serializable(package="tfcustom")
@@ -159,3 +155,6 @@ def resolve_metrics(metrics, num_classes: Optional[int], output_columns: Optiona
             out += [OutputMetric(resolve_metric(s, num_classes), key) for s in (specs or [])]
         return out
     return out + [resolve_metric(m, num_classes, output_columns) for m in metrics]
+
+
+__all__ = ["ACCURACY_NAMES", "OutputMetric", "accuracy", "auto_accuracy", "resolve_metric", "resolve_metrics"]

@@ -68,29 +68,28 @@ def as_pipeline(data, batch_size: Optional[int], training: bool, class_weight: O
               "its third element), or drop batch_size/class_weight")
         return data
     x = {k: np.asarray(v) for k, v in data[0].items()} if isinstance(data[0], dict) else np.asarray(data[0])
+    weights = None if len(data) == 2 or data[2] is None else np.asarray(data[2], np.float32).reshape(-1)
+    sizes = {len(a) if a.ndim else 0 for a in (x.values() if isinstance(x, dict) else [x])}
     if isinstance(data[1], dict):  # one target per output of a multi-output model
         y = {k: np.asarray(v) for k, v in data[1].items()}
         check(len({len(v) for v in y.values()}) == 1 and class_weight is None, "the targets of every output must hold the "
               "same number of examples (and class_weight needs a single output)", {k: v.shape for k, v in y.items()}, _ARRAYS_FIX)
-        sizes = {len(a) for a in (x.values() if isinstance(x, dict) else [x])}
-        check(sizes == {len(next(iter(y.values())))}, "x and y must hold the same number of examples", sorted(sizes), _ARRAYS_FIX)
-        weights = None if len(data) == 2 or data[2] is None else np.asarray(data[2], np.float32).reshape(-1)
-        batch_size = DEFAULT_BATCH_SIZE if batch_size is None else check_positive_int("batch_size", batch_size)
-        return InputPipeline(Split(x, y), min(batch_size, len(Split(x, y))), shuffle=training, seed=0, sample_weight=weights)
-    y = np.asarray(data[1])
-    weights = None if len(data) == 2 or data[2] is None else np.asarray(data[2], np.float32).reshape(-1)
-    sizes = {len(a) if a.ndim else 0 for a in (x.values() if isinstance(x, dict) else [x])}
-    check(len(sizes) == 1 and y.ndim >= 1 and len(y) > 0 and sizes == {len(y)}, "x and y must hold the same number (> 0) of examples",
-          (sorted(sizes), y.shape), _ARRAYS_FIX)
-    if y.ndim == 2 and y.shape[1] == 1 and np.issubdtype(y.dtype, np.integer):
-        y = y[:, 0]  # class ids as a column
-    if class_weight is not None:
-        check(isinstance(class_weight, dict) and all(isinstance(k, (int, np.integer)) for k in class_weight),
-              "class_weight must be a dict {class id: weight}", class_weight, "pass e.g. class_weight={0: 1.0, 1: 5.0}")
-        cw = _class_weights(y, class_weight)
-        weights = cw if weights is None else weights * cw
+        examples = len(next(iter(y.values())))
+        check(sizes == {examples}, "x and y must hold the same number of examples", sorted(sizes), _ARRAYS_FIX)
+    else:
+        y = np.asarray(data[1])
+        check(len(sizes) == 1 and y.ndim >= 1 and len(y) > 0 and sizes == {len(y)}, "x and y must hold the same number (> 0) of examples",
+              (sorted(sizes), y.shape), _ARRAYS_FIX)
+        if y.ndim == 2 and y.shape[1] == 1 and np.issubdtype(y.dtype, np.integer):
+            y = y[:, 0]  # class ids as a column
+        if class_weight is not None:
+            check(isinstance(class_weight, dict) and all(isinstance(k, (int, np.integer)) for k in class_weight),
+                  "class_weight must be a dict {class id: weight}", class_weight, "pass e.g. class_weight={0: 1.0, 1: 5.0}")
+            cw = _class_weights(y, class_weight)
+            weights = cw if weights is None else weights * cw
+        examples = len(y)
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else check_positive_int("batch_size", batch_size)
-    return InputPipeline(Split(x, y), min(batch_size, len(y)), shuffle=training, seed=0, sample_weight=weights)
+    return InputPipeline(Split(x, y), min(batch_size, examples), shuffle=training, seed=0, sample_weight=weights)
 
 
 def check_dataset(data) -> None:

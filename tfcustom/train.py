@@ -35,7 +35,6 @@ from absl import logging
 from tfcustom import autotune, time_to_accuracy
 from tfcustom import data as data_lib
 from tfcustom import losses as losses_lib
-from tfcustom import models as models_lib
 from tfcustom import optimizers as optimizers_lib
 from tfcustom import strategy as strategy_lib
 from tfcustom.config import TrainConfig, _split_sam
@@ -177,10 +176,7 @@ def _export_check_images(dataset, count: int = 64):
 def build_model(config: TrainConfig, dataset: data_lib.Dataset, strategy: tf.distribute.Strategy) -> keras.Model:
     """The configured model, built under ``strategy.scope()`` on the dataset's input shape."""
     with strategy.scope():
-        if user_model.is_reference(config.model):
-            model = user_model.build(config.model, dataset.num_classes, dataset.input_shape, **config.model_kwargs)
-        else:
-            model = models_lib.get(config.model, num_classes=dataset.num_classes, **config.model_kwargs)
+        model = user_model.model_from_name(config.model, dataset.num_classes, dataset.input_shape, **config.model_kwargs)
         model(tf.zeros((1,) + dataset.input_shape, tf.float32), training=False)
     return model
 

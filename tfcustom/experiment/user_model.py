@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, Sequence
 
 import keras
 
+from tfcustom import models as models_lib
 from tfcustom.errors import check, config_error
 
 _EXAMPLE = "--model=my_package.my_models:make_model (a function returning a keras.Model)"
@@ -84,6 +85,13 @@ def build(reference: str, num_classes: int, input_shape: Sequence[int], **kwargs
     check(isinstance(model, keras.Model), "the user model function did not return a keras.Model",
           f"{reference} returned {type(model).__name__}", "return a keras.Model (e.g. keras.Sequential([...]) or keras.Model(inputs, outputs))")
     return model
+
+
+def model_from_name(name: str, num_classes: int, input_shape: Sequence[int], **kwargs) -> keras.Model:
+    """The model ``--model`` names: the user's function (``module:function``) or a registered tfcustom model."""
+    if is_reference(name):
+        return build(name, num_classes, input_shape, **kwargs)
+    return models_lib.get(name, num_classes=num_classes, **kwargs)
 
 
 def check_reference(reference: str, kwargs: Dict[str, Any]) -> None:
