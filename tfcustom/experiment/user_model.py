@@ -87,11 +87,14 @@ def build(reference: str, num_classes: int, input_shape: Sequence[int], **kwargs
     return model
 
 
-def model_from_name(name: str, num_classes: int, input_shape: Sequence[int], **kwargs) -> keras.Model:
-    """The model ``--model`` names: the user's function (``module:function``) or a registered tfcustom model."""
-    if is_reference(name):
-        return build(name, num_classes, input_shape, **kwargs)
-    return models_lib.get(name, num_classes=num_classes, **kwargs)
+def model_from_name(model: str, num_classes: int, input_shape: Sequence[int], /, **kwargs) -> keras.Model:
+    """The model ``--model`` names: the user's function (``module:function``) or a registered tfcustom model.
+
+    ``kwargs`` go to the model (they may hold its ``name``).
+    """
+    if is_reference(model):
+        return build(model, num_classes, input_shape, **kwargs)
+    return models_lib.get(model, num_classes=num_classes, **kwargs)
 
 
 def check_reference(reference: str, kwargs: Dict[str, Any]) -> None:
