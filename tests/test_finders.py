@@ -117,3 +117,38 @@ def test_find_batch_size_trains_real_steps_and_keeps_to_the_cap():
     assert found.batch_size == 128  # 2048 / 16: an epoch keeps 16 steps
     assert set(found.tried) == {"32", "64", "128"} and all(found.tried.values())
     assert found.steps_per_execution in (1, 4) and set(found.step_s) == {"1", "4"}
+
+
+def test_a_run_finds_its_batch_size_and_learning_rate_and_a_resumed_run_reuses_them(tmp_path, small_idx_dir, monkeypatch):
+    import json
+    import os
+
+    from tfcustom import TrainConfig, autotune
+    from tfcustom.experiment import finders
+    from tfcustom.train import train_and_evaluate
+
+    config = TrainConfig(model="mlp", model_kwargs={"hidden_units": [32]}, epochs=1, batch_size="find", learning_rate="find",
+                         validation_size=200, data_dir=small_idx_dir, verbose=0)
+    run = str(tmp_path / "run")
+    results = train_and_evaluate(config, run)
+    found = results["autotune"]["finders"]
+    # 1000 training examples: the cap is 1000 // 16 = 62, rounded down to a multiple of 8.
+    assert found["batch_size"] == 56
+    assert found["learning_rate"] == found["lr_finder"]["min_div_10"]
+    assert 1e-6 < found["learning_rate"] < 1.0
+    # Oracle: the same run at Keras' default learning rate (Adam, 1e-3) learns less in this one short epoch.
+    default = train_and_evaluate(config.replace(batch_size=56, learning_rate=1e-3), str(tmp_path / "default"))
+    assert results["test"]["accuracy"] > default["test"]["accuracy"] + 0.05, (results["test"], default["test"])
+    with open(os.path.join(run, "config.json")) as f:
+        assert json.load(f)["batch_size"] == "find"  # what was asked; autotune.json holds what was found
+    assert autotune.load(run).finders == found
+    assert os.path.getsize(os.path.join(run, "lr_finder.png")) > 1000
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("a resumed run must not measure again")
+
+    monkeypatch.setattr(finders, "_measure", no_measuring)
+    resolved, again = finders.resolve(config, run, resume=True, multi_worker=False, build=no_measuring,
+                                      make_batches=no_measuring, train_examples=1000)
+    assert again == found and (resolved.batch_size, resolved.learning_rate) == (56, found["learning_rate"])
+    assert resolved.steps_per_execution == found["steps_per_execution"]

@@ -33,11 +33,12 @@ from __future__ import annotations
 import dataclasses
 import gc
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import tensorflow as tf
 from absl import logging
 
+from tfcustom import steps as steps_lib
 from tfcustom.errors import check
 
 STEPS_PER_EXECUTION_CANDIDATES = (1, 4, 16, 64)
@@ -93,9 +94,9 @@ def largest_batch_size(try_batch: Callable[[int], None], *, start: int = 32, max
       The batch size.
     """
     tried = {} if tried is None else tried
-    check(multiple_of >= 1 and start >= multiple_of and max_batch_size >= start, "batch finder bounds out of order",
-          (multiple_of, start, max_batch_size), "pass 1 <= multiple_of <= start <= max_batch_size")
-    start = _round_down(start, multiple_of)
+    check(1 <= start <= max_batch_size and multiple_of >= 1, "batch finder bounds out of order",
+          (start, max_batch_size, multiple_of), "pass 1 <= start <= max_batch_size and multiple_of >= 1")
+    start = _round_down(max(start, multiple_of), multiple_of)
     check(_fits(try_batch, start, tried), "not even the smallest batch fits in memory", start,
           "pass a smaller --batch_size, a smaller model, or mixed precision")
     good, bad = start, None
@@ -134,7 +135,7 @@ def fastest_steps_per_execution(run: Callable[[int], float], candidates: Sequenc
     return best, {str(k): v for k, v in best_times.items()}
 
 
-def find_batch_size(build: Callable[[], tuple], make_batches: Callable[[int], tf.data.Dataset], *,
+def find_batch_size(build: Callable[[], tuple], make_batches: Callable[[int], Iterable], *,
                     strategy: Optional[tf.distribute.Strategy] = None, train_examples: int, start: int = 32,
                     max_batch_size: int = 1024, steps_per_execution: Sequence[int] = STEPS_PER_EXECUTION_CANDIDATES,
                     timer: Callable[[], float] = time.perf_counter) -> BatchFinderResult:
@@ -144,8 +145,9 @@ def find_batch_size(build: Callable[[], tuple], make_batches: Callable[[int], tf
       build: ``build() -> (model, loss, optimizer)``, fresh objects under the
         strategy's scope (one copy serves every size: the weights a step
         changes do not matter here).
-      make_batches: ``make_batches(global_batch_size)`` -> a repeated dataset
-        of training batches of that size (distributed by this function).
+      make_batches: ``make_batches(global_batch_size)`` -> repeated training
+        batches of that size (a dataset, distributed for the strategy when it
+        has several replicas).
       strategy: the run's strategy (default: the current one).
       train_examples: the training split's size (the cap's second bound).
       start, max_batch_size: see `largest_batch_size`.
@@ -155,8 +157,6 @@ def find_batch_size(build: Callable[[], tuple], make_batches: Callable[[int], tf
     Returns:
       A `BatchFinderResult`.
     """
-    from tfcustom import steps as steps_lib
-
     strategy = strategy or tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync
     cap = min(max_batch_size, max(start, train_examples // 16))
@@ -164,17 +164,14 @@ def find_batch_size(build: Callable[[], tuple], make_batches: Callable[[int], tf
         model, loss, optimizer = build()
     step = steps_lib.make_train_step(model, loss, optimizer, strategy=strategy, on_nonfinite="skip")
 
-    def iterator(batch_size):
-        return iter(strategy.experimental_distribute_dataset(make_batches(batch_size)))
-
     def try_batch(batch_size):
-        float(step(iterator(batch_size), tf.constant(1))["loss"])
+        float(step(iter(make_batches(batch_size)), tf.constant(1))["loss"])
 
     tried: Dict[str, bool] = {}
     batch_size = largest_batch_size(try_batch, start=start, max_batch_size=cap, multiple_of=8 * replicas, tried=tried)
     epoch_steps = max(1, train_examples // batch_size)
     candidates = [k for k in steps_per_execution if k <= epoch_steps] or [1]
-    it = iterator(batch_size)
+    it = iter(make_batches(batch_size))
 
     def run(k):
         begin = timer()

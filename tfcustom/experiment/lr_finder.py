@@ -39,9 +39,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tfcustom import steps as steps_lib
 from tfcustom.errors import check
 
 RULES = ("steepest", "min_div_10")
+#: Where the sweep starts.
+DEFAULT_MIN_LR = 1e-7
 #: The picture the CLI writes beside the run's other files.
 PLOT_FILE = "lr_finder.png"
 
@@ -111,7 +114,7 @@ def find_learning_rate(
     batches: Iterable,
     *,
     strategy: Optional[tf.distribute.Strategy] = None,
-    min_lr: float = 1e-7,
+    min_lr: float = DEFAULT_MIN_LR,
     max_lr: float = 10.0,
     steps: int = 100,
     beta: float = 0.98,
@@ -135,8 +138,6 @@ def find_learning_rate(
     Returns:
       An `LRFinderResult` (both rules' values, the curve).
     """
-    from tfcustom import steps as steps_lib
-
     check(0 < min_lr < max_lr, "min_lr must be positive and below max_lr", (min_lr, max_lr), "pass e.g. 1e-7 and 10")
     check(isinstance(steps, int) and steps >= 5, "steps must be an integer of at least 5", steps, "pass e.g. steps=100")
     check(rule in RULES, "unknown learning-rate rule", rule, f"pass one of {', '.join(RULES)}")
