@@ -150,7 +150,8 @@ def find_batch_size(build: Callable[[], tuple], make_batches: Callable[[int], It
         has several replicas).
       strategy: the run's strategy (default: the current one).
       train_examples: the training split's size (the cap's second bound).
-      start, max_batch_size: see `largest_batch_size`.
+      start: the first size tried (see `largest_batch_size`).
+      max_batch_size: the cap (with ``train_examples // 16``).
       steps_per_execution: the candidates timed (capped at an epoch's steps).
       timer: a clock (tests pass a fake one).
 

@@ -129,7 +129,8 @@ def find_learning_rate(
       batches: training batches (a dataset, or a distributed dataset for a
         strategy with several replicas); repeated if it runs out.
       strategy: the run's strategy (default: the current one).
-      min_lr, max_lr: the range swept, geometrically.
+      min_lr: where the sweep starts.
+      max_lr: where it ends (geometric steps in between).
       steps: training steps of the sweep (at most; it stops at divergence).
       beta: smoothing of the loss curve (see `smooth`).
       diverge: stop once the smoothed loss exceeds ``diverge`` times its minimum.
