@@ -197,3 +197,49 @@ def test_callback_state_round_trips_and_names_what_it_cannot_save(caplog):
     np.testing.assert_array_equal(fresh[0].best_weights[0], np.ones((2, 2)))
     assert (fresh[1].wait, fresh[1].cooldown_counter, fresh[1].best) == (1, 2, 0.5)
     assert fresh[2].batches == 7 and float(fresh[3].total.numpy()) == 3.5
+
+
+# -- subprocesses: SIGKILL then resume; 2 replicas -------------------------------------------------
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "callbacks_worker.py")
+STEPS = 24  # per epoch in callbacks_worker.py
+
+
+def _result(out):
+    with open(os.path.join(out, "result.json")) as f:
+        return json.load(f)
+
+
+def test_sigkill_then_resume_gives_the_same_learning_rates_and_stopping_epoch(tmp_path):
+    from resume_helpers import latest_step, run, start_and_signal
+
+    ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
+    proc = run([WORKER, ref, "1"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    expected = _result(ref)
+    lrs = [r["learning_rate"] for r in expected["history"]]
+    assert len(set(lrs)) > 1 and 0 < expected["stopped_epoch"] < 19, "the run must reduce the learning rate and stop early"
+    # Killed mid-epoch 4, after ReduceLROnPlateau's first reduction (cooldown and wait are running).
+    code, _, _ = start_and_signal([WORKER, killed, "1"], killed, signal.SIGKILL, 3 * STEPS + 2, 4 * STEPS - 2)
+    assert code == -signal.SIGKILL and not os.path.exists(os.path.join(killed, "result.json"))
+    assert latest_step(killed) % STEPS != 0
+    proc = run([WORKER, killed, "1"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resumed = _result(killed)
+    assert [r["learning_rate"] for r in resumed["history"]] == lrs
+    assert resumed["stopped_epoch"] == expected["stopped_epoch"]
+    assert [{k: v for k, v in r.items()} for r in resumed["history"]] == expected["history"]
+    assert resumed["weights"] == expected["weights"]  # bitwise
+
+
+def test_two_replicas_callbacks_see_the_exact_all_replica_values(tmp_path):
+    from resume_helpers import run
+
+    proc = run([WORKER, str(tmp_path), "2"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = _result(str(tmp_path))
+    assert result["seen"]
+    for s, record in zip(result["seen"], result["history"]):
+        np.testing.assert_allclose(s["logs"]["val_loss"], s["numpy_val_loss"], rtol=1e-5)  # NumPy over every example
+        np.testing.assert_allclose(s["logs"]["val_accuracy"], s["numpy_val_accuracy"], rtol=1e-6)
+        assert s["logs"] == {k: v for k, v in record.items() if k != "epoch"}
