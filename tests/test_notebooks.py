@@ -61,6 +61,8 @@ def test_committed_notebook_is_the_source_with_full_run_outputs(name):
     code = [c for c in committed.cells if c.cell_type == "code"]
     assert all(c.execution_count for c in code) and not any(o.output_type == "error" for c in code for o in c.outputs)
     assert any("parameters" in c.metadata.get("tags", []) for c in committed.cells)
+    pictures = [o for c in code for o in c.outputs if "image/png" in o.get("data", {})]
+    assert pictures, f"examples/notebooks/{name}.ipynb shows no picture in its committed outputs"
     facts = run_all.facts(committed)
     if name == "quickstart":
         assert facts["test_examples"] == 10000 and facts["test_accuracy"] > 0.85

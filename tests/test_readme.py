@@ -1,4 +1,4 @@
-"""The README, run as written (docs as tests).
+"""The README and every page under docs/, run as written (docs as tests).
 
 Every fenced ```python block and every ``tfcustom-train ...``, ``python examples/...``
 and ``bash examples/...`` command in a fenced shell block (```bash / ```sh /
@@ -47,7 +47,6 @@ from typing import Dict, List, Optional
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-README = os.path.join(ROOT, "README.md")
 
 COMMAND_PREFIXES = ("tfcustom-train", "python examples/", "bash examples/", "python -m tfcustom")
 TRAINING = ("tfcustom-train", "python examples/train.py", "bash examples/main.sh", "python examples/sweep.py")  # take the trainer flags
@@ -69,11 +68,13 @@ class Item:
     env: Dict[str, str] = field(default_factory=dict)
     expect: Optional[tuple] = None  # (exit code, text)
     skip: Optional[str] = None
+    doc: str = "README.md"  # the file it comes from, relative to the repository
 
     @property
     def id(self):
         first = self.text.strip().splitlines()[0] if self.kind == "python" else self.text
-        return f"L{self.line}:{first[:60]}"
+        prefix = "" if self.doc == "README.md" else self.doc + ":"
+        return f"{prefix}L{self.line}:{first[:60]}"
 
 
 def _fences(text: str):
@@ -136,7 +137,23 @@ def extract(text: str) -> List[Item]:
     return items
 
 
-ITEMS = extract(open(README).read())
+def doc_files() -> List[str]:
+    """README.md, then every Markdown page of the docs site (docs/**/*.md), relative to the repository."""
+    pages = sorted(os.path.relpath(os.path.join(d, f), ROOT) for d, _, files in os.walk(os.path.join(ROOT, "docs"))
+                   for f in files if f.endswith(".md"))
+    return ["README.md"] + pages
+
+
+def _extract_all() -> List[Item]:
+    items = []
+    for doc in doc_files():
+        for item in extract(open(os.path.join(ROOT, doc)).read()):
+            item.doc = doc
+            items.append(item)
+    return items
+
+
+ITEMS = _extract_all()
 
 
 @pytest.fixture(scope="module")
@@ -191,13 +208,13 @@ def test_readme_item(item, workspace, tiny_fashion):
     if item.skip:
         pytest.skip(item.skip)
     if item.kind == "python":
-        script = workspace / f"readme_block_{item.line}.py"
+        script = workspace / f"block_{item.doc.replace('/', '_').replace('.', '_')}_{item.line}.py"
         script.write_text(item.text)
         argv = [sys.executable, str(script)]
     else:
         argv = _argv(item.text, tiny_fashion)
     proc = subprocess.run(argv, cwd=workspace, env=_env(item.env), capture_output=True, text=True, timeout=600)
-    where = f"README line {item.line}: {item.text[:200]}\n--- stdout\n{proc.stdout[-2000:]}\n--- stderr\n{proc.stderr[-3000:]}"
+    where = f"{item.doc} line {item.line}: {item.text[:200]}\n--- stdout\n{proc.stdout[-2000:]}\n--- stderr\n{proc.stderr[-3000:]}"
     if item.expect is None:
         assert proc.returncode == 0, where
     else:

@@ -23,15 +23,14 @@ The decision changes numerics, so a run must keep it: ``train_and_evaluate``
 writes it to ``<run>/autotune.json`` and a resumed run reads it back instead
 of measuring again.
 
-Example:
-
->>> def build(policy):
-...     keras.mixed_precision.set_global_policy(policy)
-...     model = tfcustom.models.get("mlp", num_classes=10); model.build((None, 28, 28, 1))
-...     return model, keras.losses.SparseCategoricalCrossentropy(from_logits=True), keras.optimizers.Adam()
->>> result = tune(build, lambda: iter(pipeline.dataset()))
->>> result.jit_compile, result.precision
-(False, 'float32')
+Examples:
+    >>> def build(policy):
+    ...     keras.mixed_precision.set_global_policy(policy)
+    ...     model = tfcustom.models.get("mlp", num_classes=10); model.build((None, 28, 28, 1))
+    ...     return model, keras.losses.SparseCategoricalCrossentropy(from_logits=True), keras.optimizers.Adam()
+    >>> result = tune(build, lambda: iter(pipeline.dataset()))
+    >>> result.jit_compile, result.precision
+    (False, 'float32')
 """
 
 from __future__ import annotations

@@ -48,10 +48,9 @@ class BackboneHeadOptimizer(keras.optimizers.Optimizer):
       head_optimizer: a Keras optimizer for every other variable.
       backbone: layer-name patterns of the backbone.
 
-    Example:
-
-    >>> opt = BackboneHeadOptimizer(keras.optimizers.Adam(1e-4), keras.optimizers.Adam(1e-3), backbone=["stage*"])
-    >>> trainer = tfcustom.Trainer(model, loss, opt)
+    Examples:
+        >>> opt = BackboneHeadOptimizer(keras.optimizers.Adam(1e-4), keras.optimizers.Adam(1e-3), backbone=["stage*"])
+        >>> trainer = tfcustom.Trainer(model, loss, opt)
     """
 
     def __init__(self, backbone_optimizer, head_optimizer, backbone=("*",), name=None, **kwargs):

@@ -13,12 +13,11 @@ a checkpoint's data files are complete, so a save killed halfway is never the
 one listed; :func:`restore_latest` also falls back to older checkpoints when the
 newest cannot be read, and says so.
 
-Example:
-
->>> ckpt = training_checkpoint(trainer, early_stopping)
->>> manager = tf.train.CheckpointManager(ckpt, "runs/x/checkpoints", max_to_keep=3)
->>> restore_latest(ckpt, manager)        # None on a fresh start
->>> trainer.fit(train, epochs=10, checkpoint_manager=manager, checkpoint_every_steps=500)
+Examples:
+    >>> ckpt = training_checkpoint(trainer, early_stopping)
+    >>> manager = tf.train.CheckpointManager(ckpt, "runs/x/checkpoints", max_to_keep=3)
+    >>> restore_latest(ckpt, manager)        # None on a fresh start
+    >>> trainer.fit(train, epochs=10, checkpoint_manager=manager, checkpoint_every_steps=500)
 """
 
 from __future__ import annotations

@@ -17,10 +17,9 @@ once), and:
 Then it closes its listener and builds the strategy, which now finds every
 worker up.
 
-Example:
-
->>> strategy = start_cluster(tf.distribute.MultiWorkerMirroredStrategy, "10.0.0.1:12345",
-...                          peers=["10.0.0.2:12345"], timeout=300)   # doctest: +SKIP
+Examples:
+    >>> strategy = start_cluster(tf.distribute.MultiWorkerMirroredStrategy, "10.0.0.1:12345",
+    ...                          peers=["10.0.0.2:12345"], timeout=300)   # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -7,8 +7,10 @@
   values (wrapped into a ``Loss``, as ``compile`` does).
 * optimizer: a Keras optimizer or a name (``"adam"``, ``"sgd"``, ... with
   Keras' default arguments, built under the strategy's scope).
-* metrics: names (``"accuracy"``, any name of :mod:`tfcustom.metrics` such as
-  ``"f1"``/``"f1_score"``, or a Keras metric name) or metric objects. The
+* metrics: names resolved as ``compile`` resolves them
+  (:mod:`tfcustom.compile_metrics`: ``"accuracy"`` is binary, sparse or
+  categorical from the shapes; ``"mae"``, ``"auc"``... keyed by the name
+  written; tfcustom's names such as ``"f1"``/``"f1_score"``) or metric objects. The
   objects passed are the ones training updates (they hold the result, as
   after ``compile``/``fit``); evaluation updates copies made here by
   :func:`eval_copy`.
@@ -24,7 +26,7 @@ from typing import Optional
 
 import keras
 
-from tfcustom.errors import config_error
+from tfcustom.errors import check, config_error
 
 
 def _wrap_loss_fn(fn, name: Optional[str] = None) -> keras.losses.Loss:
@@ -33,8 +35,16 @@ def _wrap_loss_fn(fn, name: Optional[str] = None) -> keras.losses.Loss:
     return LossFunctionWrapper(fn, name=name or getattr(fn, "__name__", None))
 
 
-def resolve_loss(loss) -> keras.losses.Loss:
-    """A ``keras.losses.Loss`` from whatever ``compile(loss=...)`` takes."""
+def resolve_loss(loss, loss_weights=None) -> keras.losses.Loss:
+    """A ``keras.losses.Loss`` from whatever ``compile(loss=..., loss_weights=...)`` takes
+    (a dict or list of losses, one per output: :class:`tfcustom.compile_loss.MultiOutputLoss`)."""
+    if isinstance(loss, (dict, list, tuple)):
+        from tfcustom.compile_loss import MultiOutputLoss
+
+        members = {k: resolve_loss(v) for k, v in loss.items()} if isinstance(loss, dict) else [resolve_loss(v) for v in loss]
+        return MultiOutputLoss(members, loss_weights)
+    check(loss_weights is None, "loss_weights applies to a dict or list of losses (one per output)", loss_weights,
+          "pass loss={'output': loss, ...} with loss_weights={'output': weight, ...}, or drop loss_weights")
     if isinstance(loss, keras.losses.Loss):
         return loss
     fix = ("pass a keras.losses.Loss (e.g. tfcustom.losses.SparseCategoricalCrossentropy(from_logits=True)), "
@@ -67,30 +77,12 @@ def resolve_optimizer(optimizer) -> keras.optimizers.Optimizer:
     raise config_error("optimizer must be a Keras optimizer or its name", type(optimizer).__name__, fix)
 
 
-def metric_from_spec(spec, num_classes: Optional[int]) -> keras.metrics.Metric:
-    """A metric name -> a new metric; a metric object -> that object."""
-    from tfcustom import metrics as metrics_lib
+def metric_from_spec(spec, num_classes: Optional[int], output_columns: Optional[int] = None) -> keras.metrics.Metric:
+    """A metric name -> a new metric, as ``compile`` resolves it; a metric object -> that object
+    (see :func:`tfcustom.compile_metrics.resolve_metric`)."""
+    from tfcustom.compile_metrics import resolve_metric
 
-    if isinstance(spec, keras.metrics.Metric):
-        return spec
-    fix = "pass e.g. 'accuracy', 'f1', 'precision', or a keras.metrics.Metric object"
-    if isinstance(spec, str):
-        if spec in ("accuracy", "acc"):
-            return keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-        if spec in metrics_lib.names():
-            return metrics_lib.get(spec, num_classes=num_classes)
-        try:
-            found = keras.metrics.get(spec)
-        except ValueError:
-            found = None
-        if isinstance(found, keras.metrics.Metric):
-            return found
-        if callable(found):
-            return keras.metrics.MeanMetricWrapper(found, name=spec)
-        raise config_error("unknown metric name", spec, f"use one of: accuracy, {', '.join(metrics_lib.names())}, or a Keras metric name")
-    if callable(spec) and not isinstance(spec, type):
-        return keras.metrics.MeanMetricWrapper(spec, name=getattr(spec, "__name__", "metric"))
-    raise config_error("a metric must be a name, a function or a keras.metrics.Metric", spec, fix)
+    return resolve_metric(spec, num_classes, output_columns)
 
 
 def eval_copy(metric: keras.metrics.Metric) -> keras.metrics.Metric:

@@ -5,12 +5,11 @@ and tests build one directly. :meth:`TrainConfig.validate` checks every field
 and raises :class:`tfcustom.errors.ConfigError` with a message that says what
 is wrong, what was received and what to do.
 
-Example:
-
->>> config = TrainConfig(model="mlp", epochs=2, batch_size=128)
->>> config.validate()
->>> config.replace(epochs=3).epochs
-3
+Examples:
+    >>> config = TrainConfig(model="mlp", epochs=2, batch_size=128)
+    >>> config.validate()
+    >>> config.replace(epochs=3).epochs
+    3
 """
 
 from __future__ import annotations
@@ -175,8 +174,14 @@ class TrainConfig:
               "train_subset/test_subset apply to in-memory datasets, not to tfrecord: shards", self.dataset,
               "drop --train_subset/--test_subset, or convert a smaller dataset")
         check(isinstance(self.validation_size, int) and self.validation_size >= 0, "validation_size must be an integer >= 0", self.validation_size, "pass 0 to train without validation, or a positive count")
-        check_one_of("model", self.model, models.names())
         check(isinstance(self.model_kwargs, dict), "model_kwargs must be a dict (JSON object)", self.model_kwargs, 'pass e.g. --model_kwargs=\'{"filters": [32, 64]}\'')
+        from tfcustom.experiment import user_model
+
+        if user_model.is_reference(self.model):
+            user_model.check_reference(self.model, self.model_kwargs)
+        else:
+            check(isinstance(self.model, str) and self.model.lower() in models.names(), "unknown model", self.model,
+                  f"choose one of: {', '.join(models.names())}, or your own as module:function")
         # Fashion-MNIST's shoes all face one way: a model trained without mirrored
         # images scores ~70 % on mirrored test images, so flip-averaging lowers its
         # accuracy (measured 92.9 % -> 90.5 %).

@@ -23,13 +23,12 @@ Statistics are Keras' (``stateless_dropout``): each unit is kept with
 probability ``1 - rate`` and scaled by ``1 / (1 - rate)``; identity at
 inference.
 
-Example:
-
->>> import numpy as np
->>> layer = Dropout(0.5, seed=1)
->>> y = layer(np.ones((2, 4), "float32"), training=True)
->>> sorted(set(np.asarray(y).ravel().tolist())) in ([0.0, 2.0], [0.0], [2.0])
-True
+Examples:
+    >>> import numpy as np
+    >>> layer = Dropout(0.5, seed=1)
+    >>> y = layer(np.ones((2, 4), "float32"), training=True)
+    >>> sorted(set(np.asarray(y).ravel().tolist())) in ([0.0, 2.0], [0.0], [2.0])
+    True
 """
 
 from __future__ import annotations

@@ -3,11 +3,10 @@
 Its state (best value, epochs without improvement, best epoch) is kept in
 ``tf.Variable``s so that a checkpoint can carry it across a restart.
 
-Example:
-
->>> es = EarlyStopping(monitor="val_loss", patience=3, restore_best=True)
->>> es.update(0.52, epoch=1)   # True when training should stop
-False
+Examples:
+    >>> es = EarlyStopping(monitor="val_loss", patience=3, restore_best=True)
+    >>> es.update(0.52, epoch=1)   # True when training should stop
+    False
 """
 
 from __future__ import annotations

@@ -5,10 +5,9 @@ to do. Constructors and loaders call :func:`check` (or raise
 :class:`ConfigError` through :func:`config_error`) so the wording is the same
 everywhere.
 
-Example:
-
->>> from tfcustom.errors import check
->>> check(3 > 0, "epochs must be positive", 3, "pass epochs >= 1")
+Examples:
+    >>> from tfcustom.errors import check
+    >>> check(3 > 0, "epochs must be positive", 3, "pass epochs >= 1")
 """
 
 from __future__ import annotations

@@ -19,13 +19,12 @@ The SavedModel's endpoints take **float32 images in [0, 1]** of shape
 * ``predict(images)`` -> ``{"logits", "probabilities", "class_ids"}``;
   it is also the ``serving_default`` signature (named outputs for TF Serving).
 
-Example:
-
->>> paths = export_model(model, "runs/cnn/export", input_shape=(28, 28, 1))
->>> reloaded = tf.saved_model.load(paths["saved_model"])
->>> logits = reloaded.serve(images)                    # float32 in [0, 1]
->>> evaluate_run("runs/cnn", "final")["accuracy"]
-0.91
+Examples:
+    >>> paths = export_model(model, "runs/cnn/export", input_shape=(28, 28, 1))
+    >>> reloaded = tf.saved_model.load(paths["saved_model"])
+    >>> logits = reloaded.serve(images)                    # float32 in [0, 1]
+    >>> evaluate_run("runs/cnn", "final")["accuracy"]
+    0.91
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What ``keras.Model.fit`` takes as data, for the :class:`tfcustom.Trainer`.
 
 * ``(x, y)`` or ``(x, y, sample_weight)`` NumPy arrays with ``batch_size``
-  (default 32, as in Keras) become a :class:`tfcustom.data.InputPipeline`
+  (default 32, as in Keras; any target shape; ``x`` may be a dict of arrays) become a :class:`tfcustom.data.InputPipeline`
   (shuffled each epoch for training, as ``fit`` does, with a fixed seed), so
   that resuming from a checkpoint mid-epoch stays exact.
 * A ``tf.data.Dataset`` must yield batches; an unbatched one (one example per
@@ -31,28 +31,65 @@ DEFAULT_BATCH_SIZE = 32
 _ARRAYS_FIX = "pass (x, y) or (x, y, sample_weight) NumPy arrays with one row per example"
 
 
+def _array_like(a) -> bool:
+    return isinstance(a, np.ndarray) or hasattr(a, "__array__")
+
+
 def is_arrays(data) -> bool:
-    """True for a ``(x, y[, sample_weight])`` tuple/list of array-likes."""
+    """True for a ``(x, y[, sample_weight])`` tuple/list of array-likes
+    (``x`` may be a dict of arrays, one per input of the model)."""
     return isinstance(data, (tuple, list)) and len(data) in (2, 3) and all(
-        isinstance(a, np.ndarray) or (a is None and i == 2) or hasattr(a, "__array__") for i, a in enumerate(data))
+        _array_like(a) or (a is None and i == 2) or (i < 2 and isinstance(a, dict) and a and all(map(_array_like, a.values())))
+        for i, a in enumerate(data))
 
 
-def as_pipeline(data, batch_size: Optional[int], training: bool):
-    """``data`` itself, or NumPy arrays wrapped into an :class:`InputPipeline`."""
+def _class_weights(y: np.ndarray, class_weight: dict) -> np.ndarray:
+    """Per-example weights from ``class_weight`` (``{class id: weight}``), as ``fit`` derives them:
+    the class of an example is its label (integer ids) or its argmax (one-hot rows)."""
+    ids = y.argmax(-1) if y.ndim == 2 and y.shape[1] > 1 else y.reshape(len(y), -1)[:, 0]
+    ids = np.rint(ids).astype(np.int64)
+    table = np.ones(max(int(ids.max()) + 1, max(class_weight) + 1), np.float32)
+    for k, v in class_weight.items():
+        table[int(k)] = float(v)
+    return table[ids]
+
+
+def as_pipeline(data, batch_size: Optional[int], training: bool, class_weight: Optional[dict] = None):
+    """``data`` itself, or NumPy arrays wrapped into an :class:`InputPipeline`.
+
+    Targets may have any shape and dtype (class ids, one-hot rows, regression
+    values, per-pixel labels); ``x`` may be a dict of arrays (one per input).
+    ``class_weight`` (``{class id: weight}``, training only, as in ``fit``)
+    multiplies each example's ``sample_weight`` by its class' weight.
+    """
     if not is_arrays(data):
-        check(batch_size is None, "batch_size applies only to NumPy arrays",
-              type(data).__name__, "set the batch size of your InputPipeline or tf.data.Dataset instead, or drop batch_size")
+        check(batch_size is None and class_weight is None, "batch_size and class_weight apply only to NumPy arrays",
+              type(data).__name__, "set the batch size of your InputPipeline or tf.data.Dataset instead (and weights as "
+              "its third element), or drop batch_size/class_weight")
         return data
-    x, y = np.asarray(data[0]), np.asarray(data[1])
-    weights = None if len(data) == 2 or data[2] is None else np.asarray(data[2])
-    check(x.ndim >= 1 and len(x) > 0 and len(x) == len(y), "x and y must hold the same number (> 0) of examples",
-          (x.shape, y.shape), _ARRAYS_FIX)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    check(y.ndim == 1, "y must hold one integer class id per example", y.shape,
-          "pass labels of shape [N] (one-hot labels: take y.argmax(-1))")
+    x = {k: np.asarray(v) for k, v in data[0].items()} if isinstance(data[0], dict) else np.asarray(data[0])
+    weights = None if len(data) == 2 or data[2] is None else np.asarray(data[2], np.float32).reshape(-1)
+    sizes = {len(a) if a.ndim else 0 for a in (x.values() if isinstance(x, dict) else [x])}
+    if isinstance(data[1], dict):  # one target per output of a multi-output model
+        y = {k: np.asarray(v) for k, v in data[1].items()}
+        check(len({len(v) for v in y.values()}) == 1 and class_weight is None, "the targets of every output must hold the "
+              "same number of examples (and class_weight needs a single output)", {k: v.shape for k, v in y.items()}, _ARRAYS_FIX)
+        examples = len(next(iter(y.values())))
+        check(sizes == {examples}, "x and y must hold the same number of examples", sorted(sizes), _ARRAYS_FIX)
+    else:
+        y = np.asarray(data[1])
+        check(len(sizes) == 1 and y.ndim >= 1 and len(y) > 0 and sizes == {len(y)}, "x and y must hold the same number (> 0) of examples",
+              (sorted(sizes), y.shape), _ARRAYS_FIX)
+        if y.ndim == 2 and y.shape[1] == 1 and np.issubdtype(y.dtype, np.integer):
+            y = y[:, 0]  # class ids as a column
+        if class_weight is not None:
+            check(isinstance(class_weight, dict) and all(isinstance(k, (int, np.integer)) for k in class_weight),
+                  "class_weight must be a dict {class id: weight}", class_weight, "pass e.g. class_weight={0: 1.0, 1: 5.0}")
+            cw = _class_weights(y, class_weight)
+            weights = cw if weights is None else weights * cw
+        examples = len(y)
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else check_positive_int("batch_size", batch_size)
-    return InputPipeline(Split(x, y), min(batch_size, len(y)), shuffle=training, seed=0, sample_weight=weights)
+    return InputPipeline(Split(x, y), min(batch_size, examples), shuffle=training, seed=0, sample_weight=weights)
 
 
 def check_dataset(data) -> None:
@@ -92,7 +129,8 @@ def predict_dataset(x, batch_size: Optional[int]) -> tf.data.Dataset:
     from tfcustom.data.pipeline import normalize_images
 
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else check_positive_int("batch_size", batch_size)
-    return tf.data.Dataset.from_tensor_slices(np.asarray(x)).batch(batch_size).map(normalize_images)
+    x = {k: np.asarray(v) for k, v in x.items()} if isinstance(x, dict) else np.asarray(x)
+    return tf.data.Dataset.from_tensor_slices(x).batch(batch_size).map(normalize_images)
 
 
 def check_outputs(model, loss, data, metrics, strategy) -> bool:
@@ -118,11 +156,14 @@ def check_outputs(model, loss, data, metrics, strategy) -> bool:
         logging.warning("Could not run the model on one batch before training (%s: %s); the loss' from_logits "
                         "setting is not checked against its outputs", type(e).__name__, str(e).splitlines()[0] if str(e) else "")
         return True
-    problem = mismatch(loss, y_pred)
-    if problem:
-        raise ConfigError(problem)
-    with strategy.scope():
-        build_metric_states(metrics, y_pred.shape[-1])
+    pairs = [(l, y_pred[k]) for k, l, _ in loss.items()] if hasattr(loss, "items") and isinstance(y_pred, (dict, list, tuple)) else [(loss, y_pred)]
+    for member, pred in pairs:  # a multi-output loss: each output against its own loss
+        problem = mismatch(member, pred)
+        if problem:
+            raise ConfigError(problem)
+    if not isinstance(y_pred, (dict, list, tuple)):
+        with strategy.scope():
+            build_metric_states(metrics, y_pred.shape[-1])
     return True
 
 

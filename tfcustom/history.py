@@ -1,11 +1,10 @@
 """Per-epoch training history: in memory, as ``history.json`` / ``history.csv``, and as a plot.
 
-Example:
-
->>> h = History()
->>> h.append({"epoch": 1, "loss": 0.5, "val_loss": 0.6})
->>> h.write("runs/demo")          # history.json + history.csv
->>> h.plot("runs/demo/learning_curves.png")
+Examples:
+    >>> h = History()
+    >>> h.append({"epoch": 1, "loss": 0.5, "val_loss": 0.6})
+    >>> h.write("runs/demo")          # history.json + history.csv
+    >>> h.plot("runs/demo/learning_curves.png")
 """
 
 from __future__ import annotations

@@ -10,11 +10,10 @@ routes TensorFlow's Python logger through absl once (no doubled
 TensorFlow's own logs come back with ``TFCUSTOM_TF_LOGS=1`` in the environment,
 or with ``--verbosity=1`` (``-v=1``) on the command line of a tfcustom script.
 
-Example:
-
->>> import tfcustom.logs
->>> tfcustom.logs.tf_logs_wanted(["train.py", "--verbosity=1"])
-True
+Examples:
+    >>> import tfcustom.logs
+    >>> tfcustom.logs.tf_logs_wanted(["train.py", "--verbosity=1"])
+    True
 """
 
 from __future__ import annotations

@@ -72,17 +72,16 @@ class SGD(keras.optimizers.Optimizer):
             ``clipnorm``, ``global_clipnorm``, ``use_ema``,
             ``gradient_accumulation_steps``, ``name``, ...).
 
-    Example:
-
-    >>> import numpy as np, keras
-    >>> from tfcustom.optimizers import SGD
-    >>> w = keras.Variable(np.array([1.0, 2.0], "float32"))
-    >>> optimizer = SGD(learning_rate=0.1, momentum=0.9)
-    >>> g = np.array([1.0, 1.0], "float32")
-    >>> _ = optimizer.apply_gradients([(g, w)])
-    >>> _ = optimizer.apply_gradients([(g, w)])
-    >>> [round(float(x), 4) for x in w.numpy()]  # v: -0.1, then -0.19
-    [0.71, 1.71]
+    Examples:
+        >>> import numpy as np, keras
+        >>> from tfcustom.optimizers import SGD
+        >>> w = keras.Variable(np.array([1.0, 2.0], "float32"))
+        >>> optimizer = SGD(learning_rate=0.1, momentum=0.9)
+        >>> g = np.array([1.0, 1.0], "float32")
+        >>> _ = optimizer.apply_gradients([(g, w)])
+        >>> _ = optimizer.apply_gradients([(g, w)])
+        >>> [round(float(x), 4) for x in w.numpy()]  # v: -0.1, then -0.19
+        [0.71, 1.71]
     """
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, name=None, **kwargs):
@@ -305,11 +304,12 @@ def make_schedule(name: str, learning_rate: float, *, total_steps: int, warmup_s
 
     ``warmup_steps`` is supported by ``"constant"`` and ``"cosine"`` only.
 
-    >>> s = make_schedule("step", 0.1, total_steps=100)
-    >>> [round(float(s(k)), 6) for k in (0, 49, 50, 75)]
-    [0.1, 0.1, 0.01, 0.001]
-    >>> make_schedule("constant", 0.1, total_steps=100)
-    0.1
+    Examples:
+        >>> s = make_schedule("step", 0.1, total_steps=100)
+        >>> [round(float(s(k)), 6) for k in (0, 49, 50, 75)]
+        [0.1, 0.1, 0.01, 0.001]
+        >>> make_schedule("constant", 0.1, total_steps=100)
+        0.1
     """
     check(
         isinstance(name, str) and name.lower() in _SCHEDULES,

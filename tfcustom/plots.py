@@ -6,11 +6,10 @@ and, with ``path``, also writes it as a PNG. :func:`write_run_pictures` draws
 the pictures of a run directory (``train_and_evaluate`` calls it; so does
 ``python examples/evaluate.py --pictures``).
 
-Example:
-
->>> fig = plot_confusion_matrix([[5, 1], [2, 7]], ["cat", "dog"], path="cm.png")
->>> probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
->>> fig = plot_reliability(probabilities, np.array([0, 1, 1]), num_bins=5)
+Examples:
+    >>> fig = plot_confusion_matrix([[5, 1], [2, 7]], ["cat", "dog"], path="cm.png")
+    >>> probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    >>> fig = plot_reliability(probabilities, np.array([0, 1, 1]), num_bins=5)
 """
 
 from __future__ import annotations

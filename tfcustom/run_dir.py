@@ -116,12 +116,13 @@ def build_run_model(config, num_classes: int, input_shape=(28, 28, 1)) -> keras.
     """The run's model, freshly built from its config (named as in a fresh
     training process, whatever models this process built before)."""
     from tfcustom import models as models_lib
+    from tfcustom.experiment import user_model
 
     kwargs = dict(config.model_kwargs)
-    cls = models_lib._REGISTRY.get(str(config.model).lower())
+    cls = None if user_model.is_reference(config.model) else models_lib._REGISTRY.get(str(config.model).lower())
     if cls is not None:
         kwargs.setdefault("name", _default_name(cls))
-    model = models_lib.get(config.model, num_classes=num_classes, **kwargs)
+    model = user_model.model_from_name(config.model, num_classes, input_shape, **kwargs)
     model(tf.zeros((1,) + tuple(input_shape), tf.float32), training=False)
     return model
 

@@ -82,11 +82,10 @@ class SAM:
             typically uses a larger value, e.g. 0.5 to 2).
         adaptive: use ASAM's scale-invariant perturbation.
 
-    Example:
-
-    >>> sam = SAM(rho=0.1, adaptive=True)
-    >>> sam.get_config()
-    {'rho': 0.1, 'adaptive': True}
+    Examples:
+        >>> sam = SAM(rho=0.1, adaptive=True)
+        >>> sam.get_config()
+        {'rho': 0.1, 'adaptive': True}
 
     and ``steps.make_train_step(model, loss, optimizer, gradient_fn=sam)``.
     """

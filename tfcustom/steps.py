@@ -126,7 +126,7 @@ def _unscale(grad, loss_scale):
 
 def _global_examples(y):
     """All-reduce (sum over replicas) of this replica's batch size, as float32."""
-    local = tf.cast(tf.shape(y)[0], tf.float32)
+    local = tf.cast(tf.shape(tf.nest.flatten(y)[0])[0], tf.float32)
     ctx = tf.distribute.get_replica_context()
     return ctx.all_reduce(tf.distribute.ReduceOp.SUM, local)
 
@@ -134,14 +134,15 @@ def _global_examples(y):
 def update_metrics(metrics, loss_tracker, y, y_pred, per_example, extra_loss, sample_weight, valid=None):
     """Update the loss tracker (mean over examples) and the metrics of one replica.
 
+    The metrics are unweighted, as ``compile(metrics=...)``'s: ``sample_weight``
+    (already in ``per_example``) weighs the loss only.
+
     ``valid`` (a scalar bool) masks the update out, used to skip a non-finite step
     without a Python branch.
     """
-    weight = tf.ones_like(per_example) if sample_weight is None else tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
     values = per_example + extra_loss
     if valid is not None:
         values = tf.where(valid, values, tf.zeros_like(values))
-        weight = weight * tf.cast(valid, weight.dtype)
     if loss_tracker is not None:
         # Every example counts once (sample weights are already in the values),
         # as in Keras' loss tracker.
@@ -149,8 +150,14 @@ def update_metrics(metrics, loss_tracker, y, y_pred, per_example, extra_loss, sa
         if valid is not None:
             count = count * tf.cast(valid, count.dtype)
         loss_tracker.update_state(values, sample_weight=count)
+    # As compile(metrics=...): metrics ignore the sample weights (the loss takes them).
+    mask = None if valid is None else tf.fill(tf.shape(per_example), tf.cast(valid, tf.float32))
     for metric in metrics:
-        metric.update_state(y, y_pred, sample_weight=weight if (sample_weight is not None or valid is not None) else None)
+        if getattr(metric, "uses_sample_weight", False):  # a per-output loss (tfcustom.compile_loss.OutputLoss)
+            weighted = sample_weight if mask is None else (mask if sample_weight is None else mask * tf.cast(tf.reshape(sample_weight, [-1]), tf.float32))
+            metric.update_state(y, y_pred, sample_weight=weighted)
+        else:
+            metric.update_state(y, y_pred, sample_weight=mask)
 
 
 def _all_finite(values):

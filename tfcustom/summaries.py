@@ -25,11 +25,10 @@ A resumed run first calls :meth:`SummaryWriter.start` with the restored
 position: points written after the checkpoint by the interrupted run are
 removed from the event files, so every curve has one value per step.
 
-Example:
-
->>> writer = SummaryWriter("runs/demo/tensorboard", log_every_steps=50)
->>> writer.start(global_step=0, epochs_done=0, config={"model": "mlp"})
->>> trainer = tfcustom.Trainer(model, loss, optimizer, summary_writer=writer)
+Examples:
+    >>> writer = SummaryWriter("runs/demo/tensorboard", log_every_steps=50)
+    >>> writer.start(global_step=0, epochs_done=0, config={"model": "mlp"})
+    >>> trainer = tfcustom.Trainer(model, loss, optimizer, summary_writer=writer)
 
 then ``tensorboard --logdir runs``.
 """

@@ -11,12 +11,11 @@ every run; test accuracy against training time with the Pareto front).
 Every run's TensorBoard summaries are under ``output_dir``:
 ``tensorboard --logdir <output_dir>`` compares them.
 
-Example:
-
->>> base = TrainConfig(model="mlp", epochs=2)
->>> rows = run_sweep(base, {"model_kwargs.hidden_units": [[64], [128, 64]], "learning_rate": [1e-3, 3e-3]}, "runs/sweep")
->>> [r["test_accuracy"] for r in rows]
-[0.84, 0.85, 0.83, 0.85]
+Examples:
+    >>> base = TrainConfig(model="mlp", epochs=2)
+    >>> rows = run_sweep(base, {"model_kwargs.hidden_units": [[64], [128, 64]], "learning_rate": [1e-3, 3e-3]}, "runs/sweep")
+    >>> [r["test_accuracy"] for r in rows]
+    [0.84, 0.85, 0.83, 0.85]
 """
 
 from __future__ import annotations

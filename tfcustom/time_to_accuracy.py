@@ -7,12 +7,11 @@ ends, as the history records it; the time is the training time up to the end
 of that epoch (per-epoch test evaluations, ``test_accuracy`` in the history
 with ``--target_accuracy_test``, are not counted in ``time_s``).
 
-Example:
-
->>> records = [{"epoch": 1, "time_s": 10.0, "val_accuracy": 0.85},
-...            {"epoch": 2, "time_s": 11.0, "val_accuracy": 0.91}]
->>> first_reached(records, "val_accuracy", 0.9, steps_per_epoch=100)
-{'target': 0.9, 'reached': True, 'epoch': 2, 'step': 200, 'time_s': 21.0, 'accuracy': 0.91}
+Examples:
+    >>> records = [{"epoch": 1, "time_s": 10.0, "val_accuracy": 0.85},
+    ...            {"epoch": 2, "time_s": 11.0, "val_accuracy": 0.91}]
+    >>> first_reached(records, "val_accuracy", 0.9, steps_per_epoch=100)
+    {'target': 0.9, 'reached': True, 'epoch': 2, 'step': 200, 'time_s': 21.0, 'accuracy': 0.91}
 """
 
 from __future__ import annotations

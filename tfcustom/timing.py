@@ -10,13 +10,12 @@ reports them as ``input_wait_s``). Its epoch summary answers the question
 than the number of input signatures it was called with: retracing (e.g. a
 Python number passed where a tensor should be) silently makes every call slow.
 
-Example:
-
->>> timer = StepTimer(batch_size=128, num_examples=1000)
->>> timer.start(done=0)
->>> timer.record(steps=2, input_wait_s=0.01)
->>> sorted(timer.epoch_summary())
-['examples_per_second', 'input_wait_share', 'train_seconds']
+Examples:
+    >>> timer = StepTimer(batch_size=128, num_examples=1000)
+    >>> timer.start(done=0)
+    >>> timer.record(steps=2, input_wait_s=0.01)
+    >>> sorted(timer.epoch_summary())
+    ['examples_per_second', 'input_wait_share', 'train_seconds']
 """
 
 from __future__ import annotations

@@ -12,12 +12,11 @@ the pictures of :mod:`tfcustom.plots` (``confusion_matrix.png``,
 ``misclassified.png``, ``reliability.png`` with the ece metric) and, with
 ``config.tensorboard``, ``tensorboard/`` (see :mod:`tfcustom.summaries`).
 
-Example:
-
->>> from tfcustom import TrainConfig, train_and_evaluate
->>> results = train_and_evaluate(TrainConfig(model="mlp", epochs=1), "runs/mlp")
->>> results["test"]["accuracy"]
-0.85
+Examples:
+    >>> from tfcustom import TrainConfig, train_and_evaluate
+    >>> results = train_and_evaluate(TrainConfig(model="mlp", epochs=1), "runs/mlp")
+    >>> results["test"]["accuracy"]
+    0.85
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ from absl import logging
 from tfcustom import autotune, time_to_accuracy
 from tfcustom import data as data_lib
 from tfcustom import losses as losses_lib
-from tfcustom import models as models_lib
 from tfcustom import optimizers as optimizers_lib
 from tfcustom import strategy as strategy_lib
 from tfcustom.config import TrainConfig, _split_sam
@@ -44,6 +42,7 @@ from tfcustom.checkpoint import model_checkpoint, restore_latest, training_check
 from tfcustom.early_stopping import EarlyStopping
 from tfcustom.history import History
 from tfcustom.export import BEST_SUBDIR, CHECKPOINT_DIR, CONFIG_FILE, KERAS_FILE, RESULTS_FILE, SAVED_MODEL_DIR, export_model
+from tfcustom.experiment import user_model
 from tfcustom.experiment.run_lock import LOCK_FILE, RunLock
 from tfcustom.errors import check, config_error, is_writable_dir
 from tfcustom.preemption import ClusterPreemption, is_cluster
@@ -177,7 +176,7 @@ def _export_check_images(dataset, count: int = 64):
 def build_model(config: TrainConfig, dataset: data_lib.Dataset, strategy: tf.distribute.Strategy) -> keras.Model:
     """The configured model, built under ``strategy.scope()`` on the dataset's input shape."""
     with strategy.scope():
-        model = models_lib.get(config.model, num_classes=dataset.num_classes, **config.model_kwargs)
+        model = user_model.model_from_name(config.model, dataset.num_classes, dataset.input_shape, **config.model_kwargs)
         model(tf.zeros((1,) + dataset.input_shape, tf.float32), training=False)
     return model
 

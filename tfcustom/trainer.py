@@ -6,18 +6,17 @@ are built by the caller and passed in. Create the model and the optimizer
 under ``strategy.scope()`` (a Keras optimizer remembers the strategy it was
 created under); the Trainer builds the optimizer's slots and the metrics there.
 
-Example:
-
->>> strategy = tfcustom.strategy.select("auto")
->>> with strategy.scope():
-...     model = tfcustom.models.get("mlp", num_classes=10)
-...     model.build((None, 28, 28, 1))
-...     optimizer = keras.optimizers.Adam(1e-3)
->>> trainer = Trainer(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-...                   optimizer, metrics=["accuracy"], strategy=strategy)
->>> history = trainer.fit(train_pipeline, epochs=5, validation_data=val_pipeline)
->>> trainer.evaluate(test_pipeline)
-{'loss': 0.31, 'accuracy': 0.89}
+Examples:
+    >>> strategy = tfcustom.strategy.select("auto")
+    >>> with strategy.scope():
+    ...     model = tfcustom.models.get("mlp", num_classes=10)
+    ...     model.build((None, 28, 28, 1))
+    ...     optimizer = keras.optimizers.Adam(1e-3)
+    >>> trainer = Trainer(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    ...                   optimizer, metrics=["accuracy"], strategy=strategy)
+    >>> history = trainer.fit(train_pipeline, epochs=5, validation_data=val_pipeline)
+    >>> trainer.evaluate(test_pipeline)
+    {'loss': 0.31, 'accuracy': 0.89}
 
 As with ``compile``/``fit``: the loss may be a name or a function, the
 optimizer a name (``"adam"``), metrics names or objects, and ``fit`` takes
@@ -54,6 +53,7 @@ from tfcustom import steps as steps_lib
 from tfcustom.callbacks import CallbackList, CallbackState, check_learning_rate_settable, epoch_logs_for_callbacks
 from tfcustom.checkpoint import ReplicaState
 from tfcustom.compile_args import copy_state, eval_copy, metric_from_spec, resolve_loss, resolve_optimizer
+from tfcustom.compile_metrics import resolve_metrics
 from tfcustom.data.pipeline import EpochInput, InputPipeline
 from tfcustom.distributed_input import batch_and_size, distribute, steps_in_epoch
 from tfcustom.early_stopping import EarlyStopping
@@ -112,6 +112,9 @@ class Trainer(ReplicaStateSync):
       summary_writer: a :class:`tfcustom.summaries.SummaryWriter` (built by
         the caller, already started): TensorBoard summaries every
         ``log_every_steps`` steps and every epoch; None: none.
+      loss_weights: with a dict/list of losses (a multi-output model), the
+        weight of each output's loss, as ``compile(loss_weights=...)``;
+        metrics may then be ``{output: [specs]}``, logged ``<output>_<name>``.
     """
 
     def __init__(
@@ -132,9 +135,10 @@ class Trainer(ReplicaStateSync):
         verbose: int = 1,
         log_replica_losses: int = 0,
         summary_writer=None,
+        loss_weights=None,
     ):
         check(isinstance(model, keras.Model), "model must be a keras.Model", type(model).__name__, "pass a keras.Model instance")
-        loss = resolve_loss(loss)
+        loss = resolve_loss(loss, loss_weights)
         check_positive_int("steps_per_execution", steps_per_execution)
         check(model.built and model.trainable_variables, "model has no trainable variables yet", model.name, "build the model (call it on a batch or model.build(input_shape)) under strategy.scope() first")
         self.strategy = strategy or tf.distribute.get_strategy()
@@ -164,10 +168,11 @@ class Trainer(ReplicaStateSync):
             self.optimizer.build(model.trainable_variables)
             self.train_loss = keras.metrics.Mean(name="loss")
             self.eval_loss = keras.metrics.Mean(name="loss")
-            self.train_metrics = [metric_from_spec(m, num_classes) for m in metrics]  # the user's objects, if given
+            columns = fit_inputs.output_classes(model)
+            self.train_metrics = resolve_metrics(metrics, num_classes, columns, loss)  # the user's objects, if given
             self._check_metrics_in_scope()
             self.eval_metrics = [eval_copy(m) for m in self.train_metrics]
-            fit_inputs.build_metric_states((*self.train_metrics, *self.eval_metrics), num_classes or fit_inputs.output_classes(model))
+            fit_inputs.build_metric_states((*self.train_metrics, *self.eval_metrics), num_classes or columns)
             # Loop position: what a checkpoint needs to resume exactly.
             self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -261,6 +266,7 @@ class Trainer(ReplicaStateSync):
         best_checkpoint_manager: Optional[tf.train.CheckpointManager] = None,
         preemption: Optional[ClusterPreemption] = None,
         epoch_evaluations: Optional[Dict[str, DataLike]] = None,
+        class_weight: Optional[Dict[int, float]] = None,
         callbacks: Optional[Sequence[keras.callbacks.Callback]] = None,
     ) -> History:
         """Train until ``epochs`` epochs have run in total (resuming from
@@ -288,7 +294,8 @@ class Trainer(ReplicaStateSync):
         worker then makes every worker save at the same step and stop.
         ``epoch_evaluations`` (``{prefix: data}``, e.g. ``{"test_": test}``):
         more data evaluated at each epoch end, logged with that prefix; their
-        time is not counted in the epoch's ``time_s``.
+        time is not counted in the epoch's ``time_s``. ``class_weight``
+        (``{class id: weight}``, NumPy training arrays): as in ``fit``.
         ``callbacks``: ``keras.callbacks.Callback`` instances, called as
         ``keras.Model.fit`` calls them (:mod:`tfcustom.callbacks`); their
         state is saved in the training checkpoint and restored on resume.
@@ -298,7 +305,7 @@ class Trainer(ReplicaStateSync):
         check_positive_int("epochs", epochs)
         if checkpoint_every_steps is not None:
             check_positive_int("checkpoint_every_steps", checkpoint_every_steps)
-        train = fit_inputs.as_pipeline(train, batch_size, training=True)
+        train = fit_inputs.as_pipeline(train, batch_size, training=True, class_weight=class_weight)
         if validation_data is not None:
             validation_data = fit_inputs.as_pipeline(validation_data, batch_size, training=False)
         if initial_epoch is not None:
@@ -586,7 +593,7 @@ class Trainer(ReplicaStateSync):
         a batched dataset, or NumPy inputs ``x`` batched by ``batch_size``), in input order.
         ``callbacks``: ``on_predict_begin``, one ``on_predict_batch_begin(0)`` /
         ``on_predict_batch_end(0, {"outputs": ...})`` around the compiled loop, ``on_predict_end``."""
-        if isinstance(data, np.ndarray):
+        if isinstance(data, (np.ndarray, dict)):
             data = fit_inputs.predict_dataset(data, batch_size)
         dataset = data.dataset() if isinstance(data, EpochInput) else data
         hooks = self._callback_list(callbacks, verbose=self.verbose)

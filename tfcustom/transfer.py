@@ -21,15 +21,14 @@ Layers are selected by **name pattern** (``fnmatch``: ``*``, ``?``,
   (``examples/transfer_learning.py``): pretrain on some classes, fine-tune on
   few labelled examples of the others, compare with training from scratch.
 
-Example:
-
->>> new = tfcustom.models.get("cnn", num_classes=5)
->>> new.build((None, 28, 28, 1))
->>> restore_backbone(new, "runs/pretrain/model.keras", exclude=("logits",))
-['stage0_conv0', 'stage1_conv0', 'hidden']
->>> freeze(new, ["stage*"])
-['stage0_conv0', 'stage1_conv0']
->>> opt = BackboneHeadOptimizer(keras.optimizers.Adam(1e-4), keras.optimizers.Adam(1e-3), backbone=["stage*", "hidden"])
+Examples:
+    >>> new = tfcustom.models.get("cnn", num_classes=5)
+    >>> new.build((None, 28, 28, 1))
+    >>> restore_backbone(new, "runs/pretrain/model.keras", exclude=("logits",))
+    ['stage0_conv0', 'stage1_conv0', 'hidden']
+    >>> freeze(new, ["stage*"])
+    ['stage0_conv0', 'stage1_conv0']
+    >>> opt = BackboneHeadOptimizer(keras.optimizers.Adam(1e-4), keras.optimizers.Adam(1e-3), backbone=["stage*", "hidden"])
 """
 
 from __future__ import annotations
@@ -126,8 +125,8 @@ def restore_backbone(
 
     Raises:
       ConfigError: nothing matches / nothing restored, or a selected layer's
-      weights differ in number or shape from the source's (naming the layer
-      and both shapes).
+        weights differ in number or shape from the source's (naming the layer
+        and both shapes).
     """
     check(isinstance(model, keras.Model), "restore_backbone needs a keras.Model to restore into", type(model).__name__, "pass the new model")
     # A model built by Keras' default build() (no build of its own) is "built" with no weights.

@@ -30,7 +30,8 @@ flags.DEFINE_integer("shuffle_buffer", 10000, "With --dataset=tfrecord:DIR: exam
 flags.DEFINE_enum("verify_shards", "full", ["full", "size"], "With --dataset=tfrecord:DIR: check each shard's SHA-256 at start (full) or only its size.")
 flags.DEFINE_integer("train_subset", None, "Use only the first N training examples (validation is held out of them), e.g. to try a config quickly.")
 flags.DEFINE_integer("test_subset", None, "Test on the first N test examples only.")
-flags.DEFINE_string("model", "cnn", "Model name (see tfcustom.models.names()).")
+flags.DEFINE_string("model", "cnn", "Model name (see tfcustom.models.names()), or your own as package.module:function "
+                    "(called with num_classes, input_shape and --model_kwargs; returns a keras.Model outputting logits).")
 flags.DEFINE_string("model_kwargs", "{}", 'Model constructor arguments as a JSON object, e.g. \'{"filters": [32, 64]}\'.')
 flags.DEFINE_string("loss", "sparse_categorical_crossentropy", "Loss name (see tfcustom.losses.names()).")
 flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing for the cross-entropy loss.")

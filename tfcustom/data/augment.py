@@ -16,12 +16,11 @@ shirt is a shirt), wrong for digits and text (a mirrored 3 is not a 3).
 size at an offset drawn uniformly from ``[0, 2*pad]`` along each axis
 (the CIFAR recipe; ``pad`` defaults to 4, i.e. 1/7 of a 28-pixel side).
 
-Example:
-
->>> images = tf.zeros([8, 28, 28, 1], tf.uint8)
->>> out = augment_batch(images, tf.range(8, dtype=tf.int64), epoch=0, seed=0, ops=("crop", "flip"))
->>> out.shape
-TensorShape([8, 28, 28, 1])
+Examples:
+    >>> images = tf.zeros([8, 28, 28, 1], tf.uint8)
+    >>> out = augment_batch(images, tf.range(8, dtype=tf.int64), epoch=0, seed=0, ops=("crop", "flip"))
+    >>> out.shape
+    TensorShape([8, 28, 28, 1])
 """
 
 from __future__ import annotations

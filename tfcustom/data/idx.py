@@ -5,11 +5,10 @@ The IDX format is a 4-byte magic number ``0x00 0x00 <dtype> <ndim>``, then
 Every malformed input raises :class:`tfcustom.errors.DataError` naming the
 file and what is wrong with it.
 
-Example:
-
->>> images = read_idx("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
->>> images.shape
-(10000, 28, 28)
+Examples:
+    >>> images = read_idx("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
+    >>> images.shape
+    (10000, 28, 28)
 """
 
 from __future__ import annotations

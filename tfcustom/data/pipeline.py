@@ -11,11 +11,10 @@ single-device batch: each global batch is cut into one contiguous chunk per
 replica, and a final partial batch is split as evenly as possible (no replica
 gets an empty batch unless fewer examples than replicas are left).
 
-Example:
-
->>> train, val = split_validation(ds.train, num_validation=5000, seed=0)
->>> pipe = InputPipeline(train, batch_size=128, shuffle=True, seed=0)
->>> for x, y in pipe.dataset(epoch=0): ...
+Examples:
+    >>> train, val = split_validation(ds.train, num_validation=5000, seed=0)
+    >>> pipe = InputPipeline(train, batch_size=128, shuffle=True, seed=0)
+    >>> for x, y in pipe.dataset(epoch=0): ...
 """
 
 from __future__ import annotations
@@ -51,7 +50,11 @@ def split_validation(train: Split, num_validation: int = 5000, seed: int = 0):
 
 
 def normalize_images(x):
-    """uint8 images -> float32 in [0, 1]; float images are cast to float32 as they are."""
+    """uint8 images -> float32 in [0, 1]; other inputs are cast to float32 as they are
+    (token ids included: Keras' Embedding casts them back). A dict or tuple of inputs
+    (a multi-input model) is normalised input by input."""
+    if isinstance(x, (dict, list, tuple)):
+        return tf.nest.map_structure(normalize_images, x)
     if x.dtype == tf.uint8:
         return tf.cast(x, tf.float32) / 255.0
     return tf.cast(x, tf.float32)
@@ -157,8 +160,8 @@ class InputPipeline(EpochInput):
     def _tensors(self):
         if self._x is None:
             with tf.device("/cpu:0"):
-                self._x = tf.constant(self.split.x)
-                self._y = tf.constant(self.split.y)
+                self._x = tf.nest.map_structure(tf.constant, self.split.x)
+                self._y = tf.nest.map_structure(tf.constant, self.split.y)
         return self._x, self._y
 
     def dataset(self, epoch: int = 0, skip_batches: int = 0, input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
@@ -187,12 +190,12 @@ class InputPipeline(EpochInput):
                 weights = tf.constant(self.sample_weight)
 
         def examples(i):
-            images = tf.gather(x, i)
+            images = tf.nest.map_structure(lambda a: tf.gather(a, i), x)
             if augment:
                 images = augment_batch(images, i, epoch, seed, augment)
             if weights is None:
-                return normalize_images(images), tf.gather(y, i)
-            return normalize_images(images), tf.gather(y, i), tf.gather(weights, i)
+                return normalize_images(images), tf.nest.map_structure(lambda a: tf.gather(a, i), y)
+            return normalize_images(images), tf.nest.map_structure(lambda a: tf.gather(a, i), y), tf.gather(weights, i)
 
         ds = ids.map(examples, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if self.cache and not self.shuffle:

@@ -4,11 +4,10 @@ Every source returns a :class:`Dataset` of in-memory NumPy arrays (uint8 or
 float images and int32 labels) that the pipeline in
 :mod:`tfcustom.data.pipeline` turns into ``tf.data`` input.
 
-Example:
-
->>> ds = load("fashion_mnist")          # IDX files from the default directory
->>> ds.train.x.shape, ds.test.x.shape
-((60000, 28, 28, 1), (10000, 28, 28, 1))
+Examples:
+    >>> ds = load("fashion_mnist")          # IDX files from the default directory
+    >>> ds.train.x.shape, ds.test.x.shape
+    ((60000, 28, 28, 1), (10000, 28, 28, 1))
 """
 
 from __future__ import annotations
@@ -58,7 +57,8 @@ class Split:
     y: np.ndarray
 
     def __len__(self) -> int:
-        return int(self.y.shape[0])
+        y = next(iter(self.y.values())) if isinstance(self.y, dict) else self.y  # dict: one target per output
+        return int(np.shape(y)[0])
 
 
 @dataclasses.dataclass(frozen=True)

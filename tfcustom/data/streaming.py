@@ -36,11 +36,10 @@ partial batch (split as evenly as possible), so evaluation counts every
 example exactly once. With one input pipeline (one host, any number of
 replicas) the global batches do not depend on the replica count.
 
-Example:
-
->>> ds = ShardedDataset.open("/tmp/fm_tfrecord")
->>> pipe = ds.pipeline("train", batch_size=128, shuffle=True, seed=0)
->>> for x, y in pipe.dataset(epoch=0, skip_batches=100): ...
+Examples:
+    >>> ds = ShardedDataset.open("/tmp/fm_tfrecord")
+    >>> pipe = ds.pipeline("train", batch_size=128, shuffle=True, seed=0)
+    >>> for x, y in pipe.dataset(epoch=0, skip_batches=100): ...
 """
 
 from __future__ import annotations
@@ -74,7 +73,8 @@ class StreamingPipeline(EpochInput):
 
     Args:
       shards: the split's shards (from :func:`tfcustom.data.tfrecord.read_spec`).
-      image_shape, image_dtype: of the stored images.
+      image_shape: shape of the stored images.
+      image_dtype: dtype of the stored images.
       batch_size: the **global** batch size.
       shuffle: seeded shard order and block shuffle per epoch (training).
       seed: base seed of the orders (and of augmentation).

@@ -25,11 +25,10 @@ SHA-256 (any changed byte). ``verify="size"`` skips the hashing for very large
 datasets; a corrupt record is then still caught when it is read, by the
 CRC32C that TFRecord keeps for every record, as a ``DataLossError``.
 
-Example:
-
->>> spec = read_spec("/data/fashion_mnist_tfrecord")
->>> spec.splits["train"].num_examples
-60000
+Examples:
+    >>> spec = read_spec("/data/fashion_mnist_tfrecord")
+    >>> spec.splits["train"].num_examples
+    60000
 """
 
 from __future__ import annotations

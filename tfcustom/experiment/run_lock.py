@@ -11,12 +11,11 @@ file's modification time, touched every ``HEARTBEAT_S``) is younger than
 taken over with a warning line. Readers (``examples/evaluate.py``,
 ``predict.py``, a sidecar evaluator) never take it.
 
-Example:
-
->>> import tempfile
->>> d = tempfile.mkdtemp()
->>> with RunLock(d):
-...     pass
+Examples:
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> with RunLock(d):
+    ...     pass
 """
 
 from __future__ import annotations

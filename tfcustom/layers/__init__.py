@@ -12,14 +12,13 @@ Blocks create their sublayers with ``dtype=self.dtype_policy`` (as Keras'
 composite layers do), so ``dtype="mixed_float16"`` computes in float16 inside
 the block too.
 
-Example:
-
->>> import numpy as np
->>> from tfcustom.layers import Dense, Softmax
->>> x = np.ones((2, 4), "float32")
->>> probs = Softmax()(Dense(3)(x))
->>> tuple(probs.shape)
-(2, 3)
+Examples:
+    >>> import numpy as np
+    >>> from tfcustom.layers import Dense, Softmax
+    >>> x = np.ones((2, 4), "float32")
+    >>> probs = Softmax()(Dense(3)(x))
+    >>> tuple(probs.shape)
+    (2, 3)
 """
 
 from __future__ import annotations

@@ -27,13 +27,12 @@ def get_activation(identifier):
     ``keras.activations.get`` accepts (a name, case-insensitive; a callable;
     a serialized function; ``None`` means linear).
 
-    Example:
-
-    >>> import keras
-    >>> get_activation("relu")([-1.0, 2.0]).numpy().tolist()
-    [0.0, 2.0]
-    >>> get_activation(keras.activations.elu) is keras.activations.elu
-    True
+    Examples:
+        >>> import keras
+        >>> get_activation("relu")([-1.0, 2.0]).numpy().tolist()
+        [0.0, 2.0]
+        >>> get_activation(keras.activations.elu) is keras.activations.elu
+        True
     """
     if isinstance(identifier, str):
         identifier = identifier.lower()

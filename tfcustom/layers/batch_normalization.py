@@ -19,13 +19,12 @@ layer, the fused kernel was measured slower than Keras' code). The statistics ar
 (the kernel's Bessel-corrected batch variance is turned back into the biased
 one Keras uses); results agree with Keras to float32 rounding (tested).
 
-Example:
-
->>> import numpy as np
->>> bn = BatchNormalization()
->>> y = bn(np.random.rand(8, 4, 4, 3).astype("float32"), training=True)
->>> tuple(y.shape)
-(8, 4, 4, 3)
+Examples:
+    >>> import numpy as np
+    >>> bn = BatchNormalization()
+    >>> y = bn(np.random.rand(8, 4, 4, 3).astype("float32"), training=True)
+    >>> tuple(y.shape)
+    (8, 4, 4, 3)
 """
 
 from __future__ import annotations

@@ -29,14 +29,14 @@ class ConvBlock(keras.layers.Layer):
             0/None for no pooling.
         dropout: dropout rate in [0, 1) applied last; 0 disables it.
         batch_norm: whether to insert BatchNormalization.
-        kernel_initializer, kernel_regularizer: passed to the Conv2D.
+        kernel_initializer: passed to the Conv2D.
+        kernel_regularizer: passed to the Conv2D.
 
-    Example:
-
-    >>> import numpy as np
-    >>> block = ConvBlock(8, pool_size=2)
-    >>> tuple(block(np.zeros((2, 28, 28, 1), "float32")).shape)
-    (2, 14, 14, 8)
+    Examples:
+        >>> import numpy as np
+        >>> block = ConvBlock(8, pool_size=2)
+        >>> tuple(block(np.zeros((2, 28, 28, 1), "float32")).shape)
+        (2, 14, 14, 8)
     """
 
     def __init__(

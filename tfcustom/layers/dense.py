@@ -23,19 +23,18 @@ class Dense(keras.layers.Layer):
         activation: anything ``keras.activations.get`` accepts (see
             :func:`get_activation`); None means linear.
         use_bias: whether to add a bias vector.
-        kernel_initializer, bias_initializer: anything
-            ``keras.initializers.get`` accepts.
-        kernel_regularizer, bias_regularizer: anything
-            ``keras.regularizers.get`` accepts, or None.
+        kernel_initializer: anything ``keras.initializers.get`` accepts.
+        bias_initializer: anything ``keras.initializers.get`` accepts.
+        kernel_regularizer: anything ``keras.regularizers.get`` accepts, or None.
+        bias_regularizer: anything ``keras.regularizers.get`` accepts, or None.
 
-    Example:
-
-    >>> import numpy as np
-    >>> layer = Dense(4, activation="relu")
-    >>> tuple(layer(np.zeros((2, 3), "float32")).shape)
-    (2, 4)
-    >>> [tuple(w.shape) for w in layer.weights]
-    [(3, 4), (4,)]
+    Examples:
+        >>> import numpy as np
+        >>> layer = Dense(4, activation="relu")
+        >>> tuple(layer(np.zeros((2, 3), "float32")).shape)
+        (2, 4)
+        >>> [tuple(w.shape) for w in layer.weights]
+        [(3, 4), (4,)]
     """
 
     def __init__(

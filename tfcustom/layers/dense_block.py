@@ -26,14 +26,14 @@ class DenseBlock(keras.layers.Layer):
             :func:`get_activation`).
         dropout: dropout rate in [0, 1); 0 disables it.
         batch_norm: whether to insert BatchNormalization.
-        kernel_initializer, kernel_regularizer: passed to the Dense.
+        kernel_initializer: passed to the Dense.
+        kernel_regularizer: passed to the Dense.
 
-    Example:
-
-    >>> import numpy as np
-    >>> block = DenseBlock(8, dropout=0.5)
-    >>> tuple(block(np.ones((4, 3), "float32"), training=False).shape)
-    (4, 8)
+    Examples:
+        >>> import numpy as np
+        >>> block = DenseBlock(8, dropout=0.5)
+        >>> tuple(block(np.ones((4, 3), "float32"), training=False).shape)
+        (4, 8)
     """
 
     def __init__(

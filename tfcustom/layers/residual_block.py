@@ -25,16 +25,16 @@ class ResidualBlock(keras.layers.Layer):
             of the projection.
         activation: anything ``keras.activations.get`` accepts (see
             :func:`get_activation`).
-        kernel_initializer, kernel_regularizer: passed to every Conv2D.
+        kernel_initializer: passed to every Conv2D.
+        kernel_regularizer: passed to every Conv2D.
 
-    Example:
-
-    >>> import numpy as np
-    >>> block = ResidualBlock(16, strides=2)
-    >>> tuple(block(np.zeros((2, 28, 28, 8), "float32")).shape)
-    (2, 14, 14, 16)
-    >>> block.projection
-    True
+    Examples:
+        >>> import numpy as np
+        >>> block = ResidualBlock(16, strides=2)
+        >>> tuple(block(np.zeros((2, 28, 28, 8), "float32")).shape)
+        (2, 14, 14, 16)
+        >>> block.projection
+        True
     """
 
     def __init__(

@@ -23,12 +23,11 @@ class Softmax(keras.layers.Layer):
     Args:
         axis: int, the axis to normalise over (default: last).
 
-    Example:
-
-    >>> import numpy as np
-    >>> p = Softmax()(np.array([[1e4, 0.0, -1e4]], "float32"))
-    >>> p.numpy().round(3).tolist()
-    [[1.0, 0.0, 0.0]]
+    Examples:
+        >>> import numpy as np
+        >>> p = Softmax()(np.array([[1e4, 0.0, -1e4]], "float32"))
+        >>> p.numpy().round(3).tolist()
+        [[1.0, 0.0, 0.0]]
     """
 
     def __init__(self, axis=-1, **kwargs):

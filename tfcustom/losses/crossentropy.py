@@ -77,14 +77,13 @@ class SparseCategoricalCrossentropy(_SparseClassificationLoss):
         name: Optional name.
         dtype: Computation dtype; defaults to ``keras.backend.floatx()``.
 
-    Example:
-
-    >>> loss = SparseCategoricalCrossentropy(class_weights={1: 2.0, 2: 0.5},
-    ...                                      label_smoothing=0.1,
-    ...                                      from_logits=True,
-    ...                                      reduction="none")
-    >>> loss([0, 1], [[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]]).shape
-    TensorShape([2])
+    Examples:
+        >>> loss = SparseCategoricalCrossentropy(class_weights={1: 2.0, 2: 0.5},
+        ...                                      label_smoothing=0.1,
+        ...                                      from_logits=True,
+        ...                                      reduction="none")
+        >>> loss([0, 1], [[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]]).shape
+        TensorShape([2])
 
     ```python
     model.compile(optimizer="adam", loss=SparseCategoricalCrossentropy(from_logits=True))

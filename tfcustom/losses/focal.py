@@ -38,11 +38,10 @@ class SparseFocalLoss(_SparseClassificationLoss):
         name: Optional name.
         dtype: Computation dtype; defaults to ``keras.backend.floatx()``.
 
-    Example:
-
-    >>> loss = SparseFocalLoss(gamma=2.0, alpha=[0.25, 0.75], from_logits=True, reduction="none")
-    >>> loss([0, 1], [[3.0, -1.0], [0.0, 0.2]]).shape
-    TensorShape([2])
+    Examples:
+        >>> loss = SparseFocalLoss(gamma=2.0, alpha=[0.25, 0.75], from_logits=True, reduction="none")
+        >>> loss([0, 1], [[3.0, -1.0], [0.0, 0.2]]).shape
+        TensorShape([2])
 
     ```python
     model.compile(optimizer="adam", loss=SparseFocalLoss(gamma=1.0, from_logits=True))

@@ -33,11 +33,10 @@ class PolyLoss(_SparseClassificationLoss):
         name: Optional name.
         dtype: Computation dtype; defaults to ``keras.backend.floatx()``.
 
-    Example:
-
-    >>> loss = PolyLoss(epsilon=1.0, from_logits=True, reduction="none")
-    >>> loss([2], [[0.1, 0.2, 3.0]]).shape
-    TensorShape([1])
+    Examples:
+        >>> loss = PolyLoss(epsilon=1.0, from_logits=True, reduction="none")
+        >>> loss([2], [[0.1, 0.2, 3.0]]).shape
+        TensorShape([1])
 
     ```python
     model.compile(optimizer="adam", loss=PolyLoss(epsilon=2.0, from_logits=True))

@@ -22,13 +22,12 @@ class BalancedAccuracy(_ConfusionMatrixBase):
         name: Optional name.
         dtype: Result dtype (the counts are float64 internally).
 
-    Example:
-
-    >>> m = BalancedAccuracy(num_classes=3)
-    >>> m.update_state([0, 0, 0, 1], [[1., 0., 0.], [1., 0., 0.],
-    ...                               [0., 1., 0.], [0., 1., 0.]])
-    >>> round(float(m.result()), 4)  # (2/3 + 1) / 2; class 2 never occurs
-    0.8333
+    Examples:
+        >>> m = BalancedAccuracy(num_classes=3)
+        >>> m.update_state([0, 0, 0, 1], [[1., 0., 0.], [1., 0., 0.],
+        ...                               [0., 1., 0.], [0., 1., 0.]])
+        >>> round(float(m.result()), 4)  # (2/3 + 1) / 2; class 2 never occurs
+        0.8333
     """
 
     def __init__(self, num_classes=None, name="balanced_accuracy", dtype=None):

@@ -30,12 +30,11 @@ class ExpectedCalibrationError(keras.metrics.Metric):
         name: Optional name.
         dtype: Result dtype (the sums are float64 internally).
 
-    Example:
-
-    >>> m = ExpectedCalibrationError(num_bins=10)
-    >>> m.update_state([0, 1], [[2.0, 0.0], [3.0, 0.0]])
-    >>> round(float(m.result()), 4)  # confidences 0.881 (right), 0.953 (wrong)
-    0.5359
+    Examples:
+        >>> m = ExpectedCalibrationError(num_bins=10)
+        >>> m.update_state([0, 1], [[2.0, 0.0], [3.0, 0.0]])
+        >>> round(float(m.result()), 4)  # confidences 0.881 (right), 0.953 (wrong)
+        0.5359
     """
 
     def __init__(self, num_bins=15, name="expected_calibration_error", dtype=None):

@@ -23,12 +23,11 @@ class ConfusionMatrix(_ConfusionMatrixBase):
         name: Optional name.
         dtype: Result dtype (the counts are float64 internally).
 
-    Example:
-
-    >>> m = ConfusionMatrix(num_classes=2)
-    >>> m.update_state([0, 1, 1], [[1., 0.], [1., 0.], [0., 1.]])
-    >>> m.result().numpy().tolist()
-    [[1.0, 0.0], [1.0, 1.0]]
+    Examples:
+        >>> m = ConfusionMatrix(num_classes=2)
+        >>> m.update_state([0, 1, 1], [[1., 0.], [1., 0.], [0., 1.]])
+        >>> m.result().numpy().tolist()
+        [[1.0, 0.0], [1.0, 1.0]]
     """
 
     def __init__(self, num_classes=None, name="confusion_matrix", dtype=None):

@@ -13,13 +13,12 @@ from tfcustom.metrics.base import _AVERAGE_DOC, _AveragedScore
 class Precision(_AveragedScore):
     """Precision ``tp / (tp + fp)`` per class for sparse labels and logits.
     {args}
-    Example:
-
-    >>> m = Precision(num_classes=3, average=None)
-    >>> m.update_state([0, 1, 2, 2], [[2., 0., 0.], [0., 1., 3.],
-    ...                               [0., 0., 1.], [0., 5., 1.]])
-    >>> [round(float(v), 3) for v in m.result()]
-    [1.0, 0.0, 0.5]
+    Examples:
+        >>> m = Precision(num_classes=3, average=None)
+        >>> m.update_state([0, 1, 2, 2], [[2., 0., 0.], [0., 1., 3.],
+        ...                               [0., 0., 1.], [0., 5., 1.]])
+        >>> [round(float(v), 3) for v in m.result()]
+        [1.0, 0.0, 0.5]
 
     ```python
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
@@ -38,13 +37,12 @@ class Precision(_AveragedScore):
 class Recall(_AveragedScore):
     """Recall ``tp / (tp + fn)`` per class for sparse labels and logits.
     {args}
-    Example:
-
-    >>> m = Recall(num_classes=3, average="macro")
-    >>> m.update_state([0, 1, 2, 2], [[2., 0., 0.], [0., 1., 3.],
-    ...                               [0., 0., 1.], [0., 5., 1.]])
-    >>> round(float(m.result()), 4)
-    0.5
+    Examples:
+        >>> m = Recall(num_classes=3, average="macro")
+        >>> m.update_state([0, 1, 2, 2], [[2., 0., 0.], [0., 1., 3.],
+        ...                               [0., 0., 1.], [0., 5., 1.]])
+        >>> round(float(m.result()), 4)
+        0.5
 
     ```python
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
@@ -63,13 +61,12 @@ class Recall(_AveragedScore):
 class F1Score(_AveragedScore):
     """F1 ``2 tp / (2 tp + fp + fn)`` per class for sparse labels and logits.
     {args}
-    Example:
-
-    >>> m = F1Score(num_classes=3, average="micro")
-    >>> m.update_state([0, 1, 2, 2], [[2., 0., 0.], [0., 1., 3.],
-    ...                               [0., 0., 1.], [0., 5., 1.]])
-    >>> round(float(m.result()), 4)
-    0.5
+    Examples:
+        >>> m = F1Score(num_classes=3, average="micro")
+        >>> m.update_state([0, 1, 2, 2], [[2., 0., 0.], [0., 1., 3.],
+        ...                               [0., 0., 1.], [0., 5., 1.]])
+        >>> round(float(m.result()), 4)
+        0.5
 
     ```python
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",

@@ -63,10 +63,9 @@ def get(name, /, num_classes, **kwargs):
     a model name or argument the model does not know raises
     :class:`~tfcustom.errors.ConfigError`. Model names are case-insensitive.
 
-    Example:
-
-    >>> get("mlp", 10, hidden_units=(64,)).hidden_units
-    (64,)
+    Examples:
+        >>> get("mlp", 10, hidden_units=(64,)).hidden_units
+        (64,)
     """
     check(
         isinstance(name, str) and name.lower() in _REGISTRY,

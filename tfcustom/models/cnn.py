@@ -41,12 +41,11 @@ class CNN(_StackModel):
         test_time_flip: at inference, average the predictions of each image
             and its mirror image (:mod:`tfcustom.models.test_time_flip`).
 
-    Example:
-
-    >>> import numpy as np
-    >>> model = CNN(10, filters=(8, 16), dense_units=32)
-    >>> tuple(model(np.zeros((2, 32, 32, 3), "float32")).shape)
-    (2, 10)
+    Examples:
+        >>> import numpy as np
+        >>> model = CNN(10, filters=(8, 16), dense_units=32)
+        >>> tuple(model(np.zeros((2, 32, 32, 3), "float32")).shape)
+        (2, 10)
     """
 
     def __init__(

@@ -18,12 +18,11 @@ class LogisticRegression(_StackModel):
     sigmoid / binary cross-entropy loss). Weights start at zero: the loss is
     convex, so there is no symmetry to break.
 
-    Example:
-
-    >>> import numpy as np
-    >>> model = LogisticRegression(num_classes=1)
-    >>> model(np.ones((3, 4), "float32")).numpy().tolist()
-    [[0.0], [0.0], [0.0]]
+    Examples:
+        >>> import numpy as np
+        >>> model = LogisticRegression(num_classes=1)
+        >>> model(np.ones((3, 4), "float32")).numpy().tolist()
+        [[0.0], [0.0], [0.0]]
     """
 
     def __init__(self, num_classes, **kwargs):

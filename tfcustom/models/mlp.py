@@ -23,12 +23,11 @@ class MLP(_StackModel):
         dropout: dropout rate after each hidden layer; 0 disables it.
         batch_norm: BatchNormalization in each hidden layer.
 
-    Example:
-
-    >>> import numpy as np
-    >>> model = MLP(10, hidden_units=(32,), dropout=0.2)
-    >>> tuple(model(np.zeros((2, 28, 28, 1), "float32")).shape)
-    (2, 10)
+    Examples:
+        >>> import numpy as np
+        >>> model = MLP(10, hidden_units=(32,), dropout=0.2)
+        >>> tuple(model(np.zeros((2, 28, 28, 1), "float32")).shape)
+        (2, 10)
     """
 
     def __init__(

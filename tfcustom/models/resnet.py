@@ -28,12 +28,11 @@ class ResNet(_StackModel):
         test_time_flip: at inference, average the predictions of each image
             and its mirror image (:mod:`tfcustom.models.test_time_flip`).
 
-    Example:
-
-    >>> import numpy as np
-    >>> model = ResNet(10, stage_filters=(8, 16))
-    >>> tuple(model(np.zeros((2, 28, 28, 1), "float32")).shape)
-    (2, 10)
+    Examples:
+        >>> import numpy as np
+        >>> model = ResNet(10, stage_filters=(8, 16))
+        >>> tuple(model(np.zeros((2, 28, 28, 1), "float32")).shape)
+        (2, 10)
     """
 
     def __init__(

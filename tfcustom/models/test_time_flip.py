@@ -14,13 +14,12 @@ flips scores ~70 % on mirrored test images, so flip-averaging lowered its
 test accuracy from 92.9 % to 90.5 % (measured). ``TrainConfig`` refuses
 ``test_time_flip`` without ``flip`` augmentation.
 
-Example:
-
->>> import numpy as np
->>> forward = lambda x: keras.ops.mean(x, axis=(1, 2))  # any image -> logits function
->>> x = np.random.rand(2, 4, 4, 3).astype("float32")
->>> tuple(flip_averaged_logits(forward, x).shape)
-(2, 3)
+Examples:
+    >>> import numpy as np
+    >>> forward = lambda x: keras.ops.mean(x, axis=(1, 2))  # any image -> logits function
+    >>> x = np.random.rand(2, 4, 4, 3).astype("float32")
+    >>> tuple(flip_averaged_logits(forward, x).shape)
+    (2, 3)
 """
 
 from __future__ import annotations

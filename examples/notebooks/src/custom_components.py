@@ -33,6 +33,7 @@ SEED = 0
 import json
 
 import keras
+from IPython.display import display
 import numpy as np
 import tensorflow as tf
 from keras import ops
@@ -291,9 +292,11 @@ def train_step(x, y):
     return loss
 
 
+curve_a = []  # each epoch's mean loss, for the picture in section 9
 for epoch in range(EPOCHS):
     f1_a.reset_state()
     losses, sizes = zip(*[(float(train_step(x, y)), len(y)) for x, y in pipe.dataset(epoch)])
+    curve_a.append(float(np.average(losses, weights=sizes)))
     print(f"epoch {epoch + 1}: mean loss {np.average(losses, weights=sizes):.4f}, train F1 {float(f1_a.result()):.4f}")
 
 # %% [markdown]
@@ -305,10 +308,12 @@ for epoch in range(EPOCHS):
 model_b, optimizer_b = fresh_model()
 f1_b, loss_b = MyF1(10), keras.metrics.Mean()
 step = tfcustom.make_train_step(model_b, MyCrossEntropy(), optimizer_b, metrics=[f1_b], loss_tracker=loss_b)
+curve_b = []
 for epoch in range(EPOCHS):
     f1_b.reset_state()
     loss_b.reset_state()
     out = step(iter(pipe.dataset(epoch)), tf.constant(pipe.steps_per_epoch))
+    curve_b.append(float(loss_b.result()))
     print(f"epoch {epoch + 1}: {int(out['steps_run'])} steps, mean loss {float(loss_b.result()):.4f}, train F1 {float(f1_b.result()):.4f}")
 
 # %% [markdown]
@@ -320,6 +325,22 @@ for epoch in range(EPOCHS):
 model_c, optimizer_c = fresh_model()
 trainer = tfcustom.Trainer(model_c, MyCrossEntropy(), optimizer_c, metrics=["accuracy", MyF1(10)])
 history = trainer.fit(pipe, epochs=EPOCHS)
+
+# %% [markdown]
+# The three loops' loss curves on one axis: they coincide (the same arithmetic in the same order).
+
+# %%
+import matplotlib.pyplot as plt
+
+epochs_axis = np.arange(1, EPOCHS + 1)
+fig, ax = plt.subplots(figsize=(6, 3.4))
+ax.plot(epochs_axis, curve_a, "o-", lw=4, alpha=0.35, label="the hand-written step")
+ax.plot(epochs_axis, curve_b, "s--", lw=2, label="tfcustom.make_train_step")
+ax.plot(epochs_axis, history["loss"], "x:", ms=10, color="black", label="tfcustom.Trainer")
+ax.set(xlabel="epoch", ylabel="mean training loss", title="Three loops, one curve", xticks=epochs_axis)
+ax.legend()
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## 10. Same weights?
@@ -352,6 +373,9 @@ results = trainer.evaluate(test_pipe)
 test_logits = trainer.predict(test_pipe)
 test_pred = test_logits.argmax(axis=1)
 sk_f1 = f1_score(ds.test.y, test_pred, average="macro")
+matrix = tfcustom.metrics.ConfusionMatrix(num_classes=10)
+matrix.update_state(ds.test.y, test_logits)
+display(tfcustom.plots.plot_confusion_matrix(matrix.result().numpy().astype(int), ds.class_names))
 print(f"test accuracy {results['accuracy']:.4f}, macro F1: mine {results['my_f1']:.4f}, scikit-learn {sk_f1:.4f}")
 probabilities = model_c.predict_proba(ds.test.x[:3].astype("float32") / 255.0).numpy()
 for i in range(3):

@@ -136,6 +136,25 @@ for r in reports:
     print(f"{r['step']:>5} " + " ".join(f"{v:8.4f}" for v in r["replica_losses"]) + f" {sum(r['replica_losses']):9.5f} {r['loss']:9.5f}")
 
 # %% [markdown]
+# The same numbers as a picture: each core's share of the loss (thin lines) and their sum, which is
+# the global-batch mean loss (the thick line lies on the loss the step returned, the dots).
+
+# %%
+import matplotlib.pyplot as plt
+
+steps_seen = [r["step"] for r in reports]
+shares = np.array([r["replica_losses"] for r in reports])
+fig, ax = plt.subplots(figsize=(8, 3.6))
+for i in range(replicas):
+    ax.plot(steps_seen, shares[:, i], lw=0.8, alpha=0.7, label=f"core {i}" if replicas <= 8 else None)
+ax.plot(steps_seen, shares.sum(axis=1), lw=2.5, color="black", label="sum of the cores")
+ax.plot(steps_seen, [r["loss"] for r in reports], "o", color="tab:red", ms=4, label="loss returned by the step")
+ax.set(xlabel="step", ylabel="loss", title=f"Per-core losses and their sum ({replicas} replicas)")
+ax.legend(fontsize=7, ncol=2)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
 # ## 5. Train with the Trainer, with checkpoints
 # The same step inside the `Trainer`: `steps_per_execution` steps per call, the XLA-compiled replica
 # step, and `log_replica_losses` printing each core's share every `REPORT_EVERY` steps (absl INFO).

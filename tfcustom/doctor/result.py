@@ -1,0 +1,44 @@
+"""One doctor check's outcome, and the table of all of them."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import List
+
+
+@dataclasses.dataclass
+class CheckResult:
+    """``name`` passed or not; ``measured``: the number behind the verdict; ``fix``: what to do when it fails."""
+
+    name: str
+    passed: bool
+    measured: str
+    fix: str = ""
+
+    def line(self, width: int = 20) -> str:
+        verdict = "pass" if self.passed else "FAIL"
+        text = f"{self.name:<{width}} {verdict}  {self.measured}"
+        return text if self.passed or not self.fix else f"{text}  -> fix: {self.fix}"
+
+
+@dataclasses.dataclass
+class Report:
+    """Every check's :class:`CheckResult`; ``passed`` when all passed."""
+
+    results: List[CheckResult]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    def failed(self) -> List[str]:
+        return [r.name for r in self.results if not r.passed]
+
+    def table(self) -> str:
+        width = max([len(r.name) for r in self.results] + [5])
+        lines = [f"{'check':<{width}} {'result':<5} measured", *[r.line(width) for r in self.results]]
+        summary = "all checks passed" if self.passed else f"{len(self.failed())} check(s) failed: {', '.join(self.failed())}"
+        return "\n".join(lines + [summary])
+
+    def __getitem__(self, name: str) -> CheckResult:
+        return next(r for r in self.results if r.name == name)
