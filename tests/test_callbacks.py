@@ -1,12 +1,13 @@
 """Keras callbacks on the Trainer (issue 20 items 3, 4): the oracle is keras.Model.fit with the same
-callbacks, seed and data; resume exactness and the 2-replica logs run in subprocesses
-(tests/callbacks_worker.py)."""
+callbacks, seed and data, an uninterrupted run for a SIGKILLed-then-resumed one, and NumPy for the
+logs under 2 replicas (the kill and the 2 replicas share one subprocess, tests/callbacks_worker.py)."""
 
 import csv
 import glob
 import json
 import os
 import signal
+import sys
 
 import keras
 import numpy as np
@@ -199,47 +200,57 @@ def test_callback_state_round_trips_and_names_what_it_cannot_save(caplog):
     assert fresh[2].batches == 7 and float(fresh[3].total.numpy()) == 3.5
 
 
-# -- subprocesses: SIGKILL then resume; 2 replicas -------------------------------------------------
+# -- SIGKILL then resume; 2 replicas: one subprocess (tests/callbacks_worker.py) -------------------
 
-WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "callbacks_worker.py")
-STEPS = 24  # per epoch in callbacks_worker.py
-
-
-def _result(out):
-    with open(os.path.join(out, "result.json")) as f:
-        return json.load(f)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import callbacks_worker  # noqa: E402
 
 
-def test_sigkill_then_resume_gives_the_same_learning_rates_and_stopping_epoch(tmp_path):
-    from resume_helpers import latest_step, run, start_and_signal
-
-    ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
-    proc = run([WORKER, ref, "1"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    expected = _result(ref)
-    lrs = [r["learning_rate"] for r in expected["history"]]
-    assert len(set(lrs)) > 1 and 0 < expected["stopped_epoch"] < 19, "the run must reduce the learning rate and stop early"
-    # Killed mid-epoch 4, after ReduceLROnPlateau's first reduction (cooldown and wait are running).
-    code, _, _ = start_and_signal([WORKER, killed, "1"], killed, signal.SIGKILL, 3 * STEPS + 2, 4 * STEPS - 2)
-    assert code == -signal.SIGKILL and not os.path.exists(os.path.join(killed, "result.json"))
-    assert latest_step(killed) % STEPS != 0
-    proc = run([WORKER, killed, "1"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    resumed = _result(killed)
-    assert [r["learning_rate"] for r in resumed["history"]] == lrs
-    assert resumed["stopped_epoch"] == expected["stopped_epoch"]
-    assert [{k: v for k, v in r.items()} for r in resumed["history"]] == expected["history"]
-    assert resumed["weights"] == expected["weights"]  # bitwise
-
-
-def test_two_replicas_callbacks_see_the_exact_all_replica_values(tmp_path):
+@pytest.fixture(scope="module")
+def worker_dir(tmp_path_factory):
+    """The worker's directory after its 2-replica run and its training run that SIGKILLed itself mid-epoch."""
     from resume_helpers import run
 
-    proc = run([WORKER, str(tmp_path), "2"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = _result(str(tmp_path))
-    assert result["seen"]
-    for s, record in zip(result["seen"], result["history"]):
-        np.testing.assert_allclose(s["logs"]["val_loss"], s["numpy_val_loss"], rtol=1e-5)  # NumPy over every example
-        np.testing.assert_allclose(s["logs"]["val_accuracy"], s["numpy_val_accuracy"], rtol=1e-6)
-        assert s["logs"] == {k: v for k, v in record.items() if k != "epoch"}
+    out = str(tmp_path_factory.mktemp("killed"))
+    proc = run([callbacks_worker.__file__, out])
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    return out
+
+
+def _epochs(out):
+    with open(os.path.join(out, "epochs.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_sigkill_then_resume_gives_the_same_learning_rates_and_stopping_epoch(worker_dir, tmp_path):
+    from resume_helpers import latest_step
+
+    killed_at = latest_step(worker_dir)
+    before = _epochs(worker_dir)
+    assert killed_at == len(before) * callbacks_worker.STEPS + 3  # 3 steps into the epoch after the last logged one
+    assert before[-1]["wait"] > 0 and before[-1]["cooldown"] > 0, "killed while EarlyStopping waits and ReduceLROnPlateau cools down"
+    stopped, weights = callbacks_worker.train(worker_dir)  # the same run again: resumes from the checkpoint
+    ref_stopped, ref_weights = callbacks_worker.train(str(tmp_path))  # uninterrupted
+    resumed, ref = _epochs(worker_dir), _epochs(str(tmp_path))
+    assert len(set(r["learning_rate"] for r in ref)) > 1 and 0 < ref_stopped < 11, "the run must reduce the LR and stop early"
+    assert stopped == ref_stopped
+    assert [r["epoch"] for r in resumed] == [r["epoch"] for r in ref]
+    for key in ("learning_rate", "wait", "cooldown"):
+        assert [r[key] for r in resumed] == [r[key] for r in ref], key
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose([r[key] for r in resumed], [r[key] for r in ref], rtol=1e-6, err_msg=key)
+    for a, b in zip(weights, ref_weights):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_two_replicas_callbacks_see_the_exact_all_replica_values(worker_dir):
+    with open(os.path.join(worker_dir, "replicas.json")) as f:
+        result = json.load(f)
+    assert result["replicas"] == 2
+    epoch_ends = [s for s in result["seen"] if s["where"] == "on_epoch_end"]
+    assert len(epoch_ends) == 1 and result["seen"][-1]["where"] == "on_test_end"
+    for s in result["seen"]:  # NumPy over every validation example (45: uneven shares of the replicas)
+        prefix = "val_" if s["where"] == "on_epoch_end" else ""
+        np.testing.assert_allclose(s["logs"][prefix + "loss"], s["numpy"]["loss"], rtol=1e-5)
+        np.testing.assert_allclose(s["logs"][prefix + "accuracy"], s["numpy"]["accuracy"], rtol=1e-6)
+    assert [s["logs"] for s in epoch_ends] == result["history"]
