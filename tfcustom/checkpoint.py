@@ -4,7 +4,8 @@ One ``tf.train.Checkpoint`` (built by :func:`training_checkpoint`) holds the
 model (weights, BatchNorm statistics, dropout RNG states), the optimizer (slots
 and iteration count), the loop position (global step, epoch, step within the
 epoch — with the seeded per-epoch data order this is the position in the data),
-the running train metrics of the current epoch, and the early-stopping state.
+the running train metrics of the current epoch, the early-stopping state and the
+state of ``fit``'s callbacks (:mod:`tfcustom.callbacks.state`).
 Restoring it and starting the same loop again continues bit for bit.
 
 ``tf.train.CheckpointManager`` writes the index file (``checkpoint``) only after
@@ -114,6 +115,8 @@ def training_checkpoint(trainer, early_stopping=None) -> tf.train.Checkpoint:
         train_metrics=metric_vars,
         replica_state=trainer.replica_state,
     )
+    if getattr(trainer, "callback_state", None) is not None:
+        items["callbacks"] = trainer.callback_state  # the state of fit's callbacks (tfcustom.callbacks.state)
     if early_stopping is not None:
         items["early_stopping"] = early_stopping
     return tf.train.Checkpoint(**items)
