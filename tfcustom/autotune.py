@@ -1,7 +1,7 @@
 """Choose ``jit_compile`` and the precision by timing the actual model on the actual device.
 
 No fixed choice is right: on a 2-core CPU, XLA speeds up a dropout-free MLP
-1.6-2x and halves a small CNN (README, Performance). :func:`tune` builds
+1.6-2x and halves a small CNN (docs/guides/performance.md). :func:`tune` builds
 throw-away copies of the model (``build(policy)`` returns a fresh
 ``(model, loss, optimizer)`` each call), runs a few training steps of each
 candidate on real batches, and keeps the fastest:

@@ -1,7 +1,7 @@
 """Dropout that stays fast under XLA, with its random state in the checkpoint.
 
 Why not ``keras.layers.Dropout``: under ``jit_compile`` on the XLA CPU backend
-it made a 784-256-128-10 MLP train 6-17x slower (README, Performance). The
+it made a 784-256-128-10 MLP train 6-17x slower (docs/guides/performance.md). The
 time goes into the random-number generator: Keras draws the mask with
 ``tf.nn.experimental.stateless_dropout`` and the default ``rng_alg``
 ("auto_select"), whose XLA lowering on CPU is slow; the same op with an
