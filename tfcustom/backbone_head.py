@@ -1,6 +1,6 @@
 """``BackboneHeadOptimizer``: two learning rates in one Keras optimizer,
 routing each variable to the backbone's or the head's inner optimizer by its
-layer's name. Re-exported by :mod:`tfcustom.transfer`."""
+layer's name. Re-exported by [`tfcustom.transfer`][tfcustom.transfer]."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class BackboneHeadOptimizer(keras.optimizers.Optimizer):
     all others (the head) to ``head_optimizer``.
 
     A variable belongs to the backbone when its top-level layer name
-    (:func:`variable_layer_name`) or its full path matches one of the
+    ([`variable_layer_name`][tfcustom.backbone_head.variable_layer_name]) or its full path matches one of the
     ``backbone`` patterns. Each inner optimizer keeps its own slots,
     iteration counter and learning-rate schedule, so with equal settings the
     pair updates exactly like one optimizer, and ``learning_rate=0`` for the

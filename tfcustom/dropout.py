@@ -9,7 +9,7 @@ explicit Philox algorithm compiles to fast code (``benchmarks/step_throughput.py
 measures both). Keras' seed state is also one value for every replica, so
 all replicas draw the *same* mask for their different examples.
 
-:class:`Dropout` draws the mask with ``stateless_dropout(rng_alg="philox")``
+[`Dropout`][tfcustom.dropout.Dropout] draws the mask with ``stateless_dropout(rng_alg="philox")``
 from a seed made of
 
 * the layer's ``seed`` (drawn from Keras' global seed when not given, and kept

@@ -4,14 +4,14 @@ Read this file top to bottom to see exactly what one training step computes:
 
 1. Each replica takes its batch ``(x, y[, sample_weight])`` and the **global**
    number of examples in the step (an all-reduce of the replicas' batch sizes).
-2. :func:`compute_loss_and_gradients` runs the forward pass with
+2. [`compute_loss_and_gradients`][tfcustom.steps.compute_loss_and_gradients] runs the forward pass with
    ``training=True`` under a ``tf.GradientTape``; the loss is
    ``sum(per_example_loss * sample_weight) / global_examples`` plus the model's
    regularization losses divided by the replica count, so that summing the
    replicas' gradients gives the gradient of the global-batch mean loss, on one
    device or on many. This part may be XLA-compiled (``jit_compile``).
 3. The replicas' gradients are summed by one packed all-reduce in replica
-   context (:func:`all_reduce_sum`: every replica receives the sum), optionally
+   context (`all_reduce_sum`: every replica receives the sum), optionally
    clipped by their global norm and checked for NaN/Inf on each replica, and
    applied by the optimizer to each replica's copy of the variables.
 4. Metrics are updated per replica (their variables sum across replicas on read).
@@ -88,8 +88,8 @@ def compute_loss_and_gradients(model, loss, x, y, sample_weight, global_examples
     then divided by ``loss_scale``; an overflow shows up as Inf/NaN in
     ``grads``.
 
-    This is the default ``gradient_fn`` of :func:`make_train_step`; a variant
-    (e.g. :class:`tfcustom.sam.SAM`) takes the same arguments and returns the
+    This is the default ``gradient_fn`` of [`make_train_step`][tfcustom.make_train_step]; a variant
+    (e.g. `tfcustom.sam.SAM`) takes the same arguments and returns the
     same dict.
     """
     with tf.GradientTape() as tape:

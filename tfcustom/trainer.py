@@ -1,4 +1,4 @@
-"""The Trainer: a thin loop around the compiled steps of :mod:`tfcustom.steps`.
+"""The Trainer: a thin loop around the compiled steps of [`tfcustom.steps`][tfcustom.steps].
 
 The Trainer owns I/O, progress, logging, history and early stopping; the
 steps own the math. Objects the loop uses (the strategy, a checkpoint manager)
@@ -23,19 +23,19 @@ optimizer a name (``"adam"``), metrics names or objects, and ``fit`` takes
 NumPy arrays: ``trainer.fit((x, y), epochs=2, batch_size=32)``.
 
 Metric objects you pass are the ones training updates: after ``fit`` they
-hold the last epoch's training value, after :meth:`Trainer.evaluate` that
+hold the last epoch's training value, after [`Trainer.evaluate`][tfcustom.trainer.Trainer.evaluate] that
 evaluation's value (evaluation runs on copies made with
 ``from_config(get_config())``; a metric that cannot be copied so is refused
 in one line).
 
 Before the first step the Trainer runs the model on one batch and refuses a
 loss whose ``from_logits`` does not fit the model's outputs (see
-:mod:`tfcustom.loss_inputs`), and sets ``num_classes`` of the metrics that
+`tfcustom.loss_inputs`), and sets ``num_classes`` of the metrics that
 were given none from the model's output.
 
 To change what a step computes, pass ``gradient_fn`` (see
-:func:`tfcustom.steps.compute_loss_and_gradients`) or subclass and override
-:meth:`Trainer.make_train_step` / :meth:`Trainer.make_test_step`.
+[`tfcustom.steps.compute_loss_and_gradients`][tfcustom.steps.compute_loss_and_gradients]) or subclass and override
+[`Trainer.make_train_step`][tfcustom.trainer.Trainer.make_train_step] / [`Trainer.make_test_step`][tfcustom.trainer.Trainer.make_test_step].
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class Trainer(ReplicaStateSync):
       model: a Keras model, built under ``strategy.scope()``.
       loss: a ``keras.losses.Loss`` (its ``call`` gives per-example values),
         a loss name or a function ``fn(y_true, y_pred)``, as ``compile``
-        takes (:func:`tfcustom.compile_args.resolve_loss`). tfcustom's models
+        takes (`tfcustom.compile_args.resolve_loss`). tfcustom's models
         output logits: use ``from_logits=True``.
       optimizer: a Keras optimizer or its name (``"adam"``: Keras' defaults);
         built by the Trainer under the scope.
@@ -100,15 +100,15 @@ class Trainer(ReplicaStateSync):
       clip_global_norm: clip the summed gradient to this global norm.
       jit_compile: XLA-compile each replica's forward and backward pass.
       steps_per_execution: train steps run inside one ``tf.function`` call.
-      on_nonfinite: ``"stop"`` (raise :class:`NonFiniteLossError`, variables
+      on_nonfinite: ``"stop"`` (raise [`NonFiniteLossError`][tfcustom.NonFiniteLossError], variables
         untouched by the bad step) or ``"skip"`` (skip that update and count it).
-      gradient_fn: replaces :func:`tfcustom.steps.compute_loss_and_gradients`
-        (e.g. :class:`tfcustom.sam.SAM`).
+      gradient_fn: replaces [`tfcustom.steps.compute_loss_and_gradients`][tfcustom.steps.compute_loss_and_gradients]
+        (e.g. `tfcustom.sam.SAM`).
       output_dir: where ``history.json`` / ``history.csv`` are written each epoch.
       verbose: 1 shows a progress bar per epoch, 0 only logs.
       log_replica_losses: every this many steps and at each epoch end, log
         each replica's share of the last step's loss (absl INFO); 0: never.
-      summary_writer: a :class:`tfcustom.summaries.SummaryWriter` (built by
+      summary_writer: a [`tfcustom.summaries.SummaryWriter`][tfcustom.summaries.SummaryWriter] (built by
         the caller, already started): TensorBoard summaries every
         ``log_every_steps`` steps and every epoch; None: none.
       loss_weights: with a dict/list of losses (a multi-output model), the
@@ -192,7 +192,7 @@ class Trainer(ReplicaStateSync):
     # -- steps (override these to change what a step computes) ---------------
 
     def make_train_step(self) -> Callable:
-        """The compiled ``train_step(iterator, num_steps)``; see :func:`tfcustom.steps.make_train_step`."""
+        """The compiled ``train_step(iterator, num_steps)``; see [`tfcustom.steps.make_train_step`][tfcustom.steps.make_train_step]."""
         return steps_lib.make_train_step(
             self.model,
             self.loss,
@@ -207,7 +207,7 @@ class Trainer(ReplicaStateSync):
         )
 
     def make_test_step(self) -> Callable:
-        """The compiled ``test_loop(iterator)``; see :func:`tfcustom.steps.make_test_step`."""
+        """The compiled ``test_loop(iterator)``; see [`tfcustom.steps.make_test_step`][tfcustom.steps.make_test_step]."""
         return steps_lib.make_test_step(self.model, self.loss, self.eval_metrics, loss_tracker=self.eval_loss, strategy=self.strategy)
 
     # -- input ----------------------------------------------------------------
@@ -220,14 +220,14 @@ class Trainer(ReplicaStateSync):
         return steps_in_epoch(data, steps_per_epoch)
 
     def _check_outputs(self, data: DataLike) -> None:
-        """Once, before the first step: see :func:`tfcustom.fit_inputs.check_outputs`."""
+        """Once, before the first step: see `tfcustom.fit_inputs.check_outputs`."""
         if isinstance(data, tf.data.Dataset):
             fit_inputs.check_dataset(data)
         if not self._outputs_checked:
             self._outputs_checked = fit_inputs.check_outputs(self.model, self.loss, data, (*self.train_metrics, *self.eval_metrics), self.strategy)
 
     def _restore_train_state(self) -> None:
-        """Give the metric objects back their training state after :meth:`evaluate` showed its values in them."""
+        """Give the metric objects back their training state after [`evaluate`][tfcustom.trainer.Trainer.evaluate] showed its values in them."""
         if self._train_state_backup is not None:
             for v, value in zip([v for m in self.train_metrics for v in m.variables], self._train_state_backup):
                 v.assign(value)
@@ -267,7 +267,7 @@ class Trainer(ReplicaStateSync):
         restore, so re-running a finished run trains nothing and logs
         "already trained N epochs; nothing to do").
 
-        ``train`` (and ``validation_data``) is an :class:`InputPipeline`, a
+        ``train`` (and ``validation_data``) is an [`InputPipeline`][tfcustom.trainer.InputPipeline], a
         batched ``tf.data.Dataset``, or NumPy arrays ``(x, y)`` /
         ``(x, y, sample_weight)`` batched by ``batch_size`` (default 32, as in
         Keras; training arrays are shuffled each epoch with a fixed seed).
@@ -277,13 +277,13 @@ class Trainer(ReplicaStateSync):
         ``steps_per_epoch``: batches per epoch, for a dataset whose length is
         unknown or infinite (each epoch starts the dataset again).
 
-        Returns the :class:`History`. With ``checkpoint_manager``, saves at each
+        Returns the [`History`][tfcustom.History]. With ``checkpoint_manager``, saves at each
         epoch end, every ``checkpoint_every_steps`` steps, and when SIGTERM or
-        Ctrl-C arrives (then raises :class:`TrainingInterrupted` after the save).
+        Ctrl-C arrives (then raises [`TrainingInterrupted`][tfcustom.trainer.TrainingInterrupted] after the save).
         With ``best_checkpoint_manager`` and ``early_stopping``, saves the model
         whenever the monitored value improves, and restores the best from it.
         On a multi-worker cluster pass ``preemption`` (a
-        :class:`tfcustom.preemption.ClusterPreemption`): a SIGTERM to any one
+        [`tfcustom.preemption.ClusterPreemption`][tfcustom.preemption.ClusterPreemption]): a SIGTERM to any one
         worker then makes every worker save at the same step and stop.
         ``epoch_evaluations`` (``{prefix: data}``, e.g. ``{"test_": test}``):
         more data evaluated at each epoch end, logged with that prefix; their
@@ -509,10 +509,10 @@ class Trainer(ReplicaStateSync):
     def evaluate(self, data: DataLike, prefix: str = "", *, batch_size: Optional[int] = None) -> Dict[str, float]:
         """Loss and metrics over **every** example of ``data`` (``training=False``).
 
-        ``data``: as for :meth:`fit` (NumPy arrays with ``batch_size``, default
+        ``data``: as for [`fit`][tfcustom.trainer.Trainer.fit] (NumPy arrays with ``batch_size``, default
         32). Afterwards the metric objects given to the Trainer hold this
         evaluation's values (as after ``keras.Model.evaluate``); the next
-        :meth:`fit` gives them back their training state.
+        [`fit`][tfcustom.trainer.Trainer.fit] gives them back their training state.
         """
         data = fit_inputs.as_pipeline(data, batch_size, training=False)
         self._check_outputs(data)
@@ -532,7 +532,7 @@ class Trainer(ReplicaStateSync):
         return self._results(self.eval_loss, self.eval_metrics, prefix)
 
     def predict(self, data: DataLike, *, batch_size: Optional[int] = None) -> np.ndarray:
-        """Model outputs for every example of ``data`` (an :class:`InputPipeline`,
+        """Model outputs for every example of ``data`` (an [`InputPipeline`][tfcustom.trainer.InputPipeline],
         a batched dataset, or NumPy inputs ``x`` batched by ``batch_size``), in input order."""
         if isinstance(data, (np.ndarray, dict)):
             data = fit_inputs.predict_dataset(data, batch_size)
