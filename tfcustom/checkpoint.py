@@ -1,6 +1,6 @@
 """Checkpoints that hold everything the next step depends on, and restoring them.
 
-One ``tf.train.Checkpoint`` (built by `training_checkpoint`) holds the
+One ``tf.train.Checkpoint`` (built by [`training_checkpoint`][tfcustom.checkpoint.training_checkpoint]) holds the
 model (weights, BatchNorm statistics, dropout RNG states), the optimizer (slots
 and iteration count), the loop position (global step, epoch, step within the
 epoch — with the seeded per-epoch data order this is the position in the data),
@@ -9,7 +9,7 @@ Restoring it and starting the same loop again continues bit for bit.
 
 ``tf.train.CheckpointManager`` writes the index file (``checkpoint``) only after
 a checkpoint's data files are complete, so a save killed halfway is never the
-one listed; `restore_latest` also falls back to older checkpoints when the
+one listed; [`restore_latest`][tfcustom.checkpoint.restore_latest] also falls back to older checkpoints when the
 newest cannot be read, and says so.
 
 Examples:
@@ -118,7 +118,7 @@ def training_checkpoint(trainer, early_stopping=None) -> tf.train.Checkpoint:
 def model_checkpoint(model) -> tf.train.Checkpoint:
     """A checkpoint of the model alone (the "best" checkpoint, evaluation).
 
-    Restores from a `training_checkpoint` too (use ``.expect_partial()``).
+    Restores from a [`training_checkpoint`][tfcustom.checkpoint.training_checkpoint] too (use ``.expect_partial()``).
     """
     return tf.train.Checkpoint(model_variables=model_variables(model))
 
@@ -128,8 +128,8 @@ def restore_latest(checkpoint: tf.train.Checkpoint, manager: tf.train.Checkpoint
 
     Returns None when there is none. A checkpoint that cannot be read (corrupt,
     truncated) is skipped with a warning and the next older one is tried; if
-    checkpoints exist but none can be restored, raises `CheckpointError`.
-    A checkpoint of a different model raises `CheckpointError` naming
+    checkpoints exist but none can be restored, raises [`CheckpointError`][tfcustom.checkpoint.CheckpointError].
+    A checkpoint of a different model raises [`CheckpointError`][tfcustom.checkpoint.CheckpointError] naming
     the mismatch.
     """
     paths = list(reversed(manager.checkpoints))

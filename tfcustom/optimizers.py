@@ -12,7 +12,7 @@
   (``"constant"``, ``"cosine"``, ``"exponential"``, ``"step"``).
 
 Sharpness-Aware Minimization is not an optimizer here but a gradient function
-for the train step: see `tfcustom.sam`.
+for the train step: see [`tfcustom.sam`][tfcustom.sam].
 
 >>> import tfcustom.optimizers as opt
 >>> schedule = opt.make_schedule("cosine", 0.1, total_steps=100, warmup_steps=10)

@@ -8,14 +8,14 @@ two passes over the same batch:
    ``grad L(w + e_w)``.
 
 The optimizer then applies the second gradient to the *unperturbed* ``w``, so
-SAM combines with any optimizer. `SAM` is a ``gradient_fn`` for
+SAM combines with any optimizer. [`SAM`][tfcustom.sam.SAM] is a ``gradient_fn`` for
 [`tfcustom.steps.make_train_step`][tfcustom.steps.make_train_step]; it never assigns to the model's
 variables (the second pass is a stateless call on perturbed tensors), which is
 what makes it work inside a tf.distribute replica context, where assigning a
 mirrored variable is not allowed.
 
 On the command line, ``--optimizer=sam_<name>`` means "optimizer ``<name>``
-plus the SAM gradient function"; `split_sam_name` parses it.
+plus the SAM gradient function"; [`split_sam_name`][tfcustom.sam.split_sam_name] parses it.
 
 >>> import numpy as np, keras, tensorflow as tf
 >>> from tfcustom import steps

@@ -89,7 +89,7 @@ def compute_loss_and_gradients(model, loss, x, y, sample_weight, global_examples
     ``grads``.
 
     This is the default ``gradient_fn`` of [`make_train_step`][tfcustom.make_train_step]; a variant
-    (e.g. `tfcustom.sam.SAM`) takes the same arguments and returns the
+    (e.g. [`tfcustom.sam.SAM`][tfcustom.sam.SAM]) takes the same arguments and returns the
     same dict.
     """
     with tf.GradientTape() as tape:

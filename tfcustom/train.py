@@ -212,7 +212,7 @@ def build_gradient_fn(config: TrainConfig):
 
 def choose_settings(config: TrainConfig, workdir: str, resume: bool, strategy, dataset, train) -> autotune.AutotuneResult:
     """``jit_compile`` and the precision of the run: explicit config values, or
-    "auto" measured by `tfcustom.autotune.tune` on throw-away copies of
+    "auto" measured by [`tfcustom.autotune.tune`][tfcustom.autotune.tune] on throw-away copies of
     the model. A resumed run reuses its recorded decision (its numerics must
     not change mid-run); a multi-worker run does not measure (its workers
     could decide differently). The seeds are set again afterwards, so the

@@ -103,7 +103,7 @@ class Trainer(ReplicaStateSync):
       on_nonfinite: ``"stop"`` (raise [`NonFiniteLossError`][tfcustom.NonFiniteLossError], variables
         untouched by the bad step) or ``"skip"`` (skip that update and count it).
       gradient_fn: replaces [`tfcustom.steps.compute_loss_and_gradients`][tfcustom.steps.compute_loss_and_gradients]
-        (e.g. `tfcustom.sam.SAM`).
+        (e.g. [`tfcustom.sam.SAM`][tfcustom.sam.SAM]).
       output_dir: where ``history.json`` / ``history.csv`` are written each epoch.
       verbose: 1 shows a progress bar per epoch, 0 only logs.
       log_replica_losses: every this many steps and at each epoch end, log

@@ -39,7 +39,7 @@ def check(model_fn: Callable, loss, optimizer_fn: Callable, data, *, metrics: Se
       trainer_cls: a ``tfcustom.Trainer`` subclass (your own step) to check instead of the Trainer.
       checks: names of `CHECKS` to run (default: all).
 
-    Returns a `Report` (``report.passed``, ``report.table()``).
+    Returns a [`Report`][tfcustom.doctor.Report] (``report.passed``, ``report.table()``).
     """
     from tfcustom.trainer import Trainer
 
