@@ -49,8 +49,16 @@ class BackboneHeadOptimizer(keras.optimizers.Optimizer):
       backbone: layer-name patterns of the backbone.
 
     Examples:
-        >>> opt = BackboneHeadOptimizer(keras.optimizers.Adam(1e-4), keras.optimizers.Adam(1e-3), backbone=["stage*"])
-        >>> trainer = tfcustom.Trainer(model, loss, opt)
+        >>> import numpy as np
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="stage0"),
+        ...                           keras.layers.Dense(2, name="logits")])
+        >>> opt = BackboneHeadOptimizer(keras.optimizers.SGD(0.0), keras.optimizers.SGD(0.1), backbone=["stage*"])
+        >>> opt.build(model.trainable_variables)
+        >>> before = [w.numpy().copy() for w in model.weights]
+        >>> grads = [np.ones(w.shape, "float32") for w in model.trainable_variables]
+        >>> _ = opt.apply_gradients(zip(grads, model.trainable_variables))
+        >>> [bool((w.numpy() == b).all()) for w, b in zip(model.weights, before)]  # the backbone stays still
+        [True, True, False, False]
     """
 
     def __init__(self, backbone_optimizer, head_optimizer, backbone=("*",), name=None, **kwargs):

@@ -114,6 +114,19 @@ class Trainer(ReplicaStateSync):
       loss_weights: with a dict/list of losses (a multi-output model), the
         weight of each output's loss, as ``compile(loss_weights=...)``;
         metrics may then be ``{output: [specs]}``, logged ``<output>_<name>``.
+
+    Examples:
+        >>> import keras, numpy as np, tfcustom
+        >>> x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+        >>> y = (x[:, 0] > 0).astype("int64")
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        >>> trainer = tfcustom.Trainer(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        ...                            "adam", metrics=["accuracy"], verbose=0)
+        >>> history = trainer.fit((x, y), epochs=2, batch_size=16)
+        >>> sorted(trainer.evaluate((x, y)))
+        ['accuracy', 'loss']
+        >>> trainer.predict(x).shape
+        (64, 2)
     """
 
     def __init__(
@@ -262,33 +275,55 @@ class Trainer(ReplicaStateSync):
         epoch_evaluations: Optional[Dict[str, DataLike]] = None,
         class_weight: Optional[Dict[int, float]] = None,
     ) -> History:
-        """Train until ``epochs`` epochs have run in total (resuming from
-        ``self.epoch`` and ``self.step_in_epoch``, e.g. after a checkpoint
-        restore, so re-running a finished run trains nothing and logs
-        "already trained N epochs; nothing to do").
+        """Train until ``epochs`` epochs have run in total.
 
-        ``train`` (and ``validation_data``) is an [`InputPipeline`][tfcustom.trainer.InputPipeline], a
-        batched ``tf.data.Dataset``, or NumPy arrays ``(x, y)`` /
-        ``(x, y, sample_weight)`` batched by ``batch_size`` (default 32, as in
-        Keras; training arrays are shuffled each epoch with a fixed seed).
-        ``initial_epoch`` (Keras' argument): start counting at this epoch
-        instead, e.g. ``fit(data, epochs=1, initial_epoch=0)`` trains one more
-        epoch as ``keras.Model.fit(epochs=1)`` does each call.
-        ``steps_per_epoch``: batches per epoch, for a dataset whose length is
-        unknown or infinite (each epoch starts the dataset again).
+        Training resumes from ``self.epoch`` and ``self.step_in_epoch`` (e.g.
+        after a checkpoint restore), so re-running a finished run trains
+        nothing and logs "already trained N epochs; nothing to do".
 
-        Returns the [`History`][tfcustom.History]. With ``checkpoint_manager``, saves at each
-        epoch end, every ``checkpoint_every_steps`` steps, and when SIGTERM or
-        Ctrl-C arrives (then raises [`TrainingInterrupted`][tfcustom.trainer.TrainingInterrupted] after the save).
-        With ``best_checkpoint_manager`` and ``early_stopping``, saves the model
-        whenever the monitored value improves, and restores the best from it.
-        On a multi-worker cluster pass ``preemption`` (a
-        [`tfcustom.preemption.ClusterPreemption`][tfcustom.preemption.ClusterPreemption]): a SIGTERM to any one
-        worker then makes every worker save at the same step and stop.
-        ``epoch_evaluations`` (``{prefix: data}``, e.g. ``{"test_": test}``):
-        more data evaluated at each epoch end, logged with that prefix; their
-        time is not counted in the epoch's ``time_s``. ``class_weight``
-        (``{class id: weight}``, NumPy training arrays): as in ``fit``.
+        Args:
+          train: an [`InputPipeline`][tfcustom.data.InputPipeline], a batched
+            ``tf.data.Dataset``, or NumPy arrays ``(x, y)`` / ``(x, y, sample_weight)``
+            batched by ``batch_size`` (training arrays are shuffled each epoch
+            with a fixed seed).
+          epochs: the epoch to train up to, counting the epochs already trained.
+          validation_data: evaluated at each epoch end; the same types as ``train``.
+          batch_size: for NumPy arrays (default 32, as in Keras).
+          initial_epoch: Keras' argument: start counting at this epoch instead,
+            e.g. ``fit(data, epochs=1, initial_epoch=0)`` trains one more epoch
+            as ``keras.Model.fit(epochs=1)`` does each call.
+          steps_per_epoch: batches per epoch, for a dataset whose length is
+            unknown or infinite (each epoch starts the dataset again).
+          early_stopping: an [`EarlyStopping`][tfcustom.EarlyStopping].
+          checkpoint_manager: a ``tf.train.CheckpointManager`` of
+            `tfcustom.checkpoint.training_checkpoint`: saves at each epoch end,
+            every ``checkpoint_every_steps`` steps, and when SIGTERM or Ctrl-C
+            arrives (then raises [`TrainingInterrupted`][tfcustom.trainer.TrainingInterrupted] after the save).
+          checkpoint_every_steps: see ``checkpoint_manager``.
+          best_checkpoint_manager: with ``early_stopping``, saves the model
+            whenever the monitored value improves, and restores the best from it.
+          preemption: on a multi-worker cluster, a
+            [`tfcustom.preemption.ClusterPreemption`][tfcustom.preemption.ClusterPreemption]:
+            a SIGTERM to any one worker makes every worker save at the same step and stop.
+          epoch_evaluations: ``{prefix: data}``, e.g. ``{"test_": test}``: more
+            data evaluated at each epoch end, logged with that prefix; their
+            time is not counted in the epoch's ``time_s``.
+          class_weight: ``{class id: weight}`` for NumPy training arrays, as in ``fit``.
+
+        Returns:
+          The [`History`][tfcustom.History] of every epoch trained so far.
+
+        Examples:
+            >>> import keras, numpy as np, tfcustom
+            >>> x = np.random.default_rng(0).normal(size=(32, 3)).astype("float32")
+            >>> y = (x.sum(axis=1) > 0).astype("int64")
+            >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+            >>> trainer = tfcustom.Trainer(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            ...                            "sgd", verbose=0)
+            >>> len(trainer.fit((x, y), epochs=2, batch_size=8).history["loss"])
+            2
+            >>> len(trainer.fit((x, y), epochs=2).history["loss"])  # already trained 2 epochs: nothing to do
+            2
         """
         check(not fit_inputs.is_arrays((train, epochs)) or isinstance(epochs, int), "epochs must be an integer, not an array",
               type(epochs).__name__, "pass the arrays as one tuple: trainer.fit((x, y), epochs=..., batch_size=...)")
@@ -509,10 +544,27 @@ class Trainer(ReplicaStateSync):
     def evaluate(self, data: DataLike, prefix: str = "", *, batch_size: Optional[int] = None) -> Dict[str, float]:
         """Loss and metrics over **every** example of ``data`` (``training=False``).
 
-        ``data``: as for [`fit`][tfcustom.trainer.Trainer.fit] (NumPy arrays with ``batch_size``, default
-        32). Afterwards the metric objects given to the Trainer hold this
+        Afterwards the metric objects given to the Trainer hold this
         evaluation's values (as after ``keras.Model.evaluate``); the next
         [`fit`][tfcustom.trainer.Trainer.fit] gives them back their training state.
+
+        Args:
+          data: as for [`fit`][tfcustom.trainer.Trainer.fit].
+          prefix: prepended to every key (``"val_"``, ``"test_"``).
+          batch_size: for NumPy arrays (default 32).
+
+        Returns:
+          ``{prefix + "loss": ..., prefix + <metric name>: ...}`` as Python floats.
+
+        Examples:
+            >>> import keras, numpy as np, tfcustom
+            >>> x, y = np.zeros((10, 3), "float32"), np.zeros(10, "int64")
+            >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, kernel_initializer="zeros")])
+            >>> trainer = tfcustom.Trainer(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            ...                            "sgd", verbose=0)
+            >>> result = trainer.evaluate((x, y), prefix="test_", batch_size=4)
+            >>> round(result["test_loss"], 4), result["test_accuracy"]  # log(2): two equal logits
+            (0.6931, 1.0)
         """
         data = fit_inputs.as_pipeline(data, batch_size, training=False)
         self._check_outputs(data)
@@ -532,8 +584,23 @@ class Trainer(ReplicaStateSync):
         return self._results(self.eval_loss, self.eval_metrics, prefix)
 
     def predict(self, data: DataLike, *, batch_size: Optional[int] = None) -> np.ndarray:
-        """Model outputs for every example of ``data`` (an [`InputPipeline`][tfcustom.trainer.InputPipeline],
-        a batched dataset, or NumPy inputs ``x`` batched by ``batch_size``), in input order."""
+        """Model outputs for every example of ``data``, in input order.
+
+        Args:
+          data: an [`InputPipeline`][tfcustom.data.InputPipeline], a batched
+            dataset, or NumPy inputs ``x``.
+          batch_size: for NumPy inputs (default 32).
+
+        Returns:
+          The outputs as one NumPy array, ``[N, ...]``.
+
+        Examples:
+            >>> import keras, numpy as np, tfcustom
+            >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+            >>> trainer = tfcustom.Trainer(model, "sparse_categorical_crossentropy", "sgd", verbose=0)
+            >>> trainer.predict(np.ones((5, 3), "float32"), batch_size=2).shape
+            (5, 2)
+        """
         if isinstance(data, (np.ndarray, dict)):
             data = fit_inputs.predict_dataset(data, batch_size)
         dataset = data.dataset() if isinstance(data, EpochInput) else data
