@@ -62,8 +62,11 @@ def auto_accuracy(y_true, y_pred):
 
 
 def accuracy(name: str = "accuracy") -> keras.metrics.Metric:
-    """``compile``'s ``"accuracy"``: a mean of `auto_accuracy`."""
-    return keras.metrics.MeanMetricWrapper(auto_accuracy, name=name)
+    """``compile``'s ``"accuracy"``: a mean of `auto_accuracy` (higher is better, as
+    Keras' accuracies say to ``mode="auto"`` of ``EarlyStopping``/``ModelCheckpoint``)."""
+    metric = keras.metrics.MeanMetricWrapper(auto_accuracy, name=name)
+    metric._direction = "up"  # Keras' own accuracy metrics set it so
+    return metric
 
 
 def _keras_metric(name: str) -> Optional[keras.metrics.Metric]:

@@ -50,6 +50,7 @@ from absl import logging
 
 from tfcustom import fit_inputs
 from tfcustom import steps as steps_lib
+from tfcustom.callbacks import CallbackList, CallbackState, check_learning_rate_settable, epoch_logs_for_callbacks
 from tfcustom.checkpoint import ReplicaState
 from tfcustom.compile_args import copy_state, eval_copy, metric_from_spec, resolve_loss, resolve_optimizer
 from tfcustom.compile_metrics import resolve_metrics
@@ -194,6 +195,8 @@ class Trainer(ReplicaStateSync):
         self.predict_step = steps_lib.make_predict_step(model)
         self.history = History()
         self.replica_state = ReplicaState()  # per-replica copies of metrics and BatchNorm statistics, for checkpoints
+        self.callback_state = CallbackState()  # the state of fit's callbacks, for checkpoints
+        self._callbacks = self._callback_list(None)
         self._replica_fns = None
         self._last_saved_step = None
         self._outputs_checked = False
@@ -254,6 +257,9 @@ class Trainer(ReplicaStateSync):
             out.update({prefix + k: v for k, v in _scalar_results(m).items()})
         return out
 
+    def _callback_list(self, callbacks, **params) -> CallbackList:
+        return CallbackList(callbacks, model=self.model, optimizer=self.optimizer, metrics=self.train_metrics, **params)
+
     def _learning_rate(self) -> float:
         lr = self.optimizer.learning_rate
         return float(np.asarray(lr.numpy() if hasattr(lr, "numpy") else lr))
@@ -274,6 +280,7 @@ class Trainer(ReplicaStateSync):
         preemption: Optional[ClusterPreemption] = None,
         epoch_evaluations: Optional[Dict[str, DataLike]] = None,
         class_weight: Optional[Dict[int, float]] = None,
+        callbacks: Optional[Sequence[keras.callbacks.Callback]] = None,
     ) -> History:
         """Train until ``epochs`` epochs have run in total.
 
@@ -309,6 +316,9 @@ class Trainer(ReplicaStateSync):
             data evaluated at each epoch end, logged with that prefix; their
             time is not counted in the epoch's ``time_s``.
           class_weight: ``{class id: weight}`` for NumPy training arrays, as in ``fit``.
+          callbacks: ``keras.callbacks.Callback`` instances, called as
+            ``keras.Model.fit`` calls them ([`tfcustom.callbacks`][tfcustom.callbacks]); their
+            state is saved in the training checkpoint and restored on resume.
 
         Returns:
           The [`History`][tfcustom.History] of every epoch trained so far.
@@ -347,6 +357,8 @@ class Trainer(ReplicaStateSync):
                 print(message)
             return self.history
         steps = self._steps_per_epoch(train, steps_per_epoch)
+        check_learning_rate_settable(callbacks or [], self.optimizer)
+        self._callbacks = self._callback_list(callbacks, epochs=epochs, steps=steps, verbose=self.verbose)
         self._restore_train_state()
         self._check_outputs(train)
         logging.info(
@@ -364,8 +376,13 @@ class Trainer(ReplicaStateSync):
                 )
             try:
                 self._epoch_evaluations = dict(epoch_evaluations or {})
-                return self._fit_epochs(train, epochs, validation_data, steps, early_stopping, checkpoint_manager,
-                                        checkpoint_every_steps, best_checkpoint_manager, signals, preemption)
+                with self._callbacks.attached():
+                    self._callbacks.on_train_begin()
+                    self.callback_state.attach(self._callbacks.callbacks)  # after on_train_begin reset them
+                    history = self._fit_epochs(train, epochs, validation_data, steps, early_stopping, checkpoint_manager,
+                                               checkpoint_every_steps, best_checkpoint_manager, signals, preemption)
+                    self._callbacks.on_train_end(logs=epoch_logs_for_callbacks(history.records[-1]) if len(history) else None)
+                return history
             finally:
                 if preemption is not None:
                     preemption.detach()
@@ -426,6 +443,7 @@ class Trainer(ReplicaStateSync):
             progbar = keras.utils.Progbar(steps, stateful_metrics=None, verbose=self.verbose) if self.verbose else None
             if progbar is not None:
                 print(f"Epoch {epoch + 1}/{epochs}")
+            self._callbacks.on_epoch_begin(epoch)
             iterator = iter(self._distribute(train, epoch, skip))
             self._train_signatures.add(repr(iterator.element_spec))
             timer = StepTimer(*batch_and_size(train))
@@ -433,6 +451,9 @@ class Trainer(ReplicaStateSync):
             self._train_epoch_steps(iterator, timer, progbar, epoch, steps, skip, checkpoint_manager, checkpoint_every_steps,
                                     signals, preemption)
             logs = self._epoch_logs(epoch, start, validation_data)
+            callback_logs = epoch_logs_for_callbacks(logs)
+            self._callbacks.on_epoch_end(epoch, callback_logs)
+            logs.update(callback_logs)  # e.g. the learning rate ReduceLROnPlateau set, as fit's History records it
             if progbar is not None:
                 progbar.update(steps, values=[(k, v) for k, v in logs.items() if k not in ("epoch", "time_s")], finalize=True)
             logging.info("epoch %d/%d: %s", epoch + 1, epochs, ", ".join(f"{k}={v:.4g}" for k, v in logs.items() if k != "epoch"))
@@ -445,13 +466,16 @@ class Trainer(ReplicaStateSync):
             self.history.append(logs)
             self.epoch.assign(epoch + 1)
             self.step_in_epoch.assign(0)
-            stop = self._update_early_stopping(early_stopping, logs, epoch, best_checkpoint_manager)
+            stop = self._update_early_stopping(early_stopping, logs, epoch, best_checkpoint_manager) or self._callbacks.stop_training
             if self.output_dir:
                 self.history.write(self.output_dir)
             if checkpoint_manager is not None:
                 self._save(checkpoint_manager, "end of epoch")
             if preemption is None and signals.received and int(self.epoch.numpy()) < epochs and not stop:
                 raise interrupted(signals.received, f"after epoch {epoch + 1}", checkpoint_manager is not None)
+            if stop and self._callbacks.stop_training:
+                logging.info("Stopped after epoch %d: a callback set model.stop_training", epoch + 1)
+                break
             if stop:
                 logging.info("Early stopping after epoch %d: %s did not improve for %d epochs (best %.4g at epoch %d)",
                              epoch + 1, early_stopping.monitor, early_stopping.patience, float(early_stopping.best.numpy()), int(early_stopping.best_epoch.numpy()))
@@ -467,10 +491,16 @@ class Trainer(ReplicaStateSync):
             n = min(self.steps_per_execution, steps - done)
             if self.summary_writer is not None:
                 self.summary_writer.profile(int(self.global_step.numpy()), n)
+            self._callbacks.on_train_batch_begin(done)
             out = self.train_step(iterator, tf.constant(n, dtype=tf.int32))
             self._last_saved_step = None  # a save below, then a stop, writes this step once
             ran = int(out["steps_run"]) + (int(out["skipped"]) if self.on_nonfinite == "skip" else 0)
             if bool(out["nonfinite"]):
+                if self.on_nonfinite == "stop" and self._nonfinite_stops_cleanly(done + int(out["steps_run"]), epoch):
+                    done += int(out["steps_run"])
+                    self.global_step.assign_add(int(out["steps_run"]))
+                    self.step_in_epoch.assign(done)
+                    return
                 if self.on_nonfinite == "stop":
                     bad = done + int(out["steps_run"])
                     raise NonFiniteLossError(
@@ -494,6 +524,10 @@ class Trainer(ReplicaStateSync):
                     self._log_replica_losses(out, step_now)
             if progbar is not None:
                 progbar.update(done, values=list(self._results(self.train_loss, self.train_metrics).items()), finalize=False)
+            if self._callbacks:
+                self._callbacks.on_train_batch_end(done - 1, self._results(self.train_loss, self.train_metrics))
+                if self._callbacks.stop_training:
+                    return  # as fit: the epoch ends here (its logs, on_epoch_end), then training
             if checkpoint_manager is not None and checkpoint_every_steps and done < steps:
                 step_now = int(self.global_step.numpy())
                 if step_now // checkpoint_every_steps > (step_now - ran) // checkpoint_every_steps:
@@ -505,13 +539,26 @@ class Trainer(ReplicaStateSync):
                     self._save(checkpoint_manager, signals.received, scheduled=False)
                 self._raise_interrupted(signals.received, checkpoint_manager)
 
+    def _nonfinite_stops_cleanly(self, batch: int, epoch: int) -> bool:
+        """A non-finite step under ``on_nonfinite="stop"``: show it to the callbacks as ``loss=nan``
+        (the update was not applied); True when one of them (e.g. TerminateOnNaN) stopped training."""
+        if not self._callbacks:
+            return False
+        self._callbacks.on_train_batch_end(batch, {**self._results(self.train_loss, self.train_metrics), "loss": float("nan")})
+        if self._callbacks.stop_training:
+            logging.warning("Non-finite loss at epoch %d, batch %d: a callback stopped training (the update was not applied)", epoch + 1, batch + 1)
+        return self._callbacks.stop_training
+
     def _epoch_logs(self, epoch, start, validation_data) -> Dict[str, float]:
         """The epoch's logs: train loss and metrics, validation, learning rate, time, extra evaluations."""
         self.sync_replica_state()
         logs = {"epoch": epoch + 1}
         logs.update(self._results(self.train_loss, self.train_metrics))
         if validation_data is not None:
-            logs.update(self._evaluate(validation_data, prefix="val_"))
+            self._callbacks.on_test_begin()
+            val_logs = self._evaluate(validation_data)
+            self._callbacks.on_test_end(val_logs)
+            logs.update({"val_" + k: v for k, v in val_logs.items()})
         logs["learning_rate"] = self._learning_rate()
         logs["time_s"] = time.time() - start
         for prefix, data in getattr(self, "_epoch_evaluations", {}).items():
@@ -541,7 +588,8 @@ class Trainer(ReplicaStateSync):
 
     # -- evaluation and prediction ----------------------------------------------
 
-    def evaluate(self, data: DataLike, prefix: str = "", *, batch_size: Optional[int] = None) -> Dict[str, float]:
+    def evaluate(self, data: DataLike, prefix: str = "", *, batch_size: Optional[int] = None,
+                 callbacks: Optional[Sequence[keras.callbacks.Callback]] = None) -> Dict[str, float]:
         """Loss and metrics over **every** example of ``data`` (``training=False``).
 
         Afterwards the metric objects given to the Trainer hold this
@@ -552,6 +600,8 @@ class Trainer(ReplicaStateSync):
           data: as for [`fit`][tfcustom.trainer.Trainer.fit].
           prefix: prepended to every key (``"val_"``, ``"test_"``).
           batch_size: for NumPy arrays (default 32).
+          callbacks: ``on_test_begin``, one ``on_test_batch_begin(0)`` /
+            ``on_test_batch_end`` around the whole compiled evaluation loop, ``on_test_end(logs)``.
 
         Returns:
           ``{prefix + "loss": ..., prefix + <metric name>: ...}`` as Python floats.
@@ -568,7 +618,13 @@ class Trainer(ReplicaStateSync):
         """
         data = fit_inputs.as_pipeline(data, batch_size, training=False)
         self._check_outputs(data)
-        results = self._evaluate(data, prefix)
+        hooks = self._callback_list(callbacks, verbose=self.verbose)
+        with hooks.attached():
+            hooks.on_test_begin()
+            hooks.on_test_batch_begin(0)
+            results = self._evaluate(data, prefix)
+            hooks.on_test_batch_end(0, results)
+            hooks.on_test_end(results)
         if self._train_state_backup is None:
             self._train_state_backup = [np.asarray(v.numpy() if hasattr(v, "numpy") else v) for m in self.train_metrics for v in m.variables]
         for source, target in zip(self.eval_metrics, self.train_metrics):
@@ -583,13 +639,16 @@ class Trainer(ReplicaStateSync):
         self.test_step(iter(self._distribute(data)))
         return self._results(self.eval_loss, self.eval_metrics, prefix)
 
-    def predict(self, data: DataLike, *, batch_size: Optional[int] = None) -> np.ndarray:
+    def predict(self, data: DataLike, *, batch_size: Optional[int] = None,
+                callbacks: Optional[Sequence[keras.callbacks.Callback]] = None) -> np.ndarray:
         """Model outputs for every example of ``data``, in input order.
 
         Args:
           data: an [`InputPipeline`][tfcustom.data.InputPipeline], a batched
             dataset, or NumPy inputs ``x``.
           batch_size: for NumPy inputs (default 32).
+          callbacks: ``on_predict_begin``, one ``on_predict_batch_begin(0)`` /
+            ``on_predict_batch_end(0, {"outputs": ...})`` around the compiled loop, ``on_predict_end``.
 
         Returns:
           The outputs as one NumPy array, ``[N, ...]``.
@@ -604,4 +663,11 @@ class Trainer(ReplicaStateSync):
         if isinstance(data, (np.ndarray, dict)):
             data = fit_inputs.predict_dataset(data, batch_size)
         dataset = data.dataset() if isinstance(data, EpochInput) else data
-        return self.predict_step(iter(dataset)).numpy()
+        hooks = self._callback_list(callbacks, verbose=self.verbose)
+        with hooks.attached():
+            hooks.on_predict_begin()
+            hooks.on_predict_batch_begin(0)
+            outputs = self.predict_step(iter(dataset)).numpy()
+            hooks.on_predict_batch_end(0, {"outputs": outputs})
+            hooks.on_predict_end()
+        return outputs

@@ -1,0 +1,97 @@
+"""The Trainer's callback seam: Keras' ``CallbackList`` with the model the callbacks expect.
+
+``keras.callbacks`` reach the training state through their ``model``:
+``model.optimizer`` (learning-rate callbacks, TensorBoard's step counter),
+``model.stop_training`` (EarlyStopping, TerminateOnNaN), ``model.save`` /
+``save_weights`` / ``get_weights`` (ModelCheckpoint, restore_best_weights).
+The Trainer's model is not compiled, so [`CallbackList.attached`][tfcustom.callbacks.callback_list.CallbackList.attached] gives
+it those attributes for the length of a ``fit``/``evaluate``/``predict`` and
+takes them away afterwards (a model saved later is as before).
+
+The hooks run where ``keras.Model.fit`` runs them (keras/src/backend/
+tensorflow/trainer.py): ``on_train_begin``; per epoch ``on_epoch_begin(epoch)``,
+per compiled execution of ``steps_per_execution`` steps
+``on_train_batch_begin(first_step)`` / ``on_train_batch_end(last_step, logs)``,
+the validation as ``on_test_begin`` / ``on_test_end``, then
+``on_epoch_end(epoch, logs)`` with ``loss``, the metrics, ``val_*`` and
+``learning_rate``; ``on_train_end``. Logs are the Trainer's exact all-replica
+values.
+
+Example:
+
+>>> callbacks = CallbackList([keras.callbacks.CSVLogger("log.csv")], model=model, optimizer=opt, epochs=3, steps=10)
+>>> with callbacks.attached():
+...     callbacks.on_train_begin()
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Dict, Sequence
+
+import keras
+
+from tfcustom.errors import check
+
+# Keys of the Trainer's epoch records that are not metrics (Keras passes the epoch as an argument).
+NOT_LOGGED = ("epoch", "time_s")
+
+
+def epoch_logs_for_callbacks(record: Dict[str, float]) -> Dict[str, float]:
+    """The logs ``on_epoch_end`` gets from a Trainer epoch record: every key but ``epoch`` and ``time_s``."""
+    return {k: v for k, v in record.items() if k not in NOT_LOGGED}
+
+
+def resolve_monitor_modes(callbacks: Sequence, metrics: Sequence) -> None:
+    """``mode="auto"`` of a monitoring callback from the Trainer's metrics, as Keras resolves it from
+    the compiled metrics (whose ``_direction`` says up or down); the Trainer's model has none compiled."""
+    directions = {m.name: getattr(m, "_direction", None) for m in metrics}
+    for c in callbacks:
+        monitors = isinstance(getattr(c, "monitor", None), str) and getattr(c, "mode", None) == "auto"
+        if monitors and getattr(c, "monitor_op", None) is None:  # Keras' MonitorCallback (EarlyStopping, ModelCheckpoint)
+            name = c.monitor.removeprefix("val_")
+            if name != "loss" and directions.get(name) in ("up", "down"):
+                c.mode = "max" if directions[name] == "up" else "min"
+
+
+class CallbackList(keras.callbacks.CallbackList):
+    """``keras.callbacks.CallbackList`` for a Trainer run.
+
+    Args:
+      callbacks: ``keras.callbacks.Callback`` instances (or None).
+      model: the Trainer's model (given to ``set_model``).
+      optimizer: the Trainer's optimizer, shown as ``model.optimizer`` while attached.
+      metrics: the Trainer's metric objects (resolve ``mode="auto"`` of monitors).
+      **params: given to ``set_params`` (``epochs``, ``steps``, ``verbose``), as ``fit`` does.
+    """
+
+    def __init__(self, callbacks=None, *, model, optimizer, metrics: Sequence = (), **params):
+        callbacks = list(callbacks or [])
+        for c in callbacks:
+            check(isinstance(c, keras.callbacks.Callback), "callbacks must be keras.callbacks.Callback instances",
+                  type(c).__name__, "subclass keras.callbacks.Callback (or use keras.callbacks.LambdaCallback)")
+        resolve_monitor_modes(callbacks, metrics)
+        self.optimizer = optimizer
+        super().__init__(callbacks, add_history=False, add_progbar=False, model=model, **params)
+
+    def __bool__(self) -> bool:
+        return bool(self.callbacks)
+
+    @contextlib.contextmanager
+    def attached(self):
+        """``model.optimizer`` and ``model.stop_training`` (False at the start) while the block runs."""
+        model = self.model
+        added = [name for name in ("optimizer", "stop_training") if name not in model.__dict__]
+        if "optimizer" in added:
+            object.__setattr__(model, "optimizer", self.optimizer)  # untracked: the model's own state is unchanged
+        object.__setattr__(model, "stop_training", False)
+        try:
+            yield self
+        finally:
+            for name in added:
+                object.__delattr__(model, name)
+
+    @property
+    def stop_training(self) -> bool:
+        """Whether a callback asked to stop (``model.stop_training``)."""
+        return bool(getattr(self.model, "stop_training", False))

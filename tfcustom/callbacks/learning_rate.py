@@ -1,0 +1,36 @@
+"""Callbacks that set ``optimizer.learning_rate`` need an optimizer whose learning rate is a value.
+
+``keras.callbacks.ReduceLROnPlateau`` and ``LearningRateScheduler`` assign
+``optimizer.learning_rate``; an optimizer built on a
+``keras.optimizers.schedules.LearningRateSchedule`` (e.g.
+``tfcustom.optimizers.make_schedule("cosine", ...)``) computes it from the
+step and cannot take an assignment, so the combination is refused before
+training starts, in one line.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+
+from tfcustom.errors import check
+
+# Keras callbacks that assign optimizer.learning_rate.
+SETS_LEARNING_RATE = (keras.callbacks.ReduceLROnPlateau, keras.callbacks.LearningRateScheduler)
+
+
+def _has_schedule(optimizer) -> bool:
+    for opt in (optimizer, getattr(optimizer, "inner_optimizer", None)):
+        if opt is not None and isinstance(getattr(opt, "_learning_rate", None), keras.optimizers.schedules.LearningRateSchedule):
+            return True
+    return False
+
+
+def check_learning_rate_settable(callbacks: Sequence, optimizer) -> None:
+    """Refuse a callback of `SETS_LEARNING_RATE` with an optimizer on a schedule."""
+    setters = [type(c).__name__ for c in callbacks if isinstance(c, SETS_LEARNING_RATE)]
+    check(not (setters and _has_schedule(optimizer)),
+          "a callback sets the learning rate but the optimizer's learning rate is a schedule", ", ".join(setters),
+          "build the optimizer with a float learning rate (e.g. keras.optimizers.Adam(1e-3)) to use this callback, "
+          "or drop the callback and keep the schedule")
