@@ -39,7 +39,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Callable, Dict, Iterable, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence
 
 import keras
 import numpy as np
@@ -74,6 +74,8 @@ class AutotuneResult:
     precision: str
     measurements: Dict[str, Dict[str, float]] = dataclasses.field(default_factory=dict)
     reasons: Dict[str, str] = dataclasses.field(default_factory=dict)
+    #: ``--batch_size=find`` / ``--learning_rate=find`` (tfcustom.experiment.finders): the values found and their curves.
+    finders: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

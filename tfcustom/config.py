@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, Union
 
 from tfcustom.errors import ConfigError, check, check_one_of, check_positive_int, config_error
 
@@ -45,7 +45,7 @@ class TrainConfig:
     metrics: Tuple[str, ...] = ("accuracy",)
     # optimization
     optimizer: str = "adam"
-    learning_rate: float = 1e-3
+    learning_rate: Union[float, str] = 1e-3  # or "find" (tfcustom.experiment.finders)
     lr_schedule: str = "constant"
     warmup_epochs: float = 0.0
     weight_decay: Optional[float] = None
@@ -53,7 +53,7 @@ class TrainConfig:
     clip_global_norm: Optional[float] = None
     sam_rho: Optional[float] = None
     epochs: int = 10
-    batch_size: int = 128
+    batch_size: Union[int, str] = 128  # or "find" (tfcustom.experiment.finders)
     early_stopping_patience: Optional[int] = None
     monitor: str = "val_accuracy"
     # execution
@@ -196,7 +196,8 @@ class TrainConfig:
             check_one_of("metric", m, metrics_lib.names())
         base, _ = _split_sam(self.optimizer)
         check_one_of("optimizer", self.optimizer, optimizers.names() + [f"sam_{n}" for n in optimizers.names()])
-        check(self.learning_rate > 0, "learning_rate must be positive", self.learning_rate, "pass e.g. 1e-3")
+        check(self.learning_rate == "find" or (_is_number(self.learning_rate) and self.learning_rate > 0),
+              "learning_rate must be positive, or find", self.learning_rate, "pass e.g. 1e-3, or find for a range test")
         check_one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         check(self.warmup_epochs >= 0, "warmup_epochs must be >= 0", self.warmup_epochs, "pass 0 for no warm-up")
         check(self.warmup_epochs == 0 or self.lr_schedule in ("constant", "cosine"), "warm-up works with the constant and cosine schedules only", self.lr_schedule, "use --lr_schedule=cosine or --warmup_epochs=0")
@@ -206,7 +207,8 @@ class TrainConfig:
         check(self.clip_global_norm is None or self.clip_global_norm > 0, "clip_global_norm must be positive", self.clip_global_norm, "pass e.g. 1.0, or leave it unset")
         check(self.sam_rho is None or self.sam_rho >= 0, "sam_rho must be >= 0", self.sam_rho, "pass e.g. 0.05")
         check_positive_int("epochs", self.epochs)
-        check_positive_int("batch_size", self.batch_size)
+        if self.batch_size != "find":
+            check_positive_int("batch_size", self.batch_size)
         check_positive_int("eval_batch_size", self.eval_batch_size)
         check(self.early_stopping_patience is None or (isinstance(self.early_stopping_patience, int) and self.early_stopping_patience >= 0), "early_stopping_patience must be an integer >= 0", self.early_stopping_patience, "pass e.g. 3, or leave it unset")
         check(isinstance(self.seed, int) and self.seed >= 0, "seed must be an integer >= 0", self.seed, "pass e.g. --seed=0")
@@ -245,6 +247,10 @@ class TrainConfig:
         check(self.validation_size > 0 or not self.monitor.startswith("val_") or self.early_stopping_patience is None,
               "early stopping monitors a validation metric but validation_size is 0", self.monitor, "set validation_size > 0 or monitor a training metric")
         return self
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _split_sam(name: str):

@@ -21,6 +21,7 @@ Examples:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -42,7 +43,7 @@ from tfcustom.checkpoint import model_checkpoint, restore_latest, training_check
 from tfcustom.early_stopping import EarlyStopping
 from tfcustom.history import History
 from tfcustom.export import BEST_SUBDIR, CHECKPOINT_DIR, CONFIG_FILE, KERAS_FILE, RESULTS_FILE, SAVED_MODEL_DIR, export_model
-from tfcustom.experiment import user_model
+from tfcustom.experiment import finders, user_model
 from tfcustom.experiment.run_lock import LOCK_FILE, RunLock
 from tfcustom.errors import check, config_error, is_writable_dir
 from tfcustom.preemption import ClusterPreemption, is_cluster
@@ -252,6 +253,49 @@ def _choose_settings(config, workdir, resume, strategy, dataset, train) -> autot
                          train_steps=train.steps_per_epoch * config.epochs, deterministic=config.deterministic)
 
 
+def _pipelines(config: TrainConfig, dataset, replicas: int):
+    """``(train, validation or None, test)`` input pipelines of the run."""
+    # Checked here, before anything is written, rather than when fit starts.
+    check(config.batch_size % replicas == 0, f"batch size must divide evenly by the {replicas} replicas",
+          config.batch_size, f"use a multiple of {replicas}")
+    if isinstance(dataset, data_lib.ShardedDataset):  # streamed from TFRecord shards (tfcustom.data.streaming)
+        return dataset.pipelines(config.batch_size, lambda n: _eval_batch_size(config, n, replicas), config.validation_size,
+                                 config.seed, config.shuffle_buffer, config.augment)
+    train_split, val_split = data_lib.split_validation(dataset.train, config.validation_size, config.seed)
+    train = data_lib.InputPipeline(train_split, config.batch_size, shuffle=True, seed=config.seed, augment=config.augment)
+    val = data_lib.InputPipeline(val_split, _eval_batch_size(config, len(val_split), replicas), cache=True) if val_split is not None else None
+    test = data_lib.InputPipeline(dataset.test, _eval_batch_size(config, len(dataset.test), replicas), cache=True)
+    return train, val, test
+
+
+def find_settings(config: TrainConfig, workdir: str, resume: bool, strategy, dataset):
+    """``--batch_size=find`` / ``--learning_rate=find`` (`tfcustom.experiment.finders`):
+    ``(config with the values found, what was found)``, on throw-away models;
+    the seeds are set again afterwards, as for autotune."""
+    if not finders.wanted(config):
+        return config, {}
+
+    def build(cfg):
+        seed_everything(config.seed, config.deterministic)  # each finder's copy starts as the run's model would
+        model = build_model(cfg, dataset, strategy)
+        with strategy.scope():
+            optimizer = build_optimizer(cfg, 1)
+        return model, build_loss(cfg), optimizer
+
+    def make_batches(batch_size):
+        train = _pipelines(dataclasses.replace(config, batch_size=batch_size), dataset, strategy.num_replicas_in_sync)[0]
+        return strategy.distribute_datasets_from_function(lambda ctx: train.dataset(0, 0, ctx).repeat())
+
+    train_examples = len(_pipelines(dataclasses.replace(config, batch_size=strategy.num_replicas_in_sync), dataset,
+                                    strategy.num_replicas_in_sync)[0])
+    try:
+        return finders.resolve(config, workdir, resume=resume, multi_worker=is_cluster(strategy), build=build,
+                               make_batches=make_batches, train_examples=train_examples, strategy=strategy,
+                               chief=is_chief(strategy))
+    finally:
+        seed_everything(config.seed, config.deterministic)
+
+
 def _eval_batch_size(config: TrainConfig, num_examples: int, replicas: int) -> int:
     """``eval_batch_size``, at most the split's size, rounded down to a multiple of
     the replicas (evaluation is exact whatever the batch size, so this changes
@@ -316,23 +360,16 @@ def _train_and_evaluate(config, workdir, strategy, overwrite, dataset) -> Dict[s
     if dataset is None:
         dataset = data_lib.ShardedDataset.open(config.dataset[len("tfrecord:"):], config.verify_shards) \
             if config.dataset.startswith("tfrecord:") else data_lib.load(config.dataset, config.data_dir)
-    replicas = strategy.num_replicas_in_sync
-    # Checked here, before anything is written, rather than when fit starts.
-    check(config.batch_size % replicas == 0, f"batch size must divide evenly by the {replicas} replicas",
-          config.batch_size, f"use a multiple of {replicas}")
-    if isinstance(dataset, data_lib.ShardedDataset):  # streamed from TFRecord shards (tfcustom.data.streaming)
-        train, val, test = dataset.pipelines(config.batch_size, lambda n: _eval_batch_size(config, n, replicas), config.validation_size,
-                                             config.seed, config.shuffle_buffer, config.augment)
-    else:
+    if not isinstance(dataset, data_lib.ShardedDataset):
         dataset = data_lib.subset(dataset, config.train_subset, config.test_subset)
-        train_split, val_split = data_lib.split_validation(dataset.train, config.validation_size, config.seed)
-        train = data_lib.InputPipeline(train_split, config.batch_size, shuffle=True, seed=config.seed, augment=config.augment)
-        val = data_lib.InputPipeline(val_split, _eval_batch_size(config, len(val_split), replicas), cache=True) if val_split is not None else None
-        test = data_lib.InputPipeline(dataset.test, _eval_batch_size(config, len(dataset.test), replicas), cache=True)
+    requested = config  # config.json keeps "find"; the run trains with the values found
+    config, found = find_settings(config, workdir, resume, strategy, dataset)
+    train, val, test = _pipelines(config, dataset, strategy.num_replicas_in_sync)
 
     # jit_compile and precision: "auto" is decided by timing the model here
     # (tfcustom.autotune), or read back from the run being resumed.
     tuned = choose_settings(config, workdir, resume, strategy, dataset, train)
+    tuned.finders = found
     # The dtype policy is read by layers when they are created: set it for the
     # model only, so that it does not leak into the caller's later models.
     previous_policy = keras.mixed_precision.global_policy()
@@ -400,7 +437,7 @@ def _train_and_evaluate(config, workdir, strategy, overwrite, dataset) -> Dict[s
     check_workers_agree(strategy, trainer)
     os.makedirs(workdir, exist_ok=True)
     if chief:
-        _write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+        _write_json(os.path.join(workdir, CONFIG_FILE), requested.to_dict())
         autotune.save(tuned, workdir)
     if summary_writer is not None:  # a resumed run drops the points written after its checkpoint
         summary_writer.start(int(trainer.global_step.numpy()), int(trainer.epoch.numpy()), config.to_dict())

@@ -37,7 +37,6 @@ flags.DEFINE_string("loss", "sparse_categorical_crossentropy", "Loss name (see t
 flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing for the cross-entropy loss.")
 flags.DEFINE_list("metrics", ["accuracy"], "Metric names (see tfcustom.metrics.names()).")
 flags.DEFINE_string("optimizer", "adam", "Optimizer name; prefix sam_ for Sharpness-Aware Minimization (e.g. sam_sgd).")
-flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate.")
 flags.DEFINE_string("lr_schedule", "constant", "constant, cosine, exponential or step.")
 flags.DEFINE_float("warmup_epochs", 0.0, "Linear warm-up length in epochs (cosine schedule).")
 flags.DEFINE_float("weight_decay", None, "Decoupled weight decay of the optimizer.")
@@ -45,7 +44,6 @@ flags.DEFINE_float("momentum", 0.9, "Momentum for sgd/momentum/nesterov/rmsprop.
 flags.DEFINE_float("clip_global_norm", None, "Clip the gradient to this global norm.")
 flags.DEFINE_float("sam_rho", None, "SAM neighbourhood size (implies SAM).")
 flags.DEFINE_integer("epochs", 10, "Number of epochs.")
-flags.DEFINE_integer("batch_size", 128, "Global batch size.")
 flags.DEFINE_integer("eval_batch_size", 500, "Batch size for validation and test.")
 flags.DEFINE_integer("early_stopping_patience", None, "Stop after this many epochs without improvement of --monitor.")
 flags.DEFINE_string("monitor", "val_accuracy", "Value watched by early stopping.")
@@ -66,6 +64,33 @@ class _AutoBoolParser(flags.ArgumentParser):
         return "auto|bool"
 
 
+class _NumberOrFindParser(flags.ArgumentParser):
+    """A positive number, or ``find`` (tfcustom.experiment.finders)."""
+
+    def __init__(self, kind):
+        self.kind = kind
+
+    def parse(self, argument):
+        if str(argument).lower() == "find":
+            return "find"
+        try:
+            value = self.kind(argument)
+        except (TypeError, ValueError):
+            raise ValueError(f"should be a positive {self.kind.__name__} or find") from None
+        if value <= 0 or (self.kind is int and value != float(argument)):
+            raise ValueError(f"should be a positive {self.kind.__name__} or find")
+        return value
+
+    def flag_type(self):
+        return f"{self.kind.__name__}|find"
+
+
+flags.DEFINE_flag(flags.Flag(_NumberOrFindParser(float), flags.ArgumentSerializer(), "learning_rate", 1e-3,
+                             "Peak learning rate, or find: a learning-rate range test on a throw-away copy of the model "
+                             "(tfcustom.experiment.lr_finder; lr_finder.png in the run directory)."))
+flags.DEFINE_flag(flags.Flag(_NumberOrFindParser(int), flags.ArgumentSerializer(), "batch_size", 128,
+                             "Global batch size, or find: the largest that fits (up to 1024 and 1/16 of the training "
+                             "examples) and the fastest --steps_per_execution (tfcustom.experiment.batch_finder)."))
 flags.DEFINE_flag(flags.Flag(_AutoBoolParser(), flags.ArgumentSerializer(), "jit_compile", "auto",
                              "XLA-compile the per-replica forward/backward pass: auto (time both ways at start, keep the faster; "
                              "see tfcustom.autotune), or force it with --jit_compile / --nojit_compile.", boolean=True))
@@ -120,9 +145,8 @@ HELP_GROUPS = {
 
 for _name in ("validation_size",):
     flags.register_validator(_name, lambda v: v is not None and v >= 0, message=f"--{_name} must be >= 0 (e.g. --{_name}=5000)")
-for _name in ("train_subset", "test_subset", "epochs", "batch_size", "eval_batch_size", "steps_per_execution", "keep_checkpoints", "checkpoint_every_steps"):
+for _name in ("train_subset", "test_subset", "epochs", "eval_batch_size", "steps_per_execution", "keep_checkpoints", "checkpoint_every_steps"):
     flags.register_validator(_name, lambda v: v is None or v >= 1, message=f"--{_name} must be a positive integer (e.g. --{_name}=10)")
-flags.register_validator("learning_rate", lambda v: v > 0, message="--learning_rate must be positive (e.g. --learning_rate=1e-3)")
 flags.register_validator("seed", lambda v: v >= 0, message="--seed must be >= 0")
 flags.register_validator("num_cpu_replicas", lambda v: v is None or v >= 1, message="--num_cpu_replicas must be a positive integer (e.g. --num_cpu_replicas=2)")
 flags.register_validator("log_every_steps", lambda v: v is not None and v >= 1, message="--log_every_steps must be a positive integer (e.g. --log_every_steps=100)")
