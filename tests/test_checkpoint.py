@@ -137,10 +137,10 @@ def test_unreadable_config_json_is_one_clear_error_for_resume_and_evaluation(tmp
     run.mkdir()
     (run / "config.json").write_text('{"model": "mlp", ')  # truncated
     for call in (lambda: prepare_output_dir(str(run), TrainConfig(model="mlp")), lambda: evaluate_run(str(run), "latest")):
-        with pytest.raises(ConfigError, match=r"the run's config.json cannot be read \(JSONDecodeError.*--overwrite"):
+        with pytest.raises(ConfigError, match=r"config.json is damaged \(not valid JSON.*--overwrite"):
             call()
     (run / "config.json").write_text('{"modle": "mlp"}')  # a field TrainConfig does not have
-    with pytest.raises(ConfigError, match=r"the run's config.json cannot be read \(ConfigError: unknown config fields"):
+    with pytest.raises(ConfigError, match=r"config.json is damaged \(ConfigError: unknown config fields"):
         prepare_output_dir(str(run), TrainConfig(model="mlp"))
 
 

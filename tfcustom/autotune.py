@@ -47,6 +47,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfcustom.errors import check
+from tfcustom.experiment.run_json import damaged, read_json
 
 AUTOTUNE_FILE = "autotune.json"
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -297,8 +298,7 @@ def load(workdir: Optional[str]) -> Optional[AutotuneResult]:
     path = os.path.join(workdir, AUTOTUNE_FILE) if workdir else None
     if not path or not os.path.exists(path):
         return None
-    with open(path) as f:
-        result = AutotuneResult.from_dict(json.load(f))
+    result = _from_file(path, read_json(path, dict), "restore the file, or pass --overwrite to start the run over")
     logging.info("Autotune: reusing the run's decision jit_compile=%s, precision=%s (%s)", result.jit_compile, result.precision, path)
     return result
 
@@ -310,16 +310,21 @@ def load_from(path: str) -> AutotuneResult:
         path = os.path.join(path, AUTOTUNE_FILE)
     check(os.path.isfile(path), "no autotune decision to replay", path,
           "pass a run directory that has autotune.json, or that file (or the run's results.json)")
-    try:
-        with open(path) as f:
-            data = json.load(f)
-        result = AutotuneResult.from_dict(data.get("autotune", data))
-    except (ValueError, TypeError, AttributeError):
-        check(False, "not an autotune decision (autotune.json or results.json of a run)", path,
-              "pass the run directory or its autotune.json")
+    data = read_json(path, dict, "pass the run directory or its autotune.json")
+    result = _from_file(path, data.get("autotune", data), "pass the run directory or its autotune.json")
     reason = f"replayed from {path}"
     result.reasons = {"jit_compile": reason, "precision": reason}
     logging.info("Autotune: replaying jit_compile=%s, precision=%s (%s)", result.jit_compile, result.precision, path)
+    return result
+
+
+def _from_file(path: str, data: dict, fix: str) -> AutotuneResult:
+    try:
+        result = AutotuneResult.from_dict(data)
+    except TypeError:
+        raise damaged(path, f"not an autotune decision: fields {sorted(data)[:6]}", fix) from None
+    check(isinstance(result.jit_compile, bool) and isinstance(result.precision, str), f"{os.path.basename(path)} is damaged "
+          "(jit_compile must be true/false and precision a string)", (result.jit_compile, result.precision), fix)
     return result
 
 

@@ -23,15 +23,19 @@ Examples:
 from __future__ import annotations
 
 import base64
+import glob
 import io
 import os
+import re
 from typing import Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfcustom.errors import TfcustomError, check
+from tfcustom.errors import TfcustomError, check, format_error
+
+INDEX_FILE = "checkpoint"  # tf.train.CheckpointManager's index of a checkpoint directory
 
 
 class CheckpointError(TfcustomError, RuntimeError):
@@ -126,6 +130,40 @@ def model_checkpoint(model) -> tf.train.Checkpoint:
     return tf.train.Checkpoint(model_variables=model_variables(model))
 
 
+def saved_checkpoints(directory: str) -> List[str]:
+    """The ``ckpt-N`` prefixes whose ``.index`` file is in ``directory``, oldest first."""
+    found = [os.path.basename(p)[: -len(".index")] for p in glob.glob(os.path.join(glob.escape(directory), "ckpt-*.index"))]
+    return sorted((n for n in found if re.fullmatch(r"ckpt-\d+", n)), key=lambda n: int(n.split("-")[1]))
+
+
+def check_index(directory: str) -> None:
+    """Refuse a checkpoint directory whose index (``checkpoint``) is damaged.
+
+    ``tf.train.CheckpointManager`` ignores an index it cannot parse (a
+    warning) and so would start the run over, writing new ``ckpt-N`` over the
+    old ones; an index missing beside two or more checkpoints is the same. Raises
+    :class:`CheckpointError` (one line: the file, the newest checkpoint found
+    and the fix).
+    """
+    index = os.path.join(directory, INDEX_FILE)
+    found = saved_checkpoints(directory) if os.path.isdir(directory) else []
+    if os.path.exists(index):
+        try:
+            state = tf.train.get_checkpoint_state(directory)
+        except Exception:  # noqa: BLE001 -- unreadable (a directory, no permission): damaged for this purpose
+            state = None
+        if state is not None and state.model_checkpoint_path:
+            return
+        what = "is damaged (not a checkpoint index: truncated or edited?)"
+    elif len(found) >= 2:
+        what = f"is missing beside {len(found)} checkpoints"
+    else:
+        return
+    fix = (f'write the line model_checkpoint_path: "{found[-1]}" into it to resume from the newest checkpoint {found[-1]}, '
+           "or pass --overwrite to start over") if found else "delete it, or pass --overwrite to start over"
+    raise CheckpointError(format_error(f"the checkpoint index {INDEX_FILE} {what}", index, fix))
+
+
 def restore_latest(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> Optional[str]:
     """Restore the newest readable checkpoint of ``manager``; return its path.
 
@@ -133,8 +171,9 @@ def restore_latest(checkpoint: tf.train.Checkpoint, manager: tf.train.Checkpoint
     truncated) is skipped with a warning and the next older one is tried; if
     checkpoints exist but none can be restored, raises :class:`CheckpointError`.
     A checkpoint of a different model raises :class:`CheckpointError` naming
-    the mismatch.
+    the mismatch, and a damaged index file (see :func:`check_index`) too.
     """
+    check_index(manager.directory)
     paths = list(reversed(manager.checkpoints))
     if not paths:
         return None

@@ -19,6 +19,7 @@ import json
 from typing import Any, Dict, Optional, Tuple, Union
 
 from tfcustom.errors import ConfigError, check, check_one_of, check_positive_int, config_error
+from tfcustom.experiment.run_json import damaged, read_json
 
 LR_SCHEDULES = ("constant", "cosine", "exponential", "step")
 NONFINITE_POLICIES = ("stop", "skip")
@@ -129,12 +130,11 @@ class TrainConfig:
     @classmethod
     def read(cls, path: str) -> "TrainConfig":
         """The config a run wrote to ``path`` (its ``config.json``); one clear error if unreadable."""
+        data = read_json(path, dict)  # a truncated or edited file: one line naming it
         try:
-            with open(path) as f:
-                return cls.from_dict(json.load(f))
-        except (OSError, ValueError, TypeError, ConfigError) as e:
-            raise config_error(f"the run's config.json cannot be read ({type(e).__name__}: {str(e)[:200]})", path,
-                               "restore the file, or pass --overwrite to start the run over") from None
+            return cls.from_dict(data)
+        except (ValueError, TypeError, ConfigError) as e:
+            raise damaged(path, f"{type(e).__name__}: {str(e)[:200]}") from None
 
     def _validate_export_formats(self) -> None:
         """Known formats, and their runtimes installed (checked before training, not after)."""

@@ -14,6 +14,8 @@ import json
 import os
 from typing import Dict, List
 
+from tfcustom.experiment.run_json import damaged, read_json
+
 
 def _atomic_write_text(path: str, text: str) -> None:
     tmp = path + ".tmp"
@@ -66,8 +68,12 @@ class History:
 
     @classmethod
     def read(cls, directory: str) -> "History":
-        with open(os.path.join(directory, "history.json")) as f:
-            return cls(json.load(f))
+        """``directory/history.json``; a truncated or edited file is one :class:`ConfigError`."""
+        path = os.path.join(directory, "history.json")
+        records = read_json(path, list)
+        if not all(isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in records):
+            raise damaged(path, "every record must be an object with an integer epoch")
+        return cls(records)
 
     def plot(self, path: str, metric: str = "accuracy") -> str:
         """Learning curves: train vs validation loss and ``metric`` per epoch.

@@ -5,7 +5,6 @@ it on a split. Re-exported by :mod:`tfcustom.export`.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Dict, Optional
@@ -14,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from tfcustom.errors import check, check_one_of, config_error, data_error
+from tfcustom.experiment.run_json import read_json
 from tfcustom.run_files import BEST_SUBDIR, CHECKPOINT_CHOICES, CHECKPOINT_DIR, CONFIG_FILE, KERAS_FILE, RESULTS_FILE, SPLITS
 
 
@@ -139,12 +139,10 @@ def _load_keras(path: str) -> keras.Model:
 
 def _results_class_names(run_dir: str):
     path = os.path.join(run_dir, RESULTS_FILE)
-    try:
-        with open(path) as f:
-            names = json.load(f).get("class_names")
-        return list(names) if names else None
-    except (OSError, ValueError, AttributeError):
+    if not os.path.exists(path):
         return None
+    names = read_json(path, dict, "restore the file, or pass the number of classes (num_classes=)").get("class_names")
+    return list(names) if names else None
 
 
 def evaluate_run(run_dir: str, which: str = "final", data_dir: Optional[str] = None, split: str = "test",

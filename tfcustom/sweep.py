@@ -33,6 +33,7 @@ from absl import logging
 from tfcustom.config import TrainConfig
 from tfcustom.errors import check, config_error
 from tfcustom.export import CONFIG_FILE, RESULTS_FILE
+from tfcustom.experiment.run_json import read_json
 
 CSV_FILE = "sweep.csv"
 PLOT_FILE = "sweep.png"
@@ -107,8 +108,7 @@ def _read_finished(run_dir: str, config: TrainConfig) -> Optional[Dict[str, Any]
     if diff:
         raise config_error(f"a finished run in the sweep directory has other settings ({', '.join(diff)})", run_dir,
                            "use a new --output_dir for a changed sweep, or delete that run")
-    with open(os.path.join(run_dir, RESULTS_FILE)) as f:
-        return json.load(f)
+    return read_json(os.path.join(run_dir, RESULTS_FILE), dict, "delete that run's results.json to test and export it again, or delete the run")
 
 
 def run_sweep(base_config: TrainConfig, grid: Grid, output_dir: str, *, strategy=None, dataset=None) -> List[Dict[str, Any]]:

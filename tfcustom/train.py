@@ -39,11 +39,12 @@ from tfcustom import losses as losses_lib
 from tfcustom import optimizers as optimizers_lib
 from tfcustom import strategy as strategy_lib
 from tfcustom.config import TrainConfig, _split_sam
-from tfcustom.checkpoint import model_checkpoint, restore_latest, training_checkpoint
+from tfcustom.checkpoint import check_index, model_checkpoint, restore_latest, training_checkpoint
 from tfcustom.early_stopping import EarlyStopping
 from tfcustom.history import History
 from tfcustom.export import BEST_SUBDIR, CHECKPOINT_DIR, CONFIG_FILE, KERAS_FILE, RESULTS_FILE, SAVED_MODEL_DIR, export_model
 from tfcustom.experiment import finders, user_model
+from tfcustom.experiment.run_json import read_json
 from tfcustom.experiment.run_lock import LOCK_FILE, RunLock
 from tfcustom.errors import check, config_error, is_writable_dir
 from tfcustom.preemption import ClusterPreemption, is_cluster
@@ -109,6 +110,7 @@ def prepare_output_dir(workdir: str, config: TrainConfig, overwrite: bool = Fals
 def _check_resumable(workdir: str, config: TrainConfig) -> None:
     """Refuse a finished run and a run of a different config (naming the fields)."""
     if os.path.exists(os.path.join(workdir, RESULTS_FILE)):
+        read_json(os.path.join(workdir, RESULTS_FILE), dict, "delete it and rerun the same command to test and export the last checkpoint again, or pass --overwrite to start over")
         raise config_error("output directory already holds a finished run", workdir, "pass --overwrite to start over, or choose another --output_dir")
     diff = TrainConfig.read(os.path.join(workdir, CONFIG_FILE)).differences(config)
     if diff:
@@ -422,6 +424,7 @@ def _train_and_evaluate(config, workdir, strategy, overwrite, dataset) -> Dict[s
         # under multi-worker) only on the workers that find a checkpoint.
         checkpoint.save_counter  # noqa: B018
     if resume:
+        check_index(best_manager.directory)  # a damaged index would silently lose the best checkpoint
         with strategy.scope():
             restored = restore_latest(checkpoint, read_manager)
         if restored is None:

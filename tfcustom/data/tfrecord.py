@@ -8,7 +8,8 @@ files and one ``dataset.json`` spec::
      "num_classes": 10, "class_names": [...],
      "splits": {"train": {"num_examples": 60000, "shards": [
          {"file": "train-00000-of-00016.tfrecord", "num_examples": 3750,
-          "first_index": 0, "bytes": 3123456, "sha256": "..."}, ...]}, ...}}
+          "first_index": 0, "bytes": 3123456, "sha256": "..."}, ...]}, ...},
+     "spec_sha256": "..."}
 
 Each record is a ``tf.train.Example`` with ``image`` (the raw bytes of one
 C-order array of ``image_shape`` and ``image_dtype``) and ``label`` (int64).
@@ -21,7 +22,9 @@ checks a directory before anything is trained on it: the spec parses, the
 shard files are exactly those listed (none missing, none extra), the per-shard
 counts add up, and every shard has its recorded size (a truncated shard is
 caught here, cheaply) and, with ``verify="full"`` (the default), its recorded
-SHA-256 (any changed byte). ``verify="size"`` skips the hashing for very large
+SHA-256 (any changed byte). ``spec_sha256`` is the SHA-256 of the spec's other
+fields (canonical JSON): a spec edited by hand after the conversion is refused
+(specs written before it existed are not checked). ``verify="size"`` skips the hashing for very large
 datasets; a corrupt record is then still caught when it is read, by the
 CRC32C that TFRecord keeps for every record, as a ``DataLossError``.
 
@@ -111,8 +114,15 @@ def write_shard(path: str, images: np.ndarray, labels: np.ndarray) -> Dict:
     return {"file": os.path.basename(path), "num_examples": int(len(labels)), "bytes": os.path.getsize(path), "sha256": file_sha256(path)}
 
 
+def spec_digest(spec: Dict) -> str:
+    """The SHA-256 of ``spec`` without its ``spec_sha256`` field, as canonical JSON."""
+    body = {k: v for k, v in spec.items() if k != "spec_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
 def write_spec(directory: str, spec: Dict) -> None:
     path = os.path.join(directory, SPEC_FILE)
+    spec = dict(spec, spec_sha256=spec_digest(spec))
     with open(path + ".tmp", "w") as f:
         json.dump(spec, f, indent=2)
         f.write("\n")
@@ -178,6 +188,10 @@ def read_spec(directory: str, splits: Sequence[str] = ("train", "test"), verify:
     except (OSError, ValueError) as e:
         raise _bad(directory, f"{SPEC_FILE} cannot be read ({type(e).__name__}: {str(e)[:120]})", path) from None
     spec = _parse(directory, raw)
+    if "spec_sha256" in raw and raw["spec_sha256"] != spec_digest(raw):
+        raise _bad(directory, f"{SPEC_FILE} was changed after the conversion (its spec_sha256 does not match its content; edited by hand?)", path)
+    if len(spec.class_names) != spec.num_classes:
+        raise _bad(directory, f"{SPEC_FILE} lists {len(spec.class_names)} class names for {spec.num_classes} classes", spec.class_names[:5])
     on_disk = {}
     for name in os.listdir(directory):
         m = _SHARD_RE.match(name)
