@@ -556,7 +556,9 @@ class Trainer(ReplicaStateSync):
         logs.update(self._results(self.train_loss, self.train_metrics))
         if validation_data is not None:
             self._callbacks.on_test_begin()
+            self._callbacks.on_test_batch_begin(0)  # once around the compiled loop, as in evaluate
             val_logs = self._evaluate(validation_data)
+            self._callbacks.on_test_batch_end(0, val_logs)
             self._callbacks.on_test_end(val_logs)
             logs.update({"val_" + k: v for k, v in val_logs.items()})
         logs["learning_rate"] = self._learning_rate()
