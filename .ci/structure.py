@@ -20,13 +20,14 @@ PACKAGE = os.path.join(ROOT, "tfcustom")
 # target -> the value allowed today (ratchet). Targets: functions <= 60 lines (docstring aside), modules <= 400 lines,
 # <= 12 modules at tfcustom/'s root, no import cycle, no cross-module import of a _private name.
 LIMITS = {
-    "functions_over_60_lines": 10,
-    "longest_function_lines": 185,
-    "modules_over_400_lines": 3,
+    "functions_over_60_lines": 9,
+    "longest_function_lines": 156,
+    "modules_over_400_lines": 2,
     "root_modules": 40,
     "import_cycles": 0,
     "private_cross_imports": 33,
     "function_local_imports": 66,
+    "train_step_lines": 50,  # the per-replica step inside tfcustom.steps.make_train_step: on one screen
 }
 
 
@@ -85,6 +86,7 @@ def measure():
         "import_cycles": len(cycles),
         "private_cross_imports": len(private),
         "function_local_imports": len(local_imports),
+        "train_step_lines": max([n for n, f in functions if f == "tfcustom.steps.train_step"] or [10**6]),
     }, {"long functions": [f"{n} lines: {f}" for n, f in long_functions],
         "long modules": [f"{n}: {s} lines" for n, s in sizes.items() if s > 400],
         "cycles": [" -> ".join(c) for c in cycles], "private imports": private,

@@ -21,7 +21,7 @@ counted by TF's profiler on the traced forward graph).
 
     python benchmarks/step_throughput.py --models=mlp,mlp_dropout,cnn,resnet --steps=50 --rounds=3 \\
         --json_out=benchmarks/step_throughput.json
-    python benchmarks/step_throughput.py --table_from=benchmarks/step_throughput.json --update_readme=README.md
+    python benchmarks/step_throughput.py --table_from=benchmarks/step_throughput.json --update_readme=docs/guides/performance.md
 
 Results depend on the machine and its load; they are measurements, not assertions.
 """
@@ -47,7 +47,7 @@ flags.DEFINE_integer("rounds", 3, "Interleaved timing rounds.")
 flags.DEFINE_string("data_dir", None, "Fashion-MNIST IDX directory.")
 flags.DEFINE_string("json_out", None, "Write the results as JSON here.")
 flags.DEFINE_string("table_from", None, "Only print the Markdown table of this JSON (no measuring).")
-flags.DEFINE_string("update_readme", None, "Replace the table between the step_throughput markers of this README.")
+flags.DEFINE_string("update_readme", None, "Replace the table between the step_throughput markers of this Markdown file (docs/guides/performance.md).")
 flags.DEFINE_string("note", "", "A note stored in the JSON and printed under the table (e.g. 'measured under load').")
 
 MODELS = {

@@ -1,4 +1,4 @@
-"""Time to accuracy of training configs, several seeds, interleaved: the README table.
+"""Time to accuracy of training configs, several seeds, interleaved: the table of docs/guides/performance.md.
 
 Runs ``tfcustom-train --flagfile=CONFIG --seed=S`` for every seed and config
 (seed by seed, the configs in turn within each seed, so that a shared

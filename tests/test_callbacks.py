@@ -158,6 +158,25 @@ def test_learning_rate_callback_with_a_schedule_is_refused_in_one_line():
     assert "\n" not in str(e.value)
 
 
+def test_backup_and_restore_is_refused_in_one_line_naming_the_training_checkpoint(tmp_path):
+    x, y, _, _ = _data()
+    trainer = Trainer(_model(), _loss(), keras.optimizers.SGD(0.1), verbose=0)
+    with pytest.raises(ConfigError, match="BackupAndRestore does not resume a Trainer.*training_checkpoint") as e:
+        trainer.fit((x, y), epochs=1, callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path))])
+    assert "\n" not in str(e.value)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import tfcustom.callbacks as package
+    from tfcustom.callbacks import callback_list, learning_rate, state
+
+    for module in (package, callback_list, learning_rate, state):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted and not result.failed, module.__name__
+
+
 class _Counter(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()

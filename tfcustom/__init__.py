@@ -15,7 +15,7 @@ from tfcustom.logs import import_tensorflow_quietly as _import_tensorflow_quietl
 
 _import_tensorflow_quietly()  # before anything imports TF: hides its C++ start-up lines (see tfcustom.logs)
 
-from tfcustom import dropout, data, errors, layers, losses, metrics, models, optimizers, steps
+from tfcustom import callbacks, dropout, data, errors, layers, losses, metrics, models, optimizers, steps
 from tfcustom.config import TrainConfig
 from tfcustom.early_stopping import EarlyStopping
 from tfcustom.errors import ConfigError, DataError, NonFiniteLossError, TfcustomError
@@ -31,7 +31,7 @@ from tfcustom import export, preemption, transfer  # export_model / evaluate_run
 
 __all__ = [
     "ConfigError", "DataError", "EarlyStopping", "History", "NonFiniteLossError",
-    "TfcustomError", "TrainConfig", "Trainer", "data", "dropout", "errors", "layers", "losses",
+    "TfcustomError", "TrainConfig", "Trainer", "callbacks", "data", "dropout", "errors", "layers", "losses",
     "make_predict_step", "make_test_step", "make_train_step", "metrics", "models",
     "optimizers", "steps", "train_and_evaluate", "plot_confusion_matrix", "plot_misclassified",
     "plot_reliability", "plots", "summaries", "sweep", "timing", "export", "preemption", "transfer", "strategy", "colab",

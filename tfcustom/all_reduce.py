@@ -25,7 +25,7 @@ def all_reduce_sum(grads):
 
 
 def packed_all_reduce_supported(optimizer) -> bool:
-    """True when the step can sum the gradients itself (:func:`all_reduce_sum`)
+    """True when the step can sum the gradients itself (`all_reduce_sum`)
     and let ``optimizer`` apply them on each replica: Keras' TensorFlow
     optimizers, unless they transform the gradients before their own sum
     (their ``clipnorm`` / ``clipvalue`` / ``global_clipnorm`` would then see
@@ -45,9 +45,9 @@ def packed_all_reduce_supported(optimizer) -> bool:
 def already_reduced(optimizer):
     """While tracing ``optimizer.apply_gradients`` in replica context: skip
     Keras' own all-reduce of the gradients (the step has summed them already,
-    with :func:`all_reduce_sum`). Only the traced graph is affected. This
+    with `all_reduce_sum`). Only the traced graph is affected. This
     overrides a private method of Keras' TensorFlow optimizer (Keras 3.15);
-    :func:`packed_all_reduce_supported` checks that it exists."""
+    `packed_all_reduce_supported` checks that it exists."""
     optimizer._all_reduce_sum_gradients = lambda grads_and_vars: list(grads_and_vars)
     try:
         yield

@@ -1,7 +1,7 @@
 """Choose ``jit_compile`` and the precision by timing the actual model on the actual device.
 
 No fixed choice is right: on a 2-core CPU, XLA speeds up a dropout-free MLP
-1.6-2x and halves a small CNN (README, Performance). :func:`tune` builds
+1.6-2x and halves a small CNN (docs/guides/performance.md). [`tune`][tfcustom.autotune.tune] builds
 throw-away copies of the model (``build(policy)`` returns a fresh
 ``(model, loss, optimizer)`` each call), runs a few training steps of each
 candidate on real batches, and keeps the fastest:
@@ -13,7 +13,7 @@ candidate on real batches, and keeps the fastest:
   ``mixed_bfloat16``. bfloat16 is kept only if it is faster *and* the losses
   of the first steps, from the same initial weights and batches, agree with
   float32's to ``loss_rtol`` (relative). On GPU/TPU ``auto`` keeps
-  :func:`tfcustom.strategy.resolve_precision`'s rule (mixed_float16 / mixed_bfloat16).
+  [`tfcustom.strategy.resolve_precision`][tfcustom.strategy.resolve_precision]'s rule (mixed_float16 / mixed_bfloat16).
 
 A candidate must be faster by more than ``margin`` (default 5 %) to replace
 the default (no XLA, float32): within noise the simpler setting stays.
@@ -50,7 +50,7 @@ from tfcustom.experiment.run_json import damaged, read_json, write_json
 
 AUTOTUNE_FILE = "autotune.json"
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-#: Shorter trainings are not measured (see :func:`tune`).
+#: Shorter trainings are not measured (see `tune`).
 MIN_TRAIN_STEPS = 1000
 
 
@@ -152,7 +152,7 @@ def _measure_candidates(build, make_iterator, strategy, settings, steps, rounds,
 
 def candidates(jit_compile="auto", precision="auto") -> Dict[str, tuple]:
     """``name -> (policy, jit)`` to measure, the default (no XLA, float32) first.
-    ``precision`` is ``"auto"`` only where bfloat16 is to be tried (see :func:`tune`)."""
+    ``precision`` is ``"auto"`` only where bfloat16 is to be tried (see [`tune`][tfcustom.autotune.tune])."""
     jits = [False, True] if jit_compile == "auto" else [bool(jit_compile)]
     policies = ["float32", "mixed_bfloat16"] if precision == "auto" else [precision]
     return {f"{policy}/jit={jit}": (policy, jit) for policy in policies for jit in jits}
@@ -160,7 +160,7 @@ def candidates(jit_compile="auto", precision="auto") -> Dict[str, tuple]:
 
 def decide(times: Dict[str, Measurement], jit_compile="auto", precision="auto", *, loss_rtol: float = 0.05,
            margin: float = 0.05, reasons: Optional[Dict[str, str]] = None) -> AutotuneResult:
-    """The decision from the measurements of :func:`candidates`' settings (a pure function).
+    """The decision from the measurements of [`candidates`][tfcustom.autotune.candidates]' settings (a pure function).
 
     The fastest candidate wins if it beats the default by more than
     ``margin``; a bfloat16 candidate takes part only if its first losses agree
@@ -227,16 +227,17 @@ def tune(
         distributed for ``strategy`` when it has several replicas.
       jit_compile: ``"auto"``, True or False.
       precision: ``"auto"`` or a Keras policy name.
-      steps, rounds: each timed call runs ``steps`` steps; best of ``rounds``.
+      steps: each timed call runs ``steps`` steps.
+      rounds: the candidates are timed in ``rounds`` interleaved rounds; the best counts.
       loss_steps: first steps whose losses float32 and bfloat16 must agree on.
       loss_rtol: that agreement, relative.
       margin: how much faster a candidate must be to replace the default.
       timer: a clock (tests pass a fake one).
-      has_bf16: override of :func:`cpu_has_bf16`.
+      has_bf16: override of [`cpu_has_bf16`][tfcustom.autotune.cpu_has_bf16].
       train_steps: the training's length in steps; below ``min_train_steps``
         nothing is measured (measuring costs about ``4 * (loss_steps + steps *
         rounds)`` steps plus the compilations, which a short run would not
-        repay) and "auto" means no XLA and :func:`tfcustom.strategy.resolve_precision`'s rule.
+        repay) and "auto" means no XLA and [`tfcustom.strategy.resolve_precision`][tfcustom.strategy.resolve_precision]'s rule.
       deterministic: nothing is measured either ("auto" as for a short
         training): a timing-based choice of XLA or bfloat16 changes the
         numerics, so two runs of one command could train different models.

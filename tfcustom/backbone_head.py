@@ -1,6 +1,6 @@
 """``BackboneHeadOptimizer``: two learning rates in one Keras optimizer,
 routing each variable to the backbone's or the head's inner optimizer by its
-layer's name. Re-exported by :mod:`tfcustom.transfer`."""
+layer's name. Re-exported by [`tfcustom.transfer`][tfcustom.transfer]."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class BackboneHeadOptimizer(keras.optimizers.Optimizer):
     all others (the head) to ``head_optimizer``.
 
     A variable belongs to the backbone when its top-level layer name
-    (:func:`variable_layer_name`) or its full path matches one of the
+    ([`variable_layer_name`][tfcustom.backbone_head.variable_layer_name]) or its full path matches one of the
     ``backbone`` patterns. Each inner optimizer keeps its own slots,
     iteration counter and learning-rate schedule, so with equal settings the
     pair updates exactly like one optimizer, and ``learning_rate=0`` for the
@@ -49,8 +49,16 @@ class BackboneHeadOptimizer(keras.optimizers.Optimizer):
       backbone: layer-name patterns of the backbone.
 
     Examples:
-        >>> opt = BackboneHeadOptimizer(keras.optimizers.Adam(1e-4), keras.optimizers.Adam(1e-3), backbone=["stage*"])
-        >>> trainer = tfcustom.Trainer(model, loss, opt)
+        >>> import numpy as np
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="stage0"),
+        ...                           keras.layers.Dense(2, name="logits")])
+        >>> opt = BackboneHeadOptimizer(keras.optimizers.SGD(0.0), keras.optimizers.SGD(0.1), backbone=["stage*"])
+        >>> opt.build(model.trainable_variables)
+        >>> before = [w.numpy().copy() for w in model.weights]
+        >>> grads = [np.ones(w.shape, "float32") for w in model.trainable_variables]
+        >>> _ = opt.apply_gradients(zip(grads, model.trainable_variables))
+        >>> [bool((w.numpy() == b).all()) for w, b in zip(model.weights, before)]  # the backbone stays still
+        [True, True, False, False]
     """
 
     def __init__(self, backbone_optimizer, head_optimizer, backbone=("*",), name=None, **kwargs):

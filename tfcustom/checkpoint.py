@@ -1,16 +1,16 @@
 """Checkpoints that hold everything the next step depends on, and restoring them.
 
-One ``tf.train.Checkpoint`` (built by :func:`training_checkpoint`) holds the
+One ``tf.train.Checkpoint`` (built by [`training_checkpoint`][tfcustom.checkpoint.training_checkpoint]) holds the
 model (weights, BatchNorm statistics, dropout RNG states), the optimizer (slots
 and iteration count), the loop position (global step, epoch, step within the
 epoch — with the seeded per-epoch data order this is the position in the data),
 the running train metrics of the current epoch, the early-stopping state and the
-state of ``fit``'s callbacks (:mod:`tfcustom.callbacks.state`).
+state of ``fit``'s callbacks (`tfcustom.callbacks.state`).
 Restoring it and starting the same loop again continues bit for bit.
 
 ``tf.train.CheckpointManager`` writes the index file (``checkpoint``) only after
 a checkpoint's data files are complete, so a save killed halfway is never the
-one listed; :func:`restore_latest` also falls back to older checkpoints when the
+one listed; [`restore_latest`][tfcustom.checkpoint.restore_latest] also falls back to older checkpoints when the
 newest cannot be read, and says so.
 
 Examples:
@@ -100,7 +100,7 @@ class ReplicaState(tf.train.experimental.PythonState):
 
 
 def training_checkpoint(trainer, early_stopping=None) -> tf.train.Checkpoint:
-    """The checkpoint of a :class:`tfcustom.Trainer`'s full training state."""
+    """The checkpoint of a [`tfcustom.Trainer`][tfcustom.Trainer]'s full training state."""
     metric_vars = []
     for m in trainer.train_metrics:
         check(getattr(m, "num_classes", 0) is not None, "a metric has no state yet to checkpoint (its num_classes is not known)",
@@ -126,7 +126,7 @@ def training_checkpoint(trainer, early_stopping=None) -> tf.train.Checkpoint:
 def model_checkpoint(model) -> tf.train.Checkpoint:
     """A checkpoint of the model alone (the "best" checkpoint, evaluation).
 
-    Restores from a :func:`training_checkpoint` too (use ``.expect_partial()``).
+    Restores from a [`training_checkpoint`][tfcustom.checkpoint.training_checkpoint] too (use ``.expect_partial()``).
     """
     return tf.train.Checkpoint(model_variables=model_variables(model))
 
@@ -143,7 +143,7 @@ def check_index(directory: str) -> None:
     ``tf.train.CheckpointManager`` ignores an index it cannot parse (a
     warning) and so would start the run over, writing new ``ckpt-N`` over the
     old ones; an index missing beside two or more checkpoints is the same. Raises
-    :class:`CheckpointError` (one line: the file, the newest checkpoint found
+    [`CheckpointError`][tfcustom.checkpoint.CheckpointError] (one line: the file, the newest checkpoint found
     and the fix).
     """
     index = os.path.join(directory, INDEX_FILE)
@@ -192,9 +192,9 @@ def restore_latest(checkpoint: tf.train.Checkpoint, manager: tf.train.Checkpoint
 
     Returns None when there is none. A checkpoint that cannot be read (corrupt,
     truncated) is skipped with a warning and the next older one is tried; if
-    checkpoints exist but none can be restored, raises :class:`CheckpointError`.
-    A checkpoint of a different model raises :class:`CheckpointError` naming
-    the mismatch, and a damaged index file (see :func:`check_index`) too.
+    checkpoints exist but none can be restored, raises [`CheckpointError`][tfcustom.checkpoint.CheckpointError].
+    A checkpoint of a different model raises [`CheckpointError`][tfcustom.checkpoint.CheckpointError] naming
+    the mismatch, and a damaged index file (see [`check_index`][tfcustom.checkpoint.check_index]) too.
     """
     check_index(manager.directory)
     paths = list(reversed(manager.checkpoints))

@@ -2,7 +2,7 @@
 
 ``tf.distribute.MultiWorkerMirroredStrategy()`` blocks (holding the GIL) until
 every worker of ``TF_CONFIG`` has started, without a word, and ignores Ctrl-C
-and SIGTERM meanwhile. So :func:`start_cluster` first waits in Python until
+and SIGTERM meanwhile. So `start_cluster` first waits in Python until
 every other worker's port answers. Meanwhile it listens on this worker's own
 port (so the others see it too, and a port already in use is reported at
 once), and:
@@ -10,9 +10,9 @@ once), and:
 * logs ``waiting for workers [host:port, ...] to join (N s so far)`` every
   ``log_every`` seconds, naming the workers whose port does not answer yet;
 * stops on Ctrl-C or SIGTERM within a fraction of a second
-  (:class:`ClusterInterrupted`, exit code 4 in the CLI);
+  (`ClusterInterrupted`, exit code 4 in the CLI);
 * stops after ``timeout`` seconds naming the workers that never came
-  (:class:`ClusterTimeout`, a :class:`~tfcustom.errors.ConfigError`: exit code 2).
+  (`ClusterTimeout`, a [`ConfigError`][tfcustom.errors.ConfigError]: exit code 2).
 
 Then it closes its listener and builds the strategy, which now finds every
 worker up.
@@ -128,6 +128,6 @@ def wait_for_peers(own_address: str, peers: Sequence[str], timeout: float, log_e
 
 def start_cluster(make_strategy: Callable[[], object], own_address: str, peers: Sequence[str], timeout: float,
                   log_every: float = 10.0):
-    """:func:`wait_for_peers`, then ``make_strategy()``."""
+    """`wait_for_peers`, then ``make_strategy()``."""
     wait_for_peers(own_address, peers, timeout, log_every)
     return make_strategy()

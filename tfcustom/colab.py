@@ -6,7 +6,7 @@ drive the TPU, and installing anything that depends on ``tensorflow`` (the CPU
 build) on top of it overwrites it. TensorFlow then fails deep inside
 ``initialize_tpu_system`` with ``No OpKernel was registered to support Op
 'ConfigureDistributedTPU' ... Registered devices: [CPU]``.
-:func:`select_strategy` turns that (and the other ways a TPU fails) into one
+[`select_strategy`][tfcustom.colab.select_strategy] turns that (and the other ways a TPU fails) into one
 paragraph of what happened and what to try, and carries on with the GPU(s) or
 with ``num_cpu_replicas`` logical CPU devices, so that the rest of a notebook
 runs the very same cells:
@@ -16,7 +16,7 @@ runs the very same cells:
 >>> choice.device, choice.strategy.num_replicas_in_sync
 ('CPU', 8)
 
-:func:`load_fashion_mnist` reads the IDX files where they are installed
+[`load_fashion_mnist`][tfcustom.colab.load_fashion_mnist] reads the IDX files where they are installed
 (Debian's ``dataset-fashion-mnist``) and downloads them with
 ``keras.datasets`` elsewhere (Colab).
 """
@@ -139,8 +139,8 @@ def diagnose_tpu_failure(error: BaseException, versions: Optional[Dict[str, Opti
 
 @dataclasses.dataclass
 class StrategyChoice:
-    """What :func:`select_strategy` picked: the strategy, ``"TPU"``/``"GPU"``/``"CPU"``,
-    and the :class:`TpuFailure` that made it fall back (None if it did not)."""
+    """What [`select_strategy`][tfcustom.colab.select_strategy] picked: the strategy, ``"TPU"``/``"GPU"``/``"CPU"``,
+    and the [`TpuFailure`][tfcustom.colab.TpuFailure] that made it fall back (None if it did not)."""
 
     strategy: object
     device: str
@@ -164,7 +164,7 @@ def select_strategy(num_cpu_replicas: int = 8, tpu: Optional[str] = None, try_tp
       num_cpu_replicas: logical CPU devices to mirror over when there is no
         TPU or GPU (0 or None: TF's default strategy, one replica).
       tpu: passed to ``tfcustom.strategy.select("tpu", tpu=...)``.
-      try_tpu: try the TPU (default: when :func:`tpu_runtime` or ``tpu`` says so).
+      try_tpu: try the TPU (default: when [`tpu_runtime`][tfcustom.colab.tpu_runtime] or ``tpu`` says so).
       echo: where the explanation of a TPU failure goes (default: print, wrapped).
     """
     import tensorflow as tf
@@ -192,7 +192,7 @@ def select_strategy(num_cpu_replicas: int = 8, tpu: Optional[str] = None, try_tp
 
 
 def load_fashion_mnist(data_dir: Optional[str] = None):
-    """Fashion-MNIST as a :class:`tfcustom.data.Dataset`: the IDX files from
+    """Fashion-MNIST as a [`tfcustom.data.Dataset`][tfcustom.data.Dataset]: the IDX files from
     ``data_dir`` / ``$TFCUSTOM_DATA_DIR`` / the Debian path when that directory
     exists, else downloaded by ``keras.datasets.fashion_mnist`` (needs a network)."""
     from tfcustom.data import sources

@@ -1,19 +1,19 @@
-"""What ``keras.Model.compile`` accepts, for the :class:`tfcustom.Trainer`.
+"""What ``keras.Model.compile`` accepts, for the [`tfcustom.Trainer`][tfcustom.Trainer].
 
 * loss: a ``keras.losses.Loss``; a name (Keras' names first, with Keras'
   meaning, e.g. ``"sparse_categorical_crossentropy"`` is Keras' loss on
-  probabilities; then :func:`tfcustom.losses.get`'s names such as
+  probabilities; then [`tfcustom.losses.get`][tfcustom.losses.get]'s names such as
   ``"focal"``); or a function ``fn(y_true, y_pred)`` returning per-example
   values (wrapped into a ``Loss``, as ``compile`` does).
 * optimizer: a Keras optimizer or a name (``"adam"``, ``"sgd"``, ... with
   Keras' default arguments, built under the strategy's scope).
 * metrics: names resolved as ``compile`` resolves them
-  (:mod:`tfcustom.compile_metrics`: ``"accuracy"`` is binary, sparse or
+  (`tfcustom.compile_metrics`: ``"accuracy"`` is binary, sparse or
   categorical from the shapes; ``"mae"``, ``"auc"``... keyed by the name
   written; tfcustom's names such as ``"f1"``/``"f1_score"``) or metric objects. The
   objects passed are the ones training updates (they hold the result, as
   after ``compile``/``fit``); evaluation updates copies made here by
-  :func:`eval_copy`.
+  `eval_copy`.
 
 >>> import tfcustom
 >>> type(resolve_loss("sparse_categorical_crossentropy")).__name__
@@ -37,7 +37,7 @@ def _wrap_loss_fn(fn, name: Optional[str] = None) -> keras.losses.Loss:
 
 def resolve_loss(loss, loss_weights=None) -> keras.losses.Loss:
     """A ``keras.losses.Loss`` from whatever ``compile(loss=..., loss_weights=...)`` takes
-    (a dict or list of losses, one per output: :class:`tfcustom.compile_loss.MultiOutputLoss`)."""
+    (a dict or list of losses, one per output: `tfcustom.compile_loss.MultiOutputLoss`)."""
     if isinstance(loss, (dict, list, tuple)):
         from tfcustom.compile_loss import MultiOutputLoss
 
@@ -79,7 +79,7 @@ def resolve_optimizer(optimizer) -> keras.optimizers.Optimizer:
 
 def metric_from_spec(spec, num_classes: Optional[int], output_columns: Optional[int] = None) -> keras.metrics.Metric:
     """A metric name -> a new metric, as ``compile`` resolves it; a metric object -> that object
-    (see :func:`tfcustom.compile_metrics.resolve_metric`)."""
+    (see `tfcustom.compile_metrics.resolve_metric`)."""
     from tfcustom.compile_metrics import resolve_metric
 
     return resolve_metric(spec, num_classes, output_columns)

@@ -1,10 +1,10 @@
 """A dict or list of losses for a multi-output model, as ``compile(loss=..., loss_weights=...)`` takes.
 
-:class:`MultiOutputLoss` gives per-example values (``[batch]``): the sum over
+`MultiOutputLoss` gives per-example values (``[batch]``): the sum over
 the outputs of ``loss_weight * per-example loss`` (each output's loss averaged
 over its non-batch axes). The step reduces them over the *global* batch, so
 the loss equals Keras' ``sum_k weight_k * mean_k`` exactly under N replicas.
-:class:`OutputLoss` is the per-output loss ``fit`` logs as ``<output>_loss``
+`OutputLoss` is the per-output loss ``fit`` logs as ``<output>_loss``
 (unweighted by ``loss_weights``, weighted by ``sample_weight``).
 
 >>> import keras

@@ -13,7 +13,7 @@ metric name into a metric once it has seen the labels and the predictions:
   ``auc_1``).
 
 The Trainer creates its metrics before it sees a batch (a checkpoint must
-find their variables), so ``"accuracy"`` becomes :func:`auto_accuracy` in a
+find their variables), so ``"accuracy"`` becomes `auto_accuracy` in a
 ``keras.metrics.MeanMetricWrapper``: the same rule applied to the static
 shapes of each update, with the same per-example values as Keras' three
 accuracy metrics (all three are mean wrappers of these functions).
@@ -62,7 +62,7 @@ def auto_accuracy(y_true, y_pred):
 
 
 def accuracy(name: str = "accuracy") -> keras.metrics.Metric:
-    """``compile``'s ``"accuracy"``: a mean of :func:`auto_accuracy` (higher is better, as
+    """``compile``'s ``"accuracy"``: a mean of `auto_accuracy` (higher is better, as
     Keras' accuracies say to ``mode="auto"`` of ``EarlyStopping``/``ModelCheckpoint``)."""
     metric = keras.metrics.MeanMetricWrapper(auto_accuracy, name=name)
     metric._direction = "up"  # Keras' own accuracy metrics set it so
@@ -139,7 +139,7 @@ class OutputMetric(keras.metrics.Metric):
 def resolve_metrics(metrics, num_classes: Optional[int], output_columns: Optional[int] = None, loss=None) -> list:
     """A flat list of metrics from ``compile(metrics=...)``: a list for a single output, or per
     output a dict ``{output: [specs]}`` / a list of lists by position. With a multi-output
-    loss (:class:`tfcustom.compile_loss.MultiOutputLoss`) the per-output losses come first,
+    loss (`tfcustom.compile_loss.MultiOutputLoss`) the per-output losses come first,
     logged ``<output>_loss`` as ``fit`` does."""
     from tfcustom.compile_loss import MultiOutputLoss, OutputLoss
 

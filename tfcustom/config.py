@@ -1,8 +1,8 @@
 """The training configuration: one dataclass, validated up front.
 
-The example trainer parses absl flags into a :class:`TrainConfig`; notebooks
-and tests build one directly. :meth:`TrainConfig.validate` checks every field
-and raises :class:`tfcustom.errors.ConfigError` with a message that says what
+The example trainer parses absl flags into a [`TrainConfig`][tfcustom.TrainConfig]; notebooks
+and tests build one directly. [`TrainConfig.validate`][tfcustom.config.TrainConfig.validate] checks every field
+and raises [`tfcustom.errors.ConfigError`][tfcustom.errors.ConfigError] with a message that says what
 is wrong, what was received and what to do.
 
 Examples:
@@ -96,7 +96,7 @@ class TrainConfig:
     })
 
     def differences(self, other: "TrainConfig") -> Dict[str, Tuple[Any, Any]]:
-        """Fields (outside :attr:`RESUMABLE_CHANGES`) whose values differ: ``{name: (self, other)}``."""
+        """Fields (outside `RESUMABLE_CHANGES`) whose values differ: ``{name: (self, other)}``."""
         a, b = self.to_dict(), other.to_dict()
         return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if k not in self.RESUMABLE_CHANGES and a.get(k) != b.get(k)}
 

@@ -1,4 +1,4 @@
-"""The Trainer's input: training/evaluation data (an :class:`InputPipeline` or
+"""The Trainer's input: training/evaluation data (an `InputPipeline` or
 other ``EpochInput``, or a batched ``tf.data.Dataset``) distributed over the
 strategy's replicas, and its steps per epoch."""
 

@@ -1,7 +1,7 @@
 """Dropout that stays fast under XLA, with its random state in the checkpoint.
 
 Why not ``keras.layers.Dropout``: under ``jit_compile`` on the XLA CPU backend
-it made a 784-256-128-10 MLP train 6-17x slower (README, Performance). The
+it made a 784-256-128-10 MLP train 6-17x slower (docs/guides/performance.md). The
 time goes into the random-number generator: Keras draws the mask with
 ``tf.nn.experimental.stateless_dropout`` and the default ``rng_alg``
 ("auto_select"), whose XLA lowering on CPU is slow; the same op with an
@@ -9,7 +9,7 @@ explicit Philox algorithm compiles to fast code (``benchmarks/step_throughput.py
 measures both). Keras' seed state is also one value for every replica, so
 all replicas draw the *same* mask for their different examples.
 
-:class:`Dropout` draws the mask with ``stateless_dropout(rng_alg="philox")``
+[`Dropout`][tfcustom.dropout.Dropout] draws the mask with ``stateless_dropout(rng_alg="philox")``
 from a seed made of
 
 * the layer's ``seed`` (drawn from Keras' global seed when not given, and kept

@@ -1,8 +1,8 @@
 """One error template for every argument a user can get wrong.
 
 Every message says three things: what is wrong, what was received, and what
-to do. Constructors and loaders call :func:`check` (or raise
-:class:`ConfigError` through :func:`config_error`) so the wording is the same
+to do. Constructors and loaders call [`check`][tfcustom.errors.check] (or raise
+[`ConfigError`][tfcustom.ConfigError] through [`config_error`][tfcustom.errors.config_error]) so the wording is the same
 everywhere.
 
 Examples:
@@ -43,17 +43,17 @@ def format_error(what: str, received, fix: str) -> str:
 
 
 def config_error(what: str, received, fix: str) -> ConfigError:
-    """Build (not raise) a :class:`ConfigError` with the standard template."""
+    """Build (not raise) a [`ConfigError`][tfcustom.ConfigError] with the standard template."""
     return ConfigError(format_error(what, received, fix))
 
 
 def data_error(what: str, received, fix: str) -> DataError:
-    """Build (not raise) a :class:`DataError` with the standard template."""
+    """Build (not raise) a [`DataError`][tfcustom.DataError] with the standard template."""
     return DataError(format_error(what, received, fix))
 
 
 def check(condition: bool, what: str, received, fix: str) -> None:
-    """Raise :class:`ConfigError` with the standard template unless ``condition``."""
+    """Raise [`ConfigError`][tfcustom.ConfigError] with the standard template unless ``condition``."""
     if not condition:
         raise config_error(what, received, fix)
 

@@ -1,14 +1,14 @@
 """Export a trained model, and use a run directory without training.
 
-* :func:`export_model` writes a model twice, **atomically**: as a ``.keras``
+* [`export_model`][tfcustom.export.export_model] writes a model twice, **atomically**: as a ``.keras``
   file (reloads with ``keras.models.load_model`` after ``import tfcustom``,
   ``safe_mode`` on) and as a TensorFlow SavedModel with serving endpoints
   (reloads with ``tf.saved_model.load`` and needs neither Keras nor tfcustom).
-* :func:`load_run_model` / :func:`evaluate_run` rebuild a run directory's
+* [`load_run_model`][tfcustom.export.load_run_model] / [`evaluate_run`][tfcustom.export.evaluate_run] rebuild a run directory's
   model (its final ``model.keras``, or its latest / best checkpoint) and
   evaluate it on a split.
-* :func:`load_predictor`, :func:`read_png_images`, :func:`read_idx_images`
-  and :func:`predict` classify images with an exported model.
+* [`load_predictor`][tfcustom.export.load_predictor], [`read_png_images`][tfcustom.export.read_png_images], [`read_idx_images`][tfcustom.export.read_idx_images]
+  and [`predict`][tfcustom.export.predict] classify images with an exported model.
 
 The SavedModel's endpoints take **float32 images in [0, 1]** of shape
 ``(batch, H, W, C)`` (28x28x1 for Fashion-MNIST) and run the model with
@@ -91,7 +91,7 @@ def _model_input_shape(model: keras.Model, input_shape) -> tuple:
 def write_saved_model(model: keras.Model, path: str, input_shape: Sequence[int]) -> None:
     """Write ``model`` as a SavedModel at ``path`` with the ``serve`` and
     ``predict`` endpoints described in the module docstring (not atomic: see
-    :func:`export_model`)."""
+    [`export_model`][tfcustom.export.export_model])."""
     spec = [tf.TensorSpec((None,) + tuple(input_shape), tf.float32, name="images")]
 
     def predict_fn(images):
@@ -145,7 +145,7 @@ def export_model(
       model: a built Keras model returning logits.
       directory: where to write (created if needed).
       overwrite: replace existing exports; without it an existing final path
-        raises :class:`ConfigError` and nothing is written.
+        raises [`ConfigError`][tfcustom.ConfigError] and nothing is written.
       keras_name: file name of the ``.keras`` file (must end in ``.keras``).
       savedmodel_name: directory name of the SavedModel.
       input_shape: per-example input shape of the serving signature, e.g.
@@ -153,7 +153,7 @@ def export_model(
       formats: besides the ``.keras`` file, any of ``"saved_model"``,
         ``"litert"`` (``model.tflite``) and ``"onnx"`` (``model.onnx``); the
         last two are run on ``check_images`` and compared with Keras (see
-        :mod:`tfcustom.experiment.export_formats`), their report written to
+        `tfcustom.experiment.export_formats`), their report written to
         ``<directory>/export_check.json``.
       check_images: float32 images for that check; by default 16 seeded
         uniform [0, 1] images of ``input_shape``.
@@ -272,7 +272,7 @@ def class_names_for(model_path: str, num_classes: int):
 
 
 def load_predictor(path: str) -> Predictor:
-    """Load a ``.keras`` file or a SavedModel directory written by :func:`export_model`."""
+    """Load a ``.keras`` file or a SavedModel directory written by [`export_model`][tfcustom.export.export_model]."""
     check(os.path.exists(path), "model path does not exist", path, "pass a .keras file or a SavedModel directory")
     if os.path.isdir(path):
         check(os.path.isfile(os.path.join(path, "saved_model.pb")), "directory is not a SavedModel (no saved_model.pb)", path,

@@ -1,7 +1,7 @@
-"""What ``keras.Model.fit`` takes as data, for the :class:`tfcustom.Trainer`.
+"""What ``keras.Model.fit`` takes as data, for the [`tfcustom.Trainer`][tfcustom.Trainer].
 
 * ``(x, y)`` or ``(x, y, sample_weight)`` NumPy arrays with ``batch_size``
-  (default 32, as in Keras; any target shape; ``x`` may be a dict of arrays) become a :class:`tfcustom.data.InputPipeline`
+  (default 32, as in Keras; any target shape; ``x`` may be a dict of arrays) become a [`tfcustom.data.InputPipeline`][tfcustom.data.InputPipeline]
   (shuffled each epoch for training, as ``fit`` does, with a fixed seed), so
   that resuming from a checkpoint mid-epoch stays exact.
 * A ``tf.data.Dataset`` must yield batches; an unbatched one (one example per
@@ -55,7 +55,7 @@ def _class_weights(y: np.ndarray, class_weight: dict) -> np.ndarray:
 
 
 def as_pipeline(data, batch_size: Optional[int], training: bool, class_weight: Optional[dict] = None):
-    """``data`` itself, or NumPy arrays wrapped into an :class:`InputPipeline`.
+    """``data`` itself, or NumPy arrays wrapped into an [`InputPipeline`][tfcustom.data.pipeline.InputPipeline].
 
     Targets may have any shape and dtype (class ids, one-hot rows, regression
     values, per-pixel labels); ``x`` may be a dict of arrays (one per input).
@@ -117,7 +117,7 @@ def dataset_steps(data: tf.data.Dataset) -> int:
 
 
 def first_batch(data):
-    """The first batch of an :class:`EpochInput` (e.g. an :class:`InputPipeline`) or dataset, eagerly."""
+    """The first batch of an [`EpochInput`][tfcustom.data.pipeline.EpochInput] (e.g. an [`InputPipeline`][tfcustom.data.pipeline.InputPipeline]) or dataset, eagerly."""
     dataset = data.dataset(0) if isinstance(data, EpochInput) else data
     for batch in dataset.take(1):
         return batch
@@ -125,7 +125,7 @@ def first_batch(data):
 
 
 def predict_dataset(x, batch_size: Optional[int]) -> tf.data.Dataset:
-    """NumPy inputs ``x`` -> batches normalised as :class:`InputPipeline` does."""
+    """NumPy inputs ``x`` -> batches normalised as [`InputPipeline`][tfcustom.data.pipeline.InputPipeline] does."""
     from tfcustom.data.pipeline import normalize_images
 
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else check_positive_int("batch_size", batch_size)
@@ -136,7 +136,7 @@ def predict_dataset(x, batch_size: Optional[int]) -> tf.data.Dataset:
 def check_outputs(model, loss, data, metrics, strategy) -> bool:
     """Run ``model`` on (up to 64 examples of) the first batch of ``data``;
     refuse a ``loss`` whose ``from_logits`` does not fit the outputs
-    (:func:`tfcustom.loss_inputs.mismatch`), and build the tfcustom metrics
+    (`tfcustom.loss_inputs.mismatch`), and build the tfcustom metrics
     that were given no ``num_classes`` for the model's number of outputs
     (under ``strategy.scope()``, before any step is traced). Returns whether
     the check is done (False: ``data`` is empty)."""

@@ -61,7 +61,7 @@ class History:
 
     @classmethod
     def read(cls, directory: str) -> "History":
-        """``directory/history.json``; a truncated or edited file is one :class:`ConfigError`."""
+        """``directory/history.json``; a truncated or edited file is one [`ConfigError`][tfcustom.ConfigError]."""
         path = os.path.join(directory, "history.json")
         records = read_json(path, list)
         if not all(isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in records):

@@ -1,5 +1,5 @@
 """Select a model's top-level layers by **name pattern** (``fnmatch``: ``*``,
-``?``, ``[...]``), as :mod:`tfcustom.transfer` does to restore, freeze and
+``?``, ``[...]``), as [`tfcustom.transfer`][tfcustom.transfer] does to restore, freeze and
 route layers."""
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Quiet logs by default: tfcustom's own lines and the progress bar, not TensorFlow's.
 
-``import tfcustom`` imports TensorFlow through :func:`import_tensorflow_quietly`,
+``import tfcustom`` imports TensorFlow through `import_tensorflow_quietly`,
 which hides TensorFlow's C++ start-up lines (oneDNN notice, CUDA stubs, the
 ``cuInit`` error of a CPU machine) and sets ``TF_CPP_MIN_LOG_LEVEL=3`` unless
-it is already set. :func:`configure` (called by the command-line entry points)
+it is already set. `configure` (called by the command-line entry points)
 routes TensorFlow's Python logger through absl once (no doubled
 ``INFO:tensorflow:`` lines) and keeps it at ERROR.
 
@@ -48,7 +48,7 @@ def import_tensorflow_quietly():
     """``import tensorflow``, hiding the C++ lines it writes to stderr while loading.
 
     Does nothing special when TensorFlow is already imported or TF's logs are
-    wanted (:func:`tf_logs_wanted`). If the import fails, what it wrote is
+    wanted (`tf_logs_wanted`). If the import fails, what it wrote is
     replayed so the cause is not lost.
     """
     if "tensorflow" in sys.modules or tf_logs_wanted():

@@ -5,10 +5,10 @@ Keras' classification losses take probabilities by default
 logits. Mixing the two trains quietly to a poor model (softmax outputs read
 as logits) or computes nonsense (logits read as probabilities), so:
 
-* :func:`mismatch` looks at one batch of predictions and returns what is wrong,
+* `mismatch` looks at one batch of predictions and returns what is wrong,
   with the fix, or ``None``;
-* the :class:`tfcustom.Trainer` runs it on the first training batch before
-  training and refuses with a :class:`tfcustom.errors.ConfigError`;
+* the [`tfcustom.Trainer`][tfcustom.Trainer] runs it on the first training batch before
+  training and refuses with a [`tfcustom.errors.ConfigError`][tfcustom.errors.ConfigError];
 * tfcustom's losses run it on eager calls (a custom loop, a notebook cell) and
   warn once per loss object.
 

@@ -1,18 +1,18 @@
 """Optimizers and learning-rate schedules by name.
 
-* :class:`SGD`: plain, momentum and Nesterov SGD written from scratch on
-  :class:`keras.optimizers.Optimizer` (same update rules, bit for bit, as
+* [`SGD`][tfcustom.optimizers.SGD]: plain, momentum and Nesterov SGD written from scratch on
+  `keras.optimizers.Optimizer` (same update rules, bit for bit, as
   ``keras.optimizers.SGD``), to show what an optimizer's ``build`` and
   ``update_step`` do.
-* :func:`get`: an optimizer from its name (``"sgd"``, ``"momentum"``,
+* [`get`][tfcustom.optimizers.get]: an optimizer from its name (``"sgd"``, ``"momentum"``,
   ``"nesterov"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``, ``"keras_sgd"``), with
   decoupled weight decay and gradient accumulation passed to Keras.
-* :func:`make_schedule`: a learning rate (float) or a
+* [`make_schedule`][tfcustom.optimizers.make_schedule]: a learning rate (float) or a
   ``keras.optimizers.schedules.LearningRateSchedule`` from its name
   (``"constant"``, ``"cosine"``, ``"exponential"``, ``"step"``).
 
 Sharpness-Aware Minimization is not an optimizer here but a gradient function
-for the train step: see :mod:`tfcustom.sam`.
+for the train step: see [`tfcustom.sam`][tfcustom.sam].
 
 >>> import tfcustom.optimizers as opt
 >>> schedule = opt.make_schedule("cosine", 0.1, total_steps=100, warmup_steps=10)
@@ -58,7 +58,7 @@ class SGD(keras.optimizers.Optimizer):
     * Nesterov: ``v <- momentum * v - lr * g``;
       ``w <- w + momentum * v - lr * g``.
 
-    ``v`` (one "momentum" slot per variable, created in :meth:`build`) starts
+    ``v`` (one "momentum" slot per variable, created in [`build`][tfcustom.optimizers.SGD.build]) starts
     at zero. Everything else (learning-rate schedules, decoupled
     ``weight_decay``, ``clipnorm``/``global_clipnorm``, EMA,
     ``gradient_accumulation_steps``, tf.distribute) is handled by the Keras
@@ -156,7 +156,7 @@ _NAMES = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "keras_sgd"
 
 
 def names() -> list:
-    """The optimizer names :func:`get` accepts (a new list)."""
+    """The optimizer names [`get`][tfcustom.optimizers.get] accepts (a new list)."""
     return list(_NAMES)
 
 
@@ -183,17 +183,17 @@ def get(
     """Build a Keras optimizer from its name.
 
     Args:
-        name: one of :func:`names`:
+        name: one of [`names`][tfcustom.optimizers.names]:
 
-            * ``"sgd"``: :class:`SGD` without momentum;
-            * ``"momentum"``: :class:`SGD` with ``momentum``;
-            * ``"nesterov"``: :class:`SGD` with Nesterov ``momentum``;
+            * ``"sgd"``: [`SGD`][tfcustom.optimizers.SGD] without momentum;
+            * ``"momentum"``: [`SGD`][tfcustom.optimizers.SGD] with ``momentum``;
+            * ``"nesterov"``: [`SGD`][tfcustom.optimizers.SGD] with Nesterov ``momentum``;
             * ``"adam"``, ``"adamw"``, ``"rmsprop"``: the Keras optimizers;
             * ``"keras_sgd"``: ``keras.optimizers.SGD`` without momentum (the
-              reference for :class:`SGD`).
+              reference for [`SGD`][tfcustom.optimizers.SGD]).
         learning_rate: a positive float or a
             ``keras.optimizers.schedules.LearningRateSchedule`` (e.g. from
-            :func:`make_schedule`). A schedule is evaluated at the optimizer's
+            [`make_schedule`][tfcustom.optimizers.make_schedule]). A schedule is evaluated at the optimizer's
             internal counter, which counts **micro-batches** when gradient
             accumulation is on (size the schedule's steps accordingly).
         weight_decay: decoupled weight decay (``w <- w - lr * weight_decay * w``
@@ -281,7 +281,7 @@ _STEP_FRACTIONS = (0.5, 0.75)
 
 
 def schedule_names() -> list:
-    """The schedule names :func:`make_schedule` accepts (a new list)."""
+    """The schedule names [`make_schedule`][tfcustom.optimizers.make_schedule] accepts (a new list)."""
     return list(_SCHEDULES)
 
 

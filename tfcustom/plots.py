@@ -2,7 +2,7 @@
 
 Each ``plot_*`` function returns a ``matplotlib.figure.Figure`` (drawn with
 the Agg backend, no pyplot state; a notebook shows it as the cell's value)
-and, with ``path``, also writes it as a PNG. :func:`write_run_pictures` draws
+and, with ``path``, also writes it as a PNG. [`write_run_pictures`][tfcustom.plots.write_run_pictures] draws
 the pictures of a run directory (``train_and_evaluate`` calls it; so does
 ``python examples/evaluate.py --pictures``).
 
@@ -161,7 +161,7 @@ def write_run_pictures(run_dir: str, images, labels, probabilities, class_names:
 
 def redraw_run_pictures(run_dir: str, which: str = "final", data_dir: Optional[str] = None) -> Dict[str, object]:
     """Draw a finished run's pictures again from its model and test split
-    (``which`` as in :func:`tfcustom.export.load_run_model`)."""
+    (``which`` as in [`tfcustom.export.load_run_model`][tfcustom.export.load_run_model])."""
     from tfcustom import data as data_lib
     from tfcustom.export import load_run_model
     from tfcustom.run_dir import _read_run_config

@@ -1,15 +1,15 @@
 """Stopping on SIGTERM / Ctrl-C without losing work, on one process or a cluster.
 
 One process (one device, ``MirroredStrategy``, a TPU driven from one host):
-:class:`StopSignals` turns SIGTERM and SIGINT into a flag; the Trainer checks
-it between steps, saves a checkpoint and raises :class:`TrainingInterrupted`
+[`StopSignals`][tfcustom.preemption.StopSignals] turns SIGTERM and SIGINT into a flag; the Trainer checks
+it between steps, saves a checkpoint and raises [`TrainingInterrupted`][tfcustom.preemption.TrainingInterrupted]
 (exit code 4 in the CLI).
 
 A multi-worker cluster cannot stop that way: a worker that saves and leaves
-on its own strands the others inside the next collective. :class:`ClusterPreemption`
+on its own strands the others inside the next collective. [`ClusterPreemption`][tfcustom.preemption.ClusterPreemption]
 wraps ``tf.distribute.experimental.PreemptionCheckpointHandler``, which agrees
 with every worker (through the coordination service) on the step after
-which all of them save; then every worker raises :class:`TrainingInterrupted`.
+which all of them save; then every worker raises [`TrainingInterrupted`][tfcustom.preemption.TrainingInterrupted].
 Build it next to the strategy and pass it to ``Trainer.fit(preemption=...)``:
 
 >>> strategy = tfcustom.strategy.select("multi_worker")
@@ -17,7 +17,7 @@ Build it next to the strategy and pass it to ``Trainer.fit(preemption=...)``:
 >>> trainer.fit(train, epochs, checkpoint_manager=manager, preemption=preemption)
 
 Termination notices: SIGTERM or SIGINT to any one worker (the handler
-polls :class:`StopSignals` once a second). Google Cloud VMs deliver their
+polls [`StopSignals`][tfcustom.preemption.StopSignals] once a second). Google Cloud VMs deliver their
 preemption notice as SIGTERM too. ``PreemptionCheckpointHandler`` itself does
 nothing for TPUs and CPUs on Google Cloud and for TPUs elsewhere needs Borg,
 so a TPU run (one client process) uses the single-process path.
@@ -46,7 +46,7 @@ class TrainingInterrupted(TfcustomError):
 
 
 def interrupted(signal_name: str, where: str, saved: bool) -> TrainingInterrupted:
-    """The :class:`TrainingInterrupted` raised after a stop: says what was saved."""
+    """The [`TrainingInterrupted`][tfcustom.preemption.TrainingInterrupted] raised after a stop: says what was saved."""
     what = "a checkpoint was saved: run the same command again to resume" if saved else "no checkpoint manager, so progress is lost"
     return TrainingInterrupted(f"training stopped by {signal_name} {where}; {what}")
 
@@ -98,7 +98,7 @@ class ClusterPreemption:
     workers and they agree on the step after which all of them save. The
     Trainer supplies the save (its own checkpoint manager: chief writes the
     real checkpoint, the others their temporary copies) and each worker then
-    raises :class:`TrainingInterrupted`.
+    raises [`TrainingInterrupted`][tfcustom.preemption.TrainingInterrupted].
 
     Create it before training (it starts the handler's watcher threads) and
     only once per process: the agreement is stored in the cluster's

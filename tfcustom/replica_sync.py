@@ -1,9 +1,9 @@
-"""Per-replica state of the :class:`tfcustom.Trainer`: average, gather and set
+"""Per-replica state of the [`tfcustom.Trainer`][tfcustom.Trainer]: average, gather and set
 each replica's copy of the BatchNorm statistics and running train metrics.
 
 Keras creates a model's non-trainable variables with ``aggregation=NONE``, so
 under a multi-replica strategy each replica holds its own copy.
-:class:`ReplicaStateSync` holds the compiled functions over those copies; the
+`ReplicaStateSync` holds the compiled functions over those copies; the
 Trainer mixes it in (it reads the Trainer's ``strategy``, ``model``,
 ``train_loss``, ``train_metrics``, ``replica_state`` and ``_replica_fns``).
 """
@@ -18,7 +18,7 @@ from tfcustom import steps as steps_lib
 
 
 class ReplicaStateSync:
-    """Mixin of :class:`tfcustom.Trainer`: the per-replica state functions."""
+    """Mixin of [`tfcustom.Trainer`][tfcustom.Trainer]: the per-replica state functions."""
 
     def sync_replica_state(self) -> None:
         """Set every replica's copy of the model's non-trainable float variables
@@ -29,7 +29,7 @@ class ReplicaStateSync:
         batches, and the copies drift apart. Without this, evaluation would run
         a different model on each replica, and the saved model (the first
         replica's copy) would not be the one evaluated. The fit loop calls it at
-        each epoch end and before each checkpoint; :meth:`evaluate` calls it first.
+        each epoch end and before each checkpoint; `evaluate` calls it first.
         """
         if self.strategy.num_replicas_in_sync > 1:
             self._replica_functions()["sync"]()

@@ -1,6 +1,6 @@
 """Use a run directory without training: find its checkpoints, rebuild its
 model (final ``model.keras``, or the latest / best checkpoint) and evaluate
-it on a split. Re-exported by :mod:`tfcustom.export`.
+it on a split. Re-exported by [`tfcustom.export`][tfcustom.export].
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def restore_checkpoint(model: keras.Model, path: str) -> None:
     (``tfcustom.checkpoint.model_checkpoint(model).restore(path).expect_partial()``).
 
     Everything else in the checkpoint (optimizer, step counters, ...) is
-    ignored. Raises :class:`ConfigError` if the checkpoint does not hold this
+    ignored. Raises [`ConfigError`][tfcustom.ConfigError] if the checkpoint does not hold this
     model, or if some of the model's weights are invisible to
     ``tf.train.Checkpoint`` (they would silently keep their initial values).
     """
@@ -85,7 +85,7 @@ def load_run_model(run_dir: str, which: str = "final", *, num_classes: Optional[
     ``which="latest"`` / ``"best"``: the model rebuilt from
     ``<run_dir>/config.json`` and restored from the newest checkpoint of
     ``<run_dir>/checkpoints`` / ``<run_dir>/checkpoints/best`` (see
-    :func:`find_checkpoint`). ``num_classes`` and ``input_shape`` (per
+    [`find_checkpoint`][tfcustom.run_dir.find_checkpoint]). ``num_classes`` and ``input_shape`` (per
     example) build it; by default from the run's results.json (class count)
     and (28, 28, 1).
     """
@@ -152,11 +152,11 @@ def evaluate_run(run_dir: str, which: str = "final", data_dir: Optional[str] = N
     Args:
       run_dir: a training run's output directory (has ``config.json``).
       which: ``"final"`` (``model.keras``), ``"latest"`` or ``"best"``
-        (checkpoints; see :func:`load_run_model`).
+        (checkpoints; see [`load_run_model`][tfcustom.run_dir.load_run_model]).
       data_dir: the data directory (default: the run's ``data_dir``).
       split: ``"test"``, ``"validation"`` (the run's held-out part of train,
         rebuilt from its seed and validation_size) or ``"train"`` (the rest).
-      dataset: an in-memory :class:`tfcustom.data.Dataset` instead of loading
+      dataset: an in-memory [`tfcustom.data.Dataset`][tfcustom.data.Dataset] instead of loading
         the run's dataset.
 
     Returns:

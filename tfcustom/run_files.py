@@ -1,6 +1,6 @@
 """The names of the files and directories in a training run's output
-directory (written by :func:`tfcustom.train.train_and_evaluate`, read by
-:mod:`tfcustom.export`, :mod:`tfcustom.run_dir` and :mod:`tfcustom.sweep`)."""
+directory (written by [`tfcustom.train.train_and_evaluate`][tfcustom.train.train_and_evaluate], read by
+[`tfcustom.export`][tfcustom.export], `tfcustom.run_dir` and [`tfcustom.sweep`][tfcustom.sweep])."""
 
 CHECKPOINT_CHOICES = ("final", "latest", "best")
 SPLITS = ("test", "validation", "train")

@@ -3,19 +3,19 @@
 SAM minimizes ``max_{||e|| <= rho} L(w + e)``. Its gradient is approximated by
 two passes over the same batch:
 
-1. ``g = grad L(w)`` (:func:`tfcustom.steps.compute_loss_and_gradients`);
+1. ``g = grad L(w)`` ([`tfcustom.steps.compute_loss_and_gradients`][tfcustom.steps.compute_loss_and_gradients]);
 2. ``e_w = rho * g / (||g||_2 + 1e-12)`` and the returned gradient is
    ``grad L(w + e_w)``.
 
 The optimizer then applies the second gradient to the *unperturbed* ``w``, so
-SAM combines with any optimizer. :class:`SAM` is a ``gradient_fn`` for
-:func:`tfcustom.steps.make_train_step`; it never assigns to the model's
+SAM combines with any optimizer. [`SAM`][tfcustom.sam.SAM] is a ``gradient_fn`` for
+[`tfcustom.steps.make_train_step`][tfcustom.steps.make_train_step]; it never assigns to the model's
 variables (the second pass is a stateless call on perturbed tensors), which is
 what makes it work inside a tf.distribute replica context, where assigning a
 mirrored variable is not allowed.
 
 On the command line, ``--optimizer=sam_<name>`` means "optimizer ``<name>``
-plus the SAM gradient function"; :func:`split_sam_name` parses it.
+plus the SAM gradient function"; [`split_sam_name`][tfcustom.sam.split_sam_name] parses it.
 
 >>> import numpy as np, keras, tensorflow as tf
 >>> from tfcustom import steps
@@ -47,7 +47,7 @@ class SAM:
 
     Called as ``SAM(rho)(model, loss, x, y, sample_weight, global_examples,
     num_replicas)`` inside a replica context, it returns the same dict as
-    :func:`tfcustom.steps.compute_loss_and_gradients`:
+    [`tfcustom.steps.compute_loss_and_gradients`][tfcustom.steps.compute_loss_and_gradients]:
 
     * ``grads``: the gradient at the perturbed weights ``w + e_w`` (of this
       replica's share of the global-batch loss, aligned with
@@ -182,7 +182,7 @@ class SAM:
 def split_sam_name(name: str) -> tuple:
     """``"sam_sgd" -> ("sgd", True)``, ``"adam" -> ("adam", False)``.
 
-    The base name must be one of :func:`tfcustom.optimizers.names`.
+    The base name must be one of [`tfcustom.optimizers.names`][tfcustom.optimizers.names].
 
     >>> split_sam_name("sam_nesterov")
     ('nesterov', True)
@@ -208,5 +208,5 @@ def split_sam_name(name: str) -> tuple:
 
 
 def names() -> list:
-    """The ``sam_<optimizer>`` names, one per :func:`tfcustom.optimizers.names`."""
+    """The ``sam_<optimizer>`` names, one per [`tfcustom.optimizers.names`][tfcustom.optimizers.names]."""
     return [SAM_PREFIX + n for n in optimizers.names()]

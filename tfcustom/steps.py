@@ -4,17 +4,24 @@ Read this file top to bottom to see exactly what one training step computes:
 
 1. Each replica takes its batch ``(x, y[, sample_weight])`` and the **global**
    number of examples in the step (an all-reduce of the replicas' batch sizes).
-2. :func:`compute_loss_and_gradients` runs the forward pass with
+2. [`compute_loss_and_gradients`][tfcustom.steps.compute_loss_and_gradients] runs the forward pass with
    ``training=True`` under a ``tf.GradientTape``; the loss is
    ``sum(per_example_loss * sample_weight) / global_examples`` plus the model's
    regularization losses divided by the replica count, so that summing the
    replicas' gradients gives the gradient of the global-batch mean loss, on one
    device or on many. This part may be XLA-compiled (``jit_compile``).
 3. The replicas' gradients are summed by one packed all-reduce in replica
-   context (:func:`all_reduce_sum`: every replica receives the sum), optionally
+   context (`all_reduce_sum`: every replica receives the sum), optionally
    clipped by their global norm and checked for NaN/Inf on each replica, and
    applied by the optimizer to each replica's copy of the variables.
 4. Metrics are updated per replica (their variables sum across replicas on read).
+
+``make_train_step`` composes the pieces of `tfcustom.training`, one concept
+per module: `gradient_reduction` (3., packed or per variable behind one
+interface), `loss_scaling` (mixed float16), `replica_state` (undoing a
+skipped step), `loop_fns` (several steps per call) and `input_wait`. Its
+``train_step(batch)`` reads top to bottom: snapshot the state, forward and
+backward on each replica, reduce, clip and check, apply or skip, metrics.
 
 ``make_train_step`` returns a ``tf.function`` that runs up to
 ``steps_per_execution`` such steps from a (distributed) iterator in one call.
@@ -27,15 +34,20 @@ The Trainer uses exactly these functions; a custom loop can too:
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Callable, Optional, Sequence
 
 import keras
 import tensorflow as tf
 
-from tfcustom.all_reduce import all_reduce_sum, already_reduced, packed_all_reduce_supported
 from tfcustom.checked_step import CheckedStep
 from tfcustom.errors import check, check_one_of
+from tfcustom.training import input_wait
+from tfcustom.training.gradient_reduction import GradientReduction
+from tfcustom.training.loop_fns import multi_step_loop
+from tfcustom.training.loss_scaling import LossScaling, unscale
+from tfcustom.training.replica_state import ReplicaState, replica_state_variables  # noqa: F401  (public here too)
 
 NONFINITE_POLICIES = ("stop", "skip")
 
@@ -88,8 +100,8 @@ def compute_loss_and_gradients(model, loss, x, y, sample_weight, global_examples
     then divided by ``loss_scale``; an overflow shows up as Inf/NaN in
     ``grads``.
 
-    This is the default ``gradient_fn`` of :func:`make_train_step`; a variant
-    (e.g. :class:`tfcustom.sam.SAM`) takes the same arguments and returns the
+    This is the default ``gradient_fn`` of [`make_train_step`][tfcustom.make_train_step]; a variant
+    (e.g. [`tfcustom.sam.SAM`][tfcustom.sam.SAM]) takes the same arguments and returns the
     same dict.
     """
     with tf.GradientTape() as tape:
@@ -100,7 +112,7 @@ def compute_loss_and_gradients(model, loss, x, y, sample_weight, global_examples
         scaled_loss = replica_loss if loss_scale is None else replica_loss * tf.cast(loss_scale, tf.float32)
     grads = tape.gradient(scaled_loss, model.trainable_variables)
     if loss_scale is not None:
-        grads = [_unscale(g, loss_scale) for g in grads]
+        grads = [unscale(g, loss_scale) for g in grads]
     return {
         "grads": grads,
         "loss": replica_loss,
@@ -108,20 +120,6 @@ def compute_loss_and_gradients(model, loss, x, y, sample_weight, global_examples
         "y_pred": y_pred,
         "regularization": regularization,
     }
-
-
-def replica_state_variables(model: keras.Model) -> list:
-    """The model's float non-trainable variables (BatchNormalization moving
-    statistics): state the forward pass changes, per replica under a strategy."""
-    return [v for v in model.non_trainable_variables if tf.as_dtype(v.dtype).is_floating]
-
-
-def _unscale(grad, loss_scale):
-    if grad is None:
-        return None
-    if isinstance(grad, tf.IndexedSlices):
-        return tf.IndexedSlices(grad.values / tf.cast(loss_scale, grad.values.dtype), grad.indices, grad.dense_shape)
-    return grad / tf.cast(loss_scale, grad.dtype)
 
 
 def _global_examples(y):
@@ -158,24 +156,6 @@ def update_metrics(metrics, loss_tracker, y, y_pred, per_example, extra_loss, sa
             metric.update_state(y, y_pred, sample_weight=weighted)
         else:
             metric.update_state(y, y_pred, sample_weight=mask)
-
-
-def _all_finite(values):
-    flags = [tf.reduce_all(tf.math.is_finite(v)) for v in values if v is not None]
-    return tf.reduce_all(tf.stack(flags)) if flags else tf.constant(True)
-
-
-def op_determinism_enabled() -> bool:
-    """Whether ``tf.config.experimental.enable_op_determinism()`` is in effect (no public getter)."""
-    from tensorflow.python.framework import config as framework_config
-
-    return bool(framework_config.is_op_determinism_enabled())
-
-
-def _seconds_since(start, batch):
-    """Seconds from ``start`` (a ``tf.timestamp``) until ``batch``'s tensors exist."""
-    with tf.control_dependencies(tf.nest.flatten(batch, expand_composites=True)):
-        return tf.timestamp() - start
 
 
 def make_train_step(
@@ -228,178 +208,74 @@ def make_train_step(
     and the scale doubles after ``dynamic_growth_steps`` finite steps in a row,
     as in Keras. A non-finite *loss* is still handled by ``on_nonfinite``.
     """
-    check_one_of("on_nonfinite policy", on_nonfinite, NONFINITE_POLICIES)
-    check(
-        clip_global_norm is None or clip_global_norm > 0,
-        "clip_global_norm must be positive",
-        clip_global_norm,
-        "pass a positive norm or None to disable clipping",
-    )
+    _check_step_args(on_nonfinite, clip_global_norm, optimizer, gradient_fn)
     strategy = strategy or tf.distribute.get_strategy()
-    metrics = list(metrics)
-    if not optimizer.built:
-        # Slots must exist before the first traced step (and under the strategy).
-        with strategy.scope():
-            optimizer.build(model.trainable_variables)
-    scaler = optimizer if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else None
-    check(
-        scaler is None or "loss_scale" in inspect.signature(gradient_fn).parameters,
-        "mixed_float16 loss scaling needs a gradient_fn that takes a loss_scale argument",
-        getattr(gradient_fn, "__name__", type(gradient_fn).__name__),
-        "add loss_scale=None to the gradient function (see tfcustom.steps.compute_loss_and_gradients), "
-        "or train in float32 / mixed_bfloat16",
-    )
+    _build_optimizer(optimizer, model, strategy)
     grad_impl = tf.function(gradient_fn, jit_compile=True) if jit_compile else gradient_fn
-    variables = model.trainable_variables
-    state_variables = replica_state_variables(model)
+    reduction = GradientReduction(strategy, optimizer, model.trainable_variables, clip_global_norm)
+    scaling = LossScaling(optimizer)
+    state = ReplicaState(model)
     num_replicas = strategy.num_replicas_in_sync
-    # Tested on MirroredStrategy and MultiWorkerMirroredStrategy; others (TPU) keep per-variable reduces.
-    packed = (num_replicas > 1 and isinstance(strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy))
-              and packed_all_reduce_supported(optimizer))
 
-    def replica_grads(batch):
+    def replica_grads(batch):  # on each replica: forward and backward
         x, y, sw = unpack_batch(batch)
-        ctx = tf.distribute.get_replica_context()
         global_examples = _global_examples(y)
-        if scaler is None:
-            out = grad_impl(model, loss, x, y, sw, global_examples, ctx.num_replicas_in_sync)
-        else:
-            loss_scale = tf.convert_to_tensor(scaler.dynamic_scale)
-            out = grad_impl(model, loss, x, y, sw, global_examples, ctx.num_replicas_in_sync, loss_scale=loss_scale)
+        scale = {} if not scaling.active else {"loss_scale": scaling.scale()}
+        out = grad_impl(model, loss, x, y, sw, global_examples, num_replicas, **scale)
         metric_args = (y, out["y_pred"], out["per_example"], out["regularization"], sw)
         return out["grads"], tf.reshape(out["loss"], [1]), metric_args
 
-    def replica_metrics(y, y_pred, per_example, reg, sw, valid):
-        update_metrics(metrics, loss_tracker, y, y_pred, per_example, reg, sw, valid)
+    replica_metrics = functools.partial(update_metrics, list(metrics), loss_tracker)
 
-    def replica_reduced_grads(batch):
-        # Replica context: one packed all-reduce of every gradient, then the
-        # clipping and the NaN/Inf check on each replica's (identical) sum.
-        grads, replica_loss, metric_args = replica_grads(batch)
-        grads = all_reduce_sum(grads)
-        grad_norm = tf.linalg.global_norm(grads)  # before clipping; reported, changes nothing
-        if clip_global_norm is not None:
-            grads, _ = tf.clip_by_global_norm(grads, clip_global_norm, use_norm=grad_norm)
-        return grads, replica_loss, _all_finite(grads), grad_norm, metric_args
+    def apply(grads):
+        reduction.apply(scaling.optimizer, grads)
+        scaling.after_applied()
+        return tf.no_op()
 
-    def one_step(iterator):
-        if not measure_wait:  # tf.timestamp is refused under op determinism
-            return _step(next(iterator)) + (tf.constant(0.0, tf.float64),)
-        start = tf.timestamp()
-        with tf.control_dependencies([start]):
-            batch = next(iterator)
-        return _step(batch) + (_seconds_since(start, batch),)  # + time blocked on the input pipeline
+    def skip(state_before, overflow):
+        state.restore(state_before)  # a skipped step leaves no trace, BatchNorm statistics included
+        scaling.after_skipped(overflow)
+        return tf.no_op()
 
-    def _step(batch):
-        # The forward pass also updates state (BatchNorm statistics); keep a copy
-        # so that a non-finite step can be undone completely.
-        state_before = [tf.identity(v) for v in state_variables]
-        if packed:
-            grads, replica_loss, grads_finite, grad_norm, metric_args = strategy.run(replica_reduced_grads, args=(batch,))
-            grads_finite = tf.reduce_all(tf.stack(strategy.experimental_local_results(grads_finite)))
-            grad_norm = strategy.experimental_local_results(grad_norm)[0]  # the same on every replica
-        else:
-            grads, replica_loss, metric_args = strategy.run(replica_grads, args=(batch,))
-            grads = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in grads]
-            grad_norm = tf.linalg.global_norm(grads)  # before clipping; reported, changes nothing
-            if clip_global_norm is not None:
-                grads, _ = tf.clip_by_global_norm(grads, clip_global_norm, use_norm=grad_norm)
-            grads_finite = _all_finite(grads)
+    def train_step(batch):
+        state_before = state.snapshot()
+        grads, replica_loss, grads_finite, grad_norm, metric_args = reduction.reduce(replica_grads, batch)
         replica_losses = tf.reshape(strategy.gather(replica_loss, axis=0), [num_replicas])
         loss_value = tf.reduce_sum(replica_losses)
         loss_finite = tf.math.is_finite(loss_value)
         finite = tf.logical_and(grads_finite, loss_finite)
-        if scaler is None:
-            tf.cond(finite, lambda: _apply(grads), lambda: _restore(state_before))
-            overflow = tf.constant(False)
-        else:
-            # Gradients overflowed with a finite loss: the loss scaler's case
-            # (halve the scale, skip), not the non-finite policy's.
-            overflow = tf.logical_and(loss_finite, tf.logical_not(finite))
-            tf.cond(finite, lambda: _apply_scaled(grads), lambda: _restore(state_before, halve_scale=overflow))
+        # Gradients that overflowed with a finite loss are the loss scaler's case
+        # (halve the scale, skip), not the non-finite policy's.
+        overflow = scaling.overflow(loss_finite, finite)
+        tf.cond(finite, lambda: apply(grads), lambda: skip(state_before, overflow))
+        if scaling.active:
             finite = loss_finite
         strategy.run(replica_metrics, args=metric_args + (tf.logical_and(finite, tf.logical_not(overflow)),))
         return loss_value, replica_losses, finite, overflow, grad_norm
 
-    def _apply(grads):
-        _apply_gradients(optimizer, grads)
-        return tf.no_op()
+    return CheckedStep(multi_step_loop(train_step, num_replicas, stop_on_nonfinite=on_nonfinite == "stop"))
 
-    def _apply_gradients(opt, grads):
-        if not packed:
-            opt.apply_gradients(zip(grads, variables))
-            return
-        # Each replica applies its copy of the summed gradients to its copy of
-        # the variables, in replica context as in Keras' fit; the sum is done.
-        def apply_on_replica(replica_grads):
-            opt.apply_gradients(zip(replica_grads, variables))
 
-        with already_reduced(opt):
-            strategy.extended.call_for_each_replica(apply_on_replica, args=(grads,))
+def _build_optimizer(optimizer, model, strategy) -> None:
+    if not optimizer.built:  # slots must exist before the first traced step, under the strategy
+        with strategy.scope():
+            optimizer.build(model.trainable_variables)
 
-    def _apply_scaled(grads):
-        # `grads` are already unscaled: apply them with the inner optimizer and
-        # grow the scale as keras.optimizers.LossScaleOptimizer does.
-        _apply_gradients(scaler.inner_optimizer, grads)
-        grow = tf.equal(tf.convert_to_tensor(scaler.step_counter), scaler.dynamic_growth_steps - 1)
-        tf.cond(grow, _grow_scale, _count_finite_step)
-        return tf.no_op()
 
-    def _grow_scale():
-        scaler.step_counter.assign(0)
-        scaler.dynamic_scale.assign(scaler.dynamic_scale * 2.0)
-        return tf.no_op()
+def _check_step_args(on_nonfinite, clip_global_norm, optimizer, gradient_fn) -> None:
+    check_one_of("on_nonfinite policy", on_nonfinite, NONFINITE_POLICIES)
+    check(clip_global_norm is None or clip_global_norm > 0, "clip_global_norm must be positive", clip_global_norm,
+          "pass a positive norm or None to disable clipping")
+    check(not LossScaling(optimizer).active or "loss_scale" in inspect.signature(gradient_fn).parameters,
+          "mixed_float16 loss scaling needs a gradient_fn that takes a loss_scale argument",
+          getattr(gradient_fn, "__name__", type(gradient_fn).__name__),
+          "add loss_scale=None to the gradient function (see tfcustom.steps.compute_loss_and_gradients), "
+          "or train in float32 / mixed_bfloat16")
 
-    def _count_finite_step():
-        scaler.step_counter.assign_add(1)
-        return tf.no_op()
 
-    def _restore(values, halve_scale=None):
-        for v, value in zip(state_variables, values):
-            v.assign(value)
-        if halve_scale is not None:
-            scale = tf.convert_to_tensor(scaler.dynamic_scale)
-            counter = tf.convert_to_tensor(scaler.step_counter)
-            scaler.dynamic_scale.assign(tf.where(halve_scale, scale * 0.5, scale))
-            scaler.step_counter.assign(tf.where(halve_scale, tf.zeros_like(counter), counter))
-        return tf.no_op()
-
-    stop_on_nonfinite = on_nonfinite == "stop"
-    measure_wait = not op_determinism_enabled()
-
-    @tf.function
-    def compiled_train_step(iterator, num_steps):
-        loss_value = tf.constant(0.0)
-        replica_losses = tf.zeros([num_replicas])
-        steps_run = tf.constant(0)
-        skipped = tf.constant(0)
-        nonfinite = tf.constant(False)
-        loss_scale_skipped = tf.constant(0)
-        grad_norm = tf.constant(0.0)
-        input_wait_s = tf.constant(0.0, tf.float64)
-        for _ in tf.range(num_steps):
-            loss_value, replica_losses, finite, overflow, grad_norm, wait = one_step(iterator)
-            input_wait_s += wait
-            if finite:
-                steps_run += 1
-                loss_scale_skipped += tf.cast(overflow, tf.int32)
-            else:
-                nonfinite = tf.constant(True)
-                skipped += 1
-                if stop_on_nonfinite:
-                    break
-        return {
-            "loss": loss_value,
-            "replica_losses": replica_losses,
-            "steps_run": steps_run,
-            "skipped": skipped,
-            "nonfinite": nonfinite,
-            "loss_scale_skipped": loss_scale_skipped,
-            "grad_norm": grad_norm,
-            **({"input_wait_s": input_wait_s} if measure_wait else {}),
-        }
-
-    return CheckedStep(compiled_train_step)
+def op_determinism_enabled() -> bool:
+    """Whether ``tf.config.experimental.enable_op_determinism()`` is in effect (no public getter)."""
+    return not input_wait.measured()
 
 
 def make_test_step(

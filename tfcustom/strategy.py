@@ -7,7 +7,7 @@ One call picks where training runs; the model, step and config do not change:
 >>> strategy = strategy_lib.select("mirrored", num_cpu_replicas=2)  # 2 logical CPUs
 >>> policy = strategy_lib.set_precision("auto", strategy)          # 'float32' on CPU
 
-Names (:data:`STRATEGY_NAMES`):
+Names (`STRATEGY_NAMES`):
 
 * ``auto``: a TPU if one is reachable (``tpu=``, ``$TPU_NAME``,
   ``$COLAB_TPU_ADDR``, or a local TPU on a TPU VM), else every visible GPU
@@ -27,10 +27,10 @@ Names (:data:`STRATEGY_NAMES`):
   ``connect_to_cluster``, ``initialize_tpu_system``, ``TPUStrategy``.
 
 A strategy that cannot be built fails at once with a
-:class:`tfcustom.errors.ConfigError` that says what was found and what to do;
+[`tfcustom.errors.ConfigError`][tfcustom.errors.ConfigError] that says what was found and what to do;
 only ``auto`` falls back. The choice and the replica count are logged.
 
-Call :func:`select` **first**, before anything builds a model or runs a
+Call [`select`][tfcustom.strategy.select] **first**, before anything builds a model or runs a
 TensorFlow op: splitting the CPU into logical devices and starting the
 multi-worker runtime are only possible before TensorFlow initialises its
 devices.
@@ -64,7 +64,7 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 # ---------------------------------------------------------------------------
 
 #: What initialised TensorFlow's devices, when a call of this module did
-#: (for the error of a later :func:`configure_cpu_replicas`).
+#: (for the error of a later `configure_cpu_replicas`).
 _initialised_by: Optional[str] = None
 
 
@@ -267,7 +267,7 @@ def select(
     """Build the ``tf.distribute`` strategy called ``name`` (see the module doc).
 
     Args:
-      name: one of :data:`STRATEGY_NAMES`.
+      name: one of `STRATEGY_NAMES`.
       devices: ``mirrored`` only: the device list, e.g. ``["/gpu:0", "/gpu:1"]``.
       num_cpu_replicas: ``mirrored`` only: split the CPU into this many logical
         devices and mirror over them (must be called before TF initialises
@@ -276,7 +276,7 @@ def select(
         name (default: ``$COLAB_TPU_ADDR``, ``$TPU_NAME``, then ``"local"``).
       cluster_timeout: ``multi_worker`` only: seconds to wait for the other
         workers of ``TF_CONFIG`` (the wait is logged and stops on Ctrl-C /
-        SIGTERM; see :mod:`tfcustom.cluster`).
+        SIGTERM; see `tfcustom.cluster`).
 
     Raises:
       ConfigError: the requested device is not there or the arguments do not
@@ -350,7 +350,7 @@ def set_precision(precision: str, strategy: Optional[tf.distribute.Strategy] = N
     """Set Keras' global dtype policy from ``precision``; return the policy name.
 
     Build the model after this call (layers read the policy when created).
-    With ``mixed_float16``, wrap the optimizer with :func:`wrap_optimizer`.
+    With ``mixed_float16``, wrap the optimizer with [`wrap_optimizer`][tfcustom.strategy.wrap_optimizer].
     """
     import keras
 

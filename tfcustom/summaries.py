@@ -19,9 +19,9 @@ overlay in TensorBoard), ``<logdir>/test`` the end-of-run results, and
   ``profile_steps=(start, end)`` in ``train`` (TensorBoard's Profile tab;
   needs the ``tensorboard-plugin-profile`` package to view).
 
-The writer is built by the caller (:func:`tfcustom.train_and_evaluate`; only
-the chief of a cluster writes) and passed to the :class:`tfcustom.Trainer`.
-A resumed run first calls :meth:`SummaryWriter.start` with the restored
+The writer is built by the caller ([`tfcustom.train_and_evaluate`][tfcustom.train_and_evaluate]; only
+the chief of a cluster writes) and passed to the [`tfcustom.Trainer`][tfcustom.Trainer].
+A resumed run first calls [`SummaryWriter.start`][tfcustom.summaries.SummaryWriter.start] with the restored
 position: points written after the checkpoint by the interrupted run are
 removed from the event files, so every curve has one value per step.
 
@@ -162,7 +162,7 @@ class SummaryWriter:
     def start(self, global_step: int, epochs_done: int, config: Optional[Dict[str, Any]] = None) -> None:
         """Begin writing: a new run (``global_step == 0``) clears ``logdir`` and
         writes ``config`` as text and hparams; a resumed run drops what was
-        written after its checkpoint (:func:`discard_after`)."""
+        written after its checkpoint ([`discard_after`][tfcustom.summaries.discard_after])."""
         self.close()
         if not self.chief:
             return

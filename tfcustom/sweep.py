@@ -1,4 +1,4 @@
-"""A sweep: one :func:`tfcustom.train_and_evaluate` run per combination of settings.
+"""A sweep: one [`tfcustom.train_and_evaluate`][tfcustom.train_and_evaluate] run per combination of settings.
 
 The grid maps config fields to lists of values. Dotted keys reach into dict
 fields, e.g. ``"model_kwargs.dropout"``. A dict grid is expanded to every
@@ -116,7 +116,7 @@ def run_sweep(base_config: TrainConfig, grid: Grid, output_dir: str, *, strategy
     ``output_dir``; skip finished runs; write ``sweep.csv`` and ``sweep.png``.
 
     Every combination is validated before the first run trains. An
-    interruption (:class:`tfcustom.preemption.TrainingInterrupted`) leaves
+    interruption ([`tfcustom.preemption.TrainingInterrupted`][tfcustom.preemption.TrainingInterrupted]) leaves
     the finished runs and the interrupted run's checkpoint: call again to
     finish. Returns the rows of ``sweep.csv`` (dicts).
     """

@@ -1,12 +1,12 @@
 """Step timing of the fit loop and the retracing check.
 
-:class:`StepTimer` counts examples and seconds of one epoch's training steps
+[`StepTimer`][tfcustom.timing.StepTimer] counts examples and seconds of one epoch's training steps
 and the seconds those steps spent waiting for their batches (the train step
 reports them as ``input_wait_s``). Its epoch summary answers the question
 "is the input pipeline or the model the bottleneck?": a large
 ``input_wait_share`` means the model waits for data.
 
-:func:`check_retracing` warns when a ``tf.function`` was traced more often
+[`check_retracing`][tfcustom.timing.check_retracing] warns when a ``tf.function`` was traced more often
 than the number of input signatures it was called with: retracing (e.g. a
 Python number passed where a tensor should be) silently makes every call slow.
 

@@ -1,4 +1,4 @@
-"""Connect to a TPU for :func:`tfcustom.strategy.select`: find its address
+"""Connect to a TPU for [`tfcustom.strategy.select`][tfcustom.strategy.select]: find its address
 (``tpu=``, ``$COLAB_TPU_ADDR``, ``$TPU_NAME``, a local TPU VM), probe a remote
 address with a socket timeout first (never hang), then build the
 ``TPUStrategy``."""

@@ -7,10 +7,10 @@ model, loss, optimizer, the Trainer. Notebooks, tests and the absl trainer
 A run directory is complete when ``results.json`` exists; it is written last.
 The directory holds ``config.json``, ``history.json`` / ``history.csv``,
 ``learning_curves.png``, ``model.keras``, ``saved_model/`` (the SavedModel
-with the serving signature, see :mod:`tfcustom.export`), ``results.json``,
-the pictures of :mod:`tfcustom.plots` (``confusion_matrix.png``,
+with the serving signature, see [`tfcustom.export`][tfcustom.export]), ``results.json``,
+the pictures of [`tfcustom.plots`][tfcustom.plots] (``confusion_matrix.png``,
 ``misclassified.png``, ``reliability.png`` with the ece metric) and, with
-``config.tensorboard``, ``tensorboard/`` (see :mod:`tfcustom.summaries`).
+``config.tensorboard``, ``tensorboard/`` (see [`tfcustom.summaries`][tfcustom.summaries]).
 
 Examples:
     >>> from tfcustom import TrainConfig, train_and_evaluate
@@ -215,7 +215,7 @@ def build_gradient_fn(config: TrainConfig):
 
 def choose_settings(config: TrainConfig, workdir: str, resume: bool, strategy, dataset, train) -> autotune.AutotuneResult:
     """``jit_compile`` and the precision of the run: explicit config values, or
-    "auto" measured by :func:`tfcustom.autotune.tune` on throw-away copies of
+    "auto" measured by [`tfcustom.autotune.tune`][tfcustom.autotune.tune] on throw-away copies of
     the model. A resumed run reuses its recorded decision (its numerics must
     not change mid-run); a multi-worker run does not measure (its workers
     could decide differently). The seeds are set again afterwards, so the
@@ -317,13 +317,13 @@ def train_and_evaluate(
     """Train ``config`` and evaluate on the test split; write the run to ``workdir``.
 
     Args:
-      config: the run's :class:`TrainConfig` (validated here first).
+      config: the run's [`TrainConfig`][tfcustom.TrainConfig] (validated here first).
       workdir: the run's output directory.
       strategy: a ``tf.distribute`` strategy (default: the one whose scope
         is active, else ``tfcustom.strategy.select(config.strategy, ...)``).
         Select it before anything else uses TensorFlow, as the CLI does.
       overwrite: replace an existing run in ``workdir``.
-      dataset: an in-memory :class:`tfcustom.data.Dataset` to use instead of
+      dataset: an in-memory [`tfcustom.data.Dataset`][tfcustom.data.Dataset] to use instead of
         loading ``config.dataset``.
 
     Returns:

@@ -1,4 +1,4 @@
-"""The Trainer: a thin loop around the compiled steps of :mod:`tfcustom.steps`.
+"""The Trainer: a thin loop around the compiled steps of [`tfcustom.steps`][tfcustom.steps].
 
 The Trainer owns I/O, progress, logging, history and early stopping; the
 steps own the math. Objects the loop uses (the strategy, a checkpoint manager)
@@ -23,19 +23,19 @@ optimizer a name (``"adam"``), metrics names or objects, and ``fit`` takes
 NumPy arrays: ``trainer.fit((x, y), epochs=2, batch_size=32)``.
 
 Metric objects you pass are the ones training updates: after ``fit`` they
-hold the last epoch's training value, after :meth:`Trainer.evaluate` that
+hold the last epoch's training value, after [`Trainer.evaluate`][tfcustom.trainer.Trainer.evaluate] that
 evaluation's value (evaluation runs on copies made with
 ``from_config(get_config())``; a metric that cannot be copied so is refused
 in one line).
 
 Before the first step the Trainer runs the model on one batch and refuses a
 loss whose ``from_logits`` does not fit the model's outputs (see
-:mod:`tfcustom.loss_inputs`), and sets ``num_classes`` of the metrics that
+`tfcustom.loss_inputs`), and sets ``num_classes`` of the metrics that
 were given none from the model's output.
 
 To change what a step computes, pass ``gradient_fn`` (see
-:func:`tfcustom.steps.compute_loss_and_gradients`) or subclass and override
-:meth:`Trainer.make_train_step` / :meth:`Trainer.make_test_step`.
+[`tfcustom.steps.compute_loss_and_gradients`][tfcustom.steps.compute_loss_and_gradients]) or subclass and override
+[`Trainer.make_train_step`][tfcustom.trainer.Trainer.make_train_step] / [`Trainer.make_test_step`][tfcustom.trainer.Trainer.make_test_step].
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class Trainer(ReplicaStateSync):
       model: a Keras model, built under ``strategy.scope()``.
       loss: a ``keras.losses.Loss`` (its ``call`` gives per-example values),
         a loss name or a function ``fn(y_true, y_pred)``, as ``compile``
-        takes (:func:`tfcustom.compile_args.resolve_loss`). tfcustom's models
+        takes (`tfcustom.compile_args.resolve_loss`). tfcustom's models
         output logits: use ``from_logits=True``.
       optimizer: a Keras optimizer or its name (``"adam"``: Keras' defaults);
         built by the Trainer under the scope.
@@ -101,20 +101,33 @@ class Trainer(ReplicaStateSync):
       clip_global_norm: clip the summed gradient to this global norm.
       jit_compile: XLA-compile each replica's forward and backward pass.
       steps_per_execution: train steps run inside one ``tf.function`` call.
-      on_nonfinite: ``"stop"`` (raise :class:`NonFiniteLossError`, variables
+      on_nonfinite: ``"stop"`` (raise [`NonFiniteLossError`][tfcustom.NonFiniteLossError], variables
         untouched by the bad step) or ``"skip"`` (skip that update and count it).
-      gradient_fn: replaces :func:`tfcustom.steps.compute_loss_and_gradients`
-        (e.g. :class:`tfcustom.sam.SAM`).
+      gradient_fn: replaces [`tfcustom.steps.compute_loss_and_gradients`][tfcustom.steps.compute_loss_and_gradients]
+        (e.g. [`tfcustom.sam.SAM`][tfcustom.sam.SAM]).
       output_dir: where ``history.json`` / ``history.csv`` are written each epoch.
       verbose: 1 shows a progress bar per epoch, 0 only logs.
       log_replica_losses: every this many steps and at each epoch end, log
         each replica's share of the last step's loss (absl INFO); 0: never.
-      summary_writer: a :class:`tfcustom.summaries.SummaryWriter` (built by
+      summary_writer: a [`tfcustom.summaries.SummaryWriter`][tfcustom.summaries.SummaryWriter] (built by
         the caller, already started): TensorBoard summaries every
         ``log_every_steps`` steps and every epoch; None: none.
       loss_weights: with a dict/list of losses (a multi-output model), the
         weight of each output's loss, as ``compile(loss_weights=...)``;
         metrics may then be ``{output: [specs]}``, logged ``<output>_<name>``.
+
+    Examples:
+        >>> import keras, numpy as np, tfcustom
+        >>> x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+        >>> y = (x[:, 0] > 0).astype("int64")
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        >>> trainer = tfcustom.Trainer(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        ...                            "adam", metrics=["accuracy"], verbose=0)
+        >>> history = trainer.fit((x, y), epochs=2, batch_size=16)
+        >>> sorted(trainer.evaluate((x, y)))
+        ['accuracy', 'loss']
+        >>> trainer.predict(x).shape
+        (64, 2)
     """
 
     def __init__(
@@ -195,7 +208,7 @@ class Trainer(ReplicaStateSync):
     # -- steps (override these to change what a step computes) ---------------
 
     def make_train_step(self) -> Callable:
-        """The compiled ``train_step(iterator, num_steps)``; see :func:`tfcustom.steps.make_train_step`."""
+        """The compiled ``train_step(iterator, num_steps)``; see [`tfcustom.steps.make_train_step`][tfcustom.steps.make_train_step]."""
         return steps_lib.make_train_step(
             self.model,
             self.loss,
@@ -210,7 +223,7 @@ class Trainer(ReplicaStateSync):
         )
 
     def make_test_step(self) -> Callable:
-        """The compiled ``test_loop(iterator)``; see :func:`tfcustom.steps.make_test_step`."""
+        """The compiled ``test_loop(iterator)``; see [`tfcustom.steps.make_test_step`][tfcustom.steps.make_test_step]."""
         return steps_lib.make_test_step(self.model, self.loss, self.eval_metrics, loss_tracker=self.eval_loss, strategy=self.strategy)
 
     # -- input ----------------------------------------------------------------
@@ -223,14 +236,14 @@ class Trainer(ReplicaStateSync):
         return steps_in_epoch(data, steps_per_epoch)
 
     def _check_outputs(self, data: DataLike) -> None:
-        """Once, before the first step: see :func:`tfcustom.fit_inputs.check_outputs`."""
+        """Once, before the first step: see `tfcustom.fit_inputs.check_outputs`."""
         if isinstance(data, tf.data.Dataset):
             fit_inputs.check_dataset(data)
         if not self._outputs_checked:
             self._outputs_checked = fit_inputs.check_outputs(self.model, self.loss, data, (*self.train_metrics, *self.eval_metrics), self.strategy)
 
     def _restore_train_state(self) -> None:
-        """Give the metric objects back their training state after :meth:`evaluate` showed its values in them."""
+        """Give the metric objects back their training state after [`evaluate`][tfcustom.trainer.Trainer.evaluate] showed its values in them."""
         if self._train_state_backup is not None:
             for v, value in zip([v for m in self.train_metrics for v in m.variables], self._train_state_backup):
                 v.assign(value)
@@ -269,36 +282,58 @@ class Trainer(ReplicaStateSync):
         class_weight: Optional[Dict[int, float]] = None,
         callbacks: Optional[Sequence[keras.callbacks.Callback]] = None,
     ) -> History:
-        """Train until ``epochs`` epochs have run in total (resuming from
-        ``self.epoch`` and ``self.step_in_epoch``, e.g. after a checkpoint
-        restore, so re-running a finished run trains nothing and logs
-        "already trained N epochs; nothing to do").
+        """Train until ``epochs`` epochs have run in total.
 
-        ``train`` (and ``validation_data``) is an :class:`InputPipeline`, a
-        batched ``tf.data.Dataset``, or NumPy arrays ``(x, y)`` /
-        ``(x, y, sample_weight)`` batched by ``batch_size`` (default 32, as in
-        Keras; training arrays are shuffled each epoch with a fixed seed).
-        ``initial_epoch`` (Keras' argument): start counting at this epoch
-        instead, e.g. ``fit(data, epochs=1, initial_epoch=0)`` trains one more
-        epoch as ``keras.Model.fit(epochs=1)`` does each call.
-        ``steps_per_epoch``: batches per epoch, for a dataset whose length is
-        unknown or infinite (each epoch starts the dataset again).
+        Training resumes from ``self.epoch`` and ``self.step_in_epoch`` (e.g.
+        after a checkpoint restore), so re-running a finished run trains
+        nothing and logs "already trained N epochs; nothing to do".
 
-        Returns the :class:`History`. With ``checkpoint_manager``, saves at each
-        epoch end, every ``checkpoint_every_steps`` steps, and when SIGTERM or
-        Ctrl-C arrives (then raises :class:`TrainingInterrupted` after the save).
-        With ``best_checkpoint_manager`` and ``early_stopping``, saves the model
-        whenever the monitored value improves, and restores the best from it.
-        On a multi-worker cluster pass ``preemption`` (a
-        :class:`tfcustom.preemption.ClusterPreemption`): a SIGTERM to any one
-        worker then makes every worker save at the same step and stop.
-        ``epoch_evaluations`` (``{prefix: data}``, e.g. ``{"test_": test}``):
-        more data evaluated at each epoch end, logged with that prefix; their
-        time is not counted in the epoch's ``time_s``. ``class_weight``
-        (``{class id: weight}``, NumPy training arrays): as in ``fit``.
-        ``callbacks``: ``keras.callbacks.Callback`` instances, called as
-        ``keras.Model.fit`` calls them (:mod:`tfcustom.callbacks`); their
-        state is saved in the training checkpoint and restored on resume.
+        Args:
+          train: an [`InputPipeline`][tfcustom.data.InputPipeline], a batched
+            ``tf.data.Dataset``, or NumPy arrays ``(x, y)`` / ``(x, y, sample_weight)``
+            batched by ``batch_size`` (training arrays are shuffled each epoch
+            with a fixed seed).
+          epochs: the epoch to train up to, counting the epochs already trained.
+          validation_data: evaluated at each epoch end; the same types as ``train``.
+          batch_size: for NumPy arrays (default 32, as in Keras).
+          initial_epoch: Keras' argument: start counting at this epoch instead,
+            e.g. ``fit(data, epochs=1, initial_epoch=0)`` trains one more epoch
+            as ``keras.Model.fit(epochs=1)`` does each call.
+          steps_per_epoch: batches per epoch, for a dataset whose length is
+            unknown or infinite (each epoch starts the dataset again).
+          early_stopping: an [`EarlyStopping`][tfcustom.EarlyStopping].
+          checkpoint_manager: a ``tf.train.CheckpointManager`` of
+            `tfcustom.checkpoint.training_checkpoint`: saves at each epoch end,
+            every ``checkpoint_every_steps`` steps, and when SIGTERM or Ctrl-C
+            arrives (then raises [`TrainingInterrupted`][tfcustom.trainer.TrainingInterrupted] after the save).
+          checkpoint_every_steps: see ``checkpoint_manager``.
+          best_checkpoint_manager: with ``early_stopping``, saves the model
+            whenever the monitored value improves, and restores the best from it.
+          preemption: on a multi-worker cluster, a
+            [`tfcustom.preemption.ClusterPreemption`][tfcustom.preemption.ClusterPreemption]:
+            a SIGTERM to any one worker makes every worker save at the same step and stop.
+          epoch_evaluations: ``{prefix: data}``, e.g. ``{"test_": test}``: more
+            data evaluated at each epoch end, logged with that prefix; their
+            time is not counted in the epoch's ``time_s``.
+          class_weight: ``{class id: weight}`` for NumPy training arrays, as in ``fit``.
+          callbacks: ``keras.callbacks.Callback`` instances, called as
+            ``keras.Model.fit`` calls them ([`tfcustom.callbacks`][tfcustom.callbacks]); their
+            state is saved in the training checkpoint and restored on resume.
+
+        Returns:
+          The [`History`][tfcustom.History] of every epoch trained so far.
+
+        Examples:
+            >>> import keras, numpy as np, tfcustom
+            >>> x = np.random.default_rng(0).normal(size=(32, 3)).astype("float32")
+            >>> y = (x.sum(axis=1) > 0).astype("int64")
+            >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+            >>> trainer = tfcustom.Trainer(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            ...                            "sgd", verbose=0)
+            >>> len(trainer.fit((x, y), epochs=2, batch_size=8).history["loss"])
+            2
+            >>> len(trainer.fit((x, y), epochs=2).history["loss"])  # already trained 2 epochs: nothing to do
+            2
         """
         check(not fit_inputs.is_arrays((train, epochs)) or isinstance(epochs, int), "epochs must be an integer, not an array",
               type(epochs).__name__, "pass the arrays as one tuple: trainer.fit((x, y), epochs=..., batch_size=...)")
@@ -521,7 +556,9 @@ class Trainer(ReplicaStateSync):
         logs.update(self._results(self.train_loss, self.train_metrics))
         if validation_data is not None:
             self._callbacks.on_test_begin()
+            self._callbacks.on_test_batch_begin(0)  # once around the compiled loop, as in evaluate
             val_logs = self._evaluate(validation_data)
+            self._callbacks.on_test_batch_end(0, val_logs)
             self._callbacks.on_test_end(val_logs)
             logs.update({"val_" + k: v for k, v in val_logs.items()})
         logs["learning_rate"] = self._learning_rate()
@@ -557,12 +594,29 @@ class Trainer(ReplicaStateSync):
                  callbacks: Optional[Sequence[keras.callbacks.Callback]] = None) -> Dict[str, float]:
         """Loss and metrics over **every** example of ``data`` (``training=False``).
 
-        ``data``: as for :meth:`fit` (NumPy arrays with ``batch_size``, default
-        32). Afterwards the metric objects given to the Trainer hold this
+        Afterwards the metric objects given to the Trainer hold this
         evaluation's values (as after ``keras.Model.evaluate``); the next
-        :meth:`fit` gives them back their training state.
-        ``callbacks``: ``on_test_begin``, one ``on_test_batch_begin(0)`` /
-        ``on_test_batch_end`` around the whole compiled evaluation loop, ``on_test_end(logs)``.
+        [`fit`][tfcustom.trainer.Trainer.fit] gives them back their training state.
+
+        Args:
+          data: as for [`fit`][tfcustom.trainer.Trainer.fit].
+          prefix: prepended to every key (``"val_"``, ``"test_"``).
+          batch_size: for NumPy arrays (default 32).
+          callbacks: ``on_test_begin``, one ``on_test_batch_begin(0)`` /
+            ``on_test_batch_end`` around the whole compiled evaluation loop, ``on_test_end(logs)``.
+
+        Returns:
+          ``{prefix + "loss": ..., prefix + <metric name>: ...}`` as Python floats.
+
+        Examples:
+            >>> import keras, numpy as np, tfcustom
+            >>> x, y = np.zeros((10, 3), "float32"), np.zeros(10, "int64")
+            >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, kernel_initializer="zeros")])
+            >>> trainer = tfcustom.Trainer(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            ...                            "sgd", verbose=0)
+            >>> result = trainer.evaluate((x, y), prefix="test_", batch_size=4)
+            >>> round(result["test_loss"], 4), result["test_accuracy"]  # log(2): two equal logits
+            (0.6931, 1.0)
         """
         data = fit_inputs.as_pipeline(data, batch_size, training=False)
         self._check_outputs(data)
@@ -589,10 +643,25 @@ class Trainer(ReplicaStateSync):
 
     def predict(self, data: DataLike, *, batch_size: Optional[int] = None,
                 callbacks: Optional[Sequence[keras.callbacks.Callback]] = None) -> np.ndarray:
-        """Model outputs for every example of ``data`` (an :class:`InputPipeline`,
-        a batched dataset, or NumPy inputs ``x`` batched by ``batch_size``), in input order.
-        ``callbacks``: ``on_predict_begin``, one ``on_predict_batch_begin(0)`` /
-        ``on_predict_batch_end(0, {"outputs": ...})`` around the compiled loop, ``on_predict_end``."""
+        """Model outputs for every example of ``data``, in input order.
+
+        Args:
+          data: an [`InputPipeline`][tfcustom.data.InputPipeline], a batched
+            dataset, or NumPy inputs ``x``.
+          batch_size: for NumPy inputs (default 32).
+          callbacks: ``on_predict_begin``, one ``on_predict_batch_begin(0)`` /
+            ``on_predict_batch_end(0, {"outputs": ...})`` around the compiled loop, ``on_predict_end``.
+
+        Returns:
+          The outputs as one NumPy array, ``[N, ...]``.
+
+        Examples:
+            >>> import keras, numpy as np, tfcustom
+            >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+            >>> trainer = tfcustom.Trainer(model, "sparse_categorical_crossentropy", "sgd", verbose=0)
+            >>> trainer.predict(np.ones((5, 3), "float32"), batch_size=2).shape
+            (5, 2)
+        """
         if isinstance(data, (np.ndarray, dict)):
             data = fit_inputs.predict_dataset(data, batch_size)
         dataset = data.dataset() if isinstance(data, EpochInput) else data

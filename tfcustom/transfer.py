@@ -5,19 +5,19 @@ Layers are selected by **name pattern** (``fnmatch``: ``*``, ``?``,
 (``[layer.name for layer in model.layers]``; for the CNN: ``stage0_conv0``,
 ``stage1_conv0``, ``flatten``, ``hidden``, ``logits``).
 
-* :func:`restore_backbone` copies the weights (trainable and not, e.g.
+* [`restore_backbone`][tfcustom.transfer.restore_backbone] copies the weights (trainable and not, e.g.
   BatchNorm statistics) of matching layers from a pretrained model, a
   ``.keras`` file, a run directory or a checkpoint into a new model, e.g. one
   with a different head.
-* :func:`freeze` / :func:`unfreeze` set ``trainable`` by pattern. A frozen
+* [`freeze`][tfcustom.transfer.freeze] / [`unfreeze`][tfcustom.transfer.unfreeze] set ``trainable`` by pattern. A frozen
   BatchNorm also runs in inference mode (Keras 3). Build the
-  :class:`~tfcustom.Trainer` (and its optimizer) **after** freezing or
+  [`Trainer`][tfcustom.Trainer] (and its optimizer) **after** freezing or
   unfreezing: both capture ``model.trainable_variables`` when built.
-* :class:`BackboneHeadOptimizer` is a Keras optimizer that holds two inner
+* [`BackboneHeadOptimizer`][tfcustom.transfer.BackboneHeadOptimizer] is a Keras optimizer that holds two inner
   optimizers and routes each variable to one of them by its layer's name,
   so backbone and head train with different learning rates inside the
   ordinary Trainer step.
-* :func:`transfer_experiment` is the fine-tuning lesson end to end
+* [`transfer_experiment`][tfcustom.transfer.transfer_experiment] is the fine-tuning lesson end to end
   (``examples/transfer_learning.py``): pretrain on some classes, fine-tune on
   few labelled examples of the others, compare with training from scratch.
 
@@ -200,7 +200,7 @@ def unfreeze(model: keras.Model, patterns: Sequence[str] = ("*",)) -> List[str]:
 
 def subset_classes(split, classes: Sequence[int], per_class: Optional[int] = None, seed: int = 0):
     """The examples of ``classes`` (labels remapped to 0..len(classes)-1), optionally
-    ``per_class`` of each, drawn with ``seed``; returns a :class:`tfcustom.data.Split`."""
+    ``per_class`` of each, drawn with ``seed``; returns a [`tfcustom.data.Split`][tfcustom.data.Split]."""
     from tfcustom.data import Split
 
     classes = list(classes)
@@ -259,10 +259,10 @@ def transfer_experiment(
 
        * fine-tune: a new model with a ``len(target_classes)``-way head whose
          ``backbone`` layers are restored from the pretrained model
-         (:func:`restore_backbone`); optionally ``head_epochs`` with the backbone
-         frozen (:func:`freeze`; head at ``head_learning_rate``), then
+         ([`restore_backbone`][tfcustom.transfer.restore_backbone]); optionally ``head_epochs`` with the backbone
+         frozen ([`freeze`][tfcustom.transfer.freeze]; head at ``head_learning_rate``), then
          ``finetune_epochs`` with everything trainable
-         (:class:`BackboneHeadOptimizer`: Adam at ``backbone_learning_rate`` for
+         ([`BackboneHeadOptimizer`][tfcustom.transfer.BackboneHeadOptimizer]: Adam at ``backbone_learning_rate`` for
          the backbone, at ``learning_rate`` for the head);
        * scratch: the same model, freshly initialised (same initial head),
          trained on the same images for ``scratch_epochs`` (default: the

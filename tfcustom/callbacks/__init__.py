@@ -1,17 +1,36 @@
 """Callbacks: Keras' ``keras.callbacks.Callback`` protocol on the Trainer's loop.
 
-* :class:`CallbackList` (``callback_list``): calls every callback at the
+``Trainer.fit``, ``evaluate`` and ``predict`` take ``callbacks=[...]`` as
+``keras.Model.fit`` does, and call them at the same points with the same log
+keys; Keras' own callbacks (``EarlyStopping``, ``ReduceLROnPlateau``,
+``LearningRateScheduler``, ``ModelCheckpoint``, ``CSVLogger``,
+``TerminateOnNaN``, ``LambdaCallback``, ``TensorBoard``) work unchanged. Beyond
+Keras, their state is saved in the training checkpoint, so a killed run resumes
+with the same learning rates and stops at the same epoch. The guide is
+``docs/guides/callbacks.md``.
+
+* [`CallbackList`][tfcustom.callbacks.CallbackList] (``callback_list``): calls every callback at the
   points ``keras.Model.fit`` does, with the same log keys.
-* :class:`CallbackState` (``state``): the callbacks' state in the training
-  checkpoint, so a resumed run continues with the same learning rates and
-  stops at the same epoch.
-* :func:`check_learning_rate_settable` (``learning_rate``): refuses, in one
+* [`CallbackState`][tfcustom.callbacks.CallbackState] (``state``): the callbacks' state in the training
+  checkpoint.
+* [`check_learning_rate_settable`][tfcustom.callbacks.check_learning_rate_settable] (``learning_rate``): refuses, in one
   line, a callback that sets the learning rate of an optimizer built on a
   schedule.
+
+Examples:
+    >>> import numpy as np, keras, tfcustom
+    >>> x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    >>> y = (x[:, 0] > 0).astype("int64")
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> trainer = tfcustom.Trainer(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    ...                            keras.optimizers.SGD(0.1), verbose=0)
+    >>> stop = keras.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=10.0)
+    >>> len(trainer.fit((x, y), epochs=5, batch_size=16, callbacks=[stop]))   # stops after 2 epochs
+    2
 """
 
-from tfcustom.callbacks.callback_list import CallbackList, epoch_logs_for_callbacks
+from tfcustom.callbacks.callback_list import CallbackList, check_callbacks, epoch_logs_for_callbacks
 from tfcustom.callbacks.learning_rate import check_learning_rate_settable
 from tfcustom.callbacks.state import CallbackState
 
-__all__ = ["CallbackList", "CallbackState", "check_learning_rate_settable", "epoch_logs_for_callbacks"]
+__all__ = ["CallbackList", "CallbackState", "check_callbacks", "check_learning_rate_settable", "epoch_logs_for_callbacks"]

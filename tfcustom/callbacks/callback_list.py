@@ -4,7 +4,7 @@
 ``model.optimizer`` (learning-rate callbacks, TensorBoard's step counter),
 ``model.stop_training`` (EarlyStopping, TerminateOnNaN), ``model.save`` /
 ``save_weights`` / ``get_weights`` (ModelCheckpoint, restore_best_weights).
-The Trainer's model is not compiled, so :meth:`CallbackList.attached` gives
+The Trainer's model is not compiled, so [`CallbackList.attached`][tfcustom.callbacks.callback_list.CallbackList.attached] gives
 it those attributes for the length of a ``fit``/``evaluate``/``predict`` and
 takes them away afterwards (a model saved later is as before).
 
@@ -17,11 +17,21 @@ the validation as ``on_test_begin`` / ``on_test_end``, then
 ``learning_rate``; ``on_train_end``. Logs are the Trainer's exact all-replica
 values.
 
-Example:
+``keras.callbacks.BackupAndRestore`` is refused in one line: the Trainer's
+training checkpoint (``checkpoint_manager=``) already resumes exactly, with the
+callbacks' state (`tfcustom.callbacks.state`).
 
->>> callbacks = CallbackList([keras.callbacks.CSVLogger("log.csv")], model=model, optimizer=opt, epochs=3, steps=10)
->>> with callbacks.attached():
-...     callbacks.on_train_begin()
+Examples:
+    >>> import keras
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> hooks = CallbackList([keras.callbacks.EarlyStopping(patience=1)], model=model,
+    ...                      optimizer=keras.optimizers.SGD(0.1), epochs=3, steps=10)
+    >>> with hooks.attached():
+    ...     hooks.on_train_begin()
+    ...     print(type(model.optimizer).__name__, hooks.stop_training)
+    SGD False
+    >>> hasattr(model, "optimizer")   # detached again
+    False
 """
 
 from __future__ import annotations
@@ -38,8 +48,32 @@ NOT_LOGGED = ("epoch", "time_s")
 
 
 def epoch_logs_for_callbacks(record: Dict[str, float]) -> Dict[str, float]:
-    """The logs ``on_epoch_end`` gets from a Trainer epoch record: every key but ``epoch`` and ``time_s``."""
+    """The logs ``on_epoch_end`` gets from a Trainer epoch record.
+
+    Args:
+      record: one record of [`tfcustom.History`][tfcustom.History] (``epoch``, ``loss``, metrics, ``val_*``,
+        ``learning_rate``, ``time_s``).
+
+    Returns:
+      Every key but ``epoch`` and ``time_s`` (Keras passes the epoch as an argument).
+
+    Examples:
+        >>> epoch_logs_for_callbacks({"epoch": 1, "loss": 0.5, "time_s": 2.0})
+        {'loss': 0.5}
+    """
     return {k: v for k, v in record.items() if k not in NOT_LOGGED}
+
+
+def check_callbacks(callbacks: Sequence) -> None:
+    """Refuse, in one line, what is not a ``keras.callbacks.Callback`` and ``BackupAndRestore``."""
+    for c in callbacks:
+        check(isinstance(c, keras.callbacks.Callback), "callbacks must be keras.callbacks.Callback instances",
+              type(c).__name__, "subclass keras.callbacks.Callback (or use keras.callbacks.LambdaCallback)")
+        check(not isinstance(c, keras.callbacks.BackupAndRestore),
+              "keras.callbacks.BackupAndRestore does not resume a Trainer (it would restore the weights, not the epoch, "
+              "step or data order)", type(c).__name__,
+              "drop it and pass checkpoint_manager=tf.train.CheckpointManager(tfcustom.checkpoint.training_checkpoint(trainer), ...) "
+              "to fit: it resumes exactly, with the callbacks' state")
 
 
 def resolve_monitor_modes(callbacks: Sequence, metrics: Sequence) -> None:
@@ -57,6 +91,9 @@ def resolve_monitor_modes(callbacks: Sequence, metrics: Sequence) -> None:
 class CallbackList(keras.callbacks.CallbackList):
     """``keras.callbacks.CallbackList`` for a Trainer run.
 
+    The Trainer builds one per ``fit``/``evaluate``/``predict``; use it
+    directly in a loop of your own to call Keras callbacks as ``fit`` does.
+
     Args:
       callbacks: ``keras.callbacks.Callback`` instances (or None).
       model: the Trainer's model (given to ``set_model``).
@@ -67,9 +104,7 @@ class CallbackList(keras.callbacks.CallbackList):
 
     def __init__(self, callbacks=None, *, model, optimizer, metrics: Sequence = (), **params):
         callbacks = list(callbacks or [])
-        for c in callbacks:
-            check(isinstance(c, keras.callbacks.Callback), "callbacks must be keras.callbacks.Callback instances",
-                  type(c).__name__, "subclass keras.callbacks.Callback (or use keras.callbacks.LambdaCallback)")
+        check_callbacks(callbacks)
         resolve_monitor_modes(callbacks, metrics)
         self.optimizer = optimizer
         super().__init__(callbacks, add_history=False, add_progbar=False, model=model, **params)

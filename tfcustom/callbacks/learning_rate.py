@@ -5,7 +5,18 @@
 ``keras.optimizers.schedules.LearningRateSchedule`` (e.g.
 ``tfcustom.optimizers.make_schedule("cosine", ...)``) computes it from the
 step and cannot take an assignment, so the combination is refused before
-training starts, in one line.
+training starts, in one line. With a float learning rate both work as under
+``fit``; the learning rate they set is in the optimizer, hence in the training
+checkpoint.
+
+Examples:
+    >>> import keras
+    >>> check_learning_rate_settable([keras.callbacks.ReduceLROnPlateau()], keras.optimizers.SGD(0.1))
+    >>> schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=100, decay_rate=0.9)
+    >>> check_learning_rate_settable([keras.callbacks.ReduceLROnPlateau()], keras.optimizers.SGD(schedule))
+    Traceback (most recent call last):
+    ...
+    tfcustom.errors.ConfigError: a callback sets the learning rate but the optimizer's learning rate is a schedule...
 """
 
 from __future__ import annotations
@@ -28,7 +39,15 @@ def _has_schedule(optimizer) -> bool:
 
 
 def check_learning_rate_settable(callbacks: Sequence, optimizer) -> None:
-    """Refuse a callback of :data:`SETS_LEARNING_RATE` with an optimizer on a schedule."""
+    """Refuse a callback of `SETS_LEARNING_RATE` with an optimizer on a schedule.
+
+    Args:
+      callbacks: the callbacks given to ``fit``.
+      optimizer: the Trainer's optimizer (a ``LossScaleOptimizer``'s inner one is looked at too).
+
+    Raises:
+      ConfigError: one line naming the callbacks and the fix.
+    """
     setters = [type(c).__name__ for c in callbacks if isinstance(c, SETS_LEARNING_RATE)]
     check(not (setters and _has_schedule(optimizer)),
           "a callback sets the learning rate but the optimizer's learning rate is a schedule", ", ".join(setters),

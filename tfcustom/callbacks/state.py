@@ -4,8 +4,8 @@
 resets (``EarlyStopping``'s ``wait``/``best``/``best_epoch``/``best_weights``,
 ``ReduceLROnPlateau``'s ``wait``/``cooldown_counter``/``best``,
 ``ModelCheckpoint``'s ``best``), and ``keras.callbacks.BackupAndRestore`` does
-not save them. :class:`CallbackState` is a ``PythonState`` of the training
-checkpoint (:func:`tfcustom.checkpoint.training_checkpoint`): at each save it
+not save them. [`CallbackState`][tfcustom.callbacks.state.CallbackState] is a ``PythonState`` of the training
+checkpoint ([`tfcustom.checkpoint.training_checkpoint`][tfcustom.checkpoint.training_checkpoint]): at each save it
 records, per callback (keyed by position and class name):
 
 * a user callback's ``get_state()`` (a JSON-able dict), given back with ``set_state(state)``;
@@ -14,16 +14,24 @@ records, per callback (keyed by position and class name):
 
 The learning rate a callback set lives in the optimizer, which the checkpoint
 already holds. After a restore the state waits until the next ``fit`` has run
-``on_train_begin`` and is then given back (:meth:`CallbackState.attach`).
+``on_train_begin`` and is then given back ([`CallbackState.attach`][tfcustom.callbacks.state.CallbackState.attach]).
 Callbacks with state it cannot save (e.g. ``CSVLogger``'s open file,
 ``TensorBoard``'s writers) are named in one warning line at the first save.
 
-Example:
-
->>> state = CallbackState()
->>> state.attach([keras.callbacks.EarlyStopping(patience=2)])
->>> state.serialize()
-'{"0:EarlyStopping": {"wait": 0, ...}}'
+Examples:
+    >>> import json, keras
+    >>> early = keras.callbacks.EarlyStopping(patience=2)
+    >>> early.wait = 1                      # as after an epoch without improvement
+    >>> state = CallbackState()
+    >>> state.attach([early])
+    >>> saved = state.serialize()           # what the checkpoint holds
+    >>> json.loads(saved)["0:EarlyStopping"]["wait"]
+    1
+    >>> restored, fresh = CallbackState(), keras.callbacks.EarlyStopping(patience=2)
+    >>> restored.deserialize(saved)         # the checkpoint's restore
+    >>> restored.attach([fresh])            # the next fit, after on_train_begin
+    >>> fresh.wait
+    1
 """
 
 from __future__ import annotations
@@ -79,7 +87,15 @@ def _keras_attributes(callback):
 
 
 def state_of(callback):
-    """The saved form of one callback's state, or None when it has none this module can save."""
+    """The saved form of one callback's state.
+
+    Args:
+      callback: a ``keras.callbacks.Callback``.
+
+    Returns:
+      A JSON-able dict (``get_state()``, the Keras attributes, the variables' values), or None
+      when it has no state this module can save.
+    """
     if hasattr(callback, "get_state") and hasattr(callback, "set_state"):
         return {"get_state": callback.get_state()}
     state = {}
@@ -91,7 +107,12 @@ def state_of(callback):
 
 
 def set_state_of(callback, state) -> None:
-    """Give ``callback`` back the state :func:`state_of` recorded."""
+    """Give ``callback`` back the state `state_of` recorded.
+
+    Args:
+      callback: a callback of the same class and position as the one saved.
+      state: what `state_of` returned for it.
+    """
     if "get_state" in state:
         callback.set_state(state["get_state"])
         return
@@ -104,13 +125,26 @@ def set_state_of(callback, state) -> None:
 
 
 def unsaved(callbacks: Sequence) -> List[str]:
-    """Class names of callbacks whose state is not saved (neither stateless nor known nor get_state/tf.Variables)."""
+    """Class names of the callbacks whose state is not saved.
+
+    Args:
+      callbacks: the callbacks of a ``fit``.
+
+    Returns:
+      Those neither known to be stateless, nor Keras callbacks this module knows, nor with
+      ``get_state``/``set_state`` or ``tf.Variable`` attributes.
+    """
     return [type(c).__name__ for c in callbacks
             if not isinstance(c, STATELESS) and not hasattr(c, "get_state") and _keras_attributes(c) is None and not _variables(c)]
 
 
 class CallbackState(tf.train.experimental.PythonState):
-    """The state of the callbacks of the current ``fit``, saved and restored with the training checkpoint."""
+    """The state of the callbacks of the current ``fit``, saved and restored with the training checkpoint.
+
+    ``Trainer.callback_state`` is one; [`tfcustom.checkpoint.training_checkpoint`][tfcustom.checkpoint.training_checkpoint]
+    tracks it as ``callbacks``. Callbacks are matched by position and class name,
+    so pass the same callbacks in the same order when resuming.
+    """
 
     def __init__(self):
         self.callbacks: List = []
@@ -122,7 +156,11 @@ class CallbackState(tf.train.experimental.PythonState):
         return f"{i}:{type(callback).__name__}"
 
     def attach(self, callbacks: Sequence) -> None:
-        """Use ``callbacks`` from now on; give them any restored state (call after ``on_train_begin``)."""
+        """Use ``callbacks`` from now on; give them any restored state (call after ``on_train_begin``).
+
+        Args:
+          callbacks: the callbacks of this ``fit``.
+        """
         self.callbacks = list(callbacks)
         self._warned = False
         for i, c in enumerate(self.callbacks):
@@ -139,11 +177,13 @@ class CallbackState(tf.train.experimental.PythonState):
         self._warned = True
 
     def serialize(self) -> str:
+        """The callbacks' state as JSON (called by the checkpoint at each save); names unsaved state once."""
         self._warn_unsaved()  # once per fit, at its first checkpoint
         states = dict(self.pending)  # restored for callbacks this run has not passed (yet): kept
         states.update({self._key(i, c): state_of(c) for i, c in enumerate(self.callbacks)})
         return json.dumps({k: v for k, v in states.items() if v is not None})
 
     def deserialize(self, string) -> None:
+        """Keep the saved state until [`attach`][tfcustom.callbacks.state.CallbackState.attach] gives it to the next ``fit``'s callbacks."""
         string = string.decode("utf-8") if isinstance(string, bytes) else string
         self.pending = json.loads(string) if string else {}

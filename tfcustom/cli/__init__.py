@@ -1,11 +1,11 @@
 """Command-line entry points (the only place that reads absl flags).
 
-:func:`parse_flags` is absl's flag parsing for ``app.run(main,
+`parse_flags` is absl's flag parsing for ``app.run(main,
 flags_parser=parse_flags)`` with three differences: ``--help`` shows
 tfcustom's flags first, grouped, and exits 0 (``--helpfull`` adds absl's and
 TensorFlow's flags and exits 0); a bad flag, an unknown flag or an unreadable
 flagfile is one ``error:`` line and exit code 2, like every other config error;
-and logging is set up quietly (see :mod:`tfcustom.logs`).
+and logging is set up quietly (see `tfcustom.logs`).
 """
 
 import difflib

@@ -182,7 +182,7 @@ def _profile_steps(values):
 
 
 def config_from_flags():
-    """Parse the flags into a :class:`tfcustom.TrainConfig`."""
+    """Parse the flags into a [`tfcustom.TrainConfig`][tfcustom.TrainConfig]."""
     from tfcustom.config import TrainConfig
 
     return TrainConfig(

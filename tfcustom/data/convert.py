@@ -1,6 +1,4 @@
-"""Convert a dataset to sharded TFRecords: ``python -m tfcustom.data.convert``.
-
-::
+"""Convert a dataset to sharded TFRecords: ``python -m tfcustom.data.convert``, for instance:
 
     python -m tfcustom.data.convert --dataset=fashion_mnist --output_dir=/tmp/fm_tfrecord --num_shards=16
     tfcustom-train --dataset=tfrecord:/tmp/fm_tfrecord
@@ -9,7 +7,7 @@
 ``tfds:<name>`` or a NumPy ``.npz`` file with ``x_train``, ``y_train``,
 ``x_test``, ``y_test`` (and optionally ``class_names``). Each split becomes
 ``--num_shards`` shards of as equal sizes as possible (at most one example
-apart), in source order; see :mod:`tfcustom.data.tfrecord` for the format.
+apart), in source order; see `tfcustom.data.tfrecord` for the format.
 A non-empty ``--output_dir`` is refused unless ``--overwrite``.
 Exit codes: 0 done, 2 bad flags or data, 75 a full disk or an I/O error
 (free space and run the same command again: the shards of an unfinished
@@ -73,7 +71,7 @@ def prepare_output(output_dir: str, overwrite: bool) -> None:
 
 
 def convert(dataset, output_dir: str, num_shards: int = 16, overwrite: bool = False, data_dir: Optional[str] = None) -> str:
-    """Write ``dataset`` (a name, an ``.npz`` path or a :class:`tfcustom.data.Dataset`)
+    """Write ``dataset`` (a name, an ``.npz`` path or a [`tfcustom.data.Dataset`][tfcustom.data.Dataset])
     as sharded TFRecords plus ``dataset.json`` in ``output_dir``; return the spec's path."""
     check_positive_int("num_shards", num_shards)
     ds = dataset if isinstance(dataset, sources.Dataset) else load_source(dataset, data_dir)

@@ -1,6 +1,6 @@
 """Turn in-memory splits into ``tf.data`` input, per epoch and per replica.
 
-An :class:`InputPipeline` is a recipe, not a dataset: ``pipeline.dataset(epoch,
+An [`InputPipeline`][tfcustom.data.pipeline.InputPipeline] is a recipe, not a dataset: ``pipeline.dataset(epoch,
 skip_batches, input_context)`` builds the input of one epoch. The order of an
 epoch is a seeded permutation of ``(seed, epoch)``, so any epoch can be rebuilt
 exactly, from any batch (``skip_batches``): that is what exact resume needs.
@@ -89,8 +89,8 @@ def _replica_batches(indices: np.ndarray, global_batch: int, ctx: tf.distribute.
 class EpochInput:
     """What the Trainer reads: ``batch_size`` (global), ``steps_per_epoch``,
     ``len()`` and ``dataset(epoch, skip_batches, input_context)``, an epoch's
-    input rebuilt exactly from any batch. :class:`InputPipeline` (in memory) and
-    :class:`tfcustom.data.streaming.StreamingPipeline` (TFRecord shards) are the two kinds."""
+    input rebuilt exactly from any batch. [`InputPipeline`][tfcustom.data.pipeline.InputPipeline] (in memory) and
+    [`tfcustom.data.streaming.StreamingPipeline`][tfcustom.data.streaming.StreamingPipeline] (TFRecord shards) are the two kinds."""
 
     batch_size: int
 
@@ -100,7 +100,7 @@ class EpochInput:
 
 @dataclasses.dataclass
 class InputPipeline(EpochInput):
-    """Batched, optionally shuffled ``tf.data`` input over one :class:`Split`.
+    """Batched, optionally shuffled ``tf.data`` input over one [`Split`][tfcustom.data.Split].
 
     Args:
       split: the examples.
@@ -111,7 +111,7 @@ class InputPipeline(EpochInput):
         must see every example.
       cache: cache the normalised examples in memory (useful for evaluation
         pipelines that are read many times).
-      augment: augmentations (``("crop", "flip")``, see :mod:`tfcustom.data.augment`),
+      augment: augmentations (``("crop", "flip")``, see `tfcustom.data.augment`),
         seeded by (seed, epoch, index of the example in ``split``).
       sample_weight: optional per-example weights (``[N]``); batches are then
         ``(x, y, sample_weight)``, as ``keras.Model.fit(sample_weight=...)``.

@@ -1,8 +1,8 @@
 """Where examples come from: IDX files, TFDS, or NumPy arrays.
 
-Every source returns a :class:`Dataset` of in-memory NumPy arrays (uint8 or
+Every source returns a [`Dataset`][tfcustom.data.sources.Dataset] of in-memory NumPy arrays (uint8 or
 float images and int32 labels) that the pipeline in
-:mod:`tfcustom.data.pipeline` turns into ``tf.data`` input.
+`tfcustom.data.pipeline` turns into ``tf.data`` input.
 
 Examples:
     >>> ds = load("fashion_mnist")          # IDX files from the default directory
@@ -226,11 +226,11 @@ def check_images(x: np.ndarray, where: str) -> None:
 
 def from_numpy(x_train, y_train, x_test, y_test, num_classes: Optional[int] = None, class_names=None, name: str = "numpy",
                check_range: bool = True) -> Dataset:
-    """Wrap in-memory arrays as a :class:`Dataset` (labels validated).
+    """Wrap in-memory arrays as a [`Dataset`][tfcustom.data.sources.Dataset] (labels validated).
 
     Images are ``uint8`` (scaled to [0, 1] by the input pipeline) or floats in
     [0, 1]; other integer types and floats outside [0, 1] raise a
-    :class:`~tfcustom.errors.DataError` (see :func:`check_images`) unless
+    [`DataError`][tfcustom.errors.DataError] (see `check_images`) unless
     ``check_range=False``.
     """
     if check_range:
@@ -258,7 +258,7 @@ def subset(ds: Dataset, train: Optional[int] = None, test: Optional[int] = None)
 def load(name: str, data_dir: Optional[str] = None):
     """Load a dataset by name: ``fashion_mnist`` / ``mnist`` from IDX files,
     or ``tfds:<name>`` (e.g. ``tfds:cifar10``) through TFDS; ``tfrecord:DIR``
-    opens converted shards (a :class:`tfcustom.data.ShardedDataset`, streamed, not loaded)."""
+    opens converted shards (a [`tfcustom.data.ShardedDataset`][tfcustom.data.ShardedDataset], streamed, not loaded)."""
     if name.startswith(TFRECORD_PREFIX):
         from tfcustom.data.streaming import ShardedDataset
 

@@ -1,7 +1,7 @@
 """The sharded TFRecord format: shards of ``tf.train.Example`` plus ``dataset.json``.
 
 A dataset directory holds, per split, ``<split>-00000-of-000NN.tfrecord``
-files and one ``dataset.json`` spec::
+files and one ``dataset.json`` spec:
 
     {"format": "tfcustom.tfrecord", "version": 1, "name": "fashion_mnist",
      "image_shape": [28, 28, 1], "image_dtype": "uint8",
@@ -17,7 +17,7 @@ Examples keep their source order: shard ``i`` holds examples
 ``first_index .. first_index + num_examples - 1`` of the split.
 
 Shards are written atomically (a temporary name, then a rename) and the spec
-last, so a directory with a ``dataset.json`` is complete. :func:`read_spec`
+last, so a directory with a ``dataset.json`` is complete. [`read_spec`][tfcustom.data.tfrecord.read_spec]
 checks a directory before anything is trained on it: the spec parses, the
 shard files are exactly those listed (none missing, none extra), the per-shard
 counts add up, and every shard has its recorded size (a truncated shard is
@@ -168,7 +168,7 @@ def _check_shard(directory: str, shard: Shard, verify: str) -> None:
 def read_spec(directory: str, splits: Sequence[str] = ("train", "test"), verify: str = "full") -> DatasetSpec:
     """Read and check ``directory/dataset.json`` and the shards of ``splits``.
 
-    Raises :class:`tfcustom.errors.DataError` (one line) on a missing or
+    Raises [`tfcustom.errors.DataError`][tfcustom.errors.DataError] (one line) on a missing or
     unreadable spec, a missing split, missing or extra shard files, counts
     that do not add up, a truncated shard, or (``verify="full"``) a checksum
     mismatch. The shards are hashed in parallel threads.

@@ -4,7 +4,7 @@
 written atomically (a temporary sibling, then ``os.replace``), so a crash
 never leaves half a file; a file that is truncated or not JSON anyway was
 damaged afterwards (a copy cut short, an editor, a full disk on another
-tool's copy). :func:`read_json` turns that into a :class:`ConfigError` that
+tool's copy). `read_json` turns that into a [`ConfigError`][tfcustom.ConfigError] that
 names the file and the way forward, before the run writes anything.
 
 Examples:
@@ -32,7 +32,7 @@ START_OVER = "restore the file from a copy, or pass --overwrite to start the run
 def read_json(path: str, kind: Optional[type] = None, fix: str = START_OVER) -> Any:
     """The JSON value in ``path`` (a ``kind`` — ``dict`` or ``list`` — when given).
 
-    Raises :class:`tfcustom.errors.ConfigError` (one line: the file, what is
+    Raises [`tfcustom.errors.ConfigError`][tfcustom.errors.ConfigError] (one line: the file, what is
     wrong with it, ``fix``) when the file cannot be read, is not valid JSON
     (truncated, edited) or holds another kind of value.
     """
@@ -51,7 +51,7 @@ def read_json(path: str, kind: Optional[type] = None, fix: str = START_OVER) -> 
 
 
 def damaged(path: str, what: str, fix: str = START_OVER):
-    """Build (not raise) the :class:`ConfigError` of a run file that is valid JSON but wrong inside."""
+    """Build (not raise) the [`ConfigError`][tfcustom.ConfigError] of a run file that is valid JSON but wrong inside."""
     return config_error(f"{os.path.basename(path)} is damaged ({what})", path, fix)
 
 

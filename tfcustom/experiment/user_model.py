@@ -33,7 +33,7 @@ def is_reference(name) -> bool:
 
 def resolve(reference: str) -> Callable[..., Any]:
     """The function ``reference`` (``package.module:function``) names; a
-    :class:`~tfcustom.errors.ConfigError` (one line) if it cannot be imported or is not callable."""
+    [`ConfigError`][tfcustom.errors.ConfigError] (one line) if it cannot be imported or is not callable."""
     module_name, _, attr = reference.partition(":")
     check(bool(module_name) and bool(attr) and ":" not in attr, "a user model must be written module:function",
           reference, f"pass e.g. {_EXAMPLE}")

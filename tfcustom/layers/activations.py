@@ -54,5 +54,5 @@ def get_activation(identifier):
 def serialize_activation(fn):
     """The config form of an activation function (its name for Keras'
     built-ins, e.g. ``"relu"``; Keras' serialized form for registered
-    functions): what :func:`get_activation` turns back into ``fn``."""
+    functions): what [`get_activation`][tfcustom.layers.activations.get_activation] turns back into ``fn``."""
     return keras.activations.serialize(fn)

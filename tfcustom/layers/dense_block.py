@@ -23,7 +23,7 @@ class DenseBlock(keras.layers.Layer):
     Args:
         units: positive int.
         activation: anything ``keras.activations.get`` accepts (see
-            :func:`get_activation`).
+            [`get_activation`][tfcustom.layers.get_activation]).
         dropout: dropout rate in [0, 1); 0 disables it.
         batch_norm: whether to insert BatchNormalization.
         kernel_initializer: passed to the Dense.

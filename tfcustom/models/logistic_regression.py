@@ -11,7 +11,7 @@ from tfcustom.models.base import _StackModel, _logits_dtype
 
 @keras.saving.register_keras_serializable(package="tfcustom")
 class LogisticRegression(_StackModel):
-    """Flatten, then one :class:`~tfcustom.layers.Dense`: multinomial logistic
+    """Flatten, then one [`Dense`][tfcustom.layers.Dense]: multinomial logistic
     regression (softmax regression) returning logits.
 
     ``num_classes=1`` gives a single logit for binary problems (use it with a

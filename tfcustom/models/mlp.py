@@ -12,8 +12,8 @@ from tfcustom.models.base import _StackModel, _attach, _logits_dtype, _positive_
 
 @keras.saving.register_keras_serializable(package="tfcustom")
 class MLP(_StackModel):
-    """Flatten -> one :class:`~tfcustom.layers.DenseBlock` per hidden layer
-    -> :class:`~tfcustom.layers.Dense` logits.
+    """Flatten -> one [`DenseBlock`][tfcustom.layers.DenseBlock] per hidden layer
+    -> [`Dense`][tfcustom.layers.Dense] logits.
 
     Args:
         num_classes: number of logits.
