@@ -20,12 +20,10 @@ from tfcustom.errors import TfcustomError
 from tfcustom.train import train_and_evaluate
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, small_idx_dir):
-    out = str(tmp_path_factory.mktemp("faults") / "finished")
-    r = run(tiny_args(small_idx_dir, out))
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out
+@pytest.fixture
+def finished(tiny_run_dir):
+    """The shared finished run (see conftest.py); each case damages a copy."""
+    return tiny_run_dir
 
 
 def _truncate(path, keep=0.5):

@@ -141,13 +141,10 @@ def _unmount_all():
         subprocess.run(["umount", "-l", path], capture_output=True)
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, small_idx_dir):
-    """The uninterrupted run of the tiny config."""
-    out = str(tmp_path_factory.mktemp("reference") / "run")
-    r = run(tiny_args(small_idx_dir, out))
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out
+@pytest.fixture
+def reference(tiny_run_dir):
+    """The uninterrupted run of the tiny config (shared, see conftest.py)."""
+    return tiny_run_dir
 
 
 def _one_disk_line(r, pattern):
