@@ -36,7 +36,6 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence
@@ -47,7 +46,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfcustom.errors import check
-from tfcustom.experiment.run_json import damaged, read_json
+from tfcustom.experiment.run_json import damaged, read_json, write_json
 
 AUTOTUNE_FILE = "autotune.json"
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -330,7 +329,4 @@ def _from_file(path: str, data: dict, fix: str) -> AutotuneResult:
 
 
 def save(result: AutotuneResult, workdir: str) -> None:
-    path = os.path.join(workdir, AUTOTUNE_FILE)
-    with open(path + ".tmp", "w") as f:
-        json.dump(result.to_dict(), f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    write_json(os.path.join(workdir, AUTOTUNE_FILE), result.to_dict())

@@ -34,6 +34,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfcustom.errors import TfcustomError, check, format_error
+from tfcustom.experiment.disk_errors import writing
 
 INDEX_FILE = "checkpoint"  # tf.train.CheckpointManager's index of a checkpoint directory
 
@@ -162,6 +163,28 @@ def check_index(directory: str) -> None:
     fix = (f'write the line model_checkpoint_path: "{found[-1]}" into it to resume from the newest checkpoint {found[-1]}, '
            "or pass --overwrite to start over") if found else "delete it, or pass --overwrite to start over"
     raise CheckpointError(format_error(f"the checkpoint index {INDEX_FILE} {what}", index, fix))
+
+
+def save_checkpoint(manager: tf.train.CheckpointManager, number: int) -> str:
+    """``manager.save(checkpoint_number=number)``; return the path.
+
+    A full disk or an I/O error is one :class:`tfcustom.experiment.disk_errors.DiskError`
+    naming ``ckpt-<number>``, after removing what the failed save left: TF's
+    ``ckpt-<number>_temp/`` directory, and the checkpoint's files unless the
+    index lists them (an index write that failed keeps the old index, which
+    does not). The checkpoints listed in the index are never touched.
+    """
+    directory, name = manager.directory, f"ckpt-{number}"
+
+    def temporaries():
+        here = glob.escape(directory)
+        paths = [os.path.join(here, f"{name}_temp*"), os.path.join(here, f"{INDEX_FILE}.tmp*")]
+        if name not in {os.path.basename(p) for p in manager.checkpoints}:
+            paths.append(os.path.join(here, f"{name}.*"))
+        return paths
+
+    with writing(f"checkpoint {name}", directory, cleanup=temporaries):
+        return manager.save(checkpoint_number=number)
 
 
 def restore_latest(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> Optional[str]:

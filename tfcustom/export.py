@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcustom.errors import check, config_error, data_error, is_writable_dir
+from tfcustom.experiment.disk_errors import atomic, writing
 from tfcustom.experiment.export_formats import FORMATS as EXTRA_FORMATS
 from tfcustom.experiment.export_formats import export_formats, require_runtime
 from tfcustom.run_dir import (  # the run-directory half of the export API, re-exported
@@ -193,9 +194,10 @@ def export_model(
     token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp = {k: os.path.join(directory, f".tmp-{token}-{os.path.basename(p)}") for k, p in finals.items()}
     try:
-        model.save(tmp["keras"])
-        if "saved_model" in tmp:
-            write_saved_model(model, tmp["saved_model"], shape)
+        with writing(f"the exported model ({', '.join(os.path.basename(p) for p in finals.values())})", directory):
+            model.save(tmp["keras"])
+            if "saved_model" in tmp:
+                write_saved_model(model, tmp["saved_model"], shape)
     except BaseException:
         for p in tmp.values():
             _remove(p)
@@ -230,7 +232,7 @@ def _export_checked(model, directory, formats, shape, images) -> Dict[str, str]:
     if images is None:
         images = np.random.default_rng(0).uniform(0.0, 1.0, (16,) + tuple(shape)).astype(np.float32)
     report = export_formats(model, directory, formats, images)
-    with open(os.path.join(directory, EXPORT_CHECK_FILE), "w") as f:
+    with atomic(os.path.join(directory, EXPORT_CHECK_FILE)) as tmp, open(tmp, "w") as f:
         json.dump(report, f, indent=2)
     return {fmt: entry["path"] for fmt, entry in report.items()}
 

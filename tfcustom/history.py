@@ -10,18 +10,13 @@ Examples:
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from typing import Dict, List
 
-from tfcustom.experiment.run_json import damaged, read_json
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+from tfcustom.experiment.disk_errors import atomic
+from tfcustom.experiment.run_json import damaged, read_json, write_text
 
 
 class History:
@@ -72,15 +67,13 @@ class History:
     def write(self, directory: str) -> None:
         """Write ``history.json`` and ``history.csv`` into ``directory`` (atomically)."""
         os.makedirs(directory, exist_ok=True)
-        _atomic_write_text(os.path.join(directory, "history.json"), self.to_json() + "\n")
-        keys = self.keys()
-        tmp = os.path.join(directory, "history.csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            for r in self.records:
-                writer.writerow(r)
-        os.replace(tmp, os.path.join(directory, "history.csv"))
+        write_text(os.path.join(directory, "history.json"), self.to_json() + "\n")
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=self.keys(), lineterminator="\r\n")
+        writer.writeheader()
+        for r in self.records:
+            writer.writerow(r)
+        write_text(os.path.join(directory, "history.csv"), text.getvalue())
 
     @classmethod
     def read(cls, directory: str) -> "History":
@@ -114,6 +107,7 @@ class History:
             ax.legend()
         fig.suptitle("Learning curves (a widening train-validation gap = overfitting)")
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        with atomic(path) as tmp:  # never half a picture; a full disk is one line
+            fig.savefig(tmp, dpi=100, format=os.path.splitext(path)[1][1:] or "png")
         plt.close(fig)
         return path

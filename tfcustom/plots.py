@@ -20,6 +20,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 from tfcustom.errors import check, check_positive_int
+from tfcustom.experiment.disk_errors import atomic
 
 CONFUSION_FILE = "confusion_matrix.png"
 MISCLASSIFIED_FILE = "misclassified.png"
@@ -37,7 +38,8 @@ def _figure(width: float, height: float):
 
 def _save(fig, path: Optional[str]):
     if path:
-        fig.savefig(path, dpi=100)
+        with atomic(path) as tmp:  # never half a picture; a full disk is one line
+            fig.savefig(tmp, dpi=100, format=os.path.splitext(path)[1][1:] or "png")
     return fig
 
 

@@ -44,6 +44,7 @@ from typing import Any, Dict, Optional, Tuple
 import tensorflow as tf
 
 from tfcustom.errors import check, check_positive_int
+from tfcustom.experiment.disk_errors import writing
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 
@@ -72,14 +73,27 @@ def _keep(event, global_step: int, epochs_done: int) -> bool:
     return event.step <= global_step
 
 
+def _read_records(path: str):
+    """The complete records of an event file, and whether its end was cut short
+    (a write that failed on a full disk, or a crash): those complete records are kept."""
+    records = []
+    try:
+        for r in tf.data.TFRecordDataset(path):
+            records.append(bytes(r.numpy()))
+    except tf.errors.DataLossError:
+        return records, True
+    return records, False
+
+
 def discard_after(logdir: str, global_step: int, epochs_done: int) -> int:
     """Remove the summaries written after a checkpoint from ``logdir``'s event files.
 
     Keeps the step summaries up to ``global_step``, the epoch summaries of the
     ``epochs_done`` finished epochs, and deletes the ``test`` directory
     (end-of-run summaries are written again). Each file is rewritten to a
-    temporary sibling and renamed over the original. Returns the number of
-    events removed.
+    temporary sibling and renamed over the original; a file whose last record
+    was cut short (a full disk) keeps its complete records. Returns the number
+    of events removed.
     """
     from tensorboard.compat.proto import event_pb2
 
@@ -89,9 +103,9 @@ def discard_after(logdir: str, global_step: int, epochs_done: int) -> int:
         if path.endswith(".tmp"):
             os.remove(path)
             continue
-        records = [bytes(r.numpy()) for r in tf.data.TFRecordDataset(path)]
+        records, truncated = _read_records(path)
         kept = [r for r in records if _keep(event_pb2.Event.FromString(r), global_step, epochs_done)]
-        if len(kept) == len(records):
+        if len(kept) == len(records) and not truncated:
             continue
         removed += len(records) - len(kept)
         with tf.io.TFRecordWriter(path + ".tmp") as writer:
@@ -135,8 +149,13 @@ class SummaryWriter:
             self._writers[name] = tf.summary.create_file_writer(os.path.join(self.logdir, name)) if self.chief else tf.summary.create_noop_writer()
         return self._writers[name]
 
+    def _guard(self):
+        """A full disk or an I/O error while writing events: one DiskError line, rewritten files' temporaries removed."""
+        here = glob.escape(self.logdir)
+        return writing("TensorBoard events", self.logdir, cleanup=lambda: glob.glob(os.path.join(here, "**", "*.tmp"), recursive=True))
+
     def _scalars(self, name: str, prefix: str, values: Dict[str, float], step: int) -> None:
-        with self._writer(name).as_default(step=step):
+        with self._guard(), self._writer(name).as_default(step=step):
             for key, value in values.items():
                 tf.summary.scalar(prefix + key, float(value))
 
@@ -152,7 +171,8 @@ class SummaryWriter:
             if config is not None:
                 self.write_config(config)
         else:
-            discard_after(self.logdir, global_step, epochs_done)
+            with self._guard():
+                discard_after(self.logdir, global_step, epochs_done)
 
     def write_config(self, config: Dict[str, Any]) -> None:
         from tensorboard.plugins.hparams import api as hp
@@ -160,9 +180,9 @@ class SummaryWriter:
         if not self.chief:
             return
         text = "```\n" + json.dumps(config, indent=2, sort_keys=True) + "\n```"
-        with self._writer(TRAIN).as_default(step=0):
+        with self._guard(), self._writer(TRAIN).as_default(step=0):
             tf.summary.text("config", text)
-        with self._writer("").as_default(step=0):
+        with self._guard(), self._writer("").as_default(step=0):
             hp.hparams(_hparam_values(config), trial_id=os.path.basename(os.path.dirname(os.path.abspath(self.logdir))))
         self.flush()
 
@@ -189,7 +209,7 @@ class SummaryWriter:
         self._scalars(TEST, "test_", logs, step)
         if confusion_png is not None:
             image = tf.io.decode_png(confusion_png, channels=4)[tf.newaxis]
-            with self._writer(TEST).as_default(step=step):
+            with self._guard(), self._writer(TEST).as_default(step=step):
                 tf.summary.image("confusion_matrix", image)
         self.flush()
 
@@ -197,7 +217,7 @@ class SummaryWriter:
         """``epoch_weights/<variable path>`` histograms at step ``epoch - 1``, every ``histograms_every_epochs`` epochs."""
         if not self.histograms_every_epochs or epoch % self.histograms_every_epochs or not self.chief:
             return
-        with self._writer(TRAIN).as_default(step=epoch - 1):
+        with self._guard(), self._writer(TRAIN).as_default(step=epoch - 1):
             for v in model.weights:
                 tf.summary.histogram("epoch_weights/" + (v.path if hasattr(v, "path") else v.name), tf.convert_to_tensor(v))
 
@@ -218,14 +238,16 @@ class SummaryWriter:
             self.profile_steps = None  # once per run
 
     def flush(self) -> None:
-        for w in self._writers.values():
-            w.flush()
+        with self._guard():
+            for w in self._writers.values():
+                w.flush()
 
     def close(self) -> None:
         if self._profiling:  # training ended inside profile_steps
             tf.profiler.experimental.stop()
             self._profiling = False
-        for w in self._writers.values():
-            w.close()
-        self._writers = {}
+        writers, self._writers = self._writers, {}
+        with self._guard():
+            for w in writers.values():
+                w.close()
 

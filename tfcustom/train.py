@@ -22,7 +22,6 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import time
@@ -44,7 +43,8 @@ from tfcustom.early_stopping import EarlyStopping
 from tfcustom.history import History
 from tfcustom.export import BEST_SUBDIR, CHECKPOINT_DIR, CONFIG_FILE, KERAS_FILE, RESULTS_FILE, SAVED_MODEL_DIR, export_model
 from tfcustom.experiment import finders, user_model
-from tfcustom.experiment.run_json import read_json
+from tfcustom.experiment import disk_errors
+from tfcustom.experiment.run_json import read_json, write_json
 from tfcustom.experiment.run_lock import LOCK_FILE, RunLock
 from tfcustom.errors import check, config_error, is_writable_dir
 from tfcustom.preemption import ClusterPreemption, is_cluster
@@ -306,14 +306,6 @@ def _eval_batch_size(config: TrainConfig, num_examples: int, replicas: int) -> i
     return max(replicas, batch - batch % replicas)
 
 
-def _write_json(path: str, obj: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def train_and_evaluate(
     config: TrainConfig,
     workdir: str,
@@ -362,6 +354,8 @@ def train_and_evaluate(
     try:
         with lock:
             return _train_and_evaluate(config, workdir, strategy, overwrite, dataset)
+    except disk_errors.DiskError as e:  # full disk, I/O error: say what survives (one line, exit 75)
+        raise disk_errors.with_survivors(e, os.path.join(workdir, CHECKPOINT_DIR)) from None
     except Exception:
         if lock.created_dir and os.path.isdir(workdir) and not os.listdir(workdir):
             os.rmdir(workdir)  # nothing is left behind by a run refused before it wrote anything
@@ -453,7 +447,7 @@ def _train_and_evaluate(config, workdir, strategy, overwrite, dataset) -> Dict[s
     check_workers_agree(strategy, trainer)
     os.makedirs(workdir, exist_ok=True)
     if chief:
-        _write_json(os.path.join(workdir, CONFIG_FILE), requested.to_dict())
+        write_json(os.path.join(workdir, CONFIG_FILE), requested.to_dict())
         autotune.save(tuned, workdir)
     if summary_writer is not None:  # a resumed run drops the points written after its checkpoint
         summary_writer.start(int(trainer.global_step.numpy()), int(trainer.epoch.numpy()), config.to_dict())
@@ -522,5 +516,5 @@ def _train_and_evaluate(config, workdir, strategy, overwrite, dataset) -> Dict[s
         if summary_writer is not None:  # the chief's
             summary_writer.write_test(int(trainer.epoch.numpy()) - 1, test_logs, confusion_png)
             summary_writer.close()
-        _write_json(os.path.join(workdir, RESULTS_FILE), results)
+        write_json(os.path.join(workdir, RESULTS_FILE), results)
     return results

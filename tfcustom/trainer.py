@@ -51,7 +51,7 @@ from absl import logging
 from tfcustom import fit_inputs
 from tfcustom import steps as steps_lib
 from tfcustom.callbacks import CallbackList, CallbackState, check_learning_rate_settable, epoch_logs_for_callbacks
-from tfcustom.checkpoint import ReplicaState
+from tfcustom.checkpoint import ReplicaState, save_checkpoint
 from tfcustom.compile_args import copy_state, eval_copy, metric_from_spec, resolve_loss, resolve_optimizer
 from tfcustom.compile_metrics import resolve_metrics
 from tfcustom.data.pipeline import EpochInput, InputPipeline
@@ -421,7 +421,7 @@ class Trainer(ReplicaStateSync):
         copies = self._gather_replica_copies(("metrics",) if scheduled else ("metrics", "model"))
         self.replica_state.values = copies
         self.sync_replica_state()
-        path = manager.save(checkpoint_number=step)
+        path = save_checkpoint(manager, step)  # a full disk: one line, its temporaries removed
         self._set_replica_copies({k: v for k, v in copies.items() if k == "model"})  # as before the averaging
         self.replica_state.values = {}
         self._last_saved_step = step
@@ -574,7 +574,7 @@ class Trainer(ReplicaStateSync):
             check(early_stopping.monitor in logs, "early stopping monitors a value the epoch logs do not have", early_stopping.monitor, f"monitor one of: {', '.join(k for k in logs if k != 'epoch')}")
             stop = early_stopping.update(logs[early_stopping.monitor], epoch + 1, self.model if best_checkpoint_manager is None else None)
             if best_checkpoint_manager is not None and int(early_stopping.best_epoch.numpy()) == epoch + 1:
-                best_checkpoint_manager.save(checkpoint_number=epoch + 1)
+                save_checkpoint(best_checkpoint_manager, epoch + 1)
                 logging.debug("New best %s=%.4g: saved %s", early_stopping.monitor, logs[early_stopping.monitor], best_checkpoint_manager.latest_checkpoint)
         return stop
 

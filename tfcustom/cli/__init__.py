@@ -46,7 +46,9 @@ def report_error(e: Exception, stopped_hint: str = "") -> int:
     """Print the one line for a tfcustom error raised by training; return its exit code.
 
     4 when training was stopped by SIGTERM/Ctrl-C (``stopped: ...`` plus
-    ``stopped_hint``), 3 for a non-finite loss, 2 for any other tfcustom error.
+    ``stopped_hint``), 3 for a non-finite loss, 75 for a full disk or an I/O
+    error (:data:`tfcustom.experiment.disk_errors.DISK_EXIT_CODE`), 2 for any
+    other tfcustom error.
     """
     from tfcustom.errors import NonFiniteLossError
     from tfcustom.preemption import TrainingInterrupted
@@ -55,7 +57,7 @@ def report_error(e: Exception, stopped_hint: str = "") -> int:
         print(f"stopped: {e}{stopped_hint}", file=sys.stderr)
         return TrainingInterrupted.exit_code
     print(f"error: {e}", file=sys.stderr)
-    return 3 if isinstance(e, NonFiniteLossError) else 2
+    return 3 if isinstance(e, NonFiniteLossError) else getattr(e, "exit_code", 2)
 
 
 def parse_flags(argv: Sequence[str], groups: Optional[Dict[str, Sequence[str]]] = None, doc: Optional[str] = None):

@@ -5,7 +5,8 @@ This module is the only one that reads ``FLAGS``. Flags can come from a file:
 
 Exit codes: 0 done, 2 bad flags / config / data / checkpoint, 3 non-finite loss,
 4 stopped by SIGTERM or Ctrl-C after saving a checkpoint (run the same command
-again to resume).
+again to resume), 75 a full disk or an I/O error while writing the run (free
+space and run the same command again to resume; see tfcustom.experiment.disk_errors).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 from absl import app, flags
 
 from tfcustom.cli import parse_flags, report_error
+from tfcustom.experiment import disk_errors
 
 FLAGS = flags.FLAGS
 
@@ -128,7 +130,8 @@ USAGE = """Usage: tfcustom-train [--flagfile=FILE] [--name=value ...]   (or pyth
 
 Trains a model on Fashion-MNIST (or MNIST, a TFDS dataset) and writes the run to --output_dir.
 Flags after a --flagfile (or --config) override it. Exit codes: 0 done, 2 bad flags/config/data,
-3 non-finite loss, 4 stopped by SIGTERM/Ctrl-C (run the same command again to resume)."""
+3 non-finite loss, 4 stopped by SIGTERM/Ctrl-C (run the same command again to resume),
+75 disk full or I/O error (free space, then run the same command again to resume)."""
 
 # --help lists the flags in these groups (flags not named here appear under "other").
 HELP_GROUPS = {
@@ -260,7 +263,10 @@ def main(argv):
         os._exit(e.exit_code)
     except TfcustomError as e:
         return report_error(e)
-    except Exception as e:  # noqa: BLE001 -- only a corrupt TFRecord is turned into an error line
+    except Exception as e:  # noqa: BLE001 -- only a corrupt TFRecord and an environmental write failure become one line
+        if disk_errors.reason(e) is not None:  # a write no guard of tfcustom.experiment.disk_errors names
+            return report_error(disk_errors.DiskError(f"{disk_errors.reason(e)} ({str(e).splitlines()[0][:300]}); "
+                                                      + disk_errors.what_survives(os.path.join(FLAGS.output_dir, "checkpoints"))))
         if type(e).__name__ != "DataLossError":
             raise
         print(f"error: a TFRecord shard is corrupt ({str(e).splitlines()[0][:300]}). The last checkpoint holds no step on it; "

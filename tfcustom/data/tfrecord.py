@@ -48,6 +48,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcustom.errors import DataError, data_error
+from tfcustom.experiment.disk_errors import atomic
 
 SPEC_FILE = "dataset.json"
 FORMAT = "tfcustom.tfrecord"
@@ -106,11 +107,9 @@ def serialize_example(image: np.ndarray, label: int) -> bytes:
 
 def write_shard(path: str, images: np.ndarray, labels: np.ndarray) -> Dict:
     """Write one shard atomically (``<path>.tmp`` then rename); return its spec entry."""
-    tmp = path + ".tmp"
-    with tf.io.TFRecordWriter(tmp) as writer:
+    with atomic(path, f"shard {os.path.basename(path)}") as tmp, tf.io.TFRecordWriter(tmp) as writer:
         for image, label in zip(images, labels):
             writer.write(serialize_example(image, label))
-    os.replace(tmp, path)
     return {"file": os.path.basename(path), "num_examples": int(len(labels)), "bytes": os.path.getsize(path), "sha256": file_sha256(path)}
 
 
@@ -123,10 +122,9 @@ def spec_digest(spec: Dict) -> str:
 def write_spec(directory: str, spec: Dict) -> None:
     path = os.path.join(directory, SPEC_FILE)
     spec = dict(spec, spec_sha256=spec_digest(spec))
-    with open(path + ".tmp", "w") as f:
+    with atomic(path) as tmp, open(tmp, "w") as f:
         json.dump(spec, f, indent=2)
         f.write("\n")
-    os.replace(path + ".tmp", path)
 
 
 def _bad(directory: str, what: str, received, fix: str = ""):

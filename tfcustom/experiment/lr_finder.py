@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Callable, Iterable, List, Optional
 
 import numpy as np
@@ -41,6 +42,7 @@ from absl import logging
 
 from tfcustom import steps as steps_lib
 from tfcustom.errors import check
+from tfcustom.experiment.disk_errors import atomic
 
 RULES = ("steepest", "min_div_10")
 #: Where the sweep starts.
@@ -188,6 +190,7 @@ def plot(result: LRFinderResult, path: str) -> str:
     ax.set_title(f"Learning-rate range test: chose {result.learning_rate:.2g} ({result.rule})")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic(path) as tmp:  # a full disk is one line
+        fig.savefig(tmp, dpi=100, format=os.path.splitext(path)[1][1:] or "png")
     plt.close(fig)
     return path

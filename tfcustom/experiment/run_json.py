@@ -24,6 +24,7 @@ import os
 from typing import Any, Optional
 
 from tfcustom.errors import config_error
+from tfcustom.experiment.disk_errors import atomic
 
 START_OVER = "restore the file from a copy, or pass --overwrite to start the run over"
 
@@ -52,3 +53,14 @@ def read_json(path: str, kind: Optional[type] = None, fix: str = START_OVER) -> 
 def damaged(path: str, what: str, fix: str = START_OVER):
     """Build (not raise) the [`ConfigError`][tfcustom.ConfigError] of a run file that is valid JSON but wrong inside."""
     return config_error(f"{os.path.basename(path)} is damaged ({what})", path, fix)
+
+
+def write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (see :func:`tfcustom.experiment.disk_errors.atomic`)."""
+    with atomic(path) as tmp, open(tmp, "w") as f:
+        f.write(text)
+
+
+def write_json(path: str, value: Any) -> None:
+    """:func:`write_text` of ``value`` as indented JSON with sorted keys."""
+    write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
