@@ -1,7 +1,8 @@
 """The API reference's docstrings: their examples run, and the sections a reader looks for are there.
 
 The public objects are those the reference renders: every class and function exported by a
-module named on a ``docs/api/*.md`` page (``::: tfcustom.x``; ``__all__`` when it has one),
+module named on a ``docs/api/*.md`` page (``::: tfcustom.x``; its ``__all__``, else the objects
+it defines itself),
 and the objects named there directly (``::: tfcustom.Trainer``). Each object's docstring (and
 its methods') ``>>>`` examples run with doctest in the namespace of the module that defines the
 object, as ``doctest.testmod`` runs them. Each object should have a summary line, ``Args:`` (when it takes arguments), ``Returns:``
@@ -27,9 +28,7 @@ KNOWN_GAPS = {
     "tfcustom.autotune.AutotuneResult": ['Args', 'Examples'],
     "tfcustom.autotune.Measurement": ['Args', 'Examples'],
     "tfcustom.autotune.candidates": ['Args', 'Returns', 'Examples'],
-    "tfcustom.autotune.check": ['Args', 'Examples'],
     "tfcustom.autotune.cpu_has_bf16": ['Args', 'Returns', 'Examples'],
-    "tfcustom.autotune.damaged": ['Args', 'Returns', 'Examples'],
     "tfcustom.autotune.decide": ['Args', 'Returns', 'Examples'],
     "tfcustom.autotune.load": ['Args', 'Returns', 'Examples'],
     "tfcustom.autotune.load_from": ['Args', 'Returns', 'Examples'],
@@ -37,7 +36,6 @@ KNOWN_GAPS = {
     "tfcustom.autotune.losses_agree": ['Args', 'Returns', 'Examples'],
     "tfcustom.autotune.measure": ['Args', 'Returns', 'Examples'],
     "tfcustom.autotune.pick_faster": ['Args', 'Returns', 'Examples'],
-    "tfcustom.autotune.read_json": ['Args', 'Returns', 'Examples'],
     "tfcustom.autotune.save": ['summary', 'Args', 'Examples'],
     "tfcustom.autotune.tune": ['Returns', 'Examples'],
     "tfcustom.callbacks.CallbackList": ['Examples'],
@@ -46,12 +44,11 @@ KNOWN_GAPS = {
     "tfcustom.callbacks.check_learning_rate_settable": ['Examples'],
     "tfcustom.checkpoint.CheckpointError": ['Examples'],
     "tfcustom.checkpoint.ReplicaState": ['Examples'],
-    "tfcustom.checkpoint.TfcustomError": ['Examples'],
     "tfcustom.checkpoint.check_index": ['Args', 'Examples'],
-    "tfcustom.checkpoint.format_error": ['Args', 'Returns', 'Examples'],
     "tfcustom.checkpoint.model_checkpoint": ['Args', 'Returns', 'Examples'],
     "tfcustom.checkpoint.model_variables": ['Args', 'Returns', 'Examples'],
     "tfcustom.checkpoint.restore_latest": ['Args', 'Returns', 'Examples'],
+    "tfcustom.checkpoint.save_checkpoint": ['Args', 'Returns', 'Examples'],
     "tfcustom.checkpoint.saved_checkpoints": ['Args', 'Returns', 'Examples'],
     "tfcustom.checkpoint.training_checkpoint": ['Args', 'Returns', 'Examples'],
     "tfcustom.colab.StrategyChoice": ['Args', 'Examples'],
@@ -79,10 +76,13 @@ KNOWN_GAPS = {
     "tfcustom.doctor.Setup": ['Args', 'Examples'],
     "tfcustom.doctor.check": ['Returns', 'Examples'],
     "tfcustom.dropout.check_rate": ['Args', 'Returns', 'Examples'],
+    "tfcustom.errors.TfcustomError": ['Examples'],
+    "tfcustom.errors.check": ['Args', 'Examples'],
     "tfcustom.errors.check_one_of": ['Args', 'Examples'],
     "tfcustom.errors.check_positive_int": ['Args', 'Returns', 'Examples'],
     "tfcustom.errors.config_error": ['Args', 'Returns', 'Examples'],
     "tfcustom.errors.data_error": ['Args', 'Returns', 'Examples'],
+    "tfcustom.errors.format_error": ['Args', 'Returns', 'Examples'],
     "tfcustom.errors.is_writable_dir": ['Args', 'Returns', 'Examples'],
     "tfcustom.experiment.batch_finder.BatchFinderResult": ['Args', 'Examples'],
     "tfcustom.experiment.batch_finder.fastest_steps_per_execution": ['Args', 'Returns', 'Examples'],
@@ -128,18 +128,11 @@ KNOWN_GAPS = {
     "tfcustom.preemption.is_cluster": ['Args', 'Returns', 'Examples'],
     "tfcustom.sam.names": ['Returns', 'Examples'],
     "tfcustom.sam.split_sam_name": ['Args', 'Returns', 'Examples'],
-    "tfcustom.steps.CheckedStep": ['Args', 'Examples'],
-    "tfcustom.steps.GradientReduction": ['Examples'],
-    "tfcustom.steps.LossScaling": ['Args', 'Examples'],
-    "tfcustom.steps.ReplicaState": ['Args', 'Examples'],
     "tfcustom.steps.compute_loss_and_gradients": ['Args', 'Returns', 'Examples'],
-    "tfcustom.steps.multi_step_loop": ['Args', 'Returns', 'Examples'],
     "tfcustom.steps.op_determinism_enabled": ['Returns', 'Examples'],
     "tfcustom.steps.per_example_loss": ['Args', 'Returns', 'Examples'],
     "tfcustom.steps.regularization_loss": ['Args', 'Returns', 'Examples'],
-    "tfcustom.steps.replica_state_variables": ['Args', 'Returns', 'Examples'],
     "tfcustom.steps.unpack_batch": ['Args', 'Returns', 'Examples'],
-    "tfcustom.steps.unscale": ['Args', 'Returns', 'Examples'],
     "tfcustom.steps.update_metrics": ['Args', 'Returns', 'Examples'],
     "tfcustom.strategy.describe": ['Args', 'Returns', 'Examples'],
     "tfcustom.strategy.device_type": ['Args', 'Returns', 'Examples'],
@@ -191,7 +184,9 @@ def public_objects():
         if module is None:
             objects = {target: eval(target, {"tfcustom": tfcustom})}  # e.g. tfcustom.Trainer
         else:
-            names = getattr(module, "__all__", None) or [n for n in vars(module) if not n.startswith("_")]
+            names = getattr(module, "__all__", None)
+            if names is None:  # as mkdocstrings: without __all__, the module's own objects, not its imports
+                names = [n for n, o in vars(module).items() if not n.startswith("_") and getattr(o, "__module__", None) == target]
             objects = {f"{target}.{n}": getattr(module, n) for n in names}
         for name, obj in objects.items():
             if isinstance(obj, types.ModuleType) or not (inspect.isclass(obj) or inspect.isfunction(obj)):
