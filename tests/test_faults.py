@@ -262,3 +262,20 @@ def test_environmental_errors_are_told_apart_from_bugs(tmp_path):
             open(tmp, "w").write("half")
             raise OSError(errno.EIO, "Input/output error")
     assert open(path).read() == "old" and os.listdir(tmp_path) == ["results.json"]
+
+
+def test_a_resume_keeps_the_complete_events_of_a_file_cut_short(tmp_path):
+    """An event file whose last record a full disk cut short: its complete records stay readable."""
+    from tfcustom.summaries import discard_after
+
+    logdir = str(tmp_path / "tensorboard")
+    writer = tf.summary.create_file_writer(os.path.join(logdir, "train"))
+    with writer.as_default():
+        for step in range(5):
+            tf.summary.scalar("batch_loss", float(step), step=step)
+    writer.close()
+    (path,) = glob.glob(os.path.join(logdir, "train", "events.out.tfevents.*"))
+    os.truncate(path, os.path.getsize(path) - 7)  # the last record loses its end
+    discard_after(logdir, global_step=10, epochs_done=0)
+    steps = [int(e.step) for e in tf.compat.v1.train.summary_iterator(path) if e.HasField("summary")]
+    assert steps == [0, 1, 2, 3]  # read without a DataLossError: the cut record is gone, the rest kept
