@@ -27,7 +27,69 @@ NONFINITE_POLICIES = ("stop", "skip")
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything that defines a training run."""
+    """Everything that defines a training run: the fields are ``tfcustom-train``'s flags.
+
+    Validated by [`train_and_evaluate`][tfcustom.train_and_evaluate] before anything runs
+    (``validate()``: one [`ConfigError`][tfcustom.ConfigError] saying what to change).
+
+    Attributes:
+      dataset: ``fashion_mnist``, ``mnist``, ``tfds:<name>`` or ``tfrecord:DIR``.
+      data_dir: where the IDX files are (default ``$TFCUSTOM_DATA_DIR``, then Debian's path).
+      validation_size: training examples held out for validation (0: none).
+      augment: ``("crop", "flip")`` or a subset, seeded per example and epoch.
+      shuffle_buffer: ``tfrecord:DIR`` only: examples per shuffle block.
+      verify_shards: ``tfrecord:DIR`` only: ``"full"`` (SHA-256 at start) or ``"size"``.
+      train_subset: use only the first N training examples.
+      test_subset: test on the first N test examples only.
+      model: a registered model name or ``package.module:function``.
+      model_kwargs: keyword arguments of the model.
+      loss: a loss name (``tfcustom.losses`` or Keras); the models output logits.
+      label_smoothing: for the cross-entropy losses.
+      metrics: metric names, as ``compile`` takes them.
+      optimizer: an optimizer name (``tfcustom.optimizers``; ``sam_*`` for SAM).
+      learning_rate: a float, or ``"find"`` (the learning-rate finder).
+      lr_schedule: ``constant``, ``cosine``, ``exponential`` or ``step``.
+      warmup_epochs: linear warm-up before the schedule.
+      weight_decay: decoupled weight decay, or None.
+      momentum: for SGD-like optimizers.
+      clip_global_norm: clip the summed gradient to this global norm.
+      sam_rho: SAM's neighbourhood size (``sam_*`` optimizers).
+      epochs: epochs in total (a resumed run trains up to this epoch).
+      batch_size: the global batch size, or ``"find"``.
+      early_stopping_patience: epochs without improvement of ``monitor``; None: never stop.
+      monitor: the value early stopping and the best checkpoint follow.
+      seed: seeds the weights, the data order and the augmentation.
+      deterministic: TF op determinism; nothing chosen by timing.
+      jit_compile: ``"auto"`` (measured), True or False.
+      autotune_from: replay another run's autotune decision (its directory or file).
+      steps_per_execution: train steps per ``tf.function`` call.
+      on_nonfinite: ``"stop"`` or ``"skip"`` a NaN/Inf step.
+      eval_batch_size: the batch size of evaluation.
+      verbose: 1: a progress bar per epoch; 0: logs only.
+      strategy: ``auto``, ``cpu``, ``gpu``, ``mirrored``, ``multi_worker`` or ``tpu``.
+      num_cpu_replicas: ``mirrored`` on a CPU: this many logical devices.
+      tpu_address: ``local``, ``grpc://HOST:PORT`` or a Cloud TPU name.
+      precision: ``auto``, ``float32``, ``mixed_float16`` or ``mixed_bfloat16``.
+      log_replica_losses: log each replica's share of the loss every N steps.
+      tensorboard: write TensorBoard summaries to ``<output_dir>/tensorboard``.
+      log_every_steps: step summaries every N steps.
+      histograms_every_epochs: weight histograms every N epochs (0: never).
+      profile_steps: ``(start, end)`` global steps to profile.
+      cluster_timeout: ``multi_worker``: seconds to wait for the other workers.
+      checkpoint_every_steps: a checkpoint every N steps (and at each epoch end).
+      keep_checkpoints: checkpoints kept.
+      export_best: test and export the best ``monitor`` epoch's model.
+      export_formats: ``saved_model``, ``litert``, ``onnx``.
+      target_accuracy: record when validation accuracy first reached it.
+      target_accuracy_test: also evaluate the test split at each epoch end for it.
+
+    Examples:
+        >>> config = TrainConfig(model="mlp", epochs=2).validate()  # returns the config
+        >>> config.replace(epochs=3).differences(config)  # epochs may change on resume
+        {}
+        >>> config.replace(learning_rate=0.01).differences(config)
+        {'learning_rate': (0.01, 0.001)}
+    """
 
     # data
     dataset: str = "fashion_mnist"

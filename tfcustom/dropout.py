@@ -64,6 +64,14 @@ class Dropout(keras.layers.Layer):
         global generator (set by ``keras.utils.set_random_seed``), so that a
         seeded program builds the same layers.
       noise_shape: as in ``keras.layers.Dropout`` (1 = shared along that axis).
+
+    Examples:
+        >>> layer = Dropout(0.5, seed=0)
+        >>> y = layer(np.ones((1000,), "float32"), training=True).numpy()
+        >>> sorted(set(y.tolist())), bool(0.4 < (y == 0).mean() < 0.6)  # kept values scaled by 1/(1 - rate)
+        ([0.0, 2.0], True)
+        >>> bool((layer(np.ones((4,), "float32"), training=False).numpy() == 1).all())
+        True
     """
 
     def __init__(self, rate, seed=None, noise_shape=None, **kwargs):

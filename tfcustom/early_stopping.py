@@ -27,6 +27,19 @@ class EarlyStopping(tf.Module):
       mode: ``"min"``, ``"max"`` or ``"auto"`` (max for accuracy-like names).
       min_delta: smallest change that counts as an improvement.
       restore_best: at the end of training, put back the weights of the best epoch.
+
+    Its state (best value, epochs waited) is a ``tf.Module``'s variables, so the
+    training checkpoint holds it and a resumed run stops at the same epoch.
+    Pass it to [`Trainer.fit`][tfcustom.Trainer.fit] as ``early_stopping=``.
+
+    Examples:
+        >>> stop = EarlyStopping("val_accuracy", patience=2)
+        >>> stop.mode
+        'max'
+        >>> [stop.update(v, epoch) for epoch, v in enumerate([0.80, 0.85, 0.84, 0.83], 1)]
+        [False, False, False, True]
+        >>> int(stop.best_epoch.numpy())
+        2
     """
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, mode: str = "auto", min_delta: float = 0.0, restore_best: bool = True):
@@ -54,7 +67,16 @@ class EarlyStopping(tf.Module):
         return value > best + self.min_delta
 
     def update(self, value: float, epoch: int, model=None) -> bool:
-        """Record the epoch's value; return True if training should stop."""
+        """Record the epoch's value; return True if training should stop.
+
+        Args:
+          value: the epoch's ``monitor`` value (None or NaN count as the worst).
+          epoch: the epoch number, recorded as ``best_epoch`` on an improvement.
+          model: with ``restore_best``, its weights are kept on an improvement.
+
+        Returns:
+          True once ``patience`` epochs in a row did not improve.
+        """
         if value is None or not np.isfinite(value):
             value = np.inf if self.mode == "min" else -np.inf
         if self.improved(value):

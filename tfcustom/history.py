@@ -20,7 +20,23 @@ from tfcustom.experiment.run_json import damaged, read_json, write_text
 
 
 class History:
-    """A list of per-epoch records (dicts of floats), with one column per key."""
+    """A list of per-epoch records (dicts of floats), with one column per key.
+
+    [`Trainer.fit`][tfcustom.Trainer.fit] returns it; ``history`` is Keras'
+    ``{metric: [value per epoch]}``.
+
+    Args:
+      records: the epochs so far, e.g. read back from ``history.json``.
+
+    Examples:
+        >>> h = History()
+        >>> h.append({"epoch": 1, "loss": 0.5, "val_accuracy": 0.8})
+        >>> h.append({"epoch": 2, "loss": 0.25, "val_accuracy": 0.9})
+        >>> len(h), h["loss"]
+        (2, [0.5, 0.25])
+        >>> h.history["val_accuracy"]
+        [0.8, 0.9]
+    """
 
     def __init__(self, records: List[Dict[str, float]] | None = None):
         self.records: List[Dict[str, float]] = list(records or [])

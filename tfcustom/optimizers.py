@@ -207,13 +207,17 @@ def get(
         **kw: further keyword arguments for the Keras optimizer (``clipnorm``,
             ``beta_1``, ``epsilon``, ``use_ema``, ...).
 
+    Returns:
+        A new ``keras.optimizers.Optimizer``.
+
     Raises:
         ConfigError: unknown name or invalid argument.
 
-    >>> get("adamw", 1e-3, weight_decay=0.01).weight_decay
-    0.01
-    >>> get("sgd", 0.1, gradient_accumulation_steps=4).gradient_accumulation_steps
-    4
+    Examples:
+        >>> get("adamw", 1e-3, weight_decay=0.01).weight_decay
+        0.01
+        >>> get("sgd", 0.1, gradient_accumulation_steps=4).gradient_accumulation_steps
+        4
     """
     check(
         isinstance(name, str) and name.lower() in _NAMES,
@@ -303,6 +307,16 @@ def make_schedule(name: str, learning_rate: float, *, total_steps: int, warmup_s
       ``ceil(0.75 * total_steps)`` (``PiecewiseConstantDecay``).
 
     ``warmup_steps`` is supported by ``"constant"`` and ``"cosine"`` only.
+
+    Args:
+        name: ``"constant"``, ``"cosine"``, ``"exponential"`` or ``"step"``.
+        learning_rate: the peak learning rate.
+        total_steps: the training's number of updates.
+        warmup_steps: linear warmup steps.
+        decay_rate: of ``"exponential"`` and ``"step"``.
+
+    Returns:
+        A float (constant, no warmup) or a ``LearningRateSchedule``.
 
     Examples:
         >>> s = make_schedule("step", 0.1, total_steps=100)

@@ -171,9 +171,34 @@ def make_train_step(
     on_nonfinite: str = "stop",
     gradient_fn: Callable = compute_loss_and_gradients,
 ) -> Callable:
-    """Build the compiled training step.
+    """Build the compiled training step ``train_step(iterator, num_steps)``.
 
-    Returns ``train_step(iterator, num_steps)``: runs ``num_steps`` (a scalar
+    Args:
+      model: the Keras model, built under ``strategy.scope()``.
+      loss: a ``keras.losses.Loss`` (its per-example values are used).
+      optimizer: a Keras optimizer, created under the scope.
+      metrics: updated with each step's batch.
+      loss_tracker: a ``keras.metrics.Mean`` of the loss.
+      strategy: default: the current one.
+      clip_global_norm: clip the summed gradient to this global norm.
+      jit_compile: XLA-compile each replica's forward and backward pass.
+      on_nonfinite: ``"stop"`` or ``"skip"`` a step with a NaN/Inf loss or gradient.
+      gradient_fn: replaces [`compute_loss_and_gradients`][tfcustom.steps.compute_loss_and_gradients].
+
+    Returns:
+      ``train_step(iterator, num_steps)``, described below.
+
+    Examples:
+        >>> import numpy as np
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        >>> loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        >>> step = make_train_step(model, loss, keras.optimizers.SGD(0.1))
+        >>> data = tf.data.Dataset.from_tensor_slices((np.ones((8, 3), "float32"), np.zeros(8, "int64")))
+        >>> out = step(iter(data.batch(4).repeat()), 3)  # 3 steps in one call
+        >>> int(out["steps_run"]), bool(out["nonfinite"])
+        (3, False)
+
+    ``train_step(iterator, num_steps)`` runs ``num_steps`` (a scalar
     integer tensor or a Python int, passed to the ``tf.function`` as an int32
     tensor so that changing it does not retrace) steps from ``iterator``
     (``iter(dataset)``; the batches come from it, so the tutorial's
@@ -286,13 +311,29 @@ def make_test_step(
     loss_tracker: Optional[keras.metrics.Mean] = None,
     strategy: Optional[tf.distribute.Strategy] = None,
 ) -> Callable:
-    """Build the compiled evaluation loop.
+    """Build the compiled evaluation loop ``test_loop(iterator)``.
 
-    Returns ``test_loop(iterator)``: reads the (distributed) iterator to its end
+    Args:
+      model: the Keras model.
+      loss: a ``keras.losses.Loss``.
+      metrics: updated (reset them first).
+      loss_tracker: a ``keras.metrics.Mean``: the exact mean loss.
+      strategy: default: the current one.
+
+    Returns:
+      ``test_loop(iterator)``, which reads the (distributed) iterator to its end
     in one ``tf.function`` call and, per replica, updates ``loss_tracker``
     (an exact mean over examples) and ``metrics`` with ``training=False``.
     Partial final batches are kept, so under any number of replicas the
-    counts equal the single-device ones. Returns the number of steps run.
+    counts equal the single-device ones. It returns the number of steps run.
+
+    Examples:
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, kernel_initializer="zeros")])
+        >>> mean = keras.metrics.Mean()
+        >>> loop = make_test_step(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True), loss_tracker=mean)
+        >>> data = tf.data.Dataset.from_tensor_slices((tf.ones((5, 2)), tf.zeros(5, "int64"))).batch(2)
+        >>> int(loop(iter(data))), round(float(mean.result()), 4)  # 3 batches (2 + 2 + 1); log(2)
+        (3, 0.6931)
     """
     strategy = strategy or tf.distribute.get_strategy()
     metrics = list(metrics)
@@ -318,8 +359,19 @@ def make_test_step(
 
 
 def make_predict_step(model: keras.Model) -> Callable:
-    """Build ``predict_loop(iterator)``: the model's outputs (``training=False``)
-    for every batch of ``iterator``, concatenated in input order.
+    """Build ``predict_loop(iterator)``: the model's outputs (``training=False``) in input order.
+
+    Args:
+      model: the Keras model.
+
+    Returns:
+      ``predict_loop(iterator)``: the outputs of every batch, concatenated.
+
+    Examples:
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+        >>> loop = make_predict_step(model)
+        >>> loop(iter(tf.data.Dataset.from_tensor_slices(tf.ones((5, 2))).batch(2))).shape
+        TensorShape([5, 3])
 
     Prediction runs on the local device (mirrored variables are read from the
     local copy) over the unsharded input, so outputs keep the input order under

@@ -88,6 +88,14 @@ def configure_cpu_replicas(n: int) -> None:
 
     Must run before TensorFlow initialises its devices; calling it again with
     the same ``n`` is a no-op.
+
+    Args:
+      n: the number of logical CPU devices (>= 1).
+
+    Examples:
+        >>> configure_cpu_replicas(4)  # doctest: +SKIP
+        >>> select("mirrored").num_replicas_in_sync  # doctest: +SKIP
+        4
     """
     check(
         isinstance(n, int) and not isinstance(n, bool) and n >= 1,
@@ -278,9 +286,17 @@ def select(
         workers of ``TF_CONFIG`` (the wait is logged and stops on Ctrl-C /
         SIGTERM; see `tfcustom.cluster`).
 
+    Returns:
+      The strategy (its choice and replica count are logged).
+
     Raises:
       ConfigError: the requested device is not there or the arguments do not
         fit the name; the message says what was found and what to do.
+
+    Examples:
+        >>> strategy = select("cpu")  # "auto": a TPU, else the GPU(s), else the CPU
+        >>> strategy.num_replicas_in_sync
+        1
     """
     check_one_of("strategy", name, STRATEGY_NAMES)
     check(devices is None or name == "mirrored", "devices applies only to strategy 'mirrored'", name,

@@ -329,6 +329,19 @@ def train_and_evaluate(
     Returns:
       ``{"test": {...}, "history": [...], "train_time_s": ..., ...}`` — also
       written to ``workdir/results.json``.
+
+    Examples:
+        >>> import os, tempfile, numpy as np
+        >>> from tfcustom.data import from_numpy
+        >>> rng = np.random.default_rng(0)
+        >>> data = from_numpy(rng.integers(0, 255, (64, 8, 8, 1), dtype=np.uint8), rng.integers(0, 2, 64),
+        ...                   rng.integers(0, 255, (16, 8, 8, 1), dtype=np.uint8), rng.integers(0, 2, 16))
+        >>> config = TrainConfig(model="logistic_regression", epochs=1, batch_size=16, validation_size=0,
+        ...                      verbose=0, tensorboard=False, jit_compile=False, precision="float32")
+        >>> workdir = tempfile.mkdtemp()
+        >>> results = train_and_evaluate(config, workdir, dataset=data)
+        >>> sorted(results["test"]), os.path.exists(os.path.join(workdir, "results.json"))
+        (['accuracy', 'loss'], True)
     """
     config.validate()
     if strategy is None:

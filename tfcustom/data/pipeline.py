@@ -34,7 +34,20 @@ from tfcustom.errors import check, check_positive_int
 def split_validation(train: Split, num_validation: int = 5000, seed: int = 0):
     """Carve a validation split out of ``train``, deterministic given ``seed``.
 
-    Returns ``(train, validation)``; ``validation`` is None if ``num_validation`` is 0.
+    Args:
+      train: the training [`Split`][tfcustom.data.Split].
+      num_validation: examples held out, in ``[0, len(train))``.
+      seed: chooses them.
+
+    Returns:
+      ``(train, validation)``, both in their original order; ``validation``
+      is None if ``num_validation`` is 0.
+
+    Examples:
+        >>> split = Split(np.zeros((10, 2, 2, 1), np.uint8), np.arange(10))
+        >>> train, val = split_validation(split, num_validation=3, seed=0)
+        >>> len(train), len(val), sorted(train.y.tolist() + val.y.tolist()) == list(range(10))
+        (7, 3, True)
     """
     check(
         isinstance(num_validation, int) and 0 <= num_validation < len(train),
@@ -115,6 +128,14 @@ class InputPipeline(EpochInput):
         seeded by (seed, epoch, index of the example in ``split``).
       sample_weight: optional per-example weights (``[N]``); batches are then
         ``(x, y, sample_weight)``, as ``keras.Model.fit(sample_weight=...)``.
+
+    Examples:
+        >>> split = Split(np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1), np.arange(10) % 2)
+        >>> pipeline = InputPipeline(split, batch_size=4, shuffle=True, seed=0)
+        >>> len(pipeline), pipeline.steps_per_epoch  # the final partial batch is kept
+        (10, 3)
+        >>> [tuple(x.shape) for x, y in pipeline.dataset(epoch=0)]
+        [(4, 1, 1, 1), (4, 1, 1, 1), (2, 1, 1, 1)]
     """
 
     split: Split

@@ -27,6 +27,12 @@ def get_activation(identifier):
     ``keras.activations.get`` accepts (a name, case-insensitive; a callable;
     a serialized function; ``None`` means linear).
 
+    Args:
+      identifier: the activation's name, function or serialized form.
+
+    Returns:
+      The activation function; an unknown one raises [`ConfigError`][tfcustom.errors.ConfigError].
+
     Examples:
         >>> import keras
         >>> get_activation("relu")([-1.0, 2.0]).numpy().tolist()

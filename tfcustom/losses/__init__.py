@@ -64,7 +64,15 @@ _REGISTRY = {
 
 
 def names() -> list[str]:
-    """Return the names [`get`][tfcustom.losses.get] accepts (aliases included), sorted."""
+    """Return the names [`get`][tfcustom.losses.get] accepts (aliases included), sorted.
+
+    Returns:
+      The names, sorted.
+
+    Examples:
+        >>> names()
+        ['crossentropy', 'focal', 'poly1', 'sparse_categorical_crossentropy']
+    """
     return sorted(_REGISTRY)
 
 
@@ -72,11 +80,21 @@ def get(name: str, **kwargs) -> keras.losses.Loss:
     """Build a loss from its registry name and constructor kwargs.
 
     Names: ``"sparse_categorical_crossentropy"`` (alias ``"crossentropy"``),
-    ``"focal"``, ``"poly1"``. An unknown name raises
-    [`tfcustom.errors.ConfigError`][tfcustom.errors.ConfigError] listing the valid names.
+    ``"focal"``, ``"poly1"``.
 
-    >>> get("crossentropy", label_smoothing=0.1).label_smoothing
-    0.1
+    Args:
+      name: one of [`names`][tfcustom.losses.names]; an unknown name raises
+        [`ConfigError`][tfcustom.errors.ConfigError] listing the valid names.
+      **kwargs: the loss's constructor arguments (``from_logits=True`` for tfcustom's models).
+
+    Returns:
+      A new ``keras.losses.Loss``.
+
+    Examples:
+        >>> get("crossentropy", label_smoothing=0.1).label_smoothing
+        0.1
+        >>> type(get("focal", gamma=2.0, from_logits=True)).__name__
+        'SparseFocalLoss'
     """
     check(
         isinstance(name, str) and name in _REGISTRY,

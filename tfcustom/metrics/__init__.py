@@ -75,7 +75,15 @@ _NAMES = sorted([*_NEEDS_NUM_CLASSES, "accuracy", "ece", "expected_calibration_e
 
 
 def names() -> list[str]:
-    """Return the names [`get`][tfcustom.metrics.get] accepts, sorted."""
+    """Return the names [`get`][tfcustom.metrics.get] accepts, sorted.
+
+    Returns:
+      The names.
+
+    Examples:
+        >>> "f1" in names() and "ece" in names()
+        True
+    """
     return list(_NAMES)
 
 
@@ -90,11 +98,22 @@ def get(name: str, num_classes: int | None = None, **kwargs) -> keras.metrics.Me
     first batch's predictions). Each metric reports under its own ``name``
     (``F1Score``: ``"f1_score"``).
     Extra keyword arguments go to the constructor (e.g. ``average=``,
-    ``num_bins=``). An unknown name raises
-    [`tfcustom.errors.ConfigError`][tfcustom.errors.ConfigError] listing the valid names.
+    ``num_bins=``).
 
-    >>> get("recall", 10, average="weighted").average
-    'weighted'
+    Args:
+      name: one of [`names`][tfcustom.metrics.names]; an unknown name raises
+        [`ConfigError`][tfcustom.errors.ConfigError] listing the valid names.
+      num_classes: for the metrics that count per class (None: from the first batch).
+      **kwargs: the metric's constructor arguments.
+
+    Returns:
+      A new ``keras.metrics.Metric``.
+
+    Examples:
+        >>> get("recall", 10, average="weighted").average
+        'weighted'
+        >>> get("f1", 3).name
+        'f1_score'
     """
     check(
         isinstance(name, str) and name in _NAMES,

@@ -51,7 +51,15 @@ _BASE_KWARGS = ("name", "dtype")
 
 
 def names():
-    """Return the sorted names [`get`][tfcustom.models.get] accepts."""
+    """Return the sorted names [`get`][tfcustom.models.get] accepts.
+
+    Returns:
+      The registered model names.
+
+    Examples:
+        >>> names()
+        ['cnn', 'logistic_regression', 'mlp', 'resnet']
+    """
     return sorted(_REGISTRY)
 
 
@@ -62,6 +70,14 @@ def get(name, /, num_classes, **kwargs):
     and ``dtype``; ``name`` here is positional-only so the two don't clash);
     a model name or argument the model does not know raises
     [`ConfigError`][tfcustom.errors.ConfigError]. Model names are case-insensitive.
+
+    Args:
+      name: one of [`names`][tfcustom.models.names] (positional-only).
+      num_classes: the number of logits.
+      **kwargs: the model's constructor arguments.
+
+    Returns:
+      A new, unbuilt ``keras.Model`` that outputs logits.
 
     Examples:
         >>> get("mlp", 10, hidden_units=(64,)).hidden_units

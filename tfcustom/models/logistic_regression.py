@@ -18,6 +18,10 @@ class LogisticRegression(_StackModel):
     sigmoid / binary cross-entropy loss). Weights start at zero: the loss is
     convex, so there is no symmetry to break.
 
+    Args:
+      num_classes: the number of logits (1: one logit for a binary problem).
+      **kwargs: Keras' model arguments (``name``, ``dtype``).
+
     Examples:
         >>> import numpy as np
         >>> model = LogisticRegression(num_classes=1)
