@@ -132,7 +132,23 @@ def model_checkpoint(model) -> tf.train.Checkpoint:
 
 
 def saved_checkpoints(directory: str) -> List[str]:
-    """The ``ckpt-N`` prefixes whose ``.index`` file is in ``directory``, oldest first."""
+    """The ``ckpt-N`` prefixes whose ``.index`` file is in ``directory``, oldest first.
+
+    Args:
+      directory: a checkpoint directory (``<run>/checkpoints``).
+
+    Returns:
+      The names, e.g. ``["ckpt-8", "ckpt-12"]``, sorted by number, whether the
+      index lists them or not.
+
+    Examples:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> for n in (12, 8):
+        ...     _ = open(os.path.join(d, f"ckpt-{n}.index"), "w")
+        >>> saved_checkpoints(d)
+        ['ckpt-8', 'ckpt-12']
+    """
     found = [os.path.basename(p)[: -len(".index")] for p in glob.glob(os.path.join(glob.escape(directory), "ckpt-*.index"))]
     return sorted((n for n in found if re.fullmatch(r"ckpt-\d+", n)), key=lambda n: int(n.split("-")[1]))
 
@@ -145,6 +161,20 @@ def check_index(directory: str) -> None:
     old ones; an index missing beside two or more checkpoints is the same. Raises
     [`CheckpointError`][tfcustom.checkpoint.CheckpointError] (one line: the file, the newest checkpoint found
     and the fix).
+
+    Args:
+      directory: a checkpoint directory (``<run>/checkpoints``); a missing or
+        empty one passes (a fresh run).
+
+    Examples:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> check_index(d)  # nothing yet: fine
+        >>> _ = open(os.path.join(d, "checkpoint"), "w").write('model_checkpoint_path: "ckpt-')
+        >>> check_index(d)
+        Traceback (most recent call last):
+        ...
+        tfcustom.checkpoint.CheckpointError: the checkpoint index checkpoint is damaged (not a checkpoint index: ...
     """
     index = os.path.join(directory, INDEX_FILE)
     found = saved_checkpoints(directory) if os.path.isdir(directory) else []
@@ -168,11 +198,24 @@ def check_index(directory: str) -> None:
 def save_checkpoint(manager: tf.train.CheckpointManager, number: int) -> str:
     """``manager.save(checkpoint_number=number)``; return the path.
 
-    A full disk or an I/O error is one :class:`tfcustom.experiment.disk_errors.DiskError`
+    A full disk or an I/O error is one ``tfcustom.experiment.disk_errors.DiskError``
     naming ``ckpt-<number>``, after removing what the failed save left: TF's
     ``ckpt-<number>_temp/`` directory, and the checkpoint's files unless the
     index lists them (an index write that failed keeps the old index, which
     does not). The checkpoints listed in the index are never touched.
+
+    Args:
+      manager: the run's ``tf.train.CheckpointManager``.
+      number: the checkpoint's number (tfcustom uses the global step).
+
+    Returns:
+      The path prefix of the new checkpoint, e.g. ``".../ckpt-40"``.
+
+    Examples:
+        >>> import tempfile
+        >>> manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable(1.0)), tempfile.mkdtemp(), max_to_keep=2)
+        >>> os.path.basename(save_checkpoint(manager, 40))
+        'ckpt-40'
     """
     directory, name = manager.directory, f"ckpt-{number}"
 

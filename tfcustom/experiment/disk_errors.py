@@ -12,8 +12,15 @@ survives (the last complete checkpoint) and the CLI prints the line and exits
 run the same command again). Any other exception passes through unchanged.
 
 Examples:
-    >>> with writing("history.json", "runs/x", cleanup=lambda: ["runs/x/history.json.tmp"]):
-    ...     History(records).write("runs/x")
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "results.json")
+    >>> with atomic(path) as tmp:  # what a full disk does to a write
+    ...     raise OSError(errno.ENOSPC, "No space left on device")
+    Traceback (most recent call last):
+    ...
+    tfcustom.experiment.disk_errors.DiskError: no space left on device while writing results.json to ... free)
+    >>> os.listdir(os.path.dirname(path))  # no results.json.tmp left
+    []
 """
 
 from __future__ import annotations
