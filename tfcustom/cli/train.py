@@ -69,28 +69,30 @@ class _AutoBoolParser(flags.ArgumentParser):
 class _NumberOrFindParser(flags.ArgumentParser):
     """A positive number, or ``find`` (tfcustom.experiment.finders)."""
 
-    def __init__(self, kind):
-        self.kind = kind
+    def __init__(self, kind, name):
+        self.kind, self.name = kind, name
 
     def parse(self, argument):
         if str(argument).lower() == "find":
             return "find"
+        noun = "integer" if self.kind is int else "number"
         try:
             value = self.kind(argument)
+            ok = value > 0 and (self.kind is not int or value == float(argument))
         except (TypeError, ValueError):
-            raise ValueError(f"should be a positive {self.kind.__name__} or find") from None
-        if value <= 0 or (self.kind is int and value != float(argument)):
-            raise ValueError(f"should be a positive {self.kind.__name__} or find")
+            ok = False
+        if not ok:
+            raise ValueError(f"--{self.name} must be a positive {noun} or find (e.g. --{self.name}={128 if self.kind is int else 1e-3})")
         return value
 
     def flag_type(self):
         return f"{self.kind.__name__}|find"
 
 
-flags.DEFINE_flag(flags.Flag(_NumberOrFindParser(float), flags.ArgumentSerializer(), "learning_rate", 1e-3,
+flags.DEFINE_flag(flags.Flag(_NumberOrFindParser(float, "learning_rate"), flags.ArgumentSerializer(), "learning_rate", 1e-3,
                              "Peak learning rate, or find: a learning-rate range test on a throw-away copy of the model "
                              "(tfcustom.experiment.lr_finder; lr_finder.png in the run directory)."))
-flags.DEFINE_flag(flags.Flag(_NumberOrFindParser(int), flags.ArgumentSerializer(), "batch_size", 128,
+flags.DEFINE_flag(flags.Flag(_NumberOrFindParser(int, "batch_size"), flags.ArgumentSerializer(), "batch_size", 128,
                              "Global batch size, or find: the largest that fits (up to 1024 and 1/16 of the training "
                              "examples) and the fastest --steps_per_execution (tfcustom.experiment.batch_finder)."))
 flags.DEFINE_flag(flags.Flag(_AutoBoolParser(), flags.ArgumentSerializer(), "jit_compile", "auto",
