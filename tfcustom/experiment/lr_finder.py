@@ -151,18 +151,21 @@ def find_learning_rate(
     iterator = iter(batches)
     rates = exponential_rates(min_lr, max_lr, steps)
     tried, losses = [], []
+    average, lowest = 0.0, math.inf  # the smoothed loss (as `smooth` computes it) and its minimum so far
     for lr in rates:
         _set_learning_rate(optimizer, float(lr))
         value = float(step(iterator, tf.constant(1))["loss"])
+        if not math.isfinite(value):  # the sweep ends at the first non-finite loss, which is not kept
+            break
         tried.append(float(lr))
         losses.append(value)
-        smoothed = smooth(losses, beta)
-        if not math.isfinite(value) or (len(losses) > 5 and smoothed[-1] > diverge * np.min(smoothed)):
+        average = beta * average + (1 - beta) * value
+        current = average / (1 - beta ** len(losses))
+        lowest = min(lowest, current)
+        if len(losses) > 5 and current > diverge * lowest:
             break
-    finite = [i for i, v in enumerate(losses) if math.isfinite(v)]
-    check(len(finite) >= 5, "the loss was not finite in the range test's first steps", losses[:5],
-          "lower --lr_finder_min (or check the data for NaN)")
-    tried, losses = [tried[i] for i in finite], [losses[i] for i in finite]
+    check(len(losses) >= 5, "the loss was not finite in the range test's first steps", losses,
+          "pass a smaller min_lr (or check the data for NaN)")
     smoothed = smooth(losses, beta)
     steepest, min_div_10 = suggest(tried, smoothed)
     chosen = steepest if rule == "steepest" else min_div_10
