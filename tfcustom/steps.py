@@ -170,6 +170,7 @@ def make_train_step(
     jit_compile: bool = False,
     on_nonfinite: str = "stop",
     gradient_fn: Callable = compute_loss_and_gradients,
+    after_update: Optional[Callable] = None,
 ) -> Callable:
     """Build the compiled training step ``train_step(iterator, num_steps)``.
 
@@ -184,6 +185,9 @@ def make_train_step(
       jit_compile: XLA-compile each replica's forward and backward pass.
       on_nonfinite: ``"stop"`` or ``"skip"`` a step with a NaN/Inf loss or gradient.
       gradient_fn: replaces [`compute_loss_and_gradients`][tfcustom.steps.compute_loss_and_gradients].
+      after_update: called with no argument, in cross-replica context, after
+        each update the optimizer applied (not after a skipped step), inside the
+        compiled step: e.g. [`tfcustom.callbacks.ExponentialMovingAverage.update`][tfcustom.callbacks.ExponentialMovingAverage].
 
     Returns:
       ``train_step(iterator, num_steps)``, described below.
@@ -255,6 +259,8 @@ def make_train_step(
     def apply(grads):
         reduction.apply(scaling.optimizer, grads)
         scaling.after_applied()
+        if after_update is not None:
+            after_update()
         return tf.no_op()
 
     def skip(state_before, overflow):
