@@ -43,6 +43,8 @@ from tfcustom.early_stopping import EarlyStopping
 from tfcustom.history import History
 from tfcustom.export import BEST_SUBDIR, CHECKPOINT_DIR, CONFIG_FILE, KERAS_FILE, RESULTS_FILE, SAVED_MODEL_DIR, export_model
 from tfcustom.experiment import finders, user_model
+from tfcustom.experiment.averaged_weights import averages_from_config, test_averaged
+from tfcustom.callbacks.weight_averaging import SWALearningRate
 from tfcustom.experiment import disk_errors
 from tfcustom.experiment.run_json import read_json, write_json
 from tfcustom.experiment.run_lock import LOCK_FILE, RunLock
@@ -201,6 +203,8 @@ def build_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimize
     schedule = optimizers_lib.make_schedule(
         config.lr_schedule, config.learning_rate, total_steps=total, warmup_steps=int(config.warmup_epochs * steps_per_epoch)
     )
+    if config.swa_lr is not None:  # SWA's constant learning rate from --swa_start_epoch on
+        schedule = SWALearningRate(schedule, start_step=(config.swa_start_epoch - 1) * steps_per_epoch, swa_lr=config.swa_lr)
     return optimizers_lib.get(base, schedule, weight_decay=config.weight_decay, momentum=config.momentum)
 
 
@@ -409,6 +413,7 @@ def _train_and_evaluate(config, workdir, strategy, overwrite, dataset) -> Dict[s
         verbose=config.verbose if chief else 0,
         log_replica_losses=config.log_replica_losses,
         summary_writer=summary_writer,
+        weight_averaging=averages_from_config(config),
     )
     # The monitored value is always tracked (for the "best" checkpoint); it only
     # stops training when a patience is set.
@@ -468,6 +473,9 @@ def _train_and_evaluate(config, workdir, strategy, overwrite, dataset) -> Dict[s
                      float(early_stopping.best.numpy()), best_manager.latest_checkpoint)
     test_logs = trainer.evaluate(test)
     logging.info("Test: %s", ", ".join(f"{k}={v:.4f}" for k, v in test_logs.items()))
+    averaging = None
+    if trainer.weight_averaging:  # from here on the model holds the average (tested, exported)
+        test_logs, averaging = test_averaged(trainer, train, test, test_logs)
 
     model_path = os.path.join(workdir, KERAS_FILE)
     results = {
@@ -487,6 +495,8 @@ def _train_and_evaluate(config, workdir, strategy, overwrite, dataset) -> Dict[s
         "jit_compile": tuned.jit_compile,
         "autotune": tuned.to_dict(),
     }
+    if averaging is not None:
+        results["weight_averaging"] = averaging  # raw vs averaged test metrics; "test" is the exported (averaged) model's
     if config.target_accuracy is not None:
         results["time_to_accuracy"] = {}
         for name, key in (("validation", "val_accuracy"), ("test", "test_accuracy")):
