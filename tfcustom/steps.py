@@ -185,9 +185,8 @@ def make_train_step(
       jit_compile: XLA-compile each replica's forward and backward pass.
       on_nonfinite: ``"stop"`` or ``"skip"`` a step with a NaN/Inf loss or gradient.
       gradient_fn: replaces [`compute_loss_and_gradients`][tfcustom.steps.compute_loss_and_gradients].
-      after_update: called with no argument, in cross-replica context, after
-        each update the optimizer applied (not after a skipped step), inside the
-        compiled step: e.g. [`tfcustom.callbacks.ExponentialMovingAverage.update`][tfcustom.callbacks.ExponentialMovingAverage].
+      after_update: called (no argument, cross-replica context) in the compiled step after each update
+        applied, not a skipped one: e.g. a [`tfcustom.callbacks.ExponentialMovingAverage`][tfcustom.callbacks.ExponentialMovingAverage]'s ``update``.
 
     Returns:
       ``train_step(iterator, num_steps)``, described below.
@@ -241,7 +240,7 @@ def make_train_step(
     strategy = strategy or tf.distribute.get_strategy()
     _build_optimizer(optimizer, model, strategy)
     grad_impl = tf.function(gradient_fn, jit_compile=True) if jit_compile else gradient_fn
-    reduction = GradientReduction(strategy, optimizer, model.trainable_variables, clip_global_norm)
+    reduction = GradientReduction(strategy, optimizer, model.trainable_variables, clip_global_norm, after_apply=after_update)
     scaling = LossScaling(optimizer)
     state = ReplicaState(model)
     num_replicas = strategy.num_replicas_in_sync
@@ -259,8 +258,6 @@ def make_train_step(
     def apply(grads):
         reduction.apply(scaling.optimizer, grads)
         scaling.after_applied()
-        if after_update is not None:
-            after_update()
         return tf.no_op()
 
     def skip(state_before, overflow):

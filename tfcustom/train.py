@@ -43,7 +43,7 @@ from tfcustom.early_stopping import EarlyStopping
 from tfcustom.history import History
 from tfcustom.export import BEST_SUBDIR, CHECKPOINT_DIR, CONFIG_FILE, KERAS_FILE, RESULTS_FILE, SAVED_MODEL_DIR, export_model
 from tfcustom.experiment import finders, user_model
-from tfcustom.experiment.averaged_weights import averages_from_config, test_averaged
+from tfcustom.experiment.averaged_weights import averages_from_config, test_raw_and_averaged
 from tfcustom.callbacks.weight_averaging import SWALearningRate
 from tfcustom.experiment import disk_errors
 from tfcustom.experiment.run_json import read_json, write_json
@@ -412,8 +412,7 @@ def _train_and_evaluate(config, workdir, strategy, overwrite, dataset) -> Dict[s
         output_dir=workdir if chief else None,
         verbose=config.verbose if chief else 0,
         log_replica_losses=config.log_replica_losses,
-        summary_writer=summary_writer,
-        weight_averaging=averages_from_config(config),
+        summary_writer=summary_writer, weight_averaging=averages_from_config(config),
     )
     # The monitored value is always tracked (for the "best" checkpoint); it only
     # stops training when a patience is set.
@@ -471,11 +470,7 @@ def _train_and_evaluate(config, workdir, strategy, overwrite, dataset) -> Dict[s
             best_manager.checkpoint.restore(best_manager.latest_checkpoint).assert_existing_objects_matched()
         logging.info("--export_best: restored epoch %d (best %s=%.4g) from %s", best_epoch, early_stopping.monitor,
                      float(early_stopping.best.numpy()), best_manager.latest_checkpoint)
-    test_logs = trainer.evaluate(test)
-    logging.info("Test: %s", ", ".join(f"{k}={v:.4f}" for k, v in test_logs.items()))
-    averaging = None
-    if trainer.weight_averaging:  # from here on the model holds the average (tested, exported)
-        test_logs, averaging = test_averaged(trainer, train, test, test_logs)
+    test_logs, averaging = test_raw_and_averaged(trainer, train, test)  # with averaging, the model now holds the average
 
     model_path = os.path.join(workdir, KERAS_FILE)
     results = {
@@ -494,9 +489,8 @@ def _train_and_evaluate(config, workdir, strategy, overwrite, dataset) -> Dict[s
         "parameters": int(model.count_params()),
         "jit_compile": tuned.jit_compile,
         "autotune": tuned.to_dict(),
+        **({"weight_averaging": averaging} if averaging else {}),  # raw vs averaged test metrics; "test": the exported model's
     }
-    if averaging is not None:
-        results["weight_averaging"] = averaging  # raw vs averaged test metrics; "test" is the exported (averaged) model's
     if config.target_accuracy is not None:
         results["time_to_accuracy"] = {}
         for name, key in (("validation", "val_accuracy"), ("test", "test_accuracy")):

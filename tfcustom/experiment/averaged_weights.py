@@ -2,8 +2,8 @@
 
 [`averages_from_config`][tfcustom.experiment.averaged_weights.averages_from_config] builds the
 `tfcustom.callbacks.weight_averaging` objects the Trainer updates;
-[`test_averaged`][tfcustom.experiment.averaged_weights.test_averaged] runs after training, once the raw weights are tested: it
-copies the average into the model, recomputes the BatchNorm statistics for it
+[`test_raw_and_averaged`][tfcustom.experiment.averaged_weights.test_raw_and_averaged] runs after training: it tests the raw
+weights, then copies the average into the model, recomputes the BatchNorm statistics for it
 with one pass over the training data
 (`tfcustom.training.batch_norm_stats.reestimate_batch_norm`) and tests again.
 The model is then the averaged one: ``model.keras`` and the other exports hold
@@ -21,7 +21,7 @@ Examples:
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from absl import logging
 
@@ -46,20 +46,23 @@ def averages_from_config(config) -> List[WeightAverage]:
     return []
 
 
-def test_averaged(trainer, train, test, raw: Dict[str, float]) -> Tuple[Dict[str, float], dict]:
-    """Put the Trainer's weight average into its model, recompute BatchNorm statistics, test it.
+def test_raw_and_averaged(trainer, train, test) -> Tuple[Dict[str, float], Optional[dict]]:
+    """Test the raw weights; with a weight average, put it into the model, recompute BatchNorm statistics, test it.
 
     Args:
-      trainer: the run's [`tfcustom.Trainer`][tfcustom.Trainer], trained, with ``weight_averaging``.
+      trainer: the run's [`tfcustom.Trainer`][tfcustom.Trainer], trained.
       train: the training pipeline (the BatchNorm pass reads it once).
       test: the test pipeline.
-      raw: the test metrics of the raw weights.
 
     Returns:
-      ``(test metrics of the exported model, the results.json record)``; when
-      nothing was averaged (e.g. training stopped before ``swa_start_epoch``) the
-      model keeps the raw weights and both are the raw metrics' (``averaged``: None).
+      ``(test metrics of the model now in the Trainer, the results.json record)``; the
+      record is None without averaging. When nothing was averaged (training ended before
+      ``swa_start_epoch``) the model keeps the raw weights (record's ``averaged``: None).
     """
+    raw = trainer.evaluate(test)
+    logging.info("Test: %s", ", ".join(f"{k}={v:.4f}" for k, v in raw.items()))
+    if not trainer.weight_averaging:
+        return raw, None
     average = trainer.weight_averaging[0]
     record = {**average.describe(), "raw": raw, "averaged": None}
     if not average.assign_to_model():
@@ -69,7 +72,7 @@ def test_averaged(trainer, train, test, raw: Dict[str, float]) -> Tuple[Dict[str
     record["batch_norm_batches"] = reestimate_batch_norm(trainer.model, train, strategy=trainer.strategy)
     averaged = trainer.evaluate(test)
     record["averaged"] = averaged
-    logging.info("Test with the %s weights (%d averaged%s): %s; raw weights: %s", average.kind.upper(), record["num_averaged"],
+    logging.info("Test with the %s weights (%d averaged%s): %s", average.kind.upper(), record["num_averaged"],
                  f", BatchNorm statistics from {record['batch_norm_batches']} batches" if record["batch_norm_batches"] else "",
-                 ", ".join(f"{k}={v:.4f}" for k, v in averaged.items()), ", ".join(f"{k}={v:.4f}" for k, v in raw.items()))
+                 ", ".join(f"{k}={v:.4f}" for k, v in averaged.items()))
     return averaged, record
