@@ -112,6 +112,14 @@ def reestimate_batch_norm(model: keras.Model, data, *, strategy: Optional[tf.dis
 
     Returns:
       The number of (global) batches the pass ran; 0 when the model has no such layer (nothing runs).
+
+    Examples:
+        >>> model = keras.Sequential([keras.Input((1,)), keras.layers.BatchNormalization()])
+        >>> data = tf.data.Dataset.from_tensor_slices((tf.constant([[0.0], [2.0], [4.0]]), tf.zeros(3))).batch(2)
+        >>> reestimate_batch_norm(model, data)   # batches [0, 2] and [4]: means 1 and 4, variances 1 and 0
+        2
+        >>> float(model.layers[0].moving_mean[0]), float(model.layers[0].moving_variance[0])
+        (2.5, 0.5)
     """
     layers = batch_norm_layers(model)
     if not layers:
