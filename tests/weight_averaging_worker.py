@@ -66,7 +66,7 @@ def train(out, strategy, kill_at=None):
     import keras
     import tensorflow as tf
 
-    from tfcustom.checkpoint import restore_latest, training_checkpoint
+    from tfcustom.training.checkpoint import restore_latest, training_checkpoint
     from tfcustom.data import InputPipeline, Split
 
     trainer = trainer_with_averages(strategy)

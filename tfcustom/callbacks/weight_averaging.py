@@ -17,7 +17,7 @@ stay equal). Give them to the Trainer, ``Trainer(..., weight_averaging=[ema])``:
   ``start_epoch`` on (``SWALR`` without its annealing).
 
 The averages and their counts are in the training checkpoint
-([`tfcustom.checkpoint.training_checkpoint`][tfcustom.checkpoint.training_checkpoint]), so a killed run resumes
+([`tfcustom.training.checkpoint.training_checkpoint`][tfcustom.training.checkpoint.training_checkpoint]), so a killed run resumes
 to the same averages, bit for bit. After training,
 [`WeightAverage.assign_to_model`][tfcustom.callbacks.weight_averaging.WeightAverage.assign_to_model] copies the average into the
 model; BatchNormalization statistics are then recomputed for those weights by
@@ -347,7 +347,7 @@ def build_averages(weight_averaging, model: keras.Model, strategy: tf.distribute
 
 
 def step_updates(averages) -> Optional[callable]:
-    """The ``after_update`` of `tfcustom.steps.make_train_step` for ``averages``: the per-step ones' updates (None: none).
+    """The ``after_update`` of `tfcustom.training.steps.make_train_step` for ``averages``: the per-step ones' updates (None: none).
 
     Args:
       averages: built weight averages.

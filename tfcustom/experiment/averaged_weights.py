@@ -12,7 +12,7 @@ it, and ``results.json`` has ``"test"`` (the exported model's) and
 ``averaged`` test metrics).
 
 Examples:
-    >>> from tfcustom.config import TrainConfig
+    >>> from tfcustom.experiment.config import TrainConfig
     >>> [a.kind for a in averages_from_config(TrainConfig(ema_decay=0.999))]
     ['ema']
     >>> averages_from_config(TrainConfig())

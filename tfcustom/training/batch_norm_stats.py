@@ -38,8 +38,8 @@ from typing import List, Optional
 import keras
 import tensorflow as tf
 
-from tfcustom.distributed_input import distribute
-from tfcustom.steps import unpack_batch
+from tfcustom.training.distributed_input import distribute
+from tfcustom.training.steps import unpack_batch
 
 
 def batch_norm_layers(model: keras.Model) -> List[keras.layers.BatchNormalization]:
