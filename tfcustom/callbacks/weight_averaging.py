@@ -46,6 +46,7 @@ from typing import List, Optional
 
 import keras
 import tensorflow as tf
+from absl import logging
 
 from tfcustom.callbacks.learning_rate import has_schedule
 from tfcustom.errors import check
@@ -202,12 +203,21 @@ class ExponentialMovingAverage(WeightAverage):
         check(isinstance(dynamic_decay, bool), "dynamic_decay must be True or False", dynamic_decay, "pass dynamic_decay=True or False")
         self.decay = float(decay)
         self.dynamic_decay = dynamic_decay
+        self._warned = False
 
     def new_value_weight(self, n):
         decay = tf.constant(self.decay, tf.float32)
         if self.dynamic_decay:
             decay = tf.minimum(decay, (1.0 + n) / (10.0 + n))
         return tf.where(n > 0, 1.0 - decay, 1.0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        optimizer = getattr(self.model, "optimizer", None)
+        if not self._warned and int(self.num_averaged.numpy()) == 0 and optimizer is not None and int(optimizer.iterations.numpy()) > 0:
+            self._warned = True
+            logging.warning("ExponentialMovingAverage: the optimizer applied updates but the average was never updated: a "
+                            "Trainer.make_train_step override must pass after_update=step_updates(self.weight_averaging) "
+                            "(tfcustom.callbacks.weight_averaging) to tfcustom.steps.make_train_step")
 
     def get_config(self) -> dict:
         return {"decay": self.decay, "dynamic_decay": self.dynamic_decay}
