@@ -100,6 +100,9 @@ def test_misuse_is_refused_in_one_line(caplog):
     model = keras.Sequential([keras.Input((worker.D,)), keras.layers.Dense(worker.K)])
     with pytest.raises(ConfigError, match="swa_lr sets the learning rate but the optimizer's learning rate is a schedule.*SWALearningRate"):
         tfcustom.Trainer(model, LOSS, keras.optimizers.SGD(cosine), weight_averaging=StochasticWeightAveraging(1, swa_lr=0.01))
+    in_schedule = StochasticWeightAveraging(1, swa_lr=0.01)  # the schedule holds swa_lr: accepted, not assigned
+    trainer = tfcustom.Trainer(model, LOSS, keras.optimizers.SGD(SWALearningRate(cosine, 0, 0.01)), weight_averaging=in_schedule, verbose=0)
+    assert trainer.fit((x, y), epochs=1, batch_size=16).history["learning_rate"] == pytest.approx([0.01])
     trainer = _trainer([])
     with pytest.raises(ConfigError, match=r"weight average was passed to fit's callbacks.*Trainer\(weight_averaging="):
         trainer.fit((x, y), epochs=1, callbacks=[ExponentialMovingAverage()])
@@ -230,7 +233,7 @@ def test_run_tests_raw_and_averaged_weights_and_exports_the_average(tmp_path):
                                   swa_start_epoch=2, swa_lr=0.01, lr_schedule="cosine")
     results = tfcustom.train_and_evaluate(config, str(tmp_path), dataset=data)
     record = results["weight_averaging"]
-    assert record["kind"] == "swa" and record["num_averaged"] == 2 and record["batch_norm_batches"] == 4
+    assert record["kind"] == "swa" and record["swa_lr"] == 0.01 and record["num_averaged"] == 2 and record["batch_norm_batches"] == 4
     assert results["test"] == record["averaged"] != record["raw"]
     assert [r["learning_rate"] for r in results["history"]][1:] == pytest.approx([0.01, 0.01])
     model = keras.models.load_model(str(tmp_path / "model.keras"))

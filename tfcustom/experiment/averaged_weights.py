@@ -36,13 +36,13 @@ def averages_from_config(config) -> List[WeightAverage]:
       config: the run's config (validated).
 
     Returns:
-      ``[ExponentialMovingAverage(ema_decay)]``, ``[StochasticWeightAveraging(swa_start_epoch)]``
-      (``swa_lr`` is in the optimizer's schedule: `tfcustom.callbacks.SWALearningRate`) or ``[]``.
+      ``[ExponentialMovingAverage(ema_decay)]``, ``[StochasticWeightAveraging(swa_start_epoch, swa_lr)]``
+      (the optimizer's schedule has ``swa_lr`` in a `tfcustom.callbacks.SWALearningRate`) or ``[]``.
     """
     if config.ema_decay is not None:
         return [ExponentialMovingAverage(decay=config.ema_decay)]
     if config.swa_start_epoch is not None:
-        return [StochasticWeightAveraging(start_epoch=config.swa_start_epoch)]
+        return [StochasticWeightAveraging(start_epoch=config.swa_start_epoch, swa_lr=config.swa_lr)]
     return []
 
 
