@@ -2,7 +2,7 @@
 
 [`averages_from_config`][tfcustom.experiment.averaged_weights.averages_from_config] builds the
 `tfcustom.callbacks.weight_averaging` objects the Trainer updates;
-[`test_raw_and_averaged`][tfcustom.experiment.averaged_weights.test_raw_and_averaged] runs after training: it tests the raw
+[`evaluate_raw_and_averaged`][tfcustom.experiment.averaged_weights.evaluate_raw_and_averaged] runs after training: it tests the raw
 weights, then copies the average into the model, recomputes the BatchNorm statistics for it
 with one pass over the training data
 (`tfcustom.training.batch_norm_stats.reestimate_batch_norm`) and tests again.
@@ -46,7 +46,7 @@ def averages_from_config(config) -> List[WeightAverage]:
     return []
 
 
-def test_raw_and_averaged(trainer, train, test) -> Tuple[Dict[str, float], Optional[dict]]:
+def evaluate_raw_and_averaged(trainer, train, test) -> Tuple[Dict[str, float], Optional[dict]]:
     """Test the raw weights; with a weight average, put it into the model, recompute BatchNorm statistics, test it.
 
     Args:
