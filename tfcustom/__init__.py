@@ -28,6 +28,7 @@ from tfcustom import strategy  # select(name) -> tf.distribute.Strategy; set_pre
 from tfcustom import plots, summaries, sweep, timing  # pictures; TensorBoard; run_sweep; step timing
 from tfcustom import colab  # select_strategy: the TPU, else explain why and fall back (notebooks)
 from tfcustom import export, preemption, transfer  # export_model / evaluate_run; restore_backbone / freeze / BackboneHeadOptimizer
+from tfcustom.experiment.sidecar import evaluate_continuously  # the sidecar evaluator (tfcustom-evaluate --watch)
 
 __all__ = [
     "ConfigError", "DataError", "EarlyStopping", "History", "NonFiniteLossError",
@@ -35,4 +36,5 @@ __all__ = [
     "make_predict_step", "make_test_step", "make_train_step", "metrics", "models",
     "optimizers", "steps", "train_and_evaluate", "plot_confusion_matrix", "plot_misclassified",
     "plot_reliability", "plots", "summaries", "sweep", "timing", "export", "preemption", "transfer", "strategy", "colab",
+    "evaluate_continuously",
 ]

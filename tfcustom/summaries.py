@@ -47,6 +47,7 @@ from tfcustom.errors import check, check_positive_int
 from tfcustom.experiment.disk_errors import writing
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
+EVAL_SIDECAR = "eval_sidecar"  # written by the sidecar evaluator (tfcustom.experiment.sidecar), which keeps it itself
 
 
 def _hparam_values(config: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
@@ -100,6 +101,8 @@ def discard_after(logdir: str, global_step: int, epochs_done: int) -> int:
     shutil.rmtree(os.path.join(logdir, TEST), ignore_errors=True)
     removed = 0
     for path in sorted(glob.glob(os.path.join(logdir, "**", "events.out.tfevents.*"), recursive=True)):
+        if os.path.relpath(path, logdir).split(os.sep)[0] == EVAL_SIDECAR:
+            continue  # the sidecar's own (rewritten from its sidecar.json when it restarts)
         if path.endswith(".tmp"):
             os.remove(path)
             continue
