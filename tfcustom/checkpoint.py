@@ -172,7 +172,7 @@ def listed_checkpoints(directory: str) -> List[str]:
         >>> listed_checkpoints(d)
         []
         >>> _ = open(os.path.join(d, "checkpoint"), "w").write(
-        ...     'model_checkpoint_path: "ckpt-12"\nall_model_checkpoint_paths: "ckpt-8"\nall_model_checkpoint_paths: "ckpt-12"\n')
+        ...     'model_checkpoint_path: "ckpt-12" all_model_checkpoint_paths: "ckpt-8" all_model_checkpoint_paths: "ckpt-12"')
         >>> listed_checkpoints(d)
         ['ckpt-8', 'ckpt-12']
     """

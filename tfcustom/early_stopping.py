@@ -18,8 +18,13 @@ from tfcustom.errors import check, check_one_of
 
 
 def auto_mode(monitor: str) -> str:
-    """``mode="auto"``'s choice for ``monitor``: ``"min"`` for a loss, an
-    error or ``ece``, else ``"max"`` (accuracy-like names, as Keras does).
+    """``mode="auto"``'s choice for a monitored name.
+
+    Args:
+      monitor: a metric name, e.g. ``"val_loss"``.
+
+    Returns:
+      ``"min"`` for a loss, an error or ``ece``, else ``"max"`` (accuracy-like names, as Keras does).
 
     Examples:
         >>> auto_mode("val_loss"), auto_mode("val_accuracy")

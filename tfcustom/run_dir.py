@@ -179,6 +179,8 @@ class RunEvaluation:
         self.config = config = _read_run_config(run_dir)
         if dataset is None:
             dataset = data_lib.load(config.dataset, data_dir or config.data_dir)
+        if not isinstance(dataset, data_lib.ShardedDataset):  # the examples the run used (--train_subset, --test_subset)
+            dataset = data_lib.subset(dataset, config.train_subset, config.test_subset)
         if split == "test":
             examples = dataset.test
         else:
@@ -234,7 +236,8 @@ def evaluate_run(run_dir: str, which: str = "final", data_dir: Optional[str] = N
         ``"ckpt-N"`` (checkpoints; see [`load_run_model`][tfcustom.run_dir.load_run_model]).
       data_dir: the data directory (default: the run's ``data_dir``).
       split: ``"test"``, ``"validation"`` (the run's held-out part of train,
-        rebuilt from its seed and validation_size) or ``"train"`` (the rest).
+        rebuilt from its seed and validation_size) or ``"train"`` (the rest);
+        of the examples the run used (its ``train_subset`` / ``test_subset``).
       dataset: an in-memory [`tfcustom.data.Dataset`][tfcustom.data.Dataset] instead of loading
         the run's dataset.
 

@@ -13,6 +13,8 @@ overlay in TensorBoard), ``<logdir>/test`` the end-of-run results, and
   ``learning_rate``, ``time_s``, ``examples_per_second``,
   ``input_wait_share``) and in ``validation`` (its ``val_`` values);
 * at the end, in ``test``: ``test_<name>`` and the confusion matrix image;
+* ``eval_sidecar``: the sidecar evaluator's points (`tfcustom.experiment.sidecar`,
+  ``tfcustom-evaluate --watch``), which it keeps itself: a fresh start and a resume leave them alone;
 * at the start of a run: its config as text (``train``) and as hparams;
 * optional: ``epoch_weights/<variable>`` histograms every
   ``histograms_every_epochs`` epochs, and a profiler trace of the steps
@@ -84,6 +86,14 @@ def _read_records(path: str):
     except tf.errors.DataLossError:
         return records, True
     return records, False
+
+
+def _clear(logdir: str) -> None:
+    """Delete ``logdir``'s content but the sidecar evaluator's (it may be watching this run from its start)."""
+    for name in os.listdir(logdir) if os.path.isdir(logdir) else []:
+        if name != EVAL_SIDECAR:
+            path = os.path.join(logdir, name)
+            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
 
 
 def discard_after(logdir: str, global_step: int, epochs_done: int) -> int:
@@ -170,7 +180,7 @@ class SummaryWriter:
         if not self.chief:
             return
         if global_step == 0 and epochs_done == 0:
-            shutil.rmtree(self.logdir, ignore_errors=True)
+            _clear(self.logdir)
             if config is not None:
                 self.write_config(config)
         else:

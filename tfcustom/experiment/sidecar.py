@@ -30,13 +30,15 @@ machine or any other that sees the run directory, and:
   checkpoints listed by then, the last one included), or after ``timeout``
   seconds without a new checkpoint.
 
-Its numbers are [`evaluate_run`][tfcustom.run_dir.evaluate_run]'s
+Its numbers are [`evaluate_run`][tfcustom.export.evaluate_run]'s
 (``tfcustom-evaluate --checkpoint=ckpt-N``) on the same checkpoint.
 
 Examples:
     >>> state = evaluate_continuously("runs/cnn", split="validation", metric="val_accuracy", timeout=600)
     >>> state["best"]["step"], state["evaluations"][str(state["best"]["step"])]["val_accuracy"]
     (1876, 0.9123)
+
+See docs/guides/sidecar.md.
 """
 
 from __future__ import annotations
@@ -69,7 +71,18 @@ _START_OVER = f"delete {SIDECAR_FILE} (and {BEST_MODEL_DIR}/) to evaluate the ru
 
 
 def split_prefix(split: str) -> str:
-    """The prefix of the sidecar's metric names on ``split``: ``test_``, ``val_`` or none (train), as in the run's history."""
+    """The prefix of the sidecar's metric names on a split, as in the run's history.
+
+    Args:
+      split: ``"test"``, ``"validation"`` or ``"train"``.
+
+    Returns:
+      ``"test_"``, ``"val_"`` or ``""``.
+
+    Examples:
+        >>> split_prefix("validation") + "accuracy"
+        'val_accuracy'
+    """
     check_one_of("split", split, SPLITS)
     return _PREFIX[split]
 
@@ -120,12 +133,14 @@ class _Tensorboard:
     def rewrite(self, evaluations: Dict[str, Dict[str, float]]) -> None:
         """Start over from ``evaluations`` (a restart drops a point written after the last sidecar.json)."""
         shutil.rmtree(self.logdir, ignore_errors=True)
-        self._writer = tf.summary.create_file_writer(self.logdir)
         for step in sorted(evaluations, key=int):
             self.write(int(step), evaluations[step], flush=False)
-        self._writer.flush()
+        if self._writer is not None:
+            self._writer.flush()
 
     def write(self, step: int, metrics: Dict[str, float], flush: bool = True) -> None:
+        if self._writer is None:  # created with the first point, once the run has started its own summaries
+            self._writer = tf.summary.create_file_writer(self.logdir)
         with self._writer.as_default(step=step):
             for key, value in metrics.items():
                 name = key[len(self.prefix):] if self.prefix and key.startswith(self.prefix) else key
@@ -181,7 +196,7 @@ class _Sidecar:
             if os.path.exists(path + ".index") and name in listed_checkpoints(os.path.dirname(path)):
                 raise
         print(f"warning: {name} was deleted by the trainer (--keep_checkpoints) before the sidecar could evaluate it; "
-              "pass a larger --keep_checkpoints to the trainer to evaluate every checkpoint", file=sys.stderr)
+              "pass a larger --keep_checkpoints to the trainer to evaluate every checkpoint", file=sys.stderr, flush=True)
         self.state["skipped"].append(name)
         self.done.add(name)
         write_json(os.path.join(self.run_dir, SIDECAR_FILE), self.state)
@@ -232,7 +247,7 @@ def evaluate_continuously(run_dir: str, *, split: str = "test", metric: Optional
 
     Args:
       run_dir: a training run's ``--output_dir`` (running or finished; it must exist).
-      split: ``"test"``, ``"validation"`` or ``"train"``, as [`evaluate_run`][tfcustom.run_dir.evaluate_run].
+      split: ``"test"``, ``"validation"`` or ``"train"``, as [`evaluate_run`][tfcustom.export.evaluate_run].
       metric: the metric that picks the best checkpoint, named with the
         split's prefix (``"val_accuracy"`` on ``"validation"``,
         ``"test_loss"`` on ``"test"``); default: the split's loss.
@@ -252,6 +267,18 @@ def evaluate_continuously(run_dir: str, *, split: str = "test", metric: Optional
     Raises:
       ConfigError: a bad argument, a missing run directory, a metric the run
         does not compute, or a sidecar.json of another split / metric.
+
+    Examples:
+        >>> evaluate_continuously("runs/no_such_run", timeout=60)
+        Traceback (most recent call last):
+        ...
+        tfcustom.errors.ConfigError: run directory does not exist (received: 'runs/no_such_run'). Pass the --output_dir of a training run ...
+
+    A sidecar beside a run, keeping its best checkpoint by validation accuracy
+    (``tfcustom-evaluate --watch=runs/cnn --split=validation --watch_metric=val_accuracy``)::
+
+        state = evaluate_continuously("runs/cnn", split="validation", metric="val_accuracy")
+        state["best"]  # {"step": ..., "checkpoint": "ckpt-...", "value": ..., "export_dir": "sidecar_best"}
     """
     _check_arguments(run_dir, split, metric, mode, timeout, poll_seconds)
     run_dir = os.fspath(run_dir)
@@ -266,7 +293,7 @@ def evaluate_continuously(run_dir: str, *, split: str = "test", metric: Optional
     names = [split_prefix(split) + n for n in evaluation.metric_names()]
     check(metric in names, f"the run computes no metric {metric!r} on the {split} split", metric,
           f"pass one of {names}" + ("" if split == "validation" else " (val_ names need split='validation', --split=validation)"))
-    sidecar = _Sidecar(run_dir, evaluation, state, export_best, print if verbose else (lambda line: None))
+    sidecar = _Sidecar(run_dir, evaluation, state, export_best, (lambda line: print(line, flush=True)) if verbose else (lambda line: None))
     directory, last_new = os.path.join(run_dir, CHECKPOINT_DIR), time.monotonic()
     try:
         while True:
