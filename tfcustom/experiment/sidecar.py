@@ -173,6 +173,7 @@ class _Sidecar:
         self.run_dir, self.evaluation, self.state, self.export_best, self.say = run_dir, evaluation, state, export_best, say
         self.prefix = split_prefix(state["split"])
         self.model = evaluation.build_model()
+        evaluation.evaluate(self.model)  # traces the evaluation now, not when the first checkpoint is waiting
         self.done = {c["checkpoint"] for c in state["checkpoints"].values()} | set(state["skipped"])
         self.tensorboard = _Tensorboard(run_dir, self.prefix)
         self.tensorboard.rewrite(state["evaluations"])
