@@ -4,8 +4,10 @@ One 2-process run (module fixture): the trainer (examples/train.py) and the side
 (examples/evaluate.py --watch) start together on this machine; the sidecar is SIGKILLed after
 its first evaluation and started again. Oracles: the run's checkpoint index (which
 checkpoints exist), evaluate_run / examples/evaluate.py --checkpoint=ckpt-N (the same
-numbers), NumPy (accuracy from the restored model's logits), the TensorBoard event files.
-The remaining tests run the library in-process on copies of that run.
+numbers), the trainer's history (its validation at epoch ends), NumPy (accuracy from the restored
+model's logits), the TensorBoard event files. The remaining tests run the library in-process on
+copies of that run. The CLI's one-line error for a missing run directory is a command of
+docs/guides/sidecar.md (tests/test_readme.py runs it).
 """
 
 import glob
@@ -214,7 +216,7 @@ def test_half_written_checkpoint_timeout_resume_and_stop_on_results(watched, tmp
     assert again["evaluations"]["999"] != again["evaluations"]["26"]
 
 
-def test_bad_arguments_are_one_line(watched, tmp_path):
+def test_bad_arguments_raise_one_config_error(watched, tmp_path):
     out = watched["out"]
     with pytest.raises(ConfigError, match="run directory does not exist"):
         evaluate_continuously(str(tmp_path / "nowhere"))
