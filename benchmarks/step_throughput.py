@@ -11,7 +11,7 @@ batch size and optimizer (Adam) for every variant of a model. Per model:
 * Each side's **defaults**: ``compile()``/``fit()`` as they come
   (``steps_per_execution=1``, ``jit_compile="auto"``) vs the Trainer at
   ``TrainConfig``'s defaults (``steps_per_execution=1``, jit_compile and
-  precision chosen by :func:`tfcustom.autotune.tune`).
+  precision chosen by :func:`tfcustom.experiment.autotune.tune`).
 * Input pipeline cost: the Trainer on ``tfcustom.data.InputPipeline`` (uint8
   images decoded per batch, shuffled) vs on the in-memory tensors.
 
@@ -95,7 +95,7 @@ def build_variants(key, x, y, x_uint8):
     import tensorflow as tf
 
     import tfcustom
-    from tfcustom import autotune
+    from tfcustom.experiment import autotune
     from tfcustom.data import InputPipeline, Split
 
     _, name, kwargs = MODELS[key]
@@ -126,7 +126,7 @@ def build_variants(key, x, y, x_uint8):
 
     def add_trainer(label, data, jit, steps_per_execution, policy="float32"):
         m = fresh(policy)
-        opt = tfcustom.strategy.wrap_optimizer(keras.optimizers.Adam(1e-3), policy)
+        opt = tfcustom.distribute.strategy.wrap_optimizer(keras.optimizers.Adam(1e-3), policy)
         t = tfcustom.Trainer(m, loss, opt, ["accuracy"], jit_compile=jit, steps_per_execution=steps_per_execution, verbose=0)
         t.fit(data, 1, steps_per_epoch=2 * spe)  # traced on the timed data's iterator type
 
@@ -174,7 +174,7 @@ def build_variants(key, x, y, x_uint8):
         add_loop(f"hand loop {tag}", jit)
     # Defaults: fit as it comes; the Trainer at TrainConfig's defaults (autotune).
     add_fit("fit defaults (spe=1, jit=auto)")
-    tuned = autotune.tune(lambda policy: (fresh(policy), loss, tfcustom.strategy.wrap_optimizer(keras.optimizers.Adam(1e-3), policy)),
+    tuned = autotune.tune(lambda policy: (fresh(policy), loss, tfcustom.distribute.strategy.wrap_optimizer(keras.optimizers.Adam(1e-3), policy)),
                           lambda: memory.repeat(), steps=5, rounds=2, loss_steps=3)
     add_trainer(f"Trainer defaults (spe=1, autotune: jit={tuned.jit_compile}, {tuned.precision})", memory,
                 tuned.jit_compile, 1, tuned.precision)

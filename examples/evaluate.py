@@ -10,7 +10,7 @@
 checkpoint in ``<run_dir>/checkpoints``), ``best`` (``<run_dir>/checkpoints/best``)
 or ``ckpt-N``; for checkpoints the model is rebuilt from ``<run_dir>/config.json``.
 The flags are in tfcustom/cli/evaluate.py; the logic is
-:func:`tfcustom.export.evaluate_run` and, with ``--watch``,
+:func:`tfcustom.experiment.export.evaluate_run` and, with ``--watch``,
 :func:`tfcustom.experiment.sidecar.evaluate_continuously`.
 
 Prints the loss and metrics. Exit codes: 0 done, 2 bad flags / run directory /

@@ -171,8 +171,8 @@ def test_report_error_gives_one_line_and_the_documented_exit_code(capsys):
     """The README's exit codes: 3 non-finite loss, 4 stopped by SIGTERM/Ctrl-C, 75 a full disk, 2 any other tfcustom error."""
     from tfcustom.cli import report_error
     from tfcustom.errors import ConfigError, NonFiniteLossError
-    from tfcustom.experiment.disk_errors import DiskError
-    from tfcustom.preemption import TrainingInterrupted
+    from tfcustom.disk_errors import DiskError
+    from tfcustom.distribute.preemption import TrainingInterrupted
 
     cases = [
         (NonFiniteLossError("loss is nan at epoch 1"), "", 3, "error: loss is nan at epoch 1\n"),

@@ -114,7 +114,7 @@ import tensorflow as tf  # noqa: E402
 
 from fault_helpers import copy_run, error_lines, tiny_args  # noqa: E402
 from process_helpers import assert_same_weights, history_without_times  # noqa: E402
-from tfcustom.experiment import disk_errors  # noqa: E402
+from tfcustom import disk_errors  # noqa: E402
 
 MOUNTED = []
 
@@ -177,8 +177,8 @@ def test_full_disk_during_a_checkpoint_then_the_same_command_resumes(tmp_path, s
 
 
 def test_full_disk_during_export_leaves_no_finished_looking_run(tmp_path, reference):
-    from tfcustom.config import TrainConfig
-    from tfcustom.train import train_and_evaluate
+    from tfcustom.experiment.config import TrainConfig
+    from tfcustom.experiment.train import train_and_evaluate
 
     disk = _mount(str(tmp_path / "disk"), "8m")
     out = os.path.join(disk, "run")
@@ -199,8 +199,8 @@ def test_full_disk_during_export_leaves_no_finished_looking_run(tmp_path, refere
 
 
 def test_full_disk_while_writing_tensorboard_then_resume(tmp_path, reference, monkeypatch):
-    from tfcustom.config import TrainConfig
-    from tfcustom.train import train_and_evaluate
+    from tfcustom.experiment.config import TrainConfig
+    from tfcustom.experiment.train import train_and_evaluate
 
     config = TrainConfig.read(os.path.join(reference, "config.json"))
     out = str(tmp_path / "run")
@@ -263,7 +263,7 @@ def test_environmental_errors_are_told_apart_from_bugs(tmp_path):
 
 def test_a_resume_keeps_the_complete_events_of_a_file_cut_short(tmp_path):
     """An event file whose last record a full disk cut short: its complete records stay readable."""
-    from tfcustom.summaries import discard_after
+    from tfcustom.callbacks.summaries import discard_after
 
     logdir = str(tmp_path / "tensorboard")
     writer = tf.summary.create_file_writer(os.path.join(logdir, "train"))

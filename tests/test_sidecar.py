@@ -23,7 +23,7 @@ import time
 import numpy as np
 import pytest
 
-from tfcustom.checkpoint import listed_checkpoints
+from tfcustom.training.checkpoint import listed_checkpoints
 from tfcustom.errors import ConfigError
 from tfcustom.experiment.sidecar import BEST_MODEL_DIR, SIDECAR_FILE, evaluate_continuously
 
@@ -128,7 +128,7 @@ def test_best_checkpoint_is_exported(watched):
     import keras
 
     import tfcustom  # noqa: F401  (registers the models for loading)
-    from tfcustom.export import load_run_model
+    from tfcustom.experiment.export import load_run_model
 
     out = watched["out"]
     state = json.load(open(os.path.join(out, SIDECAR_FILE)))
@@ -143,7 +143,7 @@ def test_best_checkpoint_is_exported(watched):
 
 def test_metrics_equal_tfcustom_evaluate_on_the_same_checkpoint(watched):
     from tfcustom.data import load, normalize_images, split_validation, subset
-    from tfcustom.export import evaluate_run, load_run_model
+    from tfcustom.experiment.export import evaluate_run, load_run_model
 
     out, data_dir = watched["out"], watched["data_dir"]
     evaluations = _evaluations(out)
@@ -197,8 +197,8 @@ def test_half_written_checkpoint_timeout_resume_and_stop_on_results(watched, tmp
     # the save completes (a checkpoint of other weights at step 999: its files, then the index), and the run finishes
     import tensorflow as tf
 
-    from tfcustom.checkpoint import model_variables
-    from tfcustom.export import evaluate_run, load_run_model
+    from tfcustom.training.checkpoint import model_variables
+    from tfcustom.experiment.export import evaluate_run, load_run_model
 
     model = load_run_model(run, "latest")
     for v in model.trainable_variables:

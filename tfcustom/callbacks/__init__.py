@@ -16,6 +16,9 @@ with the same learning rates and stops at the same epoch. The guide is
 * [`check_learning_rate_settable`][tfcustom.callbacks.check_learning_rate_settable] (``learning_rate``): refuses, in one
   line, a callback that sets the learning rate of an optimizer built on a
   schedule.
+* [`EarlyStopping`][tfcustom.callbacks.early_stopping.EarlyStopping] (``early_stopping``): the config's
+  early stopping, with patience and restore-best, resumable.
+* ``summaries``: the run's TensorBoard summaries, laid out as Keras' ``TensorBoard`` callback does.
 
 Examples:
     >>> import numpy as np, keras, tfcustom

@@ -72,7 +72,7 @@ def check_callbacks(callbacks: Sequence) -> None:
         check(not isinstance(c, keras.callbacks.BackupAndRestore),
               "keras.callbacks.BackupAndRestore does not resume a Trainer (it would restore the weights, not the epoch, "
               "step or data order)", type(c).__name__,
-              "drop it and pass checkpoint_manager=tf.train.CheckpointManager(tfcustom.checkpoint.training_checkpoint(trainer), ...) "
+              "drop it and pass checkpoint_manager=tf.train.CheckpointManager(tfcustom.training.checkpoint.training_checkpoint(trainer), ...) "
               "to fit: it resumes exactly, with the callbacks' state")
 
 

@@ -5,7 +5,7 @@ resets (``EarlyStopping``'s ``wait``/``best``/``best_epoch``/``best_weights``,
 ``ReduceLROnPlateau``'s ``wait``/``cooldown_counter``/``best``,
 ``ModelCheckpoint``'s ``best``), and ``keras.callbacks.BackupAndRestore`` does
 not save them. [`CallbackState`][tfcustom.callbacks.state.CallbackState] is a ``PythonState`` of the training
-checkpoint ([`tfcustom.checkpoint.training_checkpoint`][tfcustom.checkpoint.training_checkpoint]): at each save it
+checkpoint ([`tfcustom.training.checkpoint.training_checkpoint`][tfcustom.training.checkpoint.training_checkpoint]): at each save it
 records, per callback (keyed by position and class name):
 
 * a user callback's ``get_state()`` (a JSON-able dict), given back with ``set_state(state)``;
@@ -141,7 +141,7 @@ def unsaved(callbacks: Sequence) -> List[str]:
 class CallbackState(tf.train.experimental.PythonState):
     """The state of the callbacks of the current ``fit``, saved and restored with the training checkpoint.
 
-    ``Trainer.callback_state`` is one; [`tfcustom.checkpoint.training_checkpoint`][tfcustom.checkpoint.training_checkpoint]
+    ``Trainer.callback_state`` is one; [`tfcustom.training.checkpoint.training_checkpoint`][tfcustom.training.checkpoint.training_checkpoint]
     tracks it as ``callbacks``. Callbacks are matched by position and class name,
     so pass the same callbacks in the same order when resuming.
     """

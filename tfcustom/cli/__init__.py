@@ -5,7 +5,7 @@ flags_parser=parse_flags)`` with three differences: ``--help`` shows
 tfcustom's flags first, grouped, and exits 0 (``--helpfull`` adds absl's and
 TensorFlow's flags and exits 0); a bad flag, an unknown flag or an unreadable
 flagfile is one ``error:`` line and exit code 2, like every other config error;
-and logging is set up quietly (see `tfcustom.logs`).
+and logging is set up quietly (see `tfcustom.training.logs`).
 """
 
 import difflib
@@ -47,11 +47,11 @@ def report_error(e: Exception, stopped_hint: str = "") -> int:
 
     4 when training was stopped by SIGTERM/Ctrl-C (``stopped: ...`` plus
     ``stopped_hint``), 3 for a non-finite loss, 75 for a full disk or an I/O
-    error (:data:`tfcustom.experiment.disk_errors.DISK_EXIT_CODE`), 2 for any
+    error (:data:`tfcustom.disk_errors.DISK_EXIT_CODE`), 2 for any
     other tfcustom error.
     """
     from tfcustom.errors import NonFiniteLossError
-    from tfcustom.preemption import TrainingInterrupted
+    from tfcustom.distribute.preemption import TrainingInterrupted
 
     if isinstance(e, TrainingInterrupted):
         print(f"stopped: {e}{stopped_hint}", file=sys.stderr)
@@ -62,7 +62,7 @@ def report_error(e: Exception, stopped_hint: str = "") -> int:
 
 def parse_flags(argv: Sequence[str], groups: Optional[Dict[str, Sequence[str]]] = None, doc: Optional[str] = None):
     """Parse ``argv`` into ``flags.FLAGS``; help and errors as described in the module doc."""
-    from tfcustom import logs
+    from tfcustom.training import logs
 
     args = list(argv[1:])
     if any(a in HELPFULL_ARGS for a in args):

@@ -78,7 +78,7 @@ def main(argv):
         print(f"error: unexpected arguments {argv[1:]!r}. Flags take the form --name=value.", file=sys.stderr)
         return 2
     from tfcustom.errors import TfcustomError
-    from tfcustom.strategy import configure_cpu_replicas
+    from tfcustom.distribute.strategy import configure_cpu_replicas
 
     try:
         configure_cpu_replicas(4)  # before anything initialises TensorFlow's devices

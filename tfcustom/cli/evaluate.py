@@ -10,7 +10,7 @@
 ``--checkpoint``: ``final`` (the run's ``model.keras``), ``latest`` (the newest
 checkpoint in ``<run_dir>/checkpoints``), ``best`` (``<run_dir>/checkpoints/best``)
 or ``ckpt-N``; for checkpoints the model is rebuilt from ``<run_dir>/config.json``.
-The logic is [`tfcustom.export.evaluate_run`][tfcustom.export.evaluate_run].
+The logic is [`tfcustom.experiment.export.evaluate_run`][tfcustom.experiment.export.evaluate_run].
 
 ``--watch=RUN_DIR`` is the sidecar evaluator
 ([`tfcustom.experiment.sidecar.evaluate_continuously`][tfcustom.experiment.sidecar.evaluate_continuously]):
@@ -32,8 +32,8 @@ from absl import app, flags
 from tfcustom.cli import parse_flags, report_error
 from tfcustom.errors import TfcustomError
 from tfcustom.experiment.sidecar import evaluate_continuously
-from tfcustom.export import evaluate_run
-from tfcustom.plots import redraw_run_pictures
+from tfcustom.experiment.export import evaluate_run
+from tfcustom.experiment.plots import redraw_run_pictures
 
 flags.DEFINE_string("run_dir", None, "A training run's --output_dir (holds config.json).")
 flags.DEFINE_string("checkpoint", "final", "final (model.keras), latest, best or ckpt-N (checkpoints).")

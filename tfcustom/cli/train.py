@@ -6,7 +6,7 @@ This module is the only one that reads ``FLAGS``. Flags can come from a file:
 Exit codes: 0 done, 2 bad flags / config / data / checkpoint, 3 non-finite loss,
 4 stopped by SIGTERM or Ctrl-C after saving a checkpoint (run the same command
 again to resume), 75 a full disk or an I/O error while writing the run (free
-space and run the same command again to resume; see tfcustom.experiment.disk_errors).
+space and run the same command again to resume; see tfcustom.disk_errors).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 from absl import app, flags
 
 from tfcustom.cli import parse_flags, report_error
-from tfcustom.experiment import disk_errors
+from tfcustom import disk_errors
 
 FLAGS = flags.FLAGS
 
@@ -97,7 +97,7 @@ flags.DEFINE_flag(flags.Flag(_NumberOrFindParser(int, "batch_size"), flags.Argum
                              "examples) and the fastest --steps_per_execution (tfcustom.experiment.batch_finder)."))
 flags.DEFINE_flag(flags.Flag(_AutoBoolParser(), flags.ArgumentSerializer(), "jit_compile", "auto",
                              "XLA-compile the per-replica forward/backward pass: auto (time both ways at start, keep the faster; "
-                             "see tfcustom.autotune), or force it with --jit_compile / --nojit_compile.", boolean=True))
+                             "see tfcustom.experiment.autotune), or force it with --jit_compile / --nojit_compile.", boolean=True))
 flags.DEFINE_string("autotune_from", None, "Replay another run's autotune choices exactly: its run directory or autotune.json.")
 flags.DEFINE_integer("steps_per_execution", 1, "Train steps per tf.function call.")
 flags.DEFINE_string("on_nonfinite", "stop", "What to do on a NaN/Inf loss: stop or skip.")
@@ -110,7 +110,7 @@ flags.DEFINE_list("export_formats", ["saved_model"], "Formats written beside mod
                   "(litert/onnx are run and checked against Keras; pip install 'tfcustom[export]').")
 flags.DEFINE_boolean("export_best", False, "Test and export the model of the best --monitor epoch instead of the last epoch's.")
 flags.DEFINE_enum("strategy", "auto", ["auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu"],
-                  "tf.distribute strategy (see tfcustom.strategy.select): auto = TPU if reachable, else the GPU(s), else the CPU.")
+                  "tf.distribute strategy (see tfcustom.distribute.strategy.select): auto = TPU if reachable, else the GPU(s), else the CPU.")
 flags.DEFINE_integer("num_cpu_replicas", None, "With --strategy=mirrored: split the CPU into N logical devices (one replica each).")
 flags.DEFINE_string("tpu", None, "With --strategy=tpu/auto: 'local' (TPU VM), grpc://HOST:PORT or a Cloud TPU name "
                     "(default: $COLAB_TPU_ADDR, $TPU_NAME, then local).")
@@ -185,7 +185,7 @@ def _profile_steps(values):
 
 def config_from_flags():
     """Parse the flags into a [`tfcustom.TrainConfig`][tfcustom.TrainConfig]."""
-    from tfcustom.config import TrainConfig
+    from tfcustom.experiment.config import TrainConfig
 
     return TrainConfig(
         dataset=FLAGS.dataset,
@@ -244,15 +244,15 @@ def main(argv):
     if len(argv) > 1:
         print(f"error: unexpected arguments {argv[1:]!r}. Flags take the form --name=value.", file=sys.stderr)
         return 2
-    from tfcustom.cluster import ClusterInterrupted, ClusterTimeout
+    from tfcustom.distribute.cluster import ClusterInterrupted, ClusterTimeout
     from tfcustom.errors import TfcustomError
-    from tfcustom.train import train_and_evaluate
+    from tfcustom.experiment.train import train_and_evaluate
 
     try:
         config = config_from_flags().validate()
         # The strategy comes first: splitting the CPU (--num_cpu_replicas) and
         # starting the multi-worker runtime only work before TF initialises its devices.
-        from tfcustom.strategy import select
+        from tfcustom.distribute.strategy import select
 
         strategy = select(config.strategy, num_cpu_replicas=config.num_cpu_replicas, tpu=config.tpu_address,
                           cluster_timeout=config.cluster_timeout)
@@ -266,7 +266,7 @@ def main(argv):
     except TfcustomError as e:
         return report_error(e)
     except Exception as e:  # noqa: BLE001 -- only a corrupt TFRecord and an environmental write failure become one line
-        if disk_errors.reason(e) is not None:  # a write no guard of tfcustom.experiment.disk_errors names
+        if disk_errors.reason(e) is not None:  # a write no guard of tfcustom.disk_errors names
             return report_error(disk_errors.DiskError(f"{disk_errors.reason(e)} ({str(e).splitlines()[0][:300]}); "
                                                       + disk_errors.what_survives(os.path.join(FLAGS.output_dir, "checkpoints"))))
         if type(e).__name__ != "DataLossError":

@@ -31,7 +31,7 @@ import numpy as np
 from tfcustom.data import sources
 from tfcustom.data.tfrecord import FORMAT, SPEC_FILE, VERSION, shard_name, write_shard, write_spec
 from tfcustom.errors import check, check_positive_int, config_error, data_error
-from tfcustom.experiment.disk_errors import DiskError, remove
+from tfcustom.disk_errors import DiskError, remove
 
 _SHARD_FILE = re.compile(r"^[A-Za-z0-9_]+-\d{5}-of-\d{5}\.tfrecord(\.tmp)?$")
 RERUN = "the source data is untouched and the output has no dataset.json (not usable yet): free space and rerun the same command"

@@ -48,7 +48,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcustom.errors import DataError, data_error
-from tfcustom.experiment.disk_errors import atomic
+from tfcustom.disk_errors import atomic
 
 SPEC_FILE = "dataset.json"
 FORMAT = "tfcustom.tfrecord"

@@ -7,7 +7,7 @@
 
 Each check is one module (its ``run(setup) -> CheckResult``). The multi-replica
 checks need 4 logical CPU devices, configured before TensorFlow initialises
-([`tfcustom.strategy.configure_cpu_replicas`][tfcustom.strategy.configure_cpu_replicas]; ``tfcustom-doctor`` does it at start).
+([`tfcustom.distribute.strategy.configure_cpu_replicas`][tfcustom.distribute.strategy.configure_cpu_replicas]; ``tfcustom-doctor`` does it at start).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def check(model_fn: Callable, loss, optimizer_fn: Callable, data, *, metrics: Se
 
     Returns a [`Report`][tfcustom.doctor.Report] (``report.passed``, ``report.table()``).
     """
-    from tfcustom.trainer import Trainer
+    from tfcustom.training.trainer import Trainer
 
     names = list(CHECKS) if checks is None else list(checks)
     unknown = sorted(set(names) - set(CHECKS))

@@ -40,9 +40,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfcustom import steps as steps_lib
+from tfcustom.training import steps as steps_lib
 from tfcustom.errors import check
-from tfcustom.experiment.disk_errors import atomic
+from tfcustom.disk_errors import atomic
 
 RULES = ("steepest", "min_div_10")
 #: Where the sweep starts.

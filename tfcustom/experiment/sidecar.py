@@ -22,7 +22,7 @@ machine or any other that sees the run directory, and:
 * keeps the model of the best checkpoint by ``metric`` (``mode`` ``"auto"``:
   min for a loss, max for accuracy-like names, as Keras does) exported in
   ``<run_dir>/sidecar_best/`` (``model.keras`` and ``saved_model/``, see
-  [`export_model`][tfcustom.export.export_model]);
+  [`export_model`][tfcustom.experiment.export.export_model]);
 * resumes after its own restart (or SIGKILL) from ``sidecar.json``: what it
   lists is not evaluated again, and the TensorBoard points are written again
   from it;
@@ -30,7 +30,7 @@ machine or any other that sees the run directory, and:
   checkpoints listed by then, the last one included), or after ``timeout``
   seconds without a new checkpoint.
 
-Its numbers are [`evaluate_run`][tfcustom.export.evaluate_run]'s
+Its numbers are [`evaluate_run`][tfcustom.experiment.export.evaluate_run]'s
 (``tfcustom-evaluate --checkpoint=ckpt-N``) on the same checkpoint.
 
 Examples:
@@ -51,14 +51,14 @@ from typing import Any, Callable, Dict, Optional
 
 import tensorflow as tf
 
-from tfcustom.checkpoint import check_index, listed_checkpoints
-from tfcustom.early_stopping import auto_mode
+from tfcustom.training.checkpoint import check_index, listed_checkpoints
+from tfcustom.callbacks.early_stopping import auto_mode
 from tfcustom.errors import TfcustomError, check, check_one_of
-from tfcustom.experiment.run_json import read_json, write_json
-from tfcustom.export import export_model
-from tfcustom.run_dir import RunEvaluation, restore_checkpoint
-from tfcustom.run_files import CHECKPOINT_DIR, CONFIG_FILE, RESULTS_FILE, SPLITS
-from tfcustom.summaries import EVAL_SIDECAR
+from tfcustom.run_json import read_json, write_json
+from tfcustom.experiment.export import export_model
+from tfcustom.experiment.run_dir import RunEvaluation, restore_checkpoint
+from tfcustom.experiment.run_files import CHECKPOINT_DIR, CONFIG_FILE, RESULTS_FILE, SPLITS
+from tfcustom.callbacks.summaries import EVAL_SIDECAR
 
 __all__ = ["evaluate_continuously", "SIDECAR_FILE", "BEST_MODEL_DIR", "split_prefix"]
 
@@ -248,7 +248,7 @@ def evaluate_continuously(run_dir: str, *, split: str = "test", metric: Optional
 
     Args:
       run_dir: a training run's ``--output_dir`` (running or finished; it must exist).
-      split: ``"test"``, ``"validation"`` or ``"train"``, as [`evaluate_run`][tfcustom.export.evaluate_run].
+      split: ``"test"``, ``"validation"`` or ``"train"``, as [`evaluate_run`][tfcustom.experiment.export.evaluate_run].
       metric: the metric that picks the best checkpoint, named with the
         split's prefix (``"val_accuracy"`` on ``"validation"``,
         ``"test_loss"`` on ``"test"``); default: the split's loss.

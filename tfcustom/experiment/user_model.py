@@ -4,7 +4,7 @@ The function is called as ``function(num_classes=..., input_shape=..., **model_k
 (``input_shape`` only when its signature takes it) and must return a
 ``keras.Model`` that outputs ``num_classes`` logits. The module is imported from
 ``sys.path`` plus the current directory (as ``python -m`` does), so a run
-directory's ``config.json`` rebuilds the same model later (``tfcustom.run_dir``).
+directory's ``config.json`` rebuilds the same model later (``tfcustom.experiment.run_dir``).
 
 >>> is_reference("mlp"), is_reference("my_models:small_cnn")
 (False, True)

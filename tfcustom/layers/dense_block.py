@@ -6,7 +6,7 @@ import keras
 
 from tfcustom.layers.batch_normalization import BatchNormalization
 from tfcustom.errors import check_positive_int
-from tfcustom.dropout import Dropout, check_rate
+from tfcustom.layers.dropout import Dropout, check_rate
 from tfcustom.layers._args import _get
 from tfcustom.layers.activations import get_activation, serialize_activation
 from tfcustom.layers.dense import Dense

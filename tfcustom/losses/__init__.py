@@ -21,7 +21,7 @@ Conventions shared by all losses:
   (logits with ``from_logits=False``: values outside ``[0, 1]``;
   probabilities with ``from_logits=True``: rows summing to 1), and the
   [`tfcustom.Trainer`][tfcustom.Trainer] refuses to train with the mismatch
-  (see `tfcustom.loss_inputs`).
+  (see `tfcustom.losses.loss_inputs`).
 * Computation happens in the loss' ``dtype`` (``float32`` by default), also
   when the model runs in ``mixed_float16``.
 * Log-probabilities come from ``tf.nn.log_softmax``, never ``log(softmax)``,

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcustom.errors import check, config_error
-from tfcustom.loss_inputs import mismatch
+from tfcustom.losses.loss_inputs import mismatch
 from tfcustom.losses._args import _as_float, _check_common
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from tfcustom.errors import check, check_positive_int
-from tfcustom.dropout import Dropout, check_rate
+from tfcustom.layers.dropout import Dropout, check_rate
 from tfcustom.layers import ConvBlock, Dense, DenseBlock, get_activation, serialize_activation
 from tfcustom.models.test_time_flip import flip_averaged_logits
 from tfcustom.models.base import _StackModel, _attach, _logits_dtype, _positive_ints

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from tfcustom.dropout import check_rate
+from tfcustom.layers.dropout import check_rate
 from tfcustom.errors import check_positive_int
 from tfcustom.layers import Dense, DenseBlock, get_activation, serialize_activation
 from tfcustom.models.base import _StackModel, _attach, _logits_dtype, _positive_ints
