@@ -50,7 +50,7 @@ flags.DEFINE_float("ema_decay", None, "Keep an exponential moving average of the
 flags.DEFINE_integer("swa_start_epoch", None, "Stochastic weight averaging: average the weights at the end of every epoch from "
                      "this one (counted from 1); the average is tested and exported (BatchNorm statistics recomputed for it).")
 flags.DEFINE_float("swa_lr", None, "With --swa_start_epoch: train at this constant learning rate from that epoch on "
-                   "(default: the schedule continues).")
+                   "(unset: the schedule continues).")
 flags.DEFINE_integer("epochs", 10, "Number of epochs.")
 flags.DEFINE_integer("eval_batch_size", 500, "Batch size for validation and test.")
 flags.DEFINE_integer("early_stopping_patience", None, "Stop after this many epochs without improvement of --monitor.")
