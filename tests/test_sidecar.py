@@ -230,3 +230,18 @@ def test_bad_arguments_raise_one_config_error(watched, tmp_path):
     shutil.copyfile(os.path.join(out, SIDECAR_FILE), os.path.join(run, SIDECAR_FILE))
     with pytest.raises(ConfigError, match="sidecar.json was written by a sidecar with another metric"):
         evaluate_continuously(run, split="validation", metric="val_loss", timeout=1)
+
+
+def test_a_checkpoint_deleted_before_its_evaluation_is_skipped_with_a_warning(watched, tmp_path, capsys):
+    """The trainer's --keep_checkpoints deleted a checkpoint the index still listed when the sidecar read it."""
+    out, data_dir = watched["out"], watched["data_dir"]
+    run = _copy(out, tmp_path / "run")
+    ckpt_dir = os.path.join(run, "checkpoints")
+    gone = listed_checkpoints(ckpt_dir)[1]
+    for path in glob.glob(os.path.join(ckpt_dir, gone + ".*")):
+        os.remove(path)
+    state = evaluate_continuously(run, split="validation", data_dir=data_dir, poll_seconds=0.05, export_best=False, verbose=0)
+    assert state["skipped"] == [gone]
+    assert sorted(int(s) for s in state["evaluations"]) == [s for s in _steps_in_index(out) if f"ckpt-{s}" != gone]
+    warnings = [l for l in capsys.readouterr().err.splitlines() if l.startswith("warning:")]
+    assert len(warnings) == 1 and gone in warnings[0] and "--keep_checkpoints" in warnings[0]
