@@ -205,6 +205,8 @@ def test_sigkill_then_resume_gives_the_same_averages_bitwise(resumed, replicas):
     assert resumed_epochs == json.loads(str(reference["history"]))[-len(resumed_epochs):] and resumed_epochs[0]["epoch"] == worker.KILL_AT // worker.STEPS + 1
     assert int(reference["ema_0"]) == worker.STEPS * worker.EPOCHS and int(reference["swa_0"]) == worker.EPOCHS - 1
     assert not np.array_equal(reference["ema_1"], reference["swa_1"])
+    for name in ("ema", "swa"):  # one MirroredVariable per weight: every replica's copy the same, bitwise
+        assert int(reference[f"{name}_replica_copies"]) == replicas and reference[f"{name}_replica_copies_equal"].all()
 
 
 def test_batch_norm_reestimation_under_two_replicas_is_the_mean_of_every_share(resumed):
