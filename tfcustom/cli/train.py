@@ -45,6 +45,12 @@ flags.DEFINE_float("weight_decay", None, "Decoupled weight decay of the optimize
 flags.DEFINE_float("momentum", 0.9, "Momentum for sgd/momentum/nesterov/rmsprop.")
 flags.DEFINE_float("clip_global_norm", None, "Clip the gradient to this global norm.")
 flags.DEFINE_float("sam_rho", None, "SAM neighbourhood size (implies SAM).")
+flags.DEFINE_float("ema_decay", None, "Keep an exponential moving average of the weights with this decay (e.g. 0.999), updated "
+                   "after every step; the average is tested and exported (BatchNorm statistics recomputed for it).")
+flags.DEFINE_integer("swa_start_epoch", None, "Stochastic weight averaging: average the weights at the end of every epoch from "
+                     "this one (counted from 1); the average is tested and exported (BatchNorm statistics recomputed for it).")
+flags.DEFINE_float("swa_lr", None, "With --swa_start_epoch: train at this constant learning rate from that epoch on "
+                   "(unset: the schedule continues).")
 flags.DEFINE_integer("epochs", 10, "Number of epochs.")
 flags.DEFINE_integer("eval_batch_size", 500, "Batch size for validation and test.")
 flags.DEFINE_integer("early_stopping_patience", None, "Stop after this many epochs without improvement of --monitor.")
@@ -140,7 +146,7 @@ HELP_GROUPS = {
     "data": ["config", "dataset", "data_dir", "validation_size", "train_subset", "test_subset", "augment", "shuffle_buffer", "verify_shards"],
     "model": ["model", "model_kwargs", "loss", "label_smoothing", "metrics"],
     "optimization": ["optimizer", "learning_rate", "lr_schedule", "warmup_epochs", "weight_decay", "momentum",
-                     "clip_global_norm", "sam_rho", "epochs", "batch_size", "eval_batch_size", "early_stopping_patience",
+                     "clip_global_norm", "sam_rho", "ema_decay", "swa_start_epoch", "swa_lr", "epochs", "batch_size", "eval_batch_size", "early_stopping_patience",
                      "monitor", "seed", "deterministic", "jit_compile", "autotune_from", "steps_per_execution", "on_nonfinite"],
     "distribution": ["strategy", "num_cpu_replicas", "tpu", "precision", "cluster_timeout", "log_replica_losses"],
     "checkpoints and output": ["output_dir", "overwrite", "checkpoint_every_steps", "keep_checkpoints", "export_best", "export_formats", "verbose",
@@ -209,6 +215,9 @@ def config_from_flags():
         momentum=FLAGS.momentum,
         clip_global_norm=FLAGS.clip_global_norm,
         sam_rho=FLAGS.sam_rho,
+        ema_decay=FLAGS.ema_decay,
+        swa_start_epoch=FLAGS.swa_start_epoch,
+        swa_lr=FLAGS.swa_lr,
         epochs=FLAGS.epochs,
         batch_size=FLAGS.batch_size,
         eval_batch_size=FLAGS.eval_batch_size,
@@ -275,8 +284,11 @@ def main(argv):
               "re-convert the dataset (--verify_shards=full, the default, finds such shards before training).", file=sys.stderr)
         return 2
     test = results["test"]
+    averaged = results.get("weight_averaging") or {}
+    weights = (f"{averaged['kind'].upper()} weights; raw weights {averaged['raw'].get('accuracy', float('nan')):.4f}  "
+               if averaged.get("averaged") else "")
     print(
-        f"Test accuracy: {test.get('accuracy', float('nan')):.4f}  test loss: {test['loss']:.4f}  "
+        f"Test accuracy: {test.get('accuracy', float('nan')):.4f}  test loss: {test['loss']:.4f}  {weights}"
         f"({results['epochs_run']} epochs, {results['train_time_s']:.0f} s of training; run in {FLAGS.output_dir})"
     )
     return 0

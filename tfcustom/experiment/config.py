@@ -54,6 +54,12 @@ class TrainConfig:
       momentum: for SGD-like optimizers.
       clip_global_norm: clip the summed gradient to this global norm.
       sam_rho: SAM's neighbourhood size (``sam_*`` optimizers).
+      ema_decay: keep an exponential moving average of the weights with this
+        decay (e.g. 0.999); tested and exported instead of the raw weights.
+      swa_start_epoch: stochastic weight averaging of the weights at the end of
+        each epoch from this one (counted from 1); tested and exported.
+      swa_lr: with ``swa_start_epoch``: a constant learning rate from that epoch
+        on (None: the schedule continues).
       epochs: epochs in total (a resumed run trains up to this epoch).
       batch_size: the global batch size, or ``"find"``.
       early_stopping_patience: epochs without improvement of ``monitor``; None: never stop.
@@ -115,6 +121,10 @@ class TrainConfig:
     momentum: float = 0.9
     clip_global_norm: Optional[float] = None
     sam_rho: Optional[float] = None
+    # weight averaging (see tfcustom.callbacks.weight_averaging)
+    ema_decay: Optional[float] = None
+    swa_start_epoch: Optional[int] = None
+    swa_lr: Optional[float] = None
     epochs: int = 10
     batch_size: Union[int, str] = 128  # or "find" (tfcustom.experiment.finders)
     early_stopping_patience: Optional[int] = None
@@ -209,6 +219,24 @@ class TrainConfig:
         for fmt in self.export_formats:
             if fmt != "saved_model":
                 require_runtime(fmt)
+
+    def _validate_weight_averaging(self) -> None:
+        """``ema_decay`` / ``swa_start_epoch`` / ``swa_lr``: their ranges, and one averaging at a time."""
+        check(self.ema_decay is None or (_is_number(self.ema_decay) and 0.0 < self.ema_decay < 1.0), "ema_decay must be in (0, 1)",
+              self.ema_decay, "pass e.g. --ema_decay=0.999, or leave it unset for no moving average")
+        check(self.swa_start_epoch is None or (isinstance(self.swa_start_epoch, int) and not isinstance(self.swa_start_epoch, bool)
+                                               and 1 <= self.swa_start_epoch <= self.epochs),
+              f"swa_start_epoch must be an epoch of the run, 1 to epochs={self.epochs}", self.swa_start_epoch,
+              f"pass e.g. --swa_start_epoch={max(1, self.epochs * 3 // 4)} (SWA over the last quarter)")
+        check(self.swa_lr is None or (_is_number(self.swa_lr) and self.swa_lr > 0), "swa_lr must be positive", self.swa_lr,
+              "pass e.g. --swa_lr=0.0005, or leave it unset to keep the schedule")
+        check(self.swa_lr is None or self.swa_start_epoch is not None, "swa_lr needs swa_start_epoch", self.swa_lr,
+              "pass --swa_start_epoch=N too (SWA from epoch N), or drop --swa_lr")
+        check(self.ema_decay is None or self.swa_start_epoch is None, "choose one weight averaging: ema_decay or swa_start_epoch",
+              f"ema_decay={self.ema_decay}, swa_start_epoch={self.swa_start_epoch}", "drop --ema_decay or --swa_start_epoch")
+        check(not self.export_best or (self.ema_decay is None and self.swa_start_epoch is None),
+              "export_best exports the raw weights of the best epoch, not the averaged weights", "export_best with weight averaging",
+              "drop --export_best (the averaged model is exported), or drop --ema_decay/--swa_start_epoch")
 
     def validate(self) -> "TrainConfig":
         """Check every field; return self. Names (model, loss, ...) are checked
@@ -306,6 +334,7 @@ class TrainConfig:
               "profile_steps must be START,END with 1 <= START <= END", self.profile_steps, "pass e.g. --profile_steps=10,20")
         check(isinstance(self.cluster_timeout, (int, float)) and not isinstance(self.cluster_timeout, bool) and self.cluster_timeout > 0,
               "cluster_timeout must be a positive number of seconds", self.cluster_timeout, "pass e.g. cluster_timeout=300")
+        self._validate_weight_averaging()
         check(self.validation_size > 0 or not self.monitor.startswith("val_") or self.early_stopping_patience is None,
               "early stopping monitors a validation metric but validation_size is 0", self.monitor, "set validation_size > 0 or monitor a training metric")
         return self

@@ -4,8 +4,9 @@ One ``tf.train.Checkpoint`` (built by [`training_checkpoint`][tfcustom.training.
 model (weights, BatchNorm statistics, dropout RNG states), the optimizer (slots
 and iteration count), the loop position (global step, epoch, step within the
 epoch — with the seeded per-epoch data order this is the position in the data),
-the running train metrics of the current epoch, the early-stopping state and the
-state of ``fit``'s callbacks (`tfcustom.callbacks.state`).
+the running train metrics of the current epoch, the early-stopping state, the
+state of ``fit``'s callbacks (`tfcustom.callbacks.state`) and the weight
+averages (`tfcustom.callbacks.weight_averaging`).
 Restoring it and starting the same loop again continues bit for bit.
 
 ``tf.train.CheckpointManager`` writes the index file (``checkpoint``) only after
@@ -120,6 +121,9 @@ def training_checkpoint(trainer, early_stopping=None) -> tf.train.Checkpoint:
         items["callbacks"] = trainer.callback_state  # the state of fit's callbacks (tfcustom.callbacks.state)
     if early_stopping is not None:
         items["early_stopping"] = early_stopping
+    averages = [a.variables for a in getattr(trainer, "weight_averaging", [])]
+    if averages:
+        items["weight_averaging"] = averages  # EMA / SWA: each one's count and averages (tfcustom.callbacks.weight_averaging)
     return tf.train.Checkpoint(**items)
 
 
@@ -151,6 +155,36 @@ def saved_checkpoints(directory: str) -> List[str]:
     """
     found = [os.path.basename(p)[: -len(".index")] for p in glob.glob(os.path.join(glob.escape(directory), "ckpt-*.index"))]
     return sorted((n for n in found if re.fullmatch(r"ckpt-\d+", n)), key=lambda n: int(n.split("-")[1]))
+
+
+def listed_checkpoints(directory: str) -> List[str]:
+    """The ``ckpt-N`` names the index (``checkpoint``) of ``directory`` lists, oldest first.
+
+    ``tf.train.CheckpointManager`` writes the index (atomically) only after a
+    checkpoint's files are complete, so these are the complete checkpoints; a
+    save killed halfway is in [`saved_checkpoints`][tfcustom.training.checkpoint.saved_checkpoints] at most.
+
+    Args:
+      directory: a checkpoint directory (``<run>/checkpoints``).
+
+    Returns:
+      The names, e.g. ``["ckpt-8", "ckpt-12"]``; ``[]`` without an index.
+
+    Examples:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> listed_checkpoints(d)
+        []
+        >>> _ = open(os.path.join(d, "checkpoint"), "w").write(
+        ...     'model_checkpoint_path: "ckpt-12" all_model_checkpoint_paths: "ckpt-8" all_model_checkpoint_paths: "ckpt-12"')
+        >>> listed_checkpoints(d)
+        ['ckpt-8', 'ckpt-12']
+    """
+    if not os.path.isfile(os.path.join(directory, INDEX_FILE)):
+        return []
+    state = tf.train.get_checkpoint_state(directory)
+    names = {os.path.basename(p) for p in (state.all_model_checkpoint_paths if state is not None else [])}
+    return sorted((n for n in names if re.fullmatch(r"ckpt-\d+", n)), key=lambda n: int(n.split("-")[1]))
 
 
 def check_index(directory: str) -> None:
