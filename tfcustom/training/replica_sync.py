@@ -3,13 +3,15 @@ each replica's copy of the BatchNorm statistics and running train metrics.
 
 Keras creates a model's non-trainable variables with ``aggregation=NONE``, so
 under a multi-replica strategy each replica holds its own copy.
-`ReplicaStateSync` holds the compiled functions over those copies; the
+`ReplicaStateSync` reads and sets those copies (directly when this process
+holds every replica, with compiled functions over a cluster); the
 Trainer mixes it in (it reads the Trainer's ``strategy``, ``model``,
 ``train_loss``, ``train_metrics``, ``replica_state`` and ``_replica_fns``).
 """
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -80,14 +82,36 @@ class ReplicaStateSync:
                 self._replica_fns[group] = (gather_fn(variables), scatter_fn(variables)) if variables else None
         return self._replica_fns
 
+    def _all_replicas_local(self) -> bool:
+        """True when this process holds every replica (one machine: Mirrored, TPU, one worker)."""
+        return len(self.strategy.extended.worker_devices) == self.strategy.num_replicas_in_sync
+
+    def _local_copies(self, group: str) -> list:
+        """Each variable of ``group`` as its per-replica components, in replica order."""
+        return [self.strategy.experimental_local_results(v.value if isinstance(v, keras.Variable) else v)
+                for v in self._replica_variables(group)]
+
     def _gather_replica_copies(self, groups) -> dict:
-        """Every replica's copy of each group's variables (nothing on one replica)."""
+        """Every replica's copy of each group's variables (nothing on one replica).
+
+        When this process holds every replica the copies are read directly (no
+        compiled all-gather, whose graph grows with the square of the replicas);
+        over a cluster each worker takes part in the gather."""
         if self.strategy.num_replicas_in_sync == 1:
             return {}
+        if self._all_replicas_local():
+            copies = {g: [np.stack([np.asarray(c) for c in parts]) for parts in self._local_copies(g)] for g in groups}
+            return {g: values for g, values in copies.items() if values}
         fns = self._replica_functions()
         return {g: [np.asarray(c) for c in fns[g][0]()] for g in groups if fns[g] is not None}
 
     def _set_replica_copies(self, copies: dict) -> None:
+        if self._all_replicas_local():
+            for group, values in copies.items():
+                for parts, value in zip(self._local_copies(group), values):
+                    for replica, part in enumerate(parts):
+                        part.assign(value[replica])
+            return
         fns = self._replica_functions()
         for group, values in copies.items():
             if fns.get(group) is not None:
