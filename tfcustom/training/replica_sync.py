@@ -84,7 +84,8 @@ class ReplicaStateSync:
 
     def _all_replicas_local(self) -> bool:
         """True when this process holds every replica (one machine: Mirrored, TPU, one worker)."""
-        return len(self.strategy.extended.worker_devices) == self.strategy.num_replicas_in_sync
+        replicas = self.strategy.num_replicas_in_sync
+        return replicas == 1 or len(self.strategy.extended.worker_devices) == replicas  # the default strategy has no worker_devices
 
     def _local_copies(self, group: str) -> list:
         """Each variable of ``group`` as its per-replica components, in replica order."""
