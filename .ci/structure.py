@@ -23,12 +23,20 @@ LIMITS = {
     "functions_over_60_lines": 9,
     "longest_function_lines": 156,
     "modules_over_400_lines": 2,
-    "root_modules": 40,
+    "root_modules": 12,
     "import_cycles": 0,
-    "private_cross_imports": 33,
+    "private_cross_imports": 31,
     "function_local_imports": 66,
-    "train_step_lines": 50,  # the per-replica step inside tfcustom.steps.make_train_step: on one screen
+    "train_step_lines": 50,  # the per-replica step inside tfcustom.training.steps.make_train_step: on one screen
+    "upward_imports": 0,  # an import of a higher layer (LAYERS), at module level or inside a function
 }
+
+# The house by layers, bottom first: a package imports its own layer or the ones below, never above.
+LAYERS = [
+    {"errors", "disk_errors", "run_json", "testing"},
+    {"layers", "losses", "metrics"}, {"models"}, {"optimizers"},
+    {"data"}, {"distribute"}, {"callbacks"}, {"training"}, {"doctor"}, {"experiment"}, {"cli"},
+]
 
 
 def _modules():
@@ -75,6 +83,7 @@ def measure():
                         private.append(f"{name} imports {target}.{alias.name}")
             elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tfcustom"):
                 local_imports.append(f"{name} (line {node.lineno}) imports {node.module}")
+    upward = _upward_imports(modules)
     cycles = _cycles({k: {t for t in v if t in modules and t != k} for k, v in graph.items()})
     root = [n for n in modules if n.count(".") == 1 and os.path.basename(modules[n]) != "__init__.py"]
     long_functions = sorted((f for f in functions if f[0] > 60), reverse=True)
@@ -86,11 +95,33 @@ def measure():
         "import_cycles": len(cycles),
         "private_cross_imports": len(private),
         "function_local_imports": len(local_imports),
-        "train_step_lines": max([n for n, f in functions if f == "tfcustom.steps.train_step"] or [10**6]),
-    }, {"long functions": [f"{n} lines: {f}" for n, f in long_functions],
+        "train_step_lines": max([n for n, f in functions if f == "tfcustom.training.steps.train_step"] or [10**6]),
+        "upward_imports": len(upward),
+    }, {"upward imports": upward, "long functions": [f"{n} lines: {f}" for n, f in long_functions],
         "long modules": [f"{n}: {s} lines" for n, s in sizes.items() if s > 400],
         "cycles": [" -> ".join(c) for c in cycles], "private imports": private,
         "function-local imports": local_imports}
+
+
+def _layer(module: str) -> int:
+    part = module.split(".")[1] if module.count(".") else ""
+    return next((i for i, names in enumerate(LAYERS) if part in names), -1)  # -1: tfcustom/__init__.py, above all
+
+
+def _upward_imports(modules) -> list:
+    """``module imports target`` for every import (anywhere in the module) of a package in a higher layer."""
+    found = []
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(open(path).read())):
+            targets = [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            if isinstance(node, ast.ImportFrom) and node.module == "tfcustom":
+                targets = [f"tfcustom.{a.name}" for a in node.names]
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            for t in targets:
+                if t.startswith("tfcustom.") and _layer(name) >= 0 and _layer(t) > _layer(name):
+                    found.append(f"{name} (line {node.lineno}) imports {t}")
+    return found
 
 
 def _is_private_import(module: str, target: str, name: str) -> bool:

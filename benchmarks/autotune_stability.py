@@ -36,7 +36,7 @@ def main(argv):
 
     from tfcustom import TrainConfig
     from tfcustom import data as data_lib
-    from tfcustom.train import choose_settings
+    from tfcustom.experiment.train import choose_settings
 
     # Enough epochs that the run is long enough for autotune to measure.
     config = TrainConfig(model=FLAGS.model, epochs=100, batch_size=FLAGS.batch_size, data_dir=FLAGS.data_dir, verbose=0)

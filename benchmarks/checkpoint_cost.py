@@ -30,11 +30,11 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
-    from tfcustom import train as train_lib
-    from tfcustom.checkpoint import training_checkpoint
+    from tfcustom.experiment import train as train_lib
+    from tfcustom.training.checkpoint import training_checkpoint
     from tfcustom.data import load
-    from tfcustom.early_stopping import EarlyStopping
-    from tfcustom.trainer import Trainer
+    from tfcustom.callbacks.early_stopping import EarlyStopping
+    from tfcustom.training.trainer import Trainer
 
     config = cli.config_from_flags()
     dataset = load(config.dataset, config.data_dir)

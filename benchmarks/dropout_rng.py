@@ -3,7 +3,7 @@
 Times ``tf.nn.experimental.stateless_dropout`` (what ``keras.layers.Dropout``
 calls, with ``rng_alg="auto_select"``) on a 128x256 activation, XLA-compiled
 with each RNG algorithm and without XLA, and counts the HLO instructions each
-lowers to. ``tfcustom.dropout.Dropout`` uses Philox explicitly.
+lowers to. ``tfcustom.layers.dropout.Dropout`` uses Philox explicitly.
 
     python benchmarks/dropout_rng.py
 

@@ -86,7 +86,7 @@ def training_speed(mem, sharded):
 
     from tfcustom import models
     from tfcustom.data import InputPipeline, split_validation
-    from tfcustom.trainer import Trainer
+    from tfcustom.training.trainer import Trainer
 
     strategy = tf.distribute.get_strategy()
     train_split, _ = split_validation(mem.train, 5000, 0)

@@ -11,7 +11,7 @@ batch size and optimizer (Adam) for every variant of a model. Per model:
 * Each side's **defaults**: ``compile()``/``fit()`` as they come
   (``steps_per_execution=1``, ``jit_compile="auto"``) vs the Trainer at
   ``TrainConfig``'s defaults (``steps_per_execution=1``, jit_compile and
-  precision chosen by :func:`tfcustom.autotune.tune`).
+  precision chosen by :func:`tfcustom.experiment.autotune.tune`).
 * Input pipeline cost: the Trainer on ``tfcustom.data.InputPipeline`` (uint8
   images decoded per batch, shuffled) vs on the in-memory tensors.
 
@@ -21,7 +21,7 @@ counted by TF's profiler on the traced forward graph).
 
     python benchmarks/step_throughput.py --models=mlp,mlp_dropout,cnn,resnet --steps=50 --rounds=3 \\
         --json_out=benchmarks/step_throughput.json
-    python benchmarks/step_throughput.py --table_from=benchmarks/step_throughput.json --update_readme=README.md
+    python benchmarks/step_throughput.py --table_from=benchmarks/step_throughput.json --update_readme=docs/guides/performance.md
 
 Results depend on the machine and its load; they are measurements, not assertions.
 """
@@ -47,7 +47,7 @@ flags.DEFINE_integer("rounds", 3, "Interleaved timing rounds.")
 flags.DEFINE_string("data_dir", None, "Fashion-MNIST IDX directory.")
 flags.DEFINE_string("json_out", None, "Write the results as JSON here.")
 flags.DEFINE_string("table_from", None, "Only print the Markdown table of this JSON (no measuring).")
-flags.DEFINE_string("update_readme", None, "Replace the table between the step_throughput markers of this README.")
+flags.DEFINE_string("update_readme", None, "Replace the table between the step_throughput markers of this Markdown file (docs/guides/performance.md).")
 flags.DEFINE_string("note", "", "A note stored in the JSON and printed under the table (e.g. 'measured under load').")
 
 MODELS = {
@@ -95,7 +95,7 @@ def build_variants(key, x, y, x_uint8):
     import tensorflow as tf
 
     import tfcustom
-    from tfcustom import autotune
+    from tfcustom.experiment import autotune
     from tfcustom.data import InputPipeline, Split
 
     _, name, kwargs = MODELS[key]
@@ -126,7 +126,7 @@ def build_variants(key, x, y, x_uint8):
 
     def add_trainer(label, data, jit, steps_per_execution, policy="float32"):
         m = fresh(policy)
-        opt = tfcustom.strategy.wrap_optimizer(keras.optimizers.Adam(1e-3), policy)
+        opt = tfcustom.distribute.strategy.wrap_optimizer(keras.optimizers.Adam(1e-3), policy)
         t = tfcustom.Trainer(m, loss, opt, ["accuracy"], jit_compile=jit, steps_per_execution=steps_per_execution, verbose=0)
         t.fit(data, 1, steps_per_epoch=2 * spe)  # traced on the timed data's iterator type
 
@@ -174,7 +174,7 @@ def build_variants(key, x, y, x_uint8):
         add_loop(f"hand loop {tag}", jit)
     # Defaults: fit as it comes; the Trainer at TrainConfig's defaults (autotune).
     add_fit("fit defaults (spe=1, jit=auto)")
-    tuned = autotune.tune(lambda policy: (fresh(policy), loss, tfcustom.strategy.wrap_optimizer(keras.optimizers.Adam(1e-3), policy)),
+    tuned = autotune.tune(lambda policy: (fresh(policy), loss, tfcustom.distribute.strategy.wrap_optimizer(keras.optimizers.Adam(1e-3), policy)),
                           lambda: memory.repeat(), steps=5, rounds=2, loss_steps=3)
     add_trainer(f"Trainer defaults (spe=1, autotune: jit={tuned.jit_compile}, {tuned.precision})", memory,
                 tuned.jit_compile, 1, tuned.precision)

@@ -1,7 +1,7 @@
 """Training throughput with TensorBoard summaries on vs off, interleaved.
 
 Two Trainers of the same config (built as ``train_and_evaluate`` builds them),
-one with a :class:`tfcustom.summaries.SummaryWriter` and one without, train
+one with a :class:`tfcustom.callbacks.summaries.SummaryWriter` and one without, train
 one epoch each in turn, ``--rounds`` times, on the first ``--train_examples``
 training images (no validation). Reports the median examples/s of each and
 the median of the per-round on/off ratios (each round runs both, so a
@@ -45,8 +45,8 @@ def _timed(fn, total):
 
 
 def _trainer(config, dataset, strategy, summary_writer):
-    from tfcustom import train as train_lib
-    from tfcustom.trainer import Trainer
+    from tfcustom.experiment import train as train_lib
+    from tfcustom.training.trainer import Trainer
 
     model = train_lib.build_model(config, dataset, strategy)
     with strategy.scope():
@@ -61,7 +61,7 @@ def main(argv):
     import tensorflow as tf
 
     from tfcustom.data import InputPipeline, Split, load
-    from tfcustom.summaries import SummaryWriter
+    from tfcustom.callbacks.summaries import SummaryWriter
 
     config = cli.config_from_flags()
     dataset = load(config.dataset, config.data_dir)

@@ -1,4 +1,4 @@
-"""Time to accuracy of training configs, several seeds, interleaved: the README table.
+"""Time to accuracy of training configs, several seeds, interleaved: the table of docs/guides/performance.md.
 
 Runs ``tfcustom-train --flagfile=CONFIG --seed=S`` for every seed and config
 (seed by seed, the configs in turn within each seed, so that a shared
@@ -7,7 +7,7 @@ machine's drifting load falls on all of them alike), each with
 (that evaluation is not counted as training time). From each run's
 ``results.json`` it takes the training time (the history's ``time_s``:
 training plus validation, summed over epochs) at which **test** accuracy first
-reached each threshold (:func:`tfcustom.time_to_accuracy.first_reached`), and
+reached each threshold (:func:`tfcustom.experiment.time_to_accuracy.first_reached`), and
 the final test accuracy. Writes JSON and prints the Markdown table: per config,
 the mean time to each threshold over the seeds that reached it (with how many
 did), the mean ± std final accuracy and the mean training time relative to the
@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 
-from tfcustom.time_to_accuracy import first_reached
+from tfcustom.experiment.time_to_accuracy import first_reached
 
 THRESHOLDS = (0.91, 0.92, 0.93, 0.935, 0.94)
 

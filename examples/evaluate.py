@@ -8,7 +8,7 @@
 ``--checkpoint``: ``final`` (the run's ``model.keras``), ``latest`` (the newest
 checkpoint in ``<run_dir>/checkpoints``) or ``best`` (``<run_dir>/checkpoints/best``);
 for checkpoints the model is rebuilt from ``<run_dir>/config.json``. The logic
-is :func:`tfcustom.export.evaluate_run`; this file only reads flags.
+is :func:`tfcustom.experiment.export.evaluate_run`; this file only reads flags.
 
 Prints the loss and metrics. Exit codes: 0 done, 2 bad flags / run directory /
 checkpoint / data (one ``error:`` line on stderr).
@@ -35,8 +35,8 @@ def main(argv):
         print(f"error: unexpected arguments {argv[1:]!r}. Flags take the form --name=value.", file=sys.stderr)
         return 2
     from tfcustom.errors import TfcustomError
-    from tfcustom.export import evaluate_run
-    from tfcustom.plots import redraw_run_pictures
+    from tfcustom.experiment.export import evaluate_run
+    from tfcustom.experiment.plots import redraw_run_pictures
 
     if not FLAGS.run_dir:
         print("error: --run_dir is required (received: None). Pass the --output_dir of a training run.", file=sys.stderr)

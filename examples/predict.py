@@ -4,7 +4,7 @@
     python examples/predict.py --model=runs/cnn/saved_model --idx=/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz --limit=10
 
 ``--model`` is a ``.keras`` file or a SavedModel directory (both written by
-``tfcustom.export.export_model``, e.g. at the end of training). PNGs are read
+``tfcustom.experiment.export.export_model``, e.g. at the end of training). PNGs are read
 as grey, resized to the model's input size (28x28) and scaled to [0, 1];
 Fashion-MNIST shows light garments on black. Class names come from the run's
 ``results.json`` next to the model, else Fashion-MNIST's.
@@ -30,7 +30,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     images = list(FLAGS.images) + list(argv[1:])  # also accept `--images a.png b.png`
     from tfcustom.errors import TfcustomError, format_error
-    from tfcustom import export
+    from tfcustom.experiment import export
 
     if not FLAGS.model:
         print("error: " + format_error("--model is required", None, "pass a .keras file or a SavedModel directory"), file=sys.stderr)

@@ -10,7 +10,7 @@ objects (one run each); keys are TrainConfig fields, dotted for
 ``<output_dir>/<settings>``; ``sweep.csv`` and ``sweep.png`` are written at
 the end. Run the same command again after Ctrl-C: finished runs are skipped,
 the interrupted one resumes. ``tensorboard --logdir <output_dir>`` shows every
-run. The logic is :func:`tfcustom.sweep.run_sweep`; this file only reads flags.
+run. The logic is :func:`tfcustom.experiment.sweep.run_sweep`; this file only reads flags.
 
 Exit codes: 0 done, 2 bad flags / grid / data, 3 non-finite loss,
 4 interrupted (run again to continue).
@@ -35,8 +35,8 @@ def main(argv):
         return 2
     logging.set_verbosity(logging.INFO)
     from tfcustom.errors import TfcustomError, config_error
-    from tfcustom.strategy import select
-    from tfcustom.sweep import CSV_FILE, PLOT_FILE, run_sweep
+    from tfcustom.distribute.strategy import select
+    from tfcustom.experiment.sweep import CSV_FILE, PLOT_FILE, run_sweep
 
     try:
         if not FLAGS.grid:

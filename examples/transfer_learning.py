@@ -18,7 +18,7 @@
 
 Both are tested on the 5000 test images of classes 5-9 (measured results:
 docs/transfer_learning.md). The logic is
-:func:`tfcustom.transfer.transfer_experiment`; this file only reads flags.
+:func:`tfcustom.experiment.transfer.transfer_experiment`; this file only reads flags.
 Exit codes: 0 done, 2 bad flags / data.
 """
 
@@ -63,7 +63,7 @@ def main(argv):
 
     tf.get_logger().setLevel("ERROR")  # one Trainer per phase: its retracing warnings are expected
     from tfcustom.errors import TfcustomError
-    from tfcustom.transfer import transfer_experiment
+    from tfcustom.experiment.transfer import transfer_experiment
 
     try:
         model_kwargs = json.loads(FLAGS.model_kwargs)

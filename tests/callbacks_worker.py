@@ -57,7 +57,7 @@ def train(out, kill=False, epochs=12):
     import keras
     import tensorflow as tf
 
-    from tfcustom.checkpoint import restore_latest, training_checkpoint
+    from tfcustom.training.checkpoint import restore_latest, training_checkpoint
 
     trainer = _trainer()
     manager = tf.train.CheckpointManager(training_checkpoint(trainer), os.path.join(out, "checkpoints"), max_to_keep=2)

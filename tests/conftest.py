@@ -22,7 +22,7 @@ def pytest_configure(config):
 # alone at the end). Longest first, the many short files fill in the gaps at the end.
 HEAVY_FILES_FIRST = [
     "test_readme.py", "test_cli.py", "test_distributed_training.py", "test_cluster_preemption.py", "test_notebooks.py",
-    "test_first_contact.py", "test_resume_streaming.py", "test_resume.py", "test_registries_e2e.py", "test_resume_replicas.py",
+    "test_first_contact.py", "test_faults.py", "test_resume_streaming.py", "test_resume.py", "test_registries_e2e.py", "test_resume_replicas.py",
     "test_eval_predict_cli.py", "test_summaries.py",
 ]
 
@@ -51,6 +51,17 @@ def small_idx_dir(tmp_path_factory, fashion_dir):
         write_idx(str(d / f"{name}-images-idx3-ubyte.gz"), x)
         write_idx(str(d / f"{name}-labels-idx1-ubyte.gz"), y)
     return str(d)
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory, small_idx_dir):
+    """One finished, uninterrupted run of the fault tests' tiny config (tests/fault_helpers.py),
+    shared by tests/test_faults.py and tests/test_damaged_files.py: copy it, never change it."""
+    from fault_helpers import tiny_run
+
+    out = str(tmp_path_factory.mktemp("tiny_run") / "run")
+    tiny_run(small_idx_dir, out)
+    return out
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ interpreter started by the tests:
   the multi-worker oracle. Writes ``OUT_DIR/suite.json`` and
   ``OUT_DIR/oracle.npz``.
 * ``python distributed_worker.py worker OUT_DIR WORKDIR`` (with ``TF_CONFIG``
-  set): ``tfcustom.strategy.select("multi_worker")`` first, then
+  set): ``tfcustom.distribute.strategy.select("multi_worker")`` first, then
   ``train_and_evaluate(MW_CONFIG, WORKDIR)``; writes
   ``OUT_DIR/worker_<index>.json`` and ``.npz``.
 """
@@ -63,7 +63,7 @@ def mw_config():
 
 def run_config(strategy, workdir):
     """``train_and_evaluate(mw_config(), workdir)``; returns (results, final weights)."""
-    import tfcustom.train as train_lib
+    import tfcustom.experiment.train as train_lib
 
     captured = {}
     original = train_lib.build_model
@@ -90,7 +90,7 @@ def stream_checks(strategy, model, out_dir: str, index: int) -> dict:
 
     from tfcustom.data import ShardedDataset
     from tfcustom.data.convert import convert
-    from tfcustom.trainer import Trainer
+    from tfcustom.training.trainer import Trainer
 
     shard_dir = os.path.join(out_dir, f"shards_{index}")
     convert(make_dataset(), shard_dir, num_shards=4, overwrite=True)
@@ -117,7 +117,7 @@ def max_diff(a, b) -> float:
 def suite(out_dir: str) -> None:
     import tensorflow as tf
 
-    from tfcustom import strategy as strategy_lib
+    from tfcustom.distribute import strategy as strategy_lib
 
     strategy_lib.configure_cpu_replicas(4)
     import keras
@@ -126,7 +126,7 @@ def suite(out_dir: str) -> None:
 
     from tfcustom import models
     from tfcustom.data import InputPipeline
-    from tfcustom.trainer import Trainer
+    from tfcustom.training.trainer import Trainer
 
     def mirrored(devices, key_base):
         # Two MirroredStrategy objects over overlapping devices in one process
@@ -310,7 +310,7 @@ def suite(out_dir: str) -> None:
 
 
 def worker(out_dir: str, workdir: str) -> None:
-    from tfcustom import strategy as strategy_lib
+    from tfcustom.distribute import strategy as strategy_lib
 
     strategy = strategy_lib.select("multi_worker")  # first: before anything else touches TF
     index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]

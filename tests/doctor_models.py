@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfcustom.trainer import Trainer
+from tfcustom.training.trainer import Trainer
 
 
 def functional(num_classes=3, input_shape=(4, 4, 1)):

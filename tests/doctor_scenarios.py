@@ -8,7 +8,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from tfcustom.strategy import configure_cpu_replicas
+from tfcustom.distribute.strategy import configure_cpu_replicas
 
 configure_cpu_replicas(4)
 

@@ -65,7 +65,7 @@ def test_every_case_evaluates_as_fit_on_one_and_two_replicas(two_replica_run):
 
 def test_accuracy_resolves_like_compile():
     """Keras' compile picks binary / sparse / categorical accuracy from the shapes; so does the Trainer."""
-    from tfcustom.compile_metrics import auto_accuracy
+    from tfcustom.training.compile_metrics import auto_accuracy
 
     y_bin, p_bin = np.array([1.0, 0.0, 1.0]), np.array([[0.9], [0.4], [0.2]])
     np.testing.assert_allclose(auto_accuracy(y_bin, p_bin), keras.metrics.binary_accuracy(y_bin, p_bin))
@@ -73,7 +73,7 @@ def test_accuracy_resolves_like_compile():
     np.testing.assert_allclose(auto_accuracy(y_ids, p), keras.metrics.sparse_categorical_accuracy(y_ids, p))
     y_hot = np.eye(3)[[1, 0]]
     np.testing.assert_allclose(auto_accuracy(y_hot, p), keras.metrics.categorical_accuracy(y_hot, p))
-    from tfcustom.compile_args import metric_from_spec
+    from tfcustom.training.compile_args import metric_from_spec
 
     m = metric_from_spec("accuracy", None)
     again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(m))
@@ -94,9 +94,9 @@ def test_keras_metric_names_are_kept_and_logits_still_refused():
 
 
 def test_multi_output_pieces_round_trip_and_refuse_stray_loss_weights():
-    from tfcustom.compile_args import resolve_loss
-    from tfcustom.compile_loss import MultiOutputLoss, OutputLoss
-    from tfcustom.compile_metrics import OutputMetric, accuracy
+    from tfcustom.training.compile_args import resolve_loss
+    from tfcustom.training.compile_loss import MultiOutputLoss, OutputLoss
+    from tfcustom.training.compile_metrics import OutputMetric, accuracy
 
     ser, de = keras.saving.serialize_keras_object, keras.saving.deserialize_keras_object
     y = {"a": np.array([1.0, 0.0]), "b": np.array([[0.5], [2.0]])}

@@ -1,4 +1,4 @@
-"""tfcustom.autotune: the decision rule (fake timings), the timing (fake clock),
+"""tfcustom.experiment.autotune: the decision rule (fake timings), the timing (fake clock),
 explicit settings bypass measurement, one real short measurement, and the
 decision recorded in the run directory and reused on resume."""
 
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfcustom import TrainConfig, autotune
-from tfcustom.autotune import AutotuneResult, Measurement, decide
+from tfcustom import TrainConfig
+from tfcustom.experiment import autotune
+from tfcustom.experiment.autotune import AutotuneResult, Measurement, decide
 
 F32, F32_XLA, BF16, BF16_XLA = "float32/jit=False", "float32/jit=True", "mixed_bfloat16/jit=False", "mixed_bfloat16/jit=True"
 LOSSES = [2.30, 2.10, 1.90]
@@ -99,7 +100,7 @@ def test_a_real_short_measurement_times_every_candidate():
 
 def test_the_decision_is_recorded_and_reused_on_resume(tmp_path, small_idx_dir):
     from tfcustom import data as data_lib
-    from tfcustom.train import choose_settings, train_and_evaluate
+    from tfcustom.experiment.train import choose_settings, train_and_evaluate
 
     config = TrainConfig(model="mlp", model_kwargs={"hidden_units": [16]}, epochs=1, batch_size=100, validation_size=200,
                          data_dir=small_idx_dir, verbose=0, target_accuracy=0.05, target_accuracy_test=True)
@@ -129,7 +130,7 @@ def test_the_decision_is_recorded_and_reused_on_resume(tmp_path, small_idx_dir):
 
 
 def test_first_reached_against_hand_computed_records():
-    from tfcustom.time_to_accuracy import first_reached
+    from tfcustom.experiment.time_to_accuracy import first_reached
 
     records = [{"epoch": 1, "time_s": 3.0, "val_accuracy": 0.80}, {"epoch": 2, "time_s": 4.0, "val_accuracy": 0.93},
                {"epoch": 3, "time_s": 5.0, "val_accuracy": 0.92}, {"epoch": 4, "time_s": 5.0, "val_accuracy": 0.95}]
@@ -182,7 +183,7 @@ def test_deterministic_runs_do_not_measure_even_when_a_candidate_would_win():
 
 def test_the_same_deterministic_command_twice_gives_bitwise_equal_weights(tmp_path, small_idx_dir):
     from process_helpers import assert_same_weights
-    from tfcustom.train import train_and_evaluate
+    from tfcustom.experiment.train import train_and_evaluate
 
     # 1000 images / batch 8 x 8 epochs = 1000 steps: long enough for autotune to be active.
     config = TrainConfig(model="mlp", model_kwargs={"hidden_units": [16]}, epochs=8, batch_size=8, validation_size=200,
@@ -198,7 +199,7 @@ def test_the_same_deterministic_command_twice_gives_bitwise_equal_weights(tmp_pa
 def test_autotune_from_replays_another_runs_decision(tmp_path, small_idx_dir):
     from tfcustom import data as data_lib
     from tfcustom.errors import TfcustomError
-    from tfcustom.train import choose_settings
+    from tfcustom.experiment.train import choose_settings
 
     other = tmp_path / "other"
     other.mkdir()

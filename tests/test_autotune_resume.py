@@ -5,7 +5,7 @@ import signal
 
 from resume_helpers import STEPS_PER_EPOCH, args, assert_same_weights, latest_step, run, start_and_signal
 
-from tfcustom import autotune
+from tfcustom.experiment import autotune
 
 EPOCHS = 32  # 32 x 32 = 1024 steps: autotune is active (MIN_TRAIN_STEPS)
 

@@ -8,12 +8,12 @@ import pytest
 import tensorflow as tf
 
 from tfcustom import Trainer
-from tfcustom.checkpoint import CheckpointError, model_checkpoint, restore_latest, training_checkpoint
-from tfcustom.config import TrainConfig
+from tfcustom.training.checkpoint import CheckpointError, model_checkpoint, restore_latest, training_checkpoint
+from tfcustom.experiment.config import TrainConfig
 from tfcustom.data import InputPipeline, Split
-from tfcustom.early_stopping import EarlyStopping
+from tfcustom.callbacks.early_stopping import EarlyStopping
 from tfcustom.errors import ConfigError, NonFiniteLossError
-from tfcustom.train import prepare_output_dir
+from tfcustom.experiment.train import prepare_output_dir
 
 L = keras.layers
 
@@ -131,7 +131,7 @@ def test_output_dir_checks(tmp_path):
 
 
 def test_unreadable_config_json_is_one_clear_error_for_resume_and_evaluation(tmp_path):
-    from tfcustom.export import evaluate_run
+    from tfcustom.experiment.export import evaluate_run
 
     run = tmp_path / "run"
     run.mkdir()
@@ -171,7 +171,7 @@ def test_sigterm_during_a_save_completes_it_then_stops(tmp_path):
     uninterrupted run."""
     import signal
 
-    from tfcustom.trainer import TrainingInterrupted
+    from tfcustom.training.trainer import TrainingInterrupted
 
     x, y = _data(160)
     pipe = InputPipeline(Split(x, y), 32, shuffle=True, seed=1)

@@ -168,15 +168,17 @@ print(float(np.mean(m.predict(val.x.astype('float32') / 255.0, verbose=0).argmax
 
 
 def test_report_error_gives_one_line_and_the_documented_exit_code(capsys):
-    """The README's exit codes: 3 non-finite loss, 4 stopped by SIGTERM/Ctrl-C, 2 any other tfcustom error."""
+    """The README's exit codes: 3 non-finite loss, 4 stopped by SIGTERM/Ctrl-C, 75 a full disk, 2 any other tfcustom error."""
     from tfcustom.cli import report_error
     from tfcustom.errors import ConfigError, NonFiniteLossError
-    from tfcustom.preemption import TrainingInterrupted
+    from tfcustom.disk_errors import DiskError
+    from tfcustom.distribute.preemption import TrainingInterrupted
 
     cases = [
         (NonFiniteLossError("loss is nan at epoch 1"), "", 3, "error: loss is nan at epoch 1\n"),
         (TrainingInterrupted("SIGTERM: saved ckpt-7."), " Run it again.", 4, "stopped: SIGTERM: saved ckpt-7. Run it again.\n"),
         (ConfigError("bad --epochs"), "", 2, "error: bad --epochs\n"),
+        (DiskError("no space left on device while writing x"), "", 75, "error: no space left on device while writing x\n"),
     ]
     for error, hint, code, line in cases:
         assert report_error(error, stopped_hint=hint) == code

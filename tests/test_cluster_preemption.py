@@ -146,7 +146,7 @@ def test_cluster_preemption_refuses_a_single_process_strategy():
     import tensorflow as tf
 
     from tfcustom.errors import ConfigError
-    from tfcustom.preemption import ClusterPreemption, is_cluster
+    from tfcustom.distribute.preemption import ClusterPreemption, is_cluster
 
     assert not is_cluster(tf.distribute.get_strategy())
     with pytest.raises(ConfigError, match="needs a multi-worker strategy over a cluster.*received: '_DefaultDistributionStrategy'"):

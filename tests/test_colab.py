@@ -1,4 +1,4 @@
-"""tfcustom.colab: a TPU that fails is explained in one paragraph, then the CPU/GPU takes over.
+"""tfcustom.distribute.colab: a TPU that fails is explained in one paragraph, then the CPU/GPU takes over.
 
 The failure is faked where TensorFlow raises it (``initialize_tpu_system``),
 with the exact error chain a Colab TPU runtime shows when the CPU build of
@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import tensorflow as tf
 
-from tfcustom import colab
-from tfcustom import strategy as strategy_lib
+from tfcustom.distribute import colab
+from tfcustom.distribute import strategy as strategy_lib
 
 NO_KERNEL = (
     "No OpKernel was registered to support Op 'ConfigureDistributedTPU' used by {{node ConfigureDistributedTPU}} "
@@ -77,7 +77,7 @@ def test_other_tpu_failures_get_their_own_explanation(error, versions, kind, phr
 
 
 def test_the_library_error_of_a_failed_tpu_start_keeps_the_tf_message_for_the_diagnosis(monkeypatch):
-    """tfcustom.strategy.select('tpu') wraps TF's error in a ConfigError; the diagnosis reads through it."""
+    """tfcustom.distribute.strategy.select('tpu') wraps TF's error in a ConfigError; the diagnosis reads through it."""
     monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", _FakeResolver)
     monkeypatch.setattr(tf.tpu.experimental, "initialize_tpu_system", _colab_tpu_failure)
     with pytest.raises(Exception) as info:

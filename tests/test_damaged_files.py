@@ -15,17 +15,15 @@ import pytest
 
 from fault_helpers import copy_run, error_lines, fingerprint, tiny_args
 from resume_helpers import run
-from tfcustom.config import TrainConfig
+from tfcustom.experiment.config import TrainConfig
 from tfcustom.errors import TfcustomError
-from tfcustom.train import train_and_evaluate
+from tfcustom.experiment.train import train_and_evaluate
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, small_idx_dir):
-    out = str(tmp_path_factory.mktemp("faults") / "finished")
-    r = run(tiny_args(small_idx_dir, out))
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out
+@pytest.fixture
+def finished(tiny_run_dir):
+    """The shared finished run (see conftest.py); each case damages a copy."""
+    return tiny_run_dir
 
 
 def _truncate(path, keep=0.5):
@@ -79,7 +77,7 @@ def test_a_damaged_results_json_names_the_way_to_export_again(finished, tmp_path
     with pytest.raises(TfcustomError, match=r"results\.json is damaged.*Delete it and rerun the same command"):
         train_and_evaluate(TrainConfig.read(os.path.join(d, "config.json")), d)
     assert fingerprint(d) == before
-    from tfcustom.export import load_run_model
+    from tfcustom.experiment.export import load_run_model
 
     with pytest.raises(TfcustomError, match=r"results\.json is damaged"):  # evaluate.py / predict.py
         load_run_model(d, "latest")

@@ -1,4 +1,4 @@
-"""tfcustom.dropout.Dropout: mask statistics against the binomial law (NumPy),
+"""tfcustom.layers.dropout.Dropout: mask statistics against the binomial law (NumPy),
 new masks every step, identity at inference, the same under XLA, the counter
 in the checkpoint (a restored layer draws the same next mask), save/load.
 Independence across replicas: tests/test_packed_all_reduce.py (2 logical CPUs)."""
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfcustom.dropout import Dropout
+from tfcustom.layers.dropout import Dropout
 from tfcustom.errors import ConfigError
 
 RATE = 0.3

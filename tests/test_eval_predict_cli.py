@@ -15,7 +15,7 @@ import tensorflow as tf
 import tfcustom
 from tfcustom.data import load
 from tfcustom.errors import ConfigError
-from tfcustom.export import build_run_model, evaluate_run, load_predictor, read_png_images
+from tfcustom.experiment.export import build_run_model, evaluate_run, load_predictor, read_png_images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
@@ -75,8 +75,8 @@ def test_evaluate_latest_restores_the_newest_checkpoint(run_dir, small_idx_dir, 
     weights; evaluating "latest" equals evaluating that model directly, and
     differs from "final".
     """
-    from tfcustom.checkpoint import model_checkpoint
-    from tfcustom.config import TrainConfig
+    from tfcustom.training.checkpoint import model_checkpoint
+    from tfcustom.experiment.config import TrainConfig
 
     # The run's own checkpoints (written by the Trainer at each epoch end): the
     # latest holds the final weights; the best one restores too.
@@ -171,7 +171,7 @@ def test_predict_user_errors(run_dir, tmp_path):
 
 
 def test_restore_backbone_from_a_run_directory_and_its_checkpoint(run_dir):
-    from tfcustom.transfer import restore_backbone
+    from tfcustom.experiment.transfer import restore_backbone
 
     final = keras.models.load_model(str(run_dir / "model.keras"))
     for source in (str(run_dir), str(run_dir / "checkpoints")):  # model.keras; the newest checkpoint

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import tfcustom
 from tfcustom.errors import ConfigError
-from tfcustom.export import export_model
+from tfcustom.experiment.export import export_model
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
 

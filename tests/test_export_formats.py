@@ -13,7 +13,7 @@ import pytest
 
 from tfcustom import models
 from tfcustom.errors import ConfigError
-from tfcustom.export import export_model
+from tfcustom.experiment.export import export_model
 from tfcustom.experiment import export_formats as ef
 
 pytest.importorskip("onnxruntime")

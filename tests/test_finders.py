@@ -123,9 +123,10 @@ def test_a_run_finds_its_batch_size_and_learning_rate_and_a_resumed_run_reuses_t
     import json
     import os
 
-    from tfcustom import TrainConfig, autotune
+    from tfcustom import TrainConfig
+    from tfcustom.experiment import autotune
     from tfcustom.experiment import finders
-    from tfcustom.train import train_and_evaluate
+    from tfcustom.experiment.train import train_and_evaluate
 
     config = TrainConfig(model="mlp", model_kwargs={"hidden_units": [32]}, epochs=1, batch_size="find", learning_rate="find",
                          validation_size=200, data_dir=small_idx_dir, verbose=0)

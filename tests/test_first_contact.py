@@ -196,7 +196,7 @@ def test_ctrl_c_while_waiting_for_workers_stops_promptly(tmp_path):
 
 
 def test_subset_takes_the_first_examples_and_is_validated():
-    from tfcustom.config import TrainConfig
+    from tfcustom.experiment.config import TrainConfig
     from tfcustom.data import Split, from_numpy, subset
     from tfcustom.errors import ConfigError
 

@@ -10,7 +10,7 @@ import tensorflow as tf
 from tensorflow.python.framework import config as framework_config
 
 import tfcustom
-from tfcustom.timing import StepTimer
+from tfcustom.training.timing import StepTimer
 
 
 @pytest.fixture

@@ -192,7 +192,7 @@ def test_unbatched_and_infinite_datasets_say_what_to_do():
 
 
 def test_metrics_without_num_classes_are_checkpointable_or_refused():
-    from tfcustom.checkpoint import training_checkpoint
+    from tfcustom.training.checkpoint import training_checkpoint
 
     loss = tfcustom.losses.SparseCategoricalCrossentropy(from_logits=True)
     trainer = Trainer(_model(), loss, "sgd", metrics=["f1", tfcustom.metrics.Precision()])  # Sequential: K outputs known

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfcustom.dropout import Dropout
+from tfcustom.layers.dropout import Dropout
 from keras.src.testing import TestCase
 
 from tfcustom import layers as L
 from tfcustom import models as M
 from tfcustom.errors import ConfigError
-from tfcustom.transfer import restore_backbone
+from tfcustom.experiment.transfer import restore_backbone
 
 RNG = np.random.default_rng(11)
 SHAPE = (8, 8, 1)  # tiny images keep every model test fast

@@ -12,7 +12,7 @@ import json, os, sys, tempfile
 import numpy as np, tensorflow as tf, keras
 tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 from tfcustom import Trainer
-from tfcustom.checkpoint import restore_latest, training_checkpoint
+from tfcustom.training.checkpoint import restore_latest, training_checkpoint
 from tfcustom.data import InputPipeline, Split
 from tfcustom.errors import NonFiniteLossError
 

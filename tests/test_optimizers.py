@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfcustom import optimizers, steps
+from tfcustom import optimizers
+from tfcustom.training import steps
 from tfcustom.errors import ConfigError
 from tfcustom.optimizers import SGD
 
@@ -296,7 +297,8 @@ _MIRRORED_ACCUMULATION = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from tfcustom import optimizers, steps
+    from tfcustom import optimizers
+    from tfcustom.training import steps
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     rng = np.random.default_rng(0)
@@ -417,5 +419,5 @@ def test_schedule_rejects_bad_arguments(args, kwargs):
 
 
 def test_docstring_examples_run():
-    result = doctest.testmod(optimizers, verbose=False)
+    result = doctest.testmod(optimizers.by_name, verbose=False)
     assert result.attempted > 0 and result.failed == 0

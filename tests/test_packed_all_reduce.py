@@ -13,8 +13,8 @@ import json
 from collections import Counter
 import numpy as np, tensorflow as tf, keras
 tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-from tfcustom import steps
-from tfcustom.dropout import Dropout
+from tfcustom.training import steps
+from tfcustom.layers.dropout import Dropout
 
 out = {}
 x = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")

@@ -1,4 +1,4 @@
-"""Tests of tfcustom.sam.
+"""Tests of tfcustom.training.sam.
 
 Oracles: the closed-form SAM / ASAM update on a quadratic (NumPy, float64),
 the plain train step (rho = 0), and the same closed form under a 2-replica
@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfcustom import optimizers, sam, steps
+from tfcustom import optimizers
+from tfcustom.training import sam
+from tfcustom.training import steps
 from tfcustom.errors import ConfigError
-from tfcustom.sam import SAM, split_sam_name
+from tfcustom.training.sam import SAM, split_sam_name
 
 A = np.array([[3.0, 1.0, 0.0], [1.0, 2.0, 0.5], [0.0, 0.5, 1.0]])
 W0 = np.array([0.5, -1.0, 0.75])
@@ -215,8 +217,8 @@ _MIRRORED_SCRIPT = textwrap.dedent(
     import keras
     sys.path.insert(0, {tests_dir!r})
     import test_sam as t
-    from tfcustom import steps
-    from tfcustom.sam import SAM
+    from tfcustom.training import steps
+    from tfcustom.training.sam import SAM
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     assert strategy.num_replicas_in_sync == 2

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfcustom import steps
+from tfcustom.training import steps
 from tfcustom.data import InputPipeline, Split
 from tfcustom.errors import ConfigError
-from tfcustom.trainer import Trainer
+from tfcustom.training.trainer import Trainer
 
 L = keras.layers
 

@@ -1,4 +1,4 @@
-"""tfcustom.strategy: the selector's choices and errors, precision, loss scaling.
+"""tfcustom.distribute.strategy: the selector's choices and errors, precision, loss scaling.
 
 Most checks run in this process (they never split the CPU or start a TPU or
 multi-worker runtime). What needs a fresh TensorFlow (``tpu='local'``, which
@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfcustom import steps
-from tfcustom import strategy as strategy_lib
-from tfcustom.config import TrainConfig
+from tfcustom.training import steps
+from tfcustom.distribute import strategy as strategy_lib
+from tfcustom.experiment.config import TrainConfig
 from tfcustom.errors import ConfigError
-from tfcustom.trainer import Trainer
+from tfcustom.training.trainer import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,7 +41,7 @@ _FRESH = textwrap.dedent(
         def emit(self, record):
             records.append(record.getMessage())
     logging.getLogger("absl").addHandler(Keep())
-    from tfcustom import strategy as S
+    from tfcustom.distribute import strategy as S
     from tfcustom.errors import ConfigError
     out = {}
     # 0. select("cpu") and select("auto") (and their log lines) leave TF's devices uninitialised.
@@ -97,8 +97,8 @@ def test_num_cpu_replicas_splits_the_cpu_first_and_errors_late(fresh):
     msg = fresh["late_split_error"]
     assert "already initialised with 3 logical CPU device(s)" in msg
     # The message names what really initialised them: the earlier select, not a model the user never built.
-    assert "an earlier tfcustom.strategy.select('mirrored') in this process created the MirroredStrategy, 3 replica(s)" in msg
-    assert "(received: 'num_cpu_replicas=2'). Make tfcustom.strategy.select('mirrored', num_cpu_replicas=2) the first" in msg
+    assert "an earlier tfcustom.distribute.strategy.select('mirrored') in this process created the MirroredStrategy, 3 replica(s)" in msg
+    assert "(received: 'num_cpu_replicas=2'). Make tfcustom.distribute.strategy.select('mirrored', num_cpu_replicas=2) the first" in msg
 
 
 def test_late_split_after_user_ops_says_so(monkeypatch):
@@ -282,7 +282,7 @@ def test_mixed_float16_loss_scaling_single_device():
 
 
 def test_loss_scaling_needs_a_gradient_fn_that_takes_the_scale():
-    from tfcustom.sam import SAM
+    from tfcustom.training.sam import SAM
 
     model = _tiny()
     optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1))

@@ -20,7 +20,7 @@ import pytest
 import tensorflow as tf
 from process_helpers import free_ports
 from tensorflow.python.framework import config as framework_config
-from tfcustom.steps import op_determinism_enabled
+from tfcustom.training.steps import op_determinism_enabled
 from resume_helpers import ROOT, STEPS_PER_EPOCH, _env, args, latest_step, run, start_and_signal
 
 LOG_EVERY = 5
@@ -209,7 +209,7 @@ def no_op_determinism():
 def test_input_wait_share_sees_a_slow_pipeline(no_op_determinism):
     """A pipeline that sleeps 50 ms per batch, a model that takes microseconds:
     the steps spend most of their time waiting for input."""
-    from tfcustom.timing import StepTimer
+    from tfcustom.training.timing import StepTimer
 
     trainer = _tiny_trainer()
     x = np.zeros((24, 4), "float32")
@@ -235,7 +235,7 @@ def test_gradient_norm_is_the_norm_before_clipping():
     """``grad_norm`` against a GradientTape of the mean loss computed here."""
     import keras
 
-    from tfcustom.steps import make_train_step
+    from tfcustom.training.steps import make_train_step
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -251,7 +251,7 @@ def test_gradient_norm_is_the_norm_before_clipping():
 
 def test_reliability_ece_matches_the_metric():
     from tfcustom.metrics import ExpectedCalibrationError
-    from tfcustom.plots import plot_reliability, reliability_bins
+    from tfcustom.experiment.plots import plot_reliability, reliability_bins
 
     rng = np.random.default_rng(2)
     logits = rng.normal(size=(200, 5)) * 2
@@ -337,7 +337,7 @@ def test_sigkill_then_resume_leaves_one_point_per_step(tmp_path, small_idx_dir):
 
 def test_evaluate_redraws_the_pictures_of_a_run(trained):
     """``examples/evaluate.py --pictures``: the same counts from the saved model as at the end of training."""
-    from tfcustom.plots import redraw_run_pictures
+    from tfcustom.experiment.plots import redraw_run_pictures
 
     out, results, _, _ = trained
     (out / "misclassified.png").unlink()

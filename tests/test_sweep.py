@@ -15,7 +15,7 @@ import tensorflow as tf
 def test_expand_grid_and_settings():
     from tfcustom import TrainConfig
     from tfcustom.errors import ConfigError
-    from tfcustom.sweep import apply_settings, expand_grid, pareto_front, run_name
+    from tfcustom.experiment.sweep import apply_settings, expand_grid, pareto_front, run_name
 
     runs = expand_grid({"model": ["mlp", "cnn"], "model_kwargs.dropout": [0, 0.2], "learning_rate": [1e-3]})
     assert runs == [{"model": m, "model_kwargs.dropout": d, "learning_rate": 1e-3} for m in ("mlp", "cnn") for d in (0, 0.2)]
@@ -34,8 +34,8 @@ def test_sweep_resumes_after_an_interruption(tmp_path, small_idx_dir, caplog):
     """Two runs; Ctrl-C during the second. Again: the first is skipped, the second resumes."""
     from tfcustom import TrainConfig
     from tfcustom.data import load
-    from tfcustom.preemption import TrainingInterrupted
-    from tfcustom.sweep import run_sweep
+    from tfcustom.distribute.preemption import TrainingInterrupted
+    from tfcustom.experiment.sweep import run_sweep
 
     dataset = load("fashion_mnist", small_idx_dir)
     base = TrainConfig(model="mlp", epochs=2, batch_size=32, validation_size=200, verbose=0, checkpoint_every_steps=4, log_every_steps=8)

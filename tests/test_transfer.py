@@ -8,8 +8,8 @@ import tensorflow as tf
 import tfcustom
 from tfcustom import data as data_lib
 from tfcustom.errors import ConfigError
-from tfcustom.trainer import Trainer
-from tfcustom.transfer import BackboneHeadOptimizer, freeze, restore_backbone, subset_classes, unfreeze
+from tfcustom.training.trainer import Trainer
+from tfcustom.experiment.transfer import BackboneHeadOptimizer, freeze, restore_backbone, subset_classes, unfreeze
 
 SMALL = dict(filters=[4, 8], dense_units=8)
 

@@ -1,6 +1,6 @@
 """Testing helpers: a float64 finite-difference gradient checker.
 
-:func:`check_gradients` compares the gradients ``tf.GradientTape`` computes
+[`check_gradients`][tfcustom.testing.check_gradients] compares the gradients ``tf.GradientTape`` computes
 (autodiff, or a hand-written ``tf.custom_gradient``) with central finite
 differences, both in float64, and returns the largest relative error. A
 correct gradient gives ~1e-9 or less; a wrong one gives ~1e-1 or more.

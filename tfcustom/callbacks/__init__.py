@@ -9,13 +9,16 @@ Keras, their state is saved in the training checkpoint, so a killed run resumes
 with the same learning rates and stops at the same epoch. The guide is
 ``docs/guides/callbacks.md``.
 
-* :class:`CallbackList` (``callback_list``): calls every callback at the
+* [`CallbackList`][tfcustom.callbacks.CallbackList] (``callback_list``): calls every callback at the
   points ``keras.Model.fit`` does, with the same log keys.
-* :class:`CallbackState` (``state``): the callbacks' state in the training
+* [`CallbackState`][tfcustom.callbacks.CallbackState] (``state``): the callbacks' state in the training
   checkpoint.
-* :func:`check_learning_rate_settable` (``learning_rate``): refuses, in one
+* [`check_learning_rate_settable`][tfcustom.callbacks.check_learning_rate_settable] (``learning_rate``): refuses, in one
   line, a callback that sets the learning rate of an optimizer built on a
   schedule.
+* [`EarlyStopping`][tfcustom.callbacks.early_stopping.EarlyStopping] (``early_stopping``): the config's
+  early stopping, with patience and restore-best, resumable.
+* ``summaries``: the run's TensorBoard summaries, laid out as Keras' ``TensorBoard`` callback does.
 
 Examples:
     >>> import numpy as np, keras, tfcustom

@@ -4,7 +4,7 @@
 ``model.optimizer`` (learning-rate callbacks, TensorBoard's step counter),
 ``model.stop_training`` (EarlyStopping, TerminateOnNaN), ``model.save`` /
 ``save_weights`` / ``get_weights`` (ModelCheckpoint, restore_best_weights).
-The Trainer's model is not compiled, so :meth:`CallbackList.attached` gives
+The Trainer's model is not compiled, so [`CallbackList.attached`][tfcustom.callbacks.callback_list.CallbackList.attached] gives
 it those attributes for the length of a ``fit``/``evaluate``/``predict`` and
 takes them away afterwards (a model saved later is as before).
 
@@ -19,7 +19,7 @@ values.
 
 ``keras.callbacks.BackupAndRestore`` is refused in one line: the Trainer's
 training checkpoint (``checkpoint_manager=``) already resumes exactly, with the
-callbacks' state (:mod:`tfcustom.callbacks.state`).
+callbacks' state (`tfcustom.callbacks.state`).
 
 Examples:
     >>> import keras
@@ -51,7 +51,7 @@ def epoch_logs_for_callbacks(record: Dict[str, float]) -> Dict[str, float]:
     """The logs ``on_epoch_end`` gets from a Trainer epoch record.
 
     Args:
-      record: one record of :class:`tfcustom.History` (``epoch``, ``loss``, metrics, ``val_*``,
+      record: one record of [`tfcustom.History`][tfcustom.History] (``epoch``, ``loss``, metrics, ``val_*``,
         ``learning_rate``, ``time_s``).
 
     Returns:
@@ -72,7 +72,7 @@ def check_callbacks(callbacks: Sequence) -> None:
         check(not isinstance(c, keras.callbacks.BackupAndRestore),
               "keras.callbacks.BackupAndRestore does not resume a Trainer (it would restore the weights, not the epoch, "
               "step or data order)", type(c).__name__,
-              "drop it and pass checkpoint_manager=tf.train.CheckpointManager(tfcustom.checkpoint.training_checkpoint(trainer), ...) "
+              "drop it and pass checkpoint_manager=tf.train.CheckpointManager(tfcustom.training.checkpoint.training_checkpoint(trainer), ...) "
               "to fit: it resumes exactly, with the callbacks' state")
 
 

@@ -39,7 +39,7 @@ def _has_schedule(optimizer) -> bool:
 
 
 def check_learning_rate_settable(callbacks: Sequence, optimizer) -> None:
-    """Refuse a callback of :data:`SETS_LEARNING_RATE` with an optimizer on a schedule.
+    """Refuse a callback of `SETS_LEARNING_RATE` with an optimizer on a schedule.
 
     Args:
       callbacks: the callbacks given to ``fit``.

@@ -4,8 +4,8 @@
 resets (``EarlyStopping``'s ``wait``/``best``/``best_epoch``/``best_weights``,
 ``ReduceLROnPlateau``'s ``wait``/``cooldown_counter``/``best``,
 ``ModelCheckpoint``'s ``best``), and ``keras.callbacks.BackupAndRestore`` does
-not save them. :class:`CallbackState` is a ``PythonState`` of the training
-checkpoint (:func:`tfcustom.checkpoint.training_checkpoint`): at each save it
+not save them. [`CallbackState`][tfcustom.callbacks.state.CallbackState] is a ``PythonState`` of the training
+checkpoint ([`tfcustom.training.checkpoint.training_checkpoint`][tfcustom.training.checkpoint.training_checkpoint]): at each save it
 records, per callback (keyed by position and class name):
 
 * a user callback's ``get_state()`` (a JSON-able dict), given back with ``set_state(state)``;
@@ -14,7 +14,7 @@ records, per callback (keyed by position and class name):
 
 The learning rate a callback set lives in the optimizer, which the checkpoint
 already holds. After a restore the state waits until the next ``fit`` has run
-``on_train_begin`` and is then given back (:meth:`CallbackState.attach`).
+``on_train_begin`` and is then given back ([`CallbackState.attach`][tfcustom.callbacks.state.CallbackState.attach]).
 Callbacks with state it cannot save (e.g. ``CSVLogger``'s open file,
 ``TensorBoard``'s writers) are named in one warning line at the first save.
 
@@ -107,11 +107,11 @@ def state_of(callback):
 
 
 def set_state_of(callback, state) -> None:
-    """Give ``callback`` back the state :func:`state_of` recorded.
+    """Give ``callback`` back the state `state_of` recorded.
 
     Args:
       callback: a callback of the same class and position as the one saved.
-      state: what :func:`state_of` returned for it.
+      state: what `state_of` returned for it.
     """
     if "get_state" in state:
         callback.set_state(state["get_state"])
@@ -141,7 +141,7 @@ def unsaved(callbacks: Sequence) -> List[str]:
 class CallbackState(tf.train.experimental.PythonState):
     """The state of the callbacks of the current ``fit``, saved and restored with the training checkpoint.
 
-    ``Trainer.callback_state`` is one; :func:`tfcustom.checkpoint.training_checkpoint`
+    ``Trainer.callback_state`` is one; [`tfcustom.training.checkpoint.training_checkpoint`][tfcustom.training.checkpoint.training_checkpoint]
     tracks it as ``callbacks``. Callbacks are matched by position and class name,
     so pass the same callbacks in the same order when resuming.
     """
@@ -184,6 +184,6 @@ class CallbackState(tf.train.experimental.PythonState):
         return json.dumps({k: v for k, v in states.items() if v is not None})
 
     def deserialize(self, string) -> None:
-        """Keep the saved state until :meth:`attach` gives it to the next ``fit``'s callbacks."""
+        """Keep the saved state until [`attach`][tfcustom.callbacks.state.CallbackState.attach] gives it to the next ``fit``'s callbacks."""
         string = string.decode("utf-8") if isinstance(string, bytes) else string
         self.pending = json.loads(string) if string else {}

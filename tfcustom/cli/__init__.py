@@ -1,11 +1,11 @@
 """Command-line entry points (the only place that reads absl flags).
 
-:func:`parse_flags` is absl's flag parsing for ``app.run(main,
+`parse_flags` is absl's flag parsing for ``app.run(main,
 flags_parser=parse_flags)`` with three differences: ``--help`` shows
 tfcustom's flags first, grouped, and exits 0 (``--helpfull`` adds absl's and
 TensorFlow's flags and exits 0); a bad flag, an unknown flag or an unreadable
 flagfile is one ``error:`` line and exit code 2, like every other config error;
-and logging is set up quietly (see :mod:`tfcustom.logs`).
+and logging is set up quietly (see `tfcustom.training.logs`).
 """
 
 import difflib
@@ -46,21 +46,23 @@ def report_error(e: Exception, stopped_hint: str = "") -> int:
     """Print the one line for a tfcustom error raised by training; return its exit code.
 
     4 when training was stopped by SIGTERM/Ctrl-C (``stopped: ...`` plus
-    ``stopped_hint``), 3 for a non-finite loss, 2 for any other tfcustom error.
+    ``stopped_hint``), 3 for a non-finite loss, 75 for a full disk or an I/O
+    error (:data:`tfcustom.disk_errors.DISK_EXIT_CODE`), 2 for any
+    other tfcustom error.
     """
     from tfcustom.errors import NonFiniteLossError
-    from tfcustom.preemption import TrainingInterrupted
+    from tfcustom.distribute.preemption import TrainingInterrupted
 
     if isinstance(e, TrainingInterrupted):
         print(f"stopped: {e}{stopped_hint}", file=sys.stderr)
         return TrainingInterrupted.exit_code
     print(f"error: {e}", file=sys.stderr)
-    return 3 if isinstance(e, NonFiniteLossError) else 2
+    return 3 if isinstance(e, NonFiniteLossError) else getattr(e, "exit_code", 2)
 
 
 def parse_flags(argv: Sequence[str], groups: Optional[Dict[str, Sequence[str]]] = None, doc: Optional[str] = None):
     """Parse ``argv`` into ``flags.FLAGS``; help and errors as described in the module doc."""
-    from tfcustom import logs
+    from tfcustom.training import logs
 
     args = list(argv[1:])
     if any(a in HELPFULL_ARGS for a in args):

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 
 from absl import flags
 
-from tfcustom.config import TrainConfig
+from tfcustom.experiment.config import TrainConfig
 from tfcustom.errors import config_error
 
 
@@ -55,7 +55,7 @@ class NumberOrFindParser(flags.ArgumentParser):
         except (TypeError, ValueError):
             ok = False
         if not ok:
-            raise ValueError(f"--{self.name} must be a positive {noun} or find (e.g. --{self.name}=128)")
+            raise ValueError(f"--{self.name} must be a positive {noun} or find (e.g. --{self.name}={128 if self.kind is int else 1e-3})")
         return value
 
     def flag_type(self):

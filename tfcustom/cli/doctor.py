@@ -4,7 +4,7 @@
 
 Splits the CPU into 4 logical devices at start (before TensorFlow initialises),
 trains the model a few steps on synthetic data (seeded; inputs N(0, 1), labels
-uniform) and prints one line per check of :mod:`tfcustom.doctor`. Exit codes:
+uniform) and prints one line per check of [`tfcustom.doctor`][tfcustom.doctor]. Exit codes:
 0 every check passed, 1 some failed, 2 bad flags or a model that cannot be built.
 """
 
@@ -78,7 +78,7 @@ def main(argv):
         print(f"error: unexpected arguments {argv[1:]!r}. Flags take the form --name=value.", file=sys.stderr)
         return 2
     from tfcustom.errors import TfcustomError
-    from tfcustom.strategy import configure_cpu_replicas
+    from tfcustom.distribute.strategy import configure_cpu_replicas
 
     try:
         configure_cpu_replicas(4)  # before anything initialises TensorFlow's devices

@@ -1,6 +1,6 @@
 """``--help`` for the tfcustom scripts: our flags first, grouped; ``--helpfull`` adds the rest.
 
-A script passes ``groups`` (title -> flag names) to :func:`tfcustom.cli.parse_flags`;
+A script passes ``groups`` (title -> flag names) to `tfcustom.cli.parse_flags`;
 flags of the script that no group names are listed under "other" (so flags
 added later are never hidden), and ``--helpfull`` then lists absl's and
 TensorFlow's own flags by module.

@@ -6,7 +6,8 @@ are made from `tfcustom.TrainConfig` (`tfcustom.cli.config_flags`). Flags can co
 
 Exit codes: 0 done, 2 bad flags / config / data / checkpoint, 3 non-finite loss,
 4 stopped by SIGTERM or Ctrl-C after saving a checkpoint (run the same command
-again to resume).
+again to resume), 75 a full disk or an I/O error while writing the run (free
+space and run the same command again to resume; see tfcustom.disk_errors).
 """
 
 from __future__ import annotations
@@ -18,22 +19,24 @@ import sys
 
 from absl import app, flags
 
+from tfcustom import disk_errors
 from tfcustom.cli import parse_flags, report_error
 from tfcustom.cli.config_flags import config_from_flags, define_flags, help_groups
-from tfcustom.config import DATA, OUTPUT
+from tfcustom.experiment.config import DATA, OUTPUT
 
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("config", None, "A flagfile (same as --flagfile), e.g. configs/fashion_mnist_cnn.flags.")
 flags.DEFINE_string("output_dir", "runs/default", "Run directory (history, plot, model, results).")
 flags.DEFINE_boolean("overwrite", False, "Replace an existing run in --output_dir.")
-define_flags()  # one flag per TrainConfig setting (tfcustom.config): default, help, check declared there
+define_flags()  # one flag per TrainConfig setting (tfcustom.experiment.config): default, help, check declared there
 
 USAGE = """Usage: tfcustom-train [--flagfile=FILE] [--name=value ...]   (or python examples/train.py ...)
 
 Trains a model on Fashion-MNIST (or MNIST, a TFDS dataset) and writes the run to --output_dir.
 Flags after a --flagfile (or --config) override it. Exit codes: 0 done, 2 bad flags/config/data,
-3 non-finite loss, 4 stopped by SIGTERM/Ctrl-C (run the same command again to resume)."""
+3 non-finite loss, 4 stopped by SIGTERM/Ctrl-C (run the same command again to resume),
+75 disk full or I/O error (free space, then run the same command again to resume)."""
 
 # --help lists the flags by the settings' groups (the two flags that are not settings first in theirs).
 HELP_GROUPS = help_groups({DATA: ["config"], OUTPUT: ["output_dir", "overwrite"]})
@@ -43,15 +46,15 @@ def main(argv):
     if len(argv) > 1:
         print(f"error: unexpected arguments {argv[1:]!r}. Flags take the form --name=value.", file=sys.stderr)
         return 2
-    from tfcustom.cluster import ClusterInterrupted, ClusterTimeout
+    from tfcustom.distribute.cluster import ClusterInterrupted, ClusterTimeout
     from tfcustom.errors import TfcustomError
-    from tfcustom.train import train_and_evaluate
+    from tfcustom.experiment.train import train_and_evaluate
 
     try:
         config = config_from_flags().validate()
         # The strategy comes first: splitting the CPU (--num_cpu_replicas) and
         # starting the multi-worker runtime only work before TF initialises its devices.
-        from tfcustom.strategy import select
+        from tfcustom.distribute.strategy import select
 
         strategy = select(config.strategy, num_cpu_replicas=config.num_cpu_replicas, tpu=config.tpu_address,
                           cluster_timeout=config.cluster_timeout)
@@ -64,7 +67,10 @@ def main(argv):
         os._exit(e.exit_code)
     except TfcustomError as e:
         return report_error(e)
-    except Exception as e:  # noqa: BLE001 -- only a corrupt TFRecord is turned into an error line
+    except Exception as e:  # noqa: BLE001 -- only a corrupt TFRecord and an environmental write failure become one line
+        if disk_errors.reason(e) is not None:  # a write no guard of tfcustom.disk_errors names
+            return report_error(disk_errors.DiskError(f"{disk_errors.reason(e)} ({str(e).splitlines()[0][:300]}); "
+                                                      + disk_errors.what_survives(os.path.join(FLAGS.output_dir, "checkpoints"))))
         if type(e).__name__ != "DataLossError":
             raise
         print(f"error: a TFRecord shard is corrupt ({str(e).splitlines()[0][:300]}). The last checkpoint holds no step on it; "

@@ -2,7 +2,7 @@
 
 The IDX format is a 4-byte magic number ``0x00 0x00 <dtype> <ndim>``, then
 ``ndim`` big-endian uint32 dimensions, then the data. Files may be gzipped.
-Every malformed input raises :class:`tfcustom.errors.DataError` naming the
+Every malformed input raises [`tfcustom.errors.DataError`][tfcustom.errors.DataError] naming the
 file and what is wrong with it.
 
 Examples:

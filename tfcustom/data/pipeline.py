@@ -1,6 +1,6 @@
 """Turn in-memory splits into ``tf.data`` input, per epoch and per replica.
 
-An :class:`InputPipeline` is a recipe, not a dataset: ``pipeline.dataset(epoch,
+An [`InputPipeline`][tfcustom.data.pipeline.InputPipeline] is a recipe, not a dataset: ``pipeline.dataset(epoch,
 skip_batches, input_context)`` builds the input of one epoch. The order of an
 epoch is a seeded permutation of ``(seed, epoch)``, so any epoch can be rebuilt
 exactly, from any batch (``skip_batches``): that is what exact resume needs.
@@ -34,7 +34,20 @@ from tfcustom.errors import check, check_positive_int
 def split_validation(train: Split, num_validation: int = 5000, seed: int = 0):
     """Carve a validation split out of ``train``, deterministic given ``seed``.
 
-    Returns ``(train, validation)``; ``validation`` is None if ``num_validation`` is 0.
+    Args:
+      train: the training [`Split`][tfcustom.data.Split].
+      num_validation: examples held out, in ``[0, len(train))``.
+      seed: chooses them.
+
+    Returns:
+      ``(train, validation)``, both in their original order; ``validation``
+      is None if ``num_validation`` is 0.
+
+    Examples:
+        >>> split = Split(np.zeros((10, 2, 2, 1), np.uint8), np.arange(10))
+        >>> train, val = split_validation(split, num_validation=3, seed=0)
+        >>> len(train), len(val), sorted(train.y.tolist() + val.y.tolist()) == list(range(10))
+        (7, 3, True)
     """
     check(
         isinstance(num_validation, int) and 0 <= num_validation < len(train),
@@ -89,8 +102,8 @@ def _replica_batches(indices: np.ndarray, global_batch: int, ctx: tf.distribute.
 class EpochInput:
     """What the Trainer reads: ``batch_size`` (global), ``steps_per_epoch``,
     ``len()`` and ``dataset(epoch, skip_batches, input_context)``, an epoch's
-    input rebuilt exactly from any batch. :class:`InputPipeline` (in memory) and
-    :class:`tfcustom.data.streaming.StreamingPipeline` (TFRecord shards) are the two kinds."""
+    input rebuilt exactly from any batch. [`InputPipeline`][tfcustom.data.pipeline.InputPipeline] (in memory) and
+    [`tfcustom.data.streaming.StreamingPipeline`][tfcustom.data.streaming.StreamingPipeline] (TFRecord shards) are the two kinds."""
 
     batch_size: int
 
@@ -100,7 +113,7 @@ class EpochInput:
 
 @dataclasses.dataclass
 class InputPipeline(EpochInput):
-    """Batched, optionally shuffled ``tf.data`` input over one :class:`Split`.
+    """Batched, optionally shuffled ``tf.data`` input over one [`Split`][tfcustom.data.Split].
 
     Args:
       split: the examples.
@@ -111,10 +124,18 @@ class InputPipeline(EpochInput):
         must see every example.
       cache: cache the normalised examples in memory (useful for evaluation
         pipelines that are read many times).
-      augment: augmentations (``("crop", "flip")``, see :mod:`tfcustom.data.augment`),
+      augment: augmentations (``("crop", "flip")``, see `tfcustom.data.augment`),
         seeded by (seed, epoch, index of the example in ``split``).
       sample_weight: optional per-example weights (``[N]``); batches are then
         ``(x, y, sample_weight)``, as ``keras.Model.fit(sample_weight=...)``.
+
+    Examples:
+        >>> split = Split(np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1), np.arange(10) % 2)
+        >>> pipeline = InputPipeline(split, batch_size=4, shuffle=True, seed=0)
+        >>> len(pipeline), pipeline.steps_per_epoch  # the final partial batch is kept
+        (10, 3)
+        >>> [tuple(x.shape) for x, y in pipeline.dataset(epoch=0)]
+        [(4, 1, 1, 1), (4, 1, 1, 1), (2, 1, 1, 1)]
     """
 
     split: Split

@@ -1,8 +1,8 @@
 """Where examples come from: IDX files, TFDS, or NumPy arrays.
 
-Every source returns a :class:`Dataset` of in-memory NumPy arrays (uint8 or
+Every source returns a [`Dataset`][tfcustom.data.sources.Dataset] of in-memory NumPy arrays (uint8 or
 float images and int32 labels) that the pipeline in
-:mod:`tfcustom.data.pipeline` turns into ``tf.data`` input.
+`tfcustom.data.pipeline` turns into ``tf.data`` input.
 
 Examples:
     >>> ds = load("fashion_mnist")          # IDX files from the default directory
@@ -51,7 +51,17 @@ IDX_FILES = {
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-    """Images ``x`` of shape (N, H, W, C) and integer labels ``y`` of shape (N,)."""
+    """Images ``x`` of shape (N, H, W, C) and integer labels ``y`` of shape (N,).
+
+    Attributes:
+      x: the images (``uint8``, or floats in [0, 1]).
+      y: the labels (or any targets; a dict: one per output of the model).
+
+    Examples:
+        >>> split = Split(np.zeros((3, 2, 2, 1), np.uint8), np.array([0, 1, 0]))
+        >>> len(split)
+        3
+    """
 
     x: np.ndarray
     y: np.ndarray
@@ -63,7 +73,21 @@ class Split:
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """A classification dataset held in memory."""
+    """A classification dataset held in memory: what [`load`][tfcustom.data.load] returns.
+
+    Attributes:
+      name: e.g. ``"fashion_mnist"``.
+      train: the training [`Split`][tfcustom.data.Split].
+      test: the test split.
+      num_classes: the number of classes.
+      class_names: one name per class.
+
+    Examples:
+        >>> ds = from_numpy(np.zeros((4, 2, 2, 1), np.uint8), np.array([0, 1, 2, 1]),
+        ...                 np.zeros((2, 2, 2, 1), np.uint8), np.array([0, 2]))
+        >>> ds.num_classes, ds.input_shape, len(ds.train)
+        (3, (2, 2, 1), 4)
+    """
 
     name: str
     train: Split
@@ -226,12 +250,33 @@ def check_images(x: np.ndarray, where: str) -> None:
 
 def from_numpy(x_train, y_train, x_test, y_test, num_classes: Optional[int] = None, class_names=None, name: str = "numpy",
                check_range: bool = True) -> Dataset:
-    """Wrap in-memory arrays as a :class:`Dataset` (labels validated).
+    """Wrap in-memory arrays as a [`Dataset`][tfcustom.data.Dataset] (labels validated).
 
-    Images are ``uint8`` (scaled to [0, 1] by the input pipeline) or floats in
-    [0, 1]; other integer types and floats outside [0, 1] raise a
-    :class:`~tfcustom.errors.DataError` (see :func:`check_images`) unless
-    ``check_range=False``.
+    Args:
+      x_train: training images, ``uint8`` (scaled to [0, 1] by the input
+        pipeline) or floats in [0, 1]; other integer types and floats outside
+        [0, 1] raise a [`DataError`][tfcustom.errors.DataError] unless ``check_range=False``.
+      y_train: integer labels in ``[0, num_classes)``.
+      x_test: test images, of the training images' shape.
+      y_test: test labels.
+      num_classes: default: the largest label + 1.
+      class_names: default: ``"0"``, ``"1"``, ...
+      name: the dataset's name in messages and results.
+      check_range: False for inputs you standardised on purpose.
+
+    Returns:
+      The [`Dataset`][tfcustom.data.Dataset].
+
+    Examples:
+        >>> rng = np.random.default_rng(0)
+        >>> ds = from_numpy(rng.integers(0, 255, (8, 4, 4, 1), dtype=np.uint8), rng.integers(0, 3, 8),
+        ...                 rng.integers(0, 255, (2, 4, 4, 1), dtype=np.uint8), np.array([0, 2]), num_classes=3)
+        >>> ds.num_classes, ds.class_names
+        (3, ['0', '1', '2'])
+        >>> from_numpy(np.full((2, 1), 7.0), [0, 1], np.zeros((1, 1)), [0])
+        Traceback (most recent call last):
+        ...
+        tfcustom.errors.DataError: ...
     """
     if check_range:
         check_images(np.asarray(x_train), f"{name} train")
@@ -247,8 +292,24 @@ def from_numpy(x_train, y_train, x_test, y_test, num_classes: Optional[int] = No
 
 
 def subset(ds: Dataset, train: Optional[int] = None, test: Optional[int] = None) -> Dataset:
-    """``ds`` with only its first ``train`` training and ``test`` test examples (None: all),
-    e.g. to try a config in seconds (``--train_subset=2000 --test_subset=500``)."""
+    """``ds`` with only its first ``train`` training and ``test`` test examples.
+
+    To try a config in seconds (``--train_subset=2000 --test_subset=500``).
+
+    Args:
+      ds: a [`Dataset`][tfcustom.data.Dataset].
+      train: training examples kept (None: all).
+      test: test examples kept (None: all).
+
+    Returns:
+      A new [`Dataset`][tfcustom.data.Dataset]; ``ds`` is unchanged.
+
+    Examples:
+        >>> ds = from_numpy(np.zeros((10, 2, 2, 1), np.uint8), np.arange(10) % 2, np.zeros((4, 2, 2, 1), np.uint8), [0, 1, 0, 1])
+        >>> small = subset(ds, train=6)
+        >>> len(small.train), len(small.test)
+        (6, 4)
+    """
     def first(split: Split, n: Optional[int]) -> Split:
         return split if n is None or n >= len(split) else Split(split.x[:n], split.y[:n])
 
@@ -256,9 +317,23 @@ def subset(ds: Dataset, train: Optional[int] = None, test: Optional[int] = None)
 
 
 def load(name: str, data_dir: Optional[str] = None):
-    """Load a dataset by name: ``fashion_mnist`` / ``mnist`` from IDX files,
-    or ``tfds:<name>`` (e.g. ``tfds:cifar10``) through TFDS; ``tfrecord:DIR``
-    opens converted shards (a :class:`tfcustom.data.ShardedDataset`, streamed, not loaded)."""
+    """Load a dataset by name.
+
+    Args:
+      name: ``fashion_mnist`` / ``mnist`` (IDX files), ``tfds:<name>`` (e.g.
+        ``tfds:cifar10``, through TFDS) or ``tfrecord:DIR`` (converted shards).
+      data_dir: where the files are (default ``$TFCUSTOM_DATA_DIR``, then
+        ``/usr/share/datasets/<name>``).
+
+    Returns:
+      A [`Dataset`][tfcustom.data.Dataset] in memory, or for ``tfrecord:DIR`` a
+      [`ShardedDataset`][tfcustom.data.ShardedDataset] (streamed, not loaded).
+
+    Examples:
+        >>> ds = load("fashion_mnist")  # Debian's dataset-fashion-mnist
+        >>> ds.train.x.shape, ds.train.x.dtype, ds.class_names[0]
+        ((60000, 28, 28, 1), dtype('uint8'), 'T-shirt/top')
+    """
     if name.startswith(TFRECORD_PREFIX):
         from tfcustom.data.streaming import ShardedDataset
 

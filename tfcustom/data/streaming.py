@@ -1,7 +1,7 @@
-"""Stream sharded TFRecords (:mod:`tfcustom.data.tfrecord`) per epoch, per worker and per replica.
+"""Stream sharded TFRecords (`tfcustom.data.tfrecord`) per epoch, per worker and per replica.
 
-A :class:`StreamingPipeline` is the streaming twin of
-:class:`tfcustom.data.InputPipeline`: ``pipeline.dataset(epoch, skip_batches,
+A [`StreamingPipeline`][tfcustom.data.streaming.StreamingPipeline] is the streaming twin of
+[`tfcustom.data.InputPipeline`][tfcustom.data.InputPipeline]: ``pipeline.dataset(epoch, skip_batches,
 input_context)`` builds one epoch's input without holding the split in memory.
 
 **Order of an epoch** = f(seed, epoch): the shards are read in a seeded order
@@ -31,7 +31,7 @@ same number of steps. With at least as many shards as pipelines, and shards
 and ranges of equal size, a pipeline reads whole shards only (file-level
 sharding); otherwise the shards at range boundaries are split into disjoint
 record slices. Each pipeline shuffles its own range; each global batch is
-then cut per replica as :class:`InputPipeline` does, including the final
+then cut per replica as [`InputPipeline`][tfcustom.data.InputPipeline] does, including the final
 partial batch (split as evenly as possible), so evaluation counts every
 example exactly once. With one input pipeline (one host, any number of
 replicas) the global batches do not depend on the replica count.
@@ -72,7 +72,7 @@ class StreamingPipeline(EpochInput):
     """Batched, optionally shuffled ``tf.data`` input streamed from TFRecord shards.
 
     Args:
-      shards: the split's shards (from :func:`tfcustom.data.tfrecord.read_spec`).
+      shards: the split's shards (from [`tfcustom.data.tfrecord.read_spec`][tfcustom.data.tfrecord.read_spec]).
       image_shape: shape of the stored images.
       image_dtype: dtype of the stored images.
       batch_size: the **global** batch size.
@@ -81,7 +81,7 @@ class StreamingPipeline(EpochInput):
       shuffle_buffer: examples per shuffle block (memory bound).
       drop_remainder: drop the final partial batch (static shapes, TPU).
       keep: optional boolean mask over the split's example ids: only those
-        examples are read (a validation carve-out, see :meth:`ShardedDataset.pipelines`).
+        examples are read (a validation carve-out, see [`ShardedDataset.pipelines`][tfcustom.data.streaming.ShardedDataset.pipelines]).
       augment: augmentations (``("crop", "flip")``), seeded by (seed, epoch, example id).
     """
 
@@ -249,16 +249,16 @@ class StreamingPipeline(EpochInput):
 class ShardedDataset:
     """A converted dataset directory, opened and checked (``--dataset=tfrecord:DIR``).
 
-    Has the fields of :class:`tfcustom.data.Dataset` that describe the data
+    Has the fields of [`tfcustom.data.Dataset`][tfcustom.data.Dataset] that describe the data
     (``name``, ``num_classes``, ``class_names``, ``input_shape``) but no arrays:
-    :meth:`pipeline` / :meth:`pipelines` stream the splits.
+    `pipeline` / [`pipelines`][tfcustom.data.streaming.ShardedDataset.pipelines] stream the splits.
     """
 
     spec: DatasetSpec
 
     @classmethod
     def open(cls, directory: str, verify: str = "full") -> "ShardedDataset":
-        """Read ``directory/dataset.json`` and check the train and test shards (see :func:`read_spec`)."""
+        """Read ``directory/dataset.json`` and check the train and test shards (see [`read_spec`][tfcustom.data.read_spec])."""
         return cls(read_spec(directory, ("train", "test"), verify))
 
     name = property(lambda self: self.spec.name)
@@ -274,7 +274,7 @@ class ShardedDataset:
 
     def validation_mask(self, num_validation: int, seed: int) -> Optional[np.ndarray]:
         """True for the training examples held out for validation: the same
-        examples :func:`tfcustom.data.split_validation` holds out in memory."""
+        examples [`tfcustom.data.split_validation`][tfcustom.data.split_validation] holds out in memory."""
         n = self.num_examples("train")
         check(isinstance(num_validation, int) and 0 <= num_validation < n, "validation size must be in [0, number of training examples)",
               num_validation, f"pass a validation size below {n}")

@@ -1,7 +1,7 @@
 """The sharded TFRecord format: shards of ``tf.train.Example`` plus ``dataset.json``.
 
 A dataset directory holds, per split, ``<split>-00000-of-000NN.tfrecord``
-files and one ``dataset.json`` spec::
+files and one ``dataset.json`` spec:
 
     {"format": "tfcustom.tfrecord", "version": 1, "name": "fashion_mnist",
      "image_shape": [28, 28, 1], "image_dtype": "uint8",
@@ -17,7 +17,7 @@ Examples keep their source order: shard ``i`` holds examples
 ``first_index .. first_index + num_examples - 1`` of the split.
 
 Shards are written atomically (a temporary name, then a rename) and the spec
-last, so a directory with a ``dataset.json`` is complete. :func:`read_spec`
+last, so a directory with a ``dataset.json`` is complete. [`read_spec`][tfcustom.data.tfrecord.read_spec]
 checks a directory before anything is trained on it: the spec parses, the
 shard files are exactly those listed (none missing, none extra), the per-shard
 counts add up, and every shard has its recorded size (a truncated shard is
@@ -48,6 +48,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcustom.errors import DataError, data_error
+from tfcustom.disk_errors import atomic
 
 SPEC_FILE = "dataset.json"
 FORMAT = "tfcustom.tfrecord"
@@ -106,11 +107,9 @@ def serialize_example(image: np.ndarray, label: int) -> bytes:
 
 def write_shard(path: str, images: np.ndarray, labels: np.ndarray) -> Dict:
     """Write one shard atomically (``<path>.tmp`` then rename); return its spec entry."""
-    tmp = path + ".tmp"
-    with tf.io.TFRecordWriter(tmp) as writer:
+    with atomic(path, f"shard {os.path.basename(path)}") as tmp, tf.io.TFRecordWriter(tmp) as writer:
         for image, label in zip(images, labels):
             writer.write(serialize_example(image, label))
-    os.replace(tmp, path)
     return {"file": os.path.basename(path), "num_examples": int(len(labels)), "bytes": os.path.getsize(path), "sha256": file_sha256(path)}
 
 
@@ -123,10 +122,9 @@ def spec_digest(spec: Dict) -> str:
 def write_spec(directory: str, spec: Dict) -> None:
     path = os.path.join(directory, SPEC_FILE)
     spec = dict(spec, spec_sha256=spec_digest(spec))
-    with open(path + ".tmp", "w") as f:
+    with atomic(path) as tmp, open(tmp, "w") as f:
         json.dump(spec, f, indent=2)
         f.write("\n")
-    os.replace(path + ".tmp", path)
 
 
 def _bad(directory: str, what: str, received, fix: str = ""):
@@ -170,7 +168,7 @@ def _check_shard(directory: str, shard: Shard, verify: str) -> None:
 def read_spec(directory: str, splits: Sequence[str] = ("train", "test"), verify: str = "full") -> DatasetSpec:
     """Read and check ``directory/dataset.json`` and the shards of ``splits``.
 
-    Raises :class:`tfcustom.errors.DataError` (one line) on a missing or
+    Raises [`tfcustom.errors.DataError`][tfcustom.errors.DataError] (one line) on a missing or
     unreadable spec, a missing split, missing or extra shard files, counts
     that do not add up, a truncated shard, or (``verify="full"``) a checksum
     mismatch. The shards are hashed in parallel threads.

@@ -7,7 +7,7 @@
 
 Each check is one module (its ``run(setup) -> CheckResult``). The multi-replica
 checks need 4 logical CPU devices, configured before TensorFlow initialises
-(:func:`tfcustom.strategy.configure_cpu_replicas`; ``tfcustom-doctor`` does it at start).
+([`tfcustom.distribute.strategy.configure_cpu_replicas`][tfcustom.distribute.strategy.configure_cpu_replicas]; ``tfcustom-doctor`` does it at start).
 """
 
 from __future__ import annotations
@@ -37,11 +37,11 @@ def check(model_fn: Callable, loss, optimizer_fn: Callable, data, *, metrics: Se
       batch_size: the global batch (divisible by 4); ``steps``: train steps per check.
       tolerance: largest difference accepted where the result is not bitwise.
       trainer_cls: a ``tfcustom.Trainer`` subclass (your own step) to check instead of the Trainer.
-      checks: names of :data:`CHECKS` to run (default: all).
+      checks: names of `CHECKS` to run (default: all).
 
-    Returns a :class:`Report` (``report.passed``, ``report.table()``).
+    Returns a [`Report`][tfcustom.doctor.Report] (``report.passed``, ``report.table()``).
     """
-    from tfcustom.trainer import Trainer
+    from tfcustom.training.trainer import Trainer
 
     names = list(CHECKS) if checks is None else list(checks)
     unknown = sorted(set(names) - set(CHECKS))

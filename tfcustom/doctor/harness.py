@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcustom.errors import check
-from tfcustom.trainer import Trainer
+from tfcustom.training.trainer import Trainer
 
 
 @dataclasses.dataclass
@@ -54,7 +54,7 @@ def strategy(replicas: int) -> tf.distribute.Strategy:
     if replicas not in _STRATEGIES:
         devices = tf.config.list_logical_devices("CPU")
         check(len(devices) >= replicas, f"the doctor needs {replicas} logical CPU devices", len(devices),
-              "call tfcustom.strategy.configure_cpu_replicas(4) before TensorFlow initialises, or run tfcustom-doctor")
+              "call tfcustom.distribute.strategy.configure_cpu_replicas(4) before TensorFlow initialises, or run tfcustom-doctor")
         if replicas == 1:
             _STRATEGIES[1] = tf.distribute.OneDeviceStrategy(devices[0].name)
         else:

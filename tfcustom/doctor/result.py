@@ -23,7 +23,7 @@ class CheckResult:
 
 @dataclasses.dataclass
 class Report:
-    """Every check's :class:`CheckResult`; ``passed`` when all passed."""
+    """Every check's [`CheckResult`][tfcustom.doctor.result.CheckResult]; ``passed`` when all passed."""
 
     results: List[CheckResult]
 

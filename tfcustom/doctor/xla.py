@@ -27,4 +27,4 @@ def run(setup: Setup) -> CheckResult:
     except Exception as e:
         return CheckResult(NAME, False, f"jit_compile=True failed: {describe_error(e)}", FIX)
     return CheckResult(NAME, True, f"compiles; {jit:.1f} ms/step with XLA vs {plain:.1f} ms without (1 replica; "
-                                   "measure on a quiet machine, or let tfcustom.autotune choose)")
+                                   "measure on a quiet machine, or let tfcustom.experiment.autotune choose)")

@@ -16,7 +16,7 @@ the optimization, not only the speed: run the learning-rate range test
 Then, at that batch size, the compiled step runs ``steps_per_execution``
 steps per call for each candidate (1, 4, 16, 64, at most an epoch); the
 fastest by more than ``margin`` over the smaller value wins (interleaved
-rounds, best of each, as `tfcustom.autotune` times).
+rounds, best of each, as `tfcustom.experiment.autotune` times).
 
 Examples:
     >>> import tensorflow as tf
@@ -38,7 +38,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 import tensorflow as tf
 from absl import logging
 
-from tfcustom import steps as steps_lib
+from tfcustom.training import steps as steps_lib
 from tfcustom.errors import check
 
 STEPS_PER_EXECUTION_CANDIDATES = (1, 4, 16, 64)

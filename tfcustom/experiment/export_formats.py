@@ -37,7 +37,7 @@ DEFAULT_TOLERANCE = 1e-4  # float32 logits; measured max diffs on the shipped mo
 
 
 def require_runtime(fmt: str) -> None:
-    """Raise one :class:`ConfigError` line naming the missing package for ``fmt``."""
+    """Raise one [`ConfigError`][tfcustom.ConfigError] line naming the missing package for ``fmt``."""
     for module in FORMATS[fmt][1]:
         try:
             importlib.import_module(module)

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from absl import logging
 
-from tfcustom import autotune
+from tfcustom.experiment import autotune
 from tfcustom.errors import check
 from tfcustom.experiment import batch_finder, lr_finder
 

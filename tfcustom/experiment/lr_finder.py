@@ -33,14 +33,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Callable, Iterable, List, Optional
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfcustom import steps as steps_lib
+from tfcustom.training import steps as steps_lib
 from tfcustom.errors import check
+from tfcustom.disk_errors import atomic
 
 RULES = ("steepest", "min_div_10")
 #: Where the sweep starts.
@@ -149,18 +151,21 @@ def find_learning_rate(
     iterator = iter(batches)
     rates = exponential_rates(min_lr, max_lr, steps)
     tried, losses = [], []
+    average, lowest = 0.0, math.inf  # the smoothed loss (as `smooth` computes it) and its minimum so far
     for lr in rates:
         _set_learning_rate(optimizer, float(lr))
         value = float(step(iterator, tf.constant(1))["loss"])
+        if not math.isfinite(value):  # the sweep ends at the first non-finite loss, which is not kept
+            break
         tried.append(float(lr))
         losses.append(value)
-        smoothed = smooth(losses, beta)
-        if not math.isfinite(value) or (len(losses) > 5 and smoothed[-1] > diverge * np.min(smoothed)):
+        average = beta * average + (1 - beta) * value
+        current = average / (1 - beta ** len(losses))
+        lowest = min(lowest, current)
+        if len(losses) > 5 and current > diverge * lowest:
             break
-    finite = [i for i, v in enumerate(losses) if math.isfinite(v)]
-    check(len(finite) >= 5, "the loss was not finite in the range test's first steps", losses[:5],
-          "lower --lr_finder_min (or check the data for NaN)")
-    tried, losses = [tried[i] for i in finite], [losses[i] for i in finite]
+    check(len(losses) >= 5, "the loss was not finite in the range test's first steps", losses,
+          "pass a smaller min_lr (or check the data for NaN)")
     smoothed = smooth(losses, beta)
     steepest, min_div_10 = suggest(tried, smoothed)
     chosen = steepest if rule == "steepest" else min_div_10
@@ -188,6 +193,7 @@ def plot(result: LRFinderResult, path: str) -> str:
     ax.set_title(f"Learning-rate range test: chose {result.learning_rate:.2g} ({result.rule})")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic(path) as tmp:  # a full disk is one line
+        fig.savefig(tmp, dpi=100, format=os.path.splitext(path)[1][1:] or "png")
     plt.close(fig)
     return path

@@ -79,7 +79,7 @@ def in_use_message(run_dir: str, record) -> str:
 class RunLock:
     """Hold the run directory ``run_dir`` (created if needed) for this process.
 
-    Raises :class:`RunDirInUse` (exit code 2 in the CLI) when another live run
+    Raises `RunDirInUse` (exit code 2 in the CLI) when another live run
     holds it. ``enabled=False`` (a non-chief worker) makes it a no-op.
     """
 

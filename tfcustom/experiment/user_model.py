@@ -4,7 +4,7 @@ The function is called as ``function(num_classes=..., input_shape=..., **model_k
 (``input_shape`` only when its signature takes it) and must return a
 ``keras.Model`` that outputs ``num_classes`` logits. The module is imported from
 ``sys.path`` plus the current directory (as ``python -m`` does), so a run
-directory's ``config.json`` rebuilds the same model later (``tfcustom.run_dir``).
+directory's ``config.json`` rebuilds the same model later (``tfcustom.experiment.run_dir``).
 
 >>> is_reference("mlp"), is_reference("my_models:small_cnn")
 (False, True)
@@ -33,7 +33,7 @@ def is_reference(name) -> bool:
 
 def resolve(reference: str) -> Callable[..., Any]:
     """The function ``reference`` (``package.module:function``) names; a
-    :class:`~tfcustom.errors.ConfigError` (one line) if it cannot be imported or is not callable."""
+    [`ConfigError`][tfcustom.errors.ConfigError] (one line) if it cannot be imported or is not callable."""
     module_name, _, attr = reference.partition(":")
     check(bool(module_name) and bool(attr) and ":" not in attr, "a user model must be written module:function",
           reference, f"pass e.g. {_EXAMPLE}")

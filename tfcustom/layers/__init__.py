@@ -7,7 +7,7 @@ registered under the ``"tfcustom"`` package so ``.keras`` files reload with
 
 Activations are anything ``keras.activations.get`` accepts (a name, a
 callable such as ``keras.activations.relu``, None for linear), resolved by
-:func:`get_activation` and serialized with ``keras.activations.serialize``.
+[`get_activation`][tfcustom.layers.get_activation] and serialized with ``keras.activations.serialize``.
 Blocks create their sublayers with ``dtype=self.dtype_policy`` (as Keras'
 composite layers do), so ``dtype="mixed_float16"`` computes in float16 inside
 the block too.

@@ -27,6 +27,12 @@ def get_activation(identifier):
     ``keras.activations.get`` accepts (a name, case-insensitive; a callable;
     a serialized function; ``None`` means linear).
 
+    Args:
+      identifier: the activation's name, function or serialized form.
+
+    Returns:
+      The activation function; an unknown one raises [`ConfigError`][tfcustom.errors.ConfigError].
+
     Examples:
         >>> import keras
         >>> get_activation("relu")([-1.0, 2.0]).numpy().tolist()
@@ -54,5 +60,5 @@ def get_activation(identifier):
 def serialize_activation(fn):
     """The config form of an activation function (its name for Keras'
     built-ins, e.g. ``"relu"``; Keras' serialized form for registered
-    functions): what :func:`get_activation` turns back into ``fn``."""
+    functions): what [`get_activation`][tfcustom.layers.activations.get_activation] turns back into ``fn``."""
     return keras.activations.serialize(fn)

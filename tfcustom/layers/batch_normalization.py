@@ -44,6 +44,13 @@ class BatchNormalization(keras.layers.BatchNormalization):
         fused: use TensorFlow's fused kernel in training where it applies
             (see the module docstring); False always runs Keras' code.
         **kwargs: as ``keras.layers.BatchNormalization``.
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).normal(2.0, 3.0, (8, 4, 4, 2)).astype("float32")
+        >>> y = BatchNormalization()(x, training=True)  # the fused kernel: 4-D, channels last
+        >>> bool(abs(float(np.mean(y))) < 1e-5), round(float(np.std(y)), 2)
+        (True, 1.0)
     """
 
     def __init__(self, fused=True, **kwargs):

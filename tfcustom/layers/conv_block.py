@@ -6,7 +6,7 @@ import keras
 
 from tfcustom.layers.batch_normalization import BatchNormalization
 from tfcustom.errors import check, check_positive_int
-from tfcustom.dropout import Dropout, check_rate
+from tfcustom.layers.dropout import Dropout, check_rate
 from tfcustom.layers._args import _get
 from tfcustom.layers.activations import get_activation, serialize_activation
 
@@ -24,7 +24,7 @@ class ConvBlock(keras.layers.Layer):
         filters: positive int, output channels.
         kernel_size: positive int, square kernel size.
         activation: anything ``keras.activations.get`` accepts (see
-            :func:`get_activation`).
+            [`get_activation`][tfcustom.layers.get_activation]).
         pool_size: int >= 2 for max pooling with that size and stride, or
             0/None for no pooling.
         dropout: dropout rate in [0, 1) applied last; 0 disables it.

@@ -21,7 +21,7 @@ class Dense(keras.layers.Layer):
     Args:
         units: positive int, size of the output's last axis.
         activation: anything ``keras.activations.get`` accepts (see
-            :func:`get_activation`); None means linear.
+            [`get_activation`][tfcustom.layers.get_activation]); None means linear.
         use_bias: whether to add a bias vector.
         kernel_initializer: anything ``keras.initializers.get`` accepts.
         bias_initializer: anything ``keras.initializers.get`` accepts.

@@ -6,7 +6,7 @@ import keras
 
 from tfcustom.layers.batch_normalization import BatchNormalization
 from tfcustom.errors import check_positive_int
-from tfcustom.dropout import Dropout, check_rate
+from tfcustom.layers.dropout import Dropout, check_rate
 from tfcustom.layers._args import _get
 from tfcustom.layers.activations import get_activation, serialize_activation
 from tfcustom.layers.dense import Dense
@@ -23,7 +23,7 @@ class DenseBlock(keras.layers.Layer):
     Args:
         units: positive int.
         activation: anything ``keras.activations.get`` accepts (see
-            :func:`get_activation`).
+            [`get_activation`][tfcustom.layers.get_activation]).
         dropout: dropout rate in [0, 1); 0 disables it.
         batch_norm: whether to insert BatchNormalization.
         kernel_initializer: passed to the Dense.

@@ -24,7 +24,7 @@ class ResidualBlock(keras.layers.Layer):
         strides: 1 or 2 (or any positive int), stride of the first conv and
             of the projection.
         activation: anything ``keras.activations.get`` accepts (see
-            :func:`get_activation`).
+            [`get_activation`][tfcustom.layers.get_activation]).
         kernel_initializer: passed to every Conv2D.
         kernel_regularizer: passed to every Conv2D.
 

@@ -1,6 +1,6 @@
 """Classification losses for sparse integer labels and logits.
 
-Every loss here is a :class:`keras.losses.Loss`, so it plugs into
+Every loss here is a `keras.losses.Loss`, so it plugs into
 ``model.compile(loss=...)`` and Keras' reduction machinery
 (``reduction="none"``, ``"sum"``, ``"sum_over_batch_size"``, ...,
 ``sample_weight``) works as for any Keras loss.
@@ -20,8 +20,8 @@ Conventions shared by all losses:
   ``from_logits=True``. A loss called eagerly on the wrong kind warns once
   (logits with ``from_logits=False``: values outside ``[0, 1]``;
   probabilities with ``from_logits=True``: rows summing to 1), and the
-  :class:`tfcustom.Trainer` refuses to train with the mismatch
-  (see :mod:`tfcustom.loss_inputs`).
+  [`tfcustom.Trainer`][tfcustom.Trainer] refuses to train with the mismatch
+  (see `tfcustom.losses.loss_inputs`).
 * Computation happens in the loss' ``dtype`` (``float32`` by default), also
   when the model runs in ``mixed_float16``.
 * Log-probabilities come from ``tf.nn.log_softmax``, never ``log(softmax)``,
@@ -31,7 +31,7 @@ Conventions shared by all losses:
   drops assertions, so under ``jit_compile=True`` the data pipeline must
   guarantee valid labels).
 
-Use :func:`get` to build a loss from its name, e.g. from a config file:
+Use [`get`][tfcustom.losses.get] to build a loss from its name, e.g. from a config file:
 
 >>> import tfcustom.losses
 >>> tfcustom.losses.get("focal", gamma=1.0).gamma
@@ -64,7 +64,15 @@ _REGISTRY = {
 
 
 def names() -> list[str]:
-    """Return the names :func:`get` accepts (aliases included), sorted."""
+    """Return the names [`get`][tfcustom.losses.get] accepts (aliases included), sorted.
+
+    Returns:
+      The names, sorted.
+
+    Examples:
+        >>> names()
+        ['crossentropy', 'focal', 'poly1', 'sparse_categorical_crossentropy']
+    """
     return sorted(_REGISTRY)
 
 
@@ -72,11 +80,21 @@ def get(name: str, **kwargs) -> keras.losses.Loss:
     """Build a loss from its registry name and constructor kwargs.
 
     Names: ``"sparse_categorical_crossentropy"`` (alias ``"crossentropy"``),
-    ``"focal"``, ``"poly1"``. An unknown name raises
-    :class:`tfcustom.errors.ConfigError` listing the valid names.
+    ``"focal"``, ``"poly1"``.
 
-    >>> get("crossentropy", label_smoothing=0.1).label_smoothing
-    0.1
+    Args:
+      name: one of [`names`][tfcustom.losses.names]; an unknown name raises
+        [`ConfigError`][tfcustom.errors.ConfigError] listing the valid names.
+      **kwargs: the loss's constructor arguments (``from_logits=True`` for tfcustom's models).
+
+    Returns:
+      A new ``keras.losses.Loss``.
+
+    Examples:
+        >>> get("crossentropy", label_smoothing=0.1).label_smoothing
+        0.1
+        >>> type(get("focal", gamma=2.0, from_logits=True)).__name__
+        'SparseFocalLoss'
     """
     check(
         isinstance(name, str) and name in _REGISTRY,

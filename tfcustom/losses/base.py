@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcustom.errors import check, config_error
-from tfcustom.loss_inputs import mismatch
+from tfcustom.losses.loss_inputs import mismatch
 from tfcustom.losses._args import _as_float, _check_common
 
 
@@ -115,7 +115,7 @@ def _label_smoothing_arg(value) -> float:
 
 def _smoothed_cross_entropy(loss, y_true, y_pred, label_smoothing):
     """``(labels, log_p, target, ce)``: the (label-smoothed) cross-entropy per
-    example of a :class:`_SparseClassificationLoss`, with the pieces it used."""
+    example of a `_SparseClassificationLoss`, with the pieces it used."""
     labels, y_pred, num_classes = loss._standardize(y_true, y_pred)
     log_p = loss._log_probs(y_pred)
     target = _smoothed_one_hot(labels, num_classes, label_smoothing, log_p.dtype)

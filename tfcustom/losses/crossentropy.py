@@ -52,7 +52,7 @@ def _dict_weights(class_weights: dict, log_p, dtype):
 class SparseCategoricalCrossentropy(_SparseClassificationLoss):
     """Cross-entropy for integer labels with class weights and label smoothing.
 
-    Per example ``i`` with true class ``c_i``::
+    Per example ``i`` with true class ``c_i``:
 
         t   = one_hot(c_i) * (1 - label_smoothing) + label_smoothing / C
         ce  = -sum_k t_k * log_softmax(logits_i)_k

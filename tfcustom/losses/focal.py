@@ -13,7 +13,7 @@ from tfcustom.losses.base import _SparseClassificationLoss, _tiny
 class SparseFocalLoss(_SparseClassificationLoss):
     """Focal loss (Lin et al. 2017) for integer labels and logits.
 
-    Per example with true class ``c`` and ``p_t = softmax(logits)[c]``::
+    Per example with true class ``c`` and ``p_t = softmax(logits)[c]``:
 
         out = -alpha_c * (1 - p_t) ** gamma * log(p_t)
 

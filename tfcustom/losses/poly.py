@@ -14,7 +14,7 @@ class PolyLoss(_SparseClassificationLoss):
     """Poly-1 loss (Leng et al. 2022, "PolyLoss"): cross-entropy + epsilon*(1 - p_t).
 
     Per example with (optionally smoothed) target ``t`` and
-    ``p = softmax(logits)``::
+    ``p = softmax(logits)``:
 
         t   = one_hot(c) * (1 - label_smoothing) + label_smoothing / C
         ce  = -sum_k t_k * log p_k

@@ -1,6 +1,6 @@
 """Exact, distribution-safe classification metrics for sparse labels and logits.
 
-Every metric is a stateful :class:`keras.metrics.Metric` updated with
+Every metric is a stateful `keras.metrics.Metric` updated with
 ``update_state(y_true, y_pred_logits, sample_weight=None)`` where ``y_true``
 holds integer class ids ``[batch]`` (or ``[batch, 1]``) and ``y_pred`` holds
 logits ``[batch, num_classes]``; the predicted class is ``argmax(y_pred)``.
@@ -21,8 +21,8 @@ How the numbers stay exact:
   exact too (Keras' own metrics report each replica's local value there and
   Keras averages them: keras-team/keras#21054).
 * ``num_classes`` may be left out: it is then taken from the last dimension
-  of the first batch's ``y_pred`` (the :class:`tfcustom.Trainer` sets it from
-  the model's output before training; see :meth:`Precision.build_state`).
+  of the first batch's ``y_pred`` (the [`tfcustom.Trainer`][tfcustom.Trainer] sets it from
+  the model's output before training; see `Precision.build_state`).
 * Counts are accumulated in ``float64`` (integer counts stay exact up to
   2**53 examples instead of float32's 2**24); ``result()`` is returned in the
   metric's ``dtype`` (``float32`` by default). TPUs have no float64: these
@@ -35,7 +35,7 @@ Invalid labels: a label outside ``[0, num_classes)`` raises
 such examples are dropped from every count (never counted as some class) and
 the data layer must validate labels.
 
-Use :func:`get` to build a metric from its name:
+Use [`get`][tfcustom.metrics.get] to build a metric from its name:
 
 >>> import tfcustom.metrics
 >>> tfcustom.metrics.get("f1", num_classes=3).average
@@ -75,7 +75,15 @@ _NAMES = sorted([*_NEEDS_NUM_CLASSES, "accuracy", "ece", "expected_calibration_e
 
 
 def names() -> list[str]:
-    """Return the names :func:`get` accepts, sorted."""
+    """Return the names [`get`][tfcustom.metrics.get] accepts, sorted.
+
+    Returns:
+      The names.
+
+    Examples:
+        >>> "f1" in names() and "ece" in names()
+        True
+    """
     return list(_NAMES)
 
 
@@ -84,17 +92,28 @@ def get(name: str, num_classes: int | None = None, **kwargs) -> keras.metrics.Me
 
     ``"accuracy"`` gives ``keras.metrics.SparseCategoricalAccuracy`` and
     ``"ece"`` (or ``"expected_calibration_error"``) gives
-    :class:`ExpectedCalibrationError`; ``"precision"``, ``"recall"``,
+    [`ExpectedCalibrationError`][tfcustom.metrics.ExpectedCalibrationError]; ``"precision"``, ``"recall"``,
     ``"f1"`` (or ``"f1_score"``), ``"balanced_accuracy"`` and
     ``"confusion_matrix"`` take ``num_classes`` (default: inferred from the
     first batch's predictions). Each metric reports under its own ``name``
     (``F1Score``: ``"f1_score"``).
     Extra keyword arguments go to the constructor (e.g. ``average=``,
-    ``num_bins=``). An unknown name raises
-    :class:`tfcustom.errors.ConfigError` listing the valid names.
+    ``num_bins=``).
 
-    >>> get("recall", 10, average="weighted").average
-    'weighted'
+    Args:
+      name: one of [`names`][tfcustom.metrics.names]; an unknown name raises
+        [`ConfigError`][tfcustom.errors.ConfigError] listing the valid names.
+      num_classes: for the metrics that count per class (None: from the first batch).
+      **kwargs: the metric's constructor arguments.
+
+    Returns:
+      A new ``keras.metrics.Metric``.
+
+    Examples:
+        >>> get("recall", 10, average="weighted").average
+        'weighted'
+        >>> get("f1", 3).name
+        'f1_score'
     """
     check(
         isinstance(name, str) and name in _NAMES,

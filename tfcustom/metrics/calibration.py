@@ -16,7 +16,7 @@ class ExpectedCalibrationError(keras.metrics.Metric):
     Confidence is the maximum softmax probability; the prediction is correct
     when its ``argmax`` equals the label. Bin ``b`` (``b = 1..num_bins``)
     holds confidences in ``((b-1)/num_bins, b/num_bins]``. With sample
-    weights ``w``::
+    weights ``w``:
 
         n_b    = sum of w in bin b,           N = sum_b n_b
         acc_b  = sum of w * correct / n_b,    conf_b = sum of w * conf / n_b

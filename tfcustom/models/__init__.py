@@ -1,4 +1,4 @@
-"""Classification models built from :mod:`tfcustom.layers`; all return logits.
+"""Classification models built from [`tfcustom.layers`][tfcustom.layers]; all return logits.
 
 Every model is a subclassed ``keras.Model`` whose constructor arguments are
 its whole config, so ``.keras`` files reload with ``safe_mode=True``. As with
@@ -16,7 +16,7 @@ Inputs are float32 images in [0, 1] of shape (H, W, C) or flat vectors (MLP
 and LogisticRegression flatten whatever they get). None of them ends with a
 softmax: pair them with ``from_logits=True`` losses.
 
-Build one by name with :func:`get`:
+Build one by name with [`get`][tfcustom.models.get]:
 
 >>> import numpy as np
 >>> from tfcustom import models
@@ -51,7 +51,15 @@ _BASE_KWARGS = ("name", "dtype")
 
 
 def names():
-    """Return the sorted names :func:`get` accepts."""
+    """Return the sorted names [`get`][tfcustom.models.get] accepts.
+
+    Returns:
+      The registered model names.
+
+    Examples:
+        >>> names()
+        ['cnn', 'logistic_regression', 'mlp', 'resnet']
+    """
     return sorted(_REGISTRY)
 
 
@@ -61,7 +69,15 @@ def get(name, /, num_classes, **kwargs):
     ``kwargs`` go to the model's constructor (including Keras' own ``name``
     and ``dtype``; ``name`` here is positional-only so the two don't clash);
     a model name or argument the model does not know raises
-    :class:`~tfcustom.errors.ConfigError`. Model names are case-insensitive.
+    [`ConfigError`][tfcustom.errors.ConfigError]. Model names are case-insensitive.
+
+    Args:
+      name: one of [`names`][tfcustom.models.names] (positional-only).
+      num_classes: the number of logits.
+      **kwargs: the model's constructor arguments.
+
+    Returns:
+      A new, unbuilt ``keras.Model`` that outputs logits.
 
     Examples:
         >>> get("mlp", 10, hidden_units=(64,)).hidden_units

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from tfcustom.errors import check, check_positive_int
-from tfcustom.dropout import Dropout, check_rate
+from tfcustom.layers.dropout import Dropout, check_rate
 from tfcustom.layers import ConvBlock, Dense, DenseBlock, get_activation, serialize_activation
 from tfcustom.models.test_time_flip import flip_averaged_logits
 from tfcustom.models.base import _StackModel, _attach, _logits_dtype, _positive_ints
@@ -13,7 +13,7 @@ from tfcustom.models.base import _StackModel, _attach, _logits_dtype, _positive_
 
 @keras.saving.register_keras_serializable(package="tfcustom")
 class CNN(_StackModel):
-    """A small convnet: stages of :class:`~tfcustom.layers.ConvBlock` with max
+    """A small convnet: stages of [`ConvBlock`][tfcustom.layers.ConvBlock] with max
     pooling, then flatten (or global average pooling) -> dense -> dropout ->
     logits.
 
@@ -39,7 +39,7 @@ class CNN(_StackModel):
             ``keras.activations.get`` accepts).
         global_pool: global average pooling instead of flatten.
         test_time_flip: at inference, average the predictions of each image
-            and its mirror image (:mod:`tfcustom.models.test_time_flip`).
+            and its mirror image (`tfcustom.models.test_time_flip`).
 
     Examples:
         >>> import numpy as np

@@ -11,12 +11,16 @@ from tfcustom.models.base import _StackModel, _logits_dtype
 
 @keras.saving.register_keras_serializable(package="tfcustom")
 class LogisticRegression(_StackModel):
-    """Flatten, then one :class:`~tfcustom.layers.Dense`: multinomial logistic
+    """Flatten, then one [`Dense`][tfcustom.layers.Dense]: multinomial logistic
     regression (softmax regression) returning logits.
 
     ``num_classes=1`` gives a single logit for binary problems (use it with a
     sigmoid / binary cross-entropy loss). Weights start at zero: the loss is
     convex, so there is no symmetry to break.
+
+    Args:
+      num_classes: the number of logits (1: one logit for a binary problem).
+      **kwargs: Keras' model arguments (``name``, ``dtype``).
 
     Examples:
         >>> import numpy as np

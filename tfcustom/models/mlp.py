@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from tfcustom.dropout import check_rate
+from tfcustom.layers.dropout import check_rate
 from tfcustom.errors import check_positive_int
 from tfcustom.layers import Dense, DenseBlock, get_activation, serialize_activation
 from tfcustom.models.base import _StackModel, _attach, _logits_dtype, _positive_ints
@@ -12,8 +12,8 @@ from tfcustom.models.base import _StackModel, _attach, _logits_dtype, _positive_
 
 @keras.saving.register_keras_serializable(package="tfcustom")
 class MLP(_StackModel):
-    """Flatten -> one :class:`~tfcustom.layers.DenseBlock` per hidden layer
-    -> :class:`~tfcustom.layers.Dense` logits.
+    """Flatten -> one [`DenseBlock`][tfcustom.layers.DenseBlock] per hidden layer
+    -> [`Dense`][tfcustom.layers.Dense] logits.
 
     Args:
         num_classes: number of logits.

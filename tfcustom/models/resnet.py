@@ -16,7 +16,7 @@ class ResNet(_StackModel):
 
     Stem: 3x3 ConvBlock with ``stage_filters[0]`` filters (no pooling). Then
     one stage per entry of ``stage_filters``, each with ``blocks_per_stage``
-    :class:`~tfcustom.layers.ResidualBlock`; every stage after the first
+    [`ResidualBlock`][tfcustom.layers.ResidualBlock]; every stage after the first
     halves the resolution with a stride-2 first block. Global average
     pooling -> Dense logits.
 
@@ -26,7 +26,7 @@ class ResNet(_StackModel):
         blocks_per_stage: ResidualBlocks per stage.
         activation: anything ``keras.activations.get`` accepts.
         test_time_flip: at inference, average the predictions of each image
-            and its mirror image (:mod:`tfcustom.models.test_time_flip`).
+            and its mirror image (`tfcustom.models.test_time_flip`).
 
     Examples:
         >>> import numpy as np

@@ -1,8 +1,20 @@
-"""The training step's pieces, one concept per module, composed by `tfcustom.steps.make_train_step`:
+"""The training engine: the compiled steps, the Trainer's loop, and what they are made of.
+
+The loop and its inputs:
+
+- `trainer`: ``Trainer`` (``fit``/``evaluate``/``predict``), the thin loop around the steps;
+- `steps`: ``make_train_step``/``make_test_step``/``make_predict_step``, one GradientTape implementation for every strategy;
+- `checked_step`: the step's call with its arguments checked first; `scope_checks`: objects built under the strategy;
+- `fit_inputs`, `distributed_input`: what ``keras.Model.fit`` takes as data, as per-replica batches;
+- `compile_args`, `compile_loss`, `compile_metrics`: what ``keras.Model.compile`` takes, resolved as it does;
+- `checkpoint`: the training checkpoint (everything the next step depends on); `history`, `timing`, `logs`.
+
+The step's pieces, one concept per module, composed by `tfcustom.training.steps.make_train_step`:
 
 - `gradient_reduction`: sum the replicas' gradients (one packed all-reduce, or one reduce per variable), clip, check;
 - `loss_scaling`: the dynamic loss scale of mixed float16 (Keras' ``LossScaleOptimizer``'s bookkeeping);
-- `replica_state`: the state a forward pass changes (BatchNorm statistics), kept to undo a skipped step;
+- `replica_state`, `replica_sync`: the state a forward pass changes (BatchNorm statistics), kept equal across replicas;
+- `sam`: Sharpness-Aware Minimization, a ``gradient_fn`` for the step;
 - `input_wait`: the seconds a step waits for its batch;
 - `loop_fns`: several steps in one ``tf.function`` call (``steps_per_execution``), as Orbit's ``loop_fns``.
 """

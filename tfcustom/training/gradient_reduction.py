@@ -4,7 +4,7 @@ Two ways, one interface (`GradientReduction`):
 
 * **packed** (``MirroredStrategy`` / ``MultiWorkerMirroredStrategy`` with a
   Keras TensorFlow optimizer): one replica-context all-reduce of the whole
-  gradient list (`tfcustom.all_reduce.all_reduce_sum`); every replica clips
+  gradient list (`tfcustom.distribute.all_reduce.all_reduce_sum`); every replica clips
   and checks its (identical) sum and applies it to its own copy of the
   variables, as Keras' ``fit`` does;
 * **per variable** (one replica, TPU, optimizers that transform gradients
@@ -18,7 +18,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from tfcustom.all_reduce import all_reduce_sum, already_reduced, packed_all_reduce_supported
+from tfcustom.distribute.all_reduce import all_reduce_sum, already_reduced, packed_all_reduce_supported
 
 
 def all_finite(values):

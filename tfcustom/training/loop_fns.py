@@ -15,7 +15,7 @@ from tfcustom.training import input_wait
 
 
 def multi_step_loop(train_step: Callable, num_replicas: int, *, stop_on_nonfinite: bool) -> Callable:
-    """``loop(iterator, num_steps) -> dict`` of tensors (see `tfcustom.steps.make_train_step`).
+    """``loop(iterator, num_steps) -> dict`` of tensors (see `tfcustom.training.steps.make_train_step`).
 
     ``train_step(batch)`` returns ``(loss, replica_losses, finite, overflow,
     grad_norm)`` for one step; the loop takes each batch from the iterator

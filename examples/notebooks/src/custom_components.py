@@ -245,7 +245,7 @@ print(f"per-class precision, recall and F1 vs scikit-learn: max difference {f1_v
 # methods below see exactly the same batches.
 
 # %%
-ds = tfcustom.colab.load_fashion_mnist()
+ds = tfcustom.distribute.colab.load_fashion_mnist()
 train = Split(ds.train.x[:TRAIN_EXAMPLES or None], ds.train.y[:TRAIN_EXAMPLES or None])
 pipe = InputPipeline(train, BATCH_SIZE, shuffle=True, seed=SEED)
 test_pipe = InputPipeline(ds.test, 1000)
@@ -301,7 +301,7 @@ for epoch in range(EPOCHS):
 
 # %% [markdown]
 # ## 8. The same step from `tfcustom.make_train_step`
-# It computes the same thing (read `tfcustom/steps.py`), under any `tf.distribute` strategy, and runs
+# It computes the same thing (read `tfcustom/training/steps.py`), under any `tf.distribute` strategy, and runs
 # several steps per call: here a whole epoch in one call.
 
 # %%
@@ -375,7 +375,7 @@ test_pred = test_logits.argmax(axis=1)
 sk_f1 = f1_score(ds.test.y, test_pred, average="macro")
 matrix = tfcustom.metrics.ConfusionMatrix(num_classes=10)
 matrix.update_state(ds.test.y, test_logits)
-display(tfcustom.plots.plot_confusion_matrix(matrix.result().numpy().astype(int), ds.class_names))
+display(tfcustom.experiment.plots.plot_confusion_matrix(matrix.result().numpy().astype(int), ds.class_names))
 print(f"test accuracy {results['accuracy']:.4f}, macro F1: mine {results['my_f1']:.4f}, scikit-learn {sk_f1:.4f}")
 probabilities = model_c.predict_proba(ds.test.x[:3].astype("float32") / 255.0).numpy()
 for i in range(3):

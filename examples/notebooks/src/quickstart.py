@@ -26,7 +26,7 @@ WORK_DIR = "quickstart_run"  # where the model is saved
 
 # %% [markdown]
 # ## 1. Where to train
-# `tfcustom.strategy.select("auto")` picks a TPU if one is reachable, else the GPU(s), else the CPU.
+# `tfcustom.distribute.strategy.select("auto")` picks a TPU if one is reachable, else the GPU(s), else the CPU.
 # Call it first, before any other TensorFlow operation. The seed makes the run repeatable:
 # `enable_op_determinism` makes TensorFlow's kernels deterministic too.
 
@@ -43,8 +43,8 @@ import tensorflow as tf
 import tfcustom
 from tfcustom.data import InputPipeline, Split, split_validation
 
-strategy = tfcustom.strategy.select("auto")
-print("Training on:", tfcustom.strategy.describe(strategy))
+strategy = tfcustom.distribute.strategy.select("auto")
+print("Training on:", tfcustom.distribute.strategy.describe(strategy))
 keras.utils.set_random_seed(SEED)
 tf.config.experimental.enable_op_determinism()
 
@@ -55,7 +55,7 @@ tf.config.experimental.enable_op_determinism()
 # (Colab). 5 000 training images are held out for validation, chosen by the seed.
 
 # %%
-ds = tfcustom.colab.load_fashion_mnist()
+ds = tfcustom.distribute.colab.load_fashion_mnist()
 class_names = list(ds.class_names)
 train, val = split_validation(ds.train, num_validation=5000, seed=SEED)
 if TRAIN_EXAMPLES:
@@ -96,7 +96,7 @@ model.summary()
 
 # %% [markdown]
 # ## 4. Train
-# The `Trainer` runs the compiled `GradientTape` step of `tfcustom.steps` (read it: it is short),
+# The `Trainer` runs the compiled `GradientTape` step of `tfcustom.training.steps` (read it: it is short),
 # shows a progress bar per epoch and evaluates on the validation images at each epoch end.
 
 # %%
@@ -147,17 +147,17 @@ matrix = tfcustom.metrics.ConfusionMatrix(num_classes=10)
 matrix.update_state(test.y, logits)
 counts = matrix.result().numpy().astype(int)
 
-display(tfcustom.plots.plot_confusion_matrix(counts, class_names))
+display(tfcustom.experiment.plots.plot_confusion_matrix(counts, class_names))
 worst = np.argsort(counts.diagonal() / counts.sum(axis=1))[:3]
 print("hardest classes:", ", ".join(f"{class_names[c]} ({counts[c, c] / counts[c].sum():.1%} right)" for c in worst))
 
 # %% [markdown]
 # ## 7. What it gets wrong
 # The 16 misclassified test images the model was most sure of, with the true class, the predicted
-# class and the probability the model gave its prediction (`tfcustom.plots`).
+# class and the probability the model gave its prediction (`tfcustom.experiment.plots`).
 
 # %%
-display(tfcustom.plots.plot_misclassified(test.x, test.y, probabilities, class_names, num=16))
+display(tfcustom.experiment.plots.plot_misclassified(test.x, test.y, probabilities, class_names, num=16))
 print(f"{np.sum(predicted != test.y)} of {len(test)} test images misclassified")
 
 # %% [markdown]

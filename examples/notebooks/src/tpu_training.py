@@ -35,7 +35,7 @@ SEED = 0
 
 # %% [markdown]
 # ## 1. Pick the TPU, or fall back
-# `tfcustom.colab.select_strategy` must run before any other TensorFlow operation. On a TPU runtime
+# `tfcustom.distribute.colab.select_strategy` must run before any other TensorFlow operation. On a TPU runtime
 # it connects to the TPU (`TPUStrategy`). If that fails it prints what happened and what to try,
 # and uses the GPU(s) or `NUM_CPU_REPLICAS` logical CPU devices (`MirroredStrategy`) instead.
 
@@ -50,11 +50,11 @@ import tensorflow as tf
 from absl import logging as absl_logging
 
 import tfcustom
-from tfcustom.checkpoint import restore_latest, training_checkpoint
+from tfcustom.training.checkpoint import restore_latest, training_checkpoint
 from tfcustom.data import InputPipeline, Split
 
 tf.get_logger().setLevel("WARNING")  # TensorFlow's own INFO lines (collectives, devices) stay quiet
-choice = tfcustom.colab.select_strategy(num_cpu_replicas=NUM_CPU_REPLICAS)
+choice = tfcustom.distribute.colab.select_strategy(num_cpu_replicas=NUM_CPU_REPLICAS)
 strategy = choice.strategy
 replicas = strategy.num_replicas_in_sync
 devices = [d.rsplit("/", 1)[-1] for d in strategy.extended.worker_devices]
@@ -69,7 +69,7 @@ tf.config.experimental.enable_op_determinism()
 # needed. `auto` picks it on a TPU and float32 elsewhere.
 
 # %%
-policy = tfcustom.strategy.set_precision(PRECISION, strategy)
+policy = tfcustom.distribute.strategy.set_precision(PRECISION, strategy)
 print("Keras dtype policy:", policy)
 
 # %% [markdown]
@@ -79,7 +79,7 @@ print("Keras dtype policy:", policy)
 # the TPU compiler needs.
 
 # %%
-ds = tfcustom.colab.load_fashion_mnist()
+ds = tfcustom.distribute.colab.load_fashion_mnist()
 train = Split(ds.train.x[:TRAIN_EXAMPLES or None], ds.train.y[:TRAIN_EXAMPLES or None])
 train_pipe = InputPipeline(train, GLOBAL_BATCH, shuffle=True, seed=SEED, drop_remainder=True)
 test = Split(ds.test.x[:TEST_EXAMPLES or None], ds.test.y[:TEST_EXAMPLES or None])

@@ -1,0 +1,99 @@
+"""Early stopping on a monitored validation metric, with patience and restore-best.
+
+Its state (best value, epochs without improvement, best epoch) is kept in
+``tf.Variable``s so that a checkpoint can carry it across a restart.
+
+Examples:
+    >>> es = EarlyStopping(monitor="val_loss", patience=3, restore_best=True)
+    >>> es.update(0.52, epoch=1)   # True when training should stop
+    False
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from tfcustom.errors import check, check_one_of
+
+
+class EarlyStopping(tf.Module):
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
+
+    Args:
+      monitor: a key of the epoch logs, e.g. ``"val_loss"`` or ``"val_accuracy"``.
+      patience: epochs without improvement before stopping (>= 0); None only
+        tracks the best value (for a "best" checkpoint) and never stops.
+      mode: ``"min"``, ``"max"`` or ``"auto"`` (max for accuracy-like names).
+      min_delta: smallest change that counts as an improvement.
+      restore_best: at the end of training, put back the weights of the best epoch.
+
+    Its state (best value, epochs waited) is a ``tf.Module``'s variables, so the
+    training checkpoint holds it and a resumed run stops at the same epoch.
+    Pass it to [`Trainer.fit`][tfcustom.Trainer.fit] as ``early_stopping=``.
+
+    Examples:
+        >>> stop = EarlyStopping("val_accuracy", patience=2)
+        >>> stop.mode
+        'max'
+        >>> [stop.update(v, epoch) for epoch, v in enumerate([0.80, 0.85, 0.84, 0.83], 1)]
+        [False, False, False, True]
+        >>> int(stop.best_epoch.numpy())
+        2
+    """
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 5, mode: str = "auto", min_delta: float = 0.0, restore_best: bool = True):
+        super().__init__(name="early_stopping")
+        check(patience is None or (isinstance(patience, int) and patience >= 0), "patience must be an integer >= 0", patience, "pass patience=0 or more, or None to never stop")
+        check_one_of("early-stopping mode", mode, ("auto", "min", "max"))
+        check(min_delta >= 0, "min_delta must be >= 0", min_delta, "pass a non-negative min_delta")
+        if mode == "auto":
+            mode = "min" if ("loss" in monitor or "error" in monitor or monitor.endswith("ece")) else "max"
+        self.monitor = monitor
+        self.patience = patience
+        self.mode = mode
+        self.min_delta = float(min_delta)
+        self.restore_best = restore_best
+        worst = np.inf if mode == "min" else -np.inf
+        self.best = tf.Variable(worst, dtype=tf.float64, trainable=False, name="best")
+        self.wait = tf.Variable(0, dtype=tf.int64, trainable=False, name="wait")
+        self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
+        self.best_weights = None
+
+    def improved(self, value: float) -> bool:
+        best = float(self.best.numpy())
+        if self.mode == "min":
+            return value < best - self.min_delta
+        return value > best + self.min_delta
+
+    def update(self, value: float, epoch: int, model=None) -> bool:
+        """Record the epoch's value; return True if training should stop.
+
+        Args:
+          value: the epoch's ``monitor`` value (None or NaN count as the worst).
+          epoch: the epoch number, recorded as ``best_epoch`` on an improvement.
+          model: with ``restore_best``, its weights are kept on an improvement.
+
+        Returns:
+          True once ``patience`` epochs in a row did not improve.
+        """
+        if value is None or not np.isfinite(value):
+            value = np.inf if self.mode == "min" else -np.inf
+        if self.improved(value):
+            self.best.assign(value)
+            self.best_epoch.assign(epoch)
+            self.wait.assign(0)
+            if model is not None and self.restore_best:
+                self.best_weights = [np.array(w) for w in model.get_weights()]
+            return False
+        self.wait.assign_add(1)
+        if self.patience is None:
+            return False
+        return int(self.wait.numpy()) >= self.patience  # as keras.callbacks.EarlyStopping
+
+    def restore(self, model) -> bool:
+        """Put back the best weights, if kept; return whether it did."""
+        if self.restore_best and self.best_weights is not None:
+            model.set_weights(self.best_weights)
+            return True
+        return False

@@ -1,0 +1,197 @@
+"""Use a run directory without training: find its checkpoints, rebuild its
+model (final ``model.keras``, or the latest / best checkpoint) and evaluate
+it on a split. Re-exported by [`tfcustom.experiment.export`][tfcustom.experiment.export].
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Dict, Optional
+
+import keras
+import tensorflow as tf
+
+from tfcustom.errors import check, check_one_of, config_error, data_error
+from tfcustom.run_json import read_json
+from tfcustom.experiment.run_files import BEST_SUBDIR, CHECKPOINT_CHOICES, CHECKPOINT_DIR, CONFIG_FILE, KERAS_FILE, RESULTS_FILE, SPLITS
+
+
+def _read_run_config(run_dir: str):
+    from tfcustom.experiment.config import TrainConfig
+
+    check(os.path.isdir(run_dir), "run directory does not exist", run_dir, "pass the --output_dir of a training run")
+    path = os.path.join(run_dir, CONFIG_FILE)
+    check(os.path.isfile(path), "run directory has no config.json (not a tfcustom run)", run_dir,
+          "pass the --output_dir of a training run")
+    return TrainConfig.read(path)
+
+
+def find_checkpoint(run_dir: str, which: str) -> str:
+    """The checkpoint path of ``which`` (``latest`` or ``best``) in ``run_dir``.
+
+    ``latest`` is the newest checkpoint of ``<run_dir>/checkpoints``
+    (``tf.train.latest_checkpoint``), ``best`` the newest of
+    ``<run_dir>/checkpoints/best``.
+    """
+    check_one_of("checkpoint", which, ("latest", "best"))
+    directory = os.path.join(run_dir, CHECKPOINT_DIR)
+    if which == "best":
+        directory = os.path.join(directory, BEST_SUBDIR)
+    path = tf.train.latest_checkpoint(directory) if os.path.isdir(directory) else None
+    check(path is not None, f"run has no {which} checkpoint", directory,
+          "train with checkpoints enabled, or pass --checkpoint=final to use the run's model.keras")
+    return path
+
+
+def _untracked_weights(model: keras.Model, checkpoint: tf.train.Checkpoint):
+    tracked = {id(t) for t in tf.train.TrackableView(checkpoint).descendants()}
+    # A Keras variable counts as tracked when it, or the tf.Variable it wraps, is.
+    return [w.path for w in model.weights
+            if not any(id(v) in tracked for v in (w, getattr(w, "_value", None)) if v is not None)]
+
+
+def restore_checkpoint(model: keras.Model, path: str) -> None:
+    """Restore ``model`` (built) from a training or model checkpoint at ``path``
+    (``tfcustom.training.checkpoint.model_checkpoint(model).restore(path).expect_partial()``).
+
+    Everything else in the checkpoint (optimizer, step counters, ...) is
+    ignored. Raises [`ConfigError`][tfcustom.ConfigError] if the checkpoint does not hold this
+    model, or if some of the model's weights are invisible to
+    ``tf.train.Checkpoint`` (they would silently keep their initial values).
+    """
+    try:  # the run's own layout: the model plus an explicit map of its variables
+        from tfcustom.training.checkpoint import model_checkpoint
+    except ImportError:  # pragma: no cover
+        model_checkpoint = lambda m: tf.train.Checkpoint(model=m)  # noqa: E731
+    checkpoint = model_checkpoint(model)
+    untracked = _untracked_weights(model, checkpoint)
+    check(not untracked, f"{len(untracked)} weight(s) of the model are not tracked by tf.train.Checkpoint, so a checkpoint cannot restore them",
+          untracked[:3], "restore from the run's model.keras (--checkpoint=final), or make the model track these layers")
+    try:
+        status = checkpoint.restore(path).expect_partial()
+        status.assert_existing_objects_matched()
+    except (AssertionError, ValueError) as e:
+        raise config_error(f"checkpoint does not hold this run's model ({str(e).splitlines()[0][:200]})", path,
+                           "pass the checkpoint of this run, or a run directory whose config.json matches it") from None
+    except (tf.errors.OpError, OSError) as e:
+        raise config_error(f"checkpoint cannot be read ({type(e).__name__})", path, "the file is corrupt or truncated; use another checkpoint") from None
+
+
+def load_run_model(run_dir: str, which: str = "final", *, num_classes: Optional[int] = None, input_shape=None) -> keras.Model:
+    """The model of a run directory.
+
+    ``which="final"``: ``<run_dir>/model.keras`` (``safe_mode=True``).
+    ``which="latest"`` / ``"best"``: the model rebuilt from
+    ``<run_dir>/config.json`` and restored from the newest checkpoint of
+    ``<run_dir>/checkpoints`` / ``<run_dir>/checkpoints/best`` (see
+    [`find_checkpoint`][tfcustom.experiment.run_dir.find_checkpoint]). ``num_classes`` and ``input_shape`` (per
+    example) build it; by default from the run's results.json (class count)
+    and (28, 28, 1).
+    """
+    check_one_of("checkpoint", which, CHECKPOINT_CHOICES)
+    config = _read_run_config(run_dir)
+    if which == "final":
+        path = os.path.join(run_dir, KERAS_FILE)
+        check(os.path.isfile(path), "run directory has no model.keras (training did not finish)", run_dir,
+              "pass --checkpoint=latest to use its newest checkpoint, or finish the run")
+        return _load_keras(path)
+    path = find_checkpoint(run_dir, which)
+    if num_classes is None:
+        names = _results_class_names(run_dir)
+        num_classes = len(names) if names else 10
+    model = build_run_model(config, num_classes, input_shape or (28, 28, 1))
+    restore_checkpoint(model, path)
+    return model
+
+
+def _default_name(cls) -> str:
+    # Keras' automatic name of the first instance of a class ("CNN" -> "cnn",
+    # "ResNet" -> "res_net"): what the model of a fresh training process is called.
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", cls.__name__)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def build_run_model(config, num_classes: int, input_shape=(28, 28, 1)) -> keras.Model:
+    """The run's model, freshly built from its config (named as in a fresh
+    training process, whatever models this process built before)."""
+    from tfcustom import models as models_lib
+    from tfcustom.experiment import user_model
+
+    kwargs = dict(config.model_kwargs)
+    cls = None if user_model.is_reference(config.model) else models_lib._REGISTRY.get(str(config.model).lower())
+    if cls is not None:
+        kwargs.setdefault("name", _default_name(cls))
+    model = user_model.model_from_name(config.model, num_classes, input_shape, **kwargs)
+    model(tf.zeros((1,) + tuple(input_shape), tf.float32), training=False)
+    return model
+
+
+def _load_keras(path: str) -> keras.Model:
+    import tfcustom  # noqa: F401  (registers the custom objects for safe_mode loading)
+
+    try:
+        return keras.models.load_model(path, safe_mode=True)
+    except Exception as e:  # zip / h5 / deserialization errors
+        raise config_error(f"cannot load the .keras file ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})", path,
+                           "pass a .keras file written by tfcustom (or keras.Model.save)") from None
+
+
+def _results_class_names(run_dir: str):
+    path = os.path.join(run_dir, RESULTS_FILE)
+    if not os.path.exists(path):
+        return None
+    names = read_json(path, dict, "restore the file, or pass the number of classes (num_classes=)").get("class_names")
+    return list(names) if names else None
+
+
+def evaluate_run(run_dir: str, which: str = "final", data_dir: Optional[str] = None, split: str = "test",
+                 *, dataset=None) -> Dict[str, float]:
+    """Evaluate a run's model on a split, without training.
+
+    Args:
+      run_dir: a training run's output directory (has ``config.json``).
+      which: ``"final"`` (``model.keras``), ``"latest"`` or ``"best"``
+        (checkpoints; see [`load_run_model`][tfcustom.experiment.run_dir.load_run_model]).
+      data_dir: the data directory (default: the run's ``data_dir``).
+      split: ``"test"``, ``"validation"`` (the run's held-out part of train,
+        rebuilt from its seed and validation_size) or ``"train"`` (the rest).
+      dataset: an in-memory [`tfcustom.data.Dataset`][tfcustom.data.Dataset] instead of loading
+        the run's dataset.
+
+    Returns:
+      ``{"loss": ..., <metric>: ...}`` with the run's loss and metrics, over
+      every example of the split; also ``"examples"`` (the count).
+    """
+    from tfcustom import data as data_lib
+    from tfcustom.training import steps as steps_lib
+    from tfcustom.experiment.train import build_loss
+    from tfcustom.training.trainer import _metric_from_spec, _scalar_results
+
+    check_one_of("split", split, SPLITS)
+    config = _read_run_config(run_dir)
+    check_one_of("checkpoint", which, CHECKPOINT_CHOICES)
+    if dataset is None:
+        dataset = data_lib.load(config.dataset, data_dir or config.data_dir)
+    if split == "test":
+        examples = dataset.test
+    else:
+        train, val = data_lib.split_validation(dataset.train, config.validation_size, config.seed)
+        check(split == "train" or val is not None, "the run used no validation split", config.validation_size, "evaluate --split=test or train")
+        examples = train if split == "train" else val
+    model = load_run_model(run_dir, which, num_classes=dataset.num_classes, input_shape=dataset.input_shape)
+    out_dim = int(model(tf.zeros((1,) + tuple(dataset.input_shape), tf.float32), training=False).shape[-1])
+    if out_dim != dataset.num_classes:
+        raise data_error("the model's number of outputs differs from the dataset's number of classes", (out_dim, dataset.num_classes),
+                         "evaluate on the dataset the run was trained on")
+    loss = build_loss(config)
+    metrics = [_metric_from_spec(m, dataset.num_classes) for m in config.metrics]
+    tracker = keras.metrics.Mean(name="loss")
+    test_loop = steps_lib.make_test_step(model, loss, metrics, loss_tracker=tracker)
+    pipe = data_lib.InputPipeline(examples, min(config.eval_batch_size, len(examples)))
+    test_loop(iter(pipe.dataset()))
+    logs = {"loss": float(tracker.result())}
+    for m in metrics:
+        logs.update(_scalar_results(m))
+    logs["examples"] = len(examples)
+    return logs

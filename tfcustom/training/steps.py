@@ -1,0 +1,395 @@
+"""The train, test and predict steps: one GradientTape implementation for every strategy.
+
+Read this file top to bottom to see exactly what one training step computes:
+
+1. Each replica takes its batch ``(x, y[, sample_weight])`` and the **global**
+   number of examples in the step (an all-reduce of the replicas' batch sizes).
+2. [`compute_loss_and_gradients`][tfcustom.training.steps.compute_loss_and_gradients] runs the forward pass with
+   ``training=True`` under a ``tf.GradientTape``; the loss is
+   ``sum(per_example_loss * sample_weight) / global_examples`` plus the model's
+   regularization losses divided by the replica count, so that summing the
+   replicas' gradients gives the gradient of the global-batch mean loss, on one
+   device or on many. This part may be XLA-compiled (``jit_compile``).
+3. The replicas' gradients are summed by one packed all-reduce in replica
+   context (`all_reduce_sum`: every replica receives the sum), optionally
+   clipped by their global norm and checked for NaN/Inf on each replica, and
+   applied by the optimizer to each replica's copy of the variables.
+4. Metrics are updated per replica (their variables sum across replicas on read).
+
+``make_train_step`` composes the pieces of `tfcustom.training`, one concept
+per module: `gradient_reduction` (3., packed or per variable behind one
+interface), `loss_scaling` (mixed float16), `replica_state` (undoing a
+skipped step), `loop_fns` (several steps per call) and `input_wait`. Its
+``train_step(batch)`` reads top to bottom: snapshot the state, forward and
+backward on each replica, reduce, clip and check, apply or skip, metrics.
+
+``make_train_step`` returns a ``tf.function`` that runs up to
+``steps_per_execution`` such steps from a (distributed) iterator in one call.
+The Trainer uses exactly these functions; a custom loop can too:
+
+>>> step = make_train_step(model, loss, optimizer, metrics=[acc], loss_tracker=mean)
+>>> out = step(iter(dataset), tf.constant(1))
+>>> float(out["loss"])
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Callable, Optional, Sequence
+
+import keras
+import tensorflow as tf
+
+from tfcustom.training.checked_step import CheckedStep
+from tfcustom.errors import check, check_one_of
+from tfcustom.training import input_wait
+from tfcustom.training.gradient_reduction import GradientReduction
+from tfcustom.training.loop_fns import multi_step_loop
+from tfcustom.training.loss_scaling import LossScaling, unscale
+from tfcustom.training.replica_state import ReplicaState, replica_state_variables  # noqa: F401  (public here too)
+
+NONFINITE_POLICIES = ("stop", "skip")
+
+
+def unpack_batch(batch):
+    """``(x, y)`` or ``(x, y, sample_weight)`` -> ``(x, y, sample_weight or None)``."""
+    if isinstance(batch, dict):
+        return batch["x"], batch["y"], batch.get("sample_weight")
+    if len(batch) == 2:
+        return batch[0], batch[1], None
+    return batch[0], batch[1], batch[2]
+
+
+def per_example_loss(loss: keras.losses.Loss, y, y_pred, sample_weight=None):
+    """Per-example loss values (shape [batch]), weighted by ``sample_weight``.
+
+    ``loss.call`` is a Keras loss' unreduced computation; reduction is done by
+    the step so that it is over the *global* batch.
+    """
+    values = loss.call(y, y_pred)
+    values = tf.cast(values, tf.float32)
+    if values.shape.rank is not None and values.shape.rank > 1:
+        values = tf.reshape(values, [tf.shape(values)[0], -1])
+        values = tf.reduce_mean(values, axis=-1)
+    if sample_weight is not None:
+        values = values * tf.cast(tf.reshape(sample_weight, [-1]), values.dtype)
+    return values
+
+
+def regularization_loss(model: keras.Model, num_replicas):
+    """The model's ``losses`` (weight penalties etc.), divided by the replica count."""
+    if not model.losses:
+        return tf.constant(0.0)
+    total = tf.add_n([tf.cast(l, tf.float32) for l in model.losses])
+    return total / tf.cast(num_replicas, tf.float32)
+
+
+def compute_loss_and_gradients(model, loss, x, y, sample_weight, global_examples, num_replicas, loss_scale=None):
+    """Forward and backward pass of one replica.
+
+    Returns a dict with ``grads`` (list aligned with
+    ``model.trainable_variables``), ``loss`` (this replica's share of the
+    global-batch loss, i.e. what its gradients are the gradient of),
+    ``per_example`` (weighted per-example losses), ``y_pred`` and
+    ``regularization`` (the model's total regularization loss, unscaled).
+
+    ``loss_scale`` (mixed float16, given by the step when the optimizer is a
+    ``keras.optimizers.LossScaleOptimizer``): the gradient is taken of
+    ``loss * loss_scale`` so that small float16 gradients do not underflow,
+    then divided by ``loss_scale``; an overflow shows up as Inf/NaN in
+    ``grads``.
+
+    This is the default ``gradient_fn`` of [`make_train_step`][tfcustom.make_train_step]; a variant
+    (e.g. [`tfcustom.training.sam.SAM`][tfcustom.training.sam.SAM]) takes the same arguments and returns the
+    same dict.
+    """
+    with tf.GradientTape() as tape:
+        y_pred = model(x, training=True)
+        values = per_example_loss(loss, y, y_pred, sample_weight)
+        regularization = regularization_loss(model, 1)
+        replica_loss = tf.reduce_sum(values) / global_examples + regularization / tf.cast(num_replicas, tf.float32)
+        scaled_loss = replica_loss if loss_scale is None else replica_loss * tf.cast(loss_scale, tf.float32)
+    grads = tape.gradient(scaled_loss, model.trainable_variables)
+    if loss_scale is not None:
+        grads = [unscale(g, loss_scale) for g in grads]
+    return {
+        "grads": grads,
+        "loss": replica_loss,
+        "per_example": values,
+        "y_pred": y_pred,
+        "regularization": regularization,
+    }
+
+
+def _global_examples(y):
+    """All-reduce (sum over replicas) of this replica's batch size, as float32."""
+    local = tf.cast(tf.shape(tf.nest.flatten(y)[0])[0], tf.float32)
+    ctx = tf.distribute.get_replica_context()
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, local)
+
+
+def update_metrics(metrics, loss_tracker, y, y_pred, per_example, extra_loss, sample_weight, valid=None):
+    """Update the loss tracker (mean over examples) and the metrics of one replica.
+
+    The metrics are unweighted, as ``compile(metrics=...)``'s: ``sample_weight``
+    (already in ``per_example``) weighs the loss only.
+
+    ``valid`` (a scalar bool) masks the update out, used to skip a non-finite step
+    without a Python branch.
+    """
+    values = per_example + extra_loss
+    if valid is not None:
+        values = tf.where(valid, values, tf.zeros_like(values))
+    if loss_tracker is not None:
+        # Every example counts once (sample weights are already in the values),
+        # as in Keras' loss tracker.
+        count = tf.ones_like(values)
+        if valid is not None:
+            count = count * tf.cast(valid, count.dtype)
+        loss_tracker.update_state(values, sample_weight=count)
+    # As compile(metrics=...): metrics ignore the sample weights (the loss takes them).
+    mask = None if valid is None else tf.fill(tf.shape(per_example), tf.cast(valid, tf.float32))
+    for metric in metrics:
+        if getattr(metric, "uses_sample_weight", False):  # a per-output loss (tfcustom.training.compile_loss.OutputLoss)
+            weighted = sample_weight if mask is None else (mask if sample_weight is None else mask * tf.cast(tf.reshape(sample_weight, [-1]), tf.float32))
+            metric.update_state(y, y_pred, sample_weight=weighted)
+        else:
+            metric.update_state(y, y_pred, sample_weight=mask)
+
+
+def make_train_step(
+    model: keras.Model,
+    loss: keras.losses.Loss,
+    optimizer: keras.optimizers.Optimizer,
+    metrics: Sequence[keras.metrics.Metric] = (),
+    *,
+    loss_tracker: Optional[keras.metrics.Mean] = None,
+    strategy: Optional[tf.distribute.Strategy] = None,
+    clip_global_norm: Optional[float] = None,
+    jit_compile: bool = False,
+    on_nonfinite: str = "stop",
+    gradient_fn: Callable = compute_loss_and_gradients,
+) -> Callable:
+    """Build the compiled training step ``train_step(iterator, num_steps)``.
+
+    Args:
+      model: the Keras model, built under ``strategy.scope()``.
+      loss: a ``keras.losses.Loss`` (its per-example values are used).
+      optimizer: a Keras optimizer, created under the scope.
+      metrics: updated with each step's batch.
+      loss_tracker: a ``keras.metrics.Mean`` of the loss.
+      strategy: default: the current one.
+      clip_global_norm: clip the summed gradient to this global norm.
+      jit_compile: XLA-compile each replica's forward and backward pass.
+      on_nonfinite: ``"stop"`` or ``"skip"`` a step with a NaN/Inf loss or gradient.
+      gradient_fn: replaces [`compute_loss_and_gradients`][tfcustom.training.steps.compute_loss_and_gradients].
+
+    Returns:
+      ``train_step(iterator, num_steps)``, described below.
+
+    Examples:
+        >>> import numpy as np
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        >>> loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        >>> step = make_train_step(model, loss, keras.optimizers.SGD(0.1))
+        >>> data = tf.data.Dataset.from_tensor_slices((np.ones((8, 3), "float32"), np.zeros(8, "int64")))
+        >>> out = step(iter(data.batch(4).repeat()), 3)  # 3 steps in one call
+        >>> int(out["steps_run"]), bool(out["nonfinite"])
+        (3, False)
+
+    ``train_step(iterator, num_steps)`` runs ``num_steps`` (a scalar
+    integer tensor or a Python int, passed to the ``tf.function`` as an int32
+    tensor so that changing it does not retrace) steps from ``iterator``
+    (``iter(dataset)``; the batches come from it, so the tutorial's
+    ``train_step(x, y)`` is refused with a one-line error saying this) and
+    returns a dict of tensors:
+
+    * ``loss``: global-batch loss of the last step run;
+    * ``replica_losses``: a [num_replicas] vector, each replica's share of the
+      last step's loss (they sum to ``loss``);
+    * ``steps_run``: number of updates applied;
+    * ``nonfinite``: True if a step met a NaN/Inf loss or gradient;
+    * ``skipped``: number of steps skipped because of NaN/Inf (policy ``skip``);
+    * ``loss_scale_skipped``: steps the loss-scale optimizer skipped (below);
+    * ``grad_norm``: global norm of the last step's summed gradient, before clipping;
+    * ``input_wait_s``: seconds (float64) the steps spent waiting for their
+      batches (``tf.timestamp`` around ``next(iterator)``); absent under
+      ``tf.config.experimental.enable_op_determinism()``, which refuses
+      ``tf.timestamp``.
+
+    A non-finite step is never applied: the gradients are dropped and the
+    state the forward pass changed (BatchNorm statistics) is put back. With
+    ``on_nonfinite="stop"`` the loop also ends at that step.
+
+    Mixed float16: when ``optimizer`` is a ``keras.optimizers.LossScaleOptimizer``
+    the step passes its current ``dynamic_scale`` to ``gradient_fn`` as
+    ``loss_scale`` (the gradients come back unscaled) and does the loss
+    scaler's bookkeeping itself: a step whose loss is finite but whose
+    gradients overflowed is skipped (state put back, metrics not updated) and
+    the scale halved, without counting as a non-finite step: such steps are
+    counted in ``steps_run`` (their batch was consumed) and in
+    ``loss_scale_skipped``. A finite step is applied by the inner optimizer,
+    and the scale doubles after ``dynamic_growth_steps`` finite steps in a row,
+    as in Keras. A non-finite *loss* is still handled by ``on_nonfinite``.
+    """
+    _check_step_args(on_nonfinite, clip_global_norm, optimizer, gradient_fn)
+    strategy = strategy or tf.distribute.get_strategy()
+    _build_optimizer(optimizer, model, strategy)
+    grad_impl = tf.function(gradient_fn, jit_compile=True) if jit_compile else gradient_fn
+    reduction = GradientReduction(strategy, optimizer, model.trainable_variables, clip_global_norm)
+    scaling = LossScaling(optimizer)
+    state = ReplicaState(model)
+    num_replicas = strategy.num_replicas_in_sync
+
+    def replica_grads(batch):  # on each replica: forward and backward
+        x, y, sw = unpack_batch(batch)
+        global_examples = _global_examples(y)
+        scale = {} if not scaling.active else {"loss_scale": scaling.scale()}
+        out = grad_impl(model, loss, x, y, sw, global_examples, num_replicas, **scale)
+        metric_args = (y, out["y_pred"], out["per_example"], out["regularization"], sw)
+        return out["grads"], tf.reshape(out["loss"], [1]), metric_args
+
+    replica_metrics = functools.partial(update_metrics, list(metrics), loss_tracker)
+
+    def apply(grads):
+        reduction.apply(scaling.optimizer, grads)
+        scaling.after_applied()
+        return tf.no_op()
+
+    def skip(state_before, overflow):
+        state.restore(state_before)  # a skipped step leaves no trace, BatchNorm statistics included
+        scaling.after_skipped(overflow)
+        return tf.no_op()
+
+    def train_step(batch):
+        state_before = state.snapshot()
+        grads, replica_loss, grads_finite, grad_norm, metric_args = reduction.reduce(replica_grads, batch)
+        replica_losses = tf.reshape(strategy.gather(replica_loss, axis=0), [num_replicas])
+        loss_value = tf.reduce_sum(replica_losses)
+        loss_finite = tf.math.is_finite(loss_value)
+        finite = tf.logical_and(grads_finite, loss_finite)
+        # Gradients that overflowed with a finite loss are the loss scaler's case
+        # (halve the scale, skip), not the non-finite policy's.
+        overflow = scaling.overflow(loss_finite, finite)
+        tf.cond(finite, lambda: apply(grads), lambda: skip(state_before, overflow))
+        if scaling.active:
+            finite = loss_finite
+        strategy.run(replica_metrics, args=metric_args + (tf.logical_and(finite, tf.logical_not(overflow)),))
+        return loss_value, replica_losses, finite, overflow, grad_norm
+
+    return CheckedStep(multi_step_loop(train_step, num_replicas, stop_on_nonfinite=on_nonfinite == "stop"))
+
+
+def _build_optimizer(optimizer, model, strategy) -> None:
+    if not optimizer.built:  # slots must exist before the first traced step, under the strategy
+        with strategy.scope():
+            optimizer.build(model.trainable_variables)
+
+
+def _check_step_args(on_nonfinite, clip_global_norm, optimizer, gradient_fn) -> None:
+    check_one_of("on_nonfinite policy", on_nonfinite, NONFINITE_POLICIES)
+    check(clip_global_norm is None or clip_global_norm > 0, "clip_global_norm must be positive", clip_global_norm,
+          "pass a positive norm or None to disable clipping")
+    check(not LossScaling(optimizer).active or "loss_scale" in inspect.signature(gradient_fn).parameters,
+          "mixed_float16 loss scaling needs a gradient_fn that takes a loss_scale argument",
+          getattr(gradient_fn, "__name__", type(gradient_fn).__name__),
+          "add loss_scale=None to the gradient function (see tfcustom.training.steps.compute_loss_and_gradients), "
+          "or train in float32 / mixed_bfloat16")
+
+
+def op_determinism_enabled() -> bool:
+    """Whether ``tf.config.experimental.enable_op_determinism()`` is in effect (no public getter)."""
+    return not input_wait.measured()
+
+
+def make_test_step(
+    model: keras.Model,
+    loss: keras.losses.Loss,
+    metrics: Sequence[keras.metrics.Metric] = (),
+    *,
+    loss_tracker: Optional[keras.metrics.Mean] = None,
+    strategy: Optional[tf.distribute.Strategy] = None,
+) -> Callable:
+    """Build the compiled evaluation loop ``test_loop(iterator)``.
+
+    Args:
+      model: the Keras model.
+      loss: a ``keras.losses.Loss``.
+      metrics: updated (reset them first).
+      loss_tracker: a ``keras.metrics.Mean``: the exact mean loss.
+      strategy: default: the current one.
+
+    Returns:
+      ``test_loop(iterator)``, which reads the (distributed) iterator to its end
+    in one ``tf.function`` call and, per replica, updates ``loss_tracker``
+    (an exact mean over examples) and ``metrics`` with ``training=False``.
+    Partial final batches are kept, so under any number of replicas the
+    counts equal the single-device ones. It returns the number of steps run.
+
+    Examples:
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, kernel_initializer="zeros")])
+        >>> mean = keras.metrics.Mean()
+        >>> loop = make_test_step(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True), loss_tracker=mean)
+        >>> data = tf.data.Dataset.from_tensor_slices((tf.ones((5, 2)), tf.zeros(5, "int64"))).batch(2)
+        >>> int(loop(iter(data))), round(float(mean.result()), 4)  # 3 batches (2 + 2 + 1); log(2)
+        (3, 0.6931)
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    metrics = list(metrics)
+
+    def replica_fn(batch):
+        x, y, sw = unpack_batch(batch)
+        y_pred = model(x, training=False)
+        values = per_example_loss(loss, y, y_pred, sw)
+        update_metrics(metrics, loss_tracker, y, y_pred, values, 0.0, sw)
+
+    @tf.function
+    def test_loop(iterator):
+        steps = tf.constant(0)
+        while tf.constant(True):
+            optional = iterator.get_next_as_optional()
+            if not optional.has_value():
+                break
+            strategy.run(replica_fn, args=(optional.get_value(),))
+            steps += 1
+        return steps
+
+    return test_loop
+
+
+def make_predict_step(model: keras.Model) -> Callable:
+    """Build ``predict_loop(iterator)``: the model's outputs (``training=False``) in input order.
+
+    Args:
+      model: the Keras model.
+
+    Returns:
+      ``predict_loop(iterator)``: the outputs of every batch, concatenated.
+
+    Examples:
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+        >>> loop = make_predict_step(model)
+        >>> loop(iter(tf.data.Dataset.from_tensor_slices(tf.ones((5, 2))).batch(2))).shape
+        TensorShape([5, 3])
+
+    Prediction runs on the local device (mirrored variables are read from the
+    local copy) over the unsharded input, so outputs keep the input order under
+    any strategy. One call reads the whole iterator; traced once.
+    """
+
+    @tf.function
+    def predict_loop(iterator):
+        outputs = tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False)
+        i = tf.constant(0)
+        while tf.constant(True):
+            optional = iterator.get_next_as_optional()
+            if not optional.has_value():
+                break
+            batch = optional.get_value()
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            outputs = outputs.write(i, tf.cast(model(x, training=False), tf.float32))
+            i += 1
+        return outputs.concat()
+
+    return predict_loop
