@@ -23,7 +23,7 @@ def pytest_configure(config):
 HEAVY_FILES_FIRST = [
     "test_readme.py", "test_cli.py", "test_distributed_training.py", "test_cluster_preemption.py", "test_notebooks.py",
     "test_first_contact.py", "test_faults.py", "test_resume_streaming.py", "test_resume.py", "test_registries_e2e.py", "test_resume_replicas.py",
-    "test_eval_predict_cli.py", "test_summaries.py",
+    "test_weight_averaging.py", "test_eval_predict_cli.py", "test_summaries.py",
 ]
 
 

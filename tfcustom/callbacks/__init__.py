@@ -13,6 +13,9 @@ with the same learning rates and stops at the same epoch. The guide is
   points ``keras.Model.fit`` does, with the same log keys.
 * [`CallbackState`][tfcustom.callbacks.CallbackState] (``state``): the callbacks' state in the training
   checkpoint.
+* [`ExponentialMovingAverage`][tfcustom.callbacks.ExponentialMovingAverage], [`StochasticWeightAveraging`][tfcustom.callbacks.StochasticWeightAveraging]
+  and [`SWALearningRate`][tfcustom.callbacks.SWALearningRate] (``weight_averaging``): EMA and SWA of the
+  weights, given to ``Trainer(weight_averaging=[...])``.
 * [`check_learning_rate_settable`][tfcustom.callbacks.check_learning_rate_settable] (``learning_rate``): refuses, in one
   line, a callback that sets the learning rate of an optimizer built on a
   schedule.
@@ -35,5 +38,7 @@ Examples:
 from tfcustom.callbacks.callback_list import CallbackList, check_callbacks, epoch_logs_for_callbacks
 from tfcustom.callbacks.learning_rate import check_learning_rate_settable
 from tfcustom.callbacks.state import CallbackState
+from tfcustom.callbacks.weight_averaging import ExponentialMovingAverage, StochasticWeightAveraging, SWALearningRate
 
-__all__ = ["CallbackList", "CallbackState", "check_callbacks", "check_learning_rate_settable", "epoch_logs_for_callbacks"]
+__all__ = ["CallbackList", "CallbackState", "ExponentialMovingAverage", "StochasticWeightAveraging", "SWALearningRate",
+           "check_callbacks", "check_learning_rate_settable", "epoch_logs_for_callbacks"]

@@ -31,7 +31,19 @@ from tfcustom.errors import check
 SETS_LEARNING_RATE = (keras.callbacks.ReduceLROnPlateau, keras.callbacks.LearningRateScheduler)
 
 
-def _has_schedule(optimizer) -> bool:
+def has_schedule(optimizer) -> bool:
+    """Whether ``optimizer``'s learning rate (or its inner optimizer's) is a ``LearningRateSchedule``.
+
+    Args:
+      optimizer: a Keras optimizer (a ``LossScaleOptimizer``'s inner one is looked at too).
+
+    Returns:
+      True for a schedule, False for a float learning rate.
+
+    Examples:
+        >>> has_schedule(keras.optimizers.SGD(0.1))
+        False
+    """
     for opt in (optimizer, getattr(optimizer, "inner_optimizer", None)):
         if opt is not None and isinstance(getattr(opt, "_learning_rate", None), keras.optimizers.schedules.LearningRateSchedule):
             return True
@@ -49,7 +61,7 @@ def check_learning_rate_settable(callbacks: Sequence, optimizer) -> None:
       ConfigError: one line naming the callbacks and the fix.
     """
     setters = [type(c).__name__ for c in callbacks if isinstance(c, SETS_LEARNING_RATE)]
-    check(not (setters and _has_schedule(optimizer)),
+    check(not (setters and has_schedule(optimizer)),
           "a callback sets the learning rate but the optimizer's learning rate is a schedule", ", ".join(setters),
           "build the optimizer with a float learning rate (e.g. keras.optimizers.Adam(1e-3)) to use this callback, "
           "or drop the callback and keep the schedule")

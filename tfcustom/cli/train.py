@@ -77,8 +77,11 @@ def main(argv):
               "re-convert the dataset (--verify_shards=full, the default, finds such shards before training).", file=sys.stderr)
         return 2
     test = results["test"]
+    averaged = results.get("weight_averaging") or {}
+    weights = (f"{averaged['kind'].upper()} weights; raw weights {averaged['raw'].get('accuracy', float('nan')):.4f}  "
+               if averaged.get("averaged") else "")
     print(
-        f"Test accuracy: {test.get('accuracy', float('nan')):.4f}  test loss: {test['loss']:.4f}  "
+        f"Test accuracy: {test.get('accuracy', float('nan')):.4f}  test loss: {test['loss']:.4f}  {weights}"
         f"({results['epochs_run']} epochs, {results['train_time_s']:.0f} s of training; run in {FLAGS.output_dir})"
     )
     return 0

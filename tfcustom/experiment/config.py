@@ -122,6 +122,15 @@ class TrainConfig:
     momentum: float = setting(0.9, "Momentum for sgd/momentum/nesterov/rmsprop.", group=OPTIMIZATION)
     clip_global_norm: Optional[float] = setting(None, "Clip the gradient to this global norm.", group=OPTIMIZATION)
     sam_rho: Optional[float] = setting(None, "SAM neighbourhood size (implies SAM).", group=OPTIMIZATION)
+    # weight averaging (see tfcustom.callbacks.weight_averaging)
+    ema_decay: Optional[float] = setting(None, "Keep an exponential moving average of the weights with this decay (e.g. 0.999), updated "
+                                         "after every step; the average is tested and exported (BatchNorm statistics recomputed for it).",
+                                         group=OPTIMIZATION)
+    swa_start_epoch: Optional[int] = setting(None, "Stochastic weight averaging: average the weights at the end of every epoch from "
+                                             "this one (counted from 1); the average is tested and exported (BatchNorm statistics "
+                                             "recomputed for it).", group=OPTIMIZATION)
+    swa_lr: Optional[float] = setting(None, "With --swa_start_epoch: train at this constant learning rate from that epoch on "
+                                      "(default: the schedule continues).", group=OPTIMIZATION)
     epochs: int = setting(10, "Number of epochs.", group=OPTIMIZATION, rule=positive_int(10))
     batch_size: Union[int, str] = setting(128, "Global batch size, or find: the largest that fits (up to 1024 and 1/16 of "
                                           "the training examples) and the fastest --steps_per_execution "
@@ -329,7 +338,26 @@ class TrainConfig:
               "profile_steps must be START,END with 1 <= START <= END", self.profile_steps, "pass e.g. --profile_steps=10,20")
         check(self.validation_size > 0 or not self.monitor.startswith("val_") or self.early_stopping_patience is None,
               "early stopping monitors a validation metric but validation_size is 0", self.monitor, "set validation_size > 0 or monitor a training metric")
+        self._validate_weight_averaging()
         return self
+
+    def _validate_weight_averaging(self) -> None:
+        """``ema_decay`` / ``swa_start_epoch`` / ``swa_lr``: their ranges, and one averaging at a time."""
+        check(self.ema_decay is None or (_is_number(self.ema_decay) and 0.0 < self.ema_decay < 1.0), "ema_decay must be in (0, 1)",
+              self.ema_decay, "pass e.g. --ema_decay=0.999, or leave it unset for no moving average")
+        check(self.swa_start_epoch is None or (isinstance(self.swa_start_epoch, int) and not isinstance(self.swa_start_epoch, bool)
+                                               and 1 <= self.swa_start_epoch <= self.epochs),
+              f"swa_start_epoch must be an epoch of the run, 1 to epochs={self.epochs}", self.swa_start_epoch,
+              f"pass e.g. --swa_start_epoch={max(1, self.epochs * 3 // 4)} (SWA over the last quarter)")
+        check(self.swa_lr is None or (_is_number(self.swa_lr) and self.swa_lr > 0), "swa_lr must be positive", self.swa_lr,
+              "pass e.g. --swa_lr=0.0005, or leave it unset to keep the schedule")
+        check(self.swa_lr is None or self.swa_start_epoch is not None, "swa_lr needs swa_start_epoch", self.swa_lr,
+              "pass --swa_start_epoch=N too (SWA from epoch N), or drop --swa_lr")
+        check(self.ema_decay is None or self.swa_start_epoch is None, "choose one weight averaging: ema_decay or swa_start_epoch",
+              f"ema_decay={self.ema_decay}, swa_start_epoch={self.swa_start_epoch}", "drop --ema_decay or --swa_start_epoch")
+        check(not self.export_best or (self.ema_decay is None and self.swa_start_epoch is None),
+              "export_best exports the raw weights of the best epoch, not the averaged weights", "export_best with weight averaging",
+              "drop --export_best (the averaged model is exported), or drop --ema_decay/--swa_start_epoch")
 
 
 def _split_sam(name: str):

@@ -44,6 +44,8 @@ from tfcustom.callbacks.early_stopping import EarlyStopping
 from tfcustom.training.history import History
 from tfcustom.experiment.export import BEST_SUBDIR, CHECKPOINT_DIR, CONFIG_FILE, KERAS_FILE, RESULTS_FILE, SAVED_MODEL_DIR, export_model
 from tfcustom.experiment import finders, user_model
+from tfcustom.experiment.averaged_weights import averages_from_config, test_raw_and_averaged
+from tfcustom.callbacks.weight_averaging import SWALearningRate
 from tfcustom import disk_errors
 from tfcustom.run_json import read_json, write_json
 from tfcustom.experiment.run_lock import LOCK_FILE, RunLock
@@ -202,6 +204,8 @@ def build_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimize
     schedule = optimizers_lib.make_schedule(
         config.lr_schedule, config.learning_rate, total_steps=total, warmup_steps=int(config.warmup_epochs * steps_per_epoch)
     )
+    if config.swa_lr is not None:  # SWA's constant learning rate from --swa_start_epoch on
+        schedule = SWALearningRate(schedule, start_step=(config.swa_start_epoch - 1) * steps_per_epoch, swa_lr=config.swa_lr)
     return optimizers_lib.get(base, schedule, weight_decay=config.weight_decay, momentum=config.momentum)
 
 
@@ -409,7 +413,7 @@ def _train_and_evaluate(config, workdir, strategy, overwrite, dataset) -> Dict[s
         output_dir=workdir if chief else None,
         verbose=config.verbose if chief else 0,
         log_replica_losses=config.log_replica_losses,
-        summary_writer=summary_writer,
+        summary_writer=summary_writer, weight_averaging=averages_from_config(config),
     )
     # The monitored value is always tracked (for the "best" checkpoint); it only
     # stops training when a patience is set.
@@ -467,8 +471,7 @@ def _train_and_evaluate(config, workdir, strategy, overwrite, dataset) -> Dict[s
             best_manager.checkpoint.restore(best_manager.latest_checkpoint).assert_existing_objects_matched()
         logging.info("--export_best: restored epoch %d (best %s=%.4g) from %s", best_epoch, early_stopping.monitor,
                      float(early_stopping.best.numpy()), best_manager.latest_checkpoint)
-    test_logs = trainer.evaluate(test)
-    logging.info("Test: %s", ", ".join(f"{k}={v:.4f}" for k, v in test_logs.items()))
+    test_logs, averaging = test_raw_and_averaged(trainer, train, test)  # with averaging, the model now holds the average
 
     model_path = os.path.join(workdir, KERAS_FILE)
     results = {
@@ -487,6 +490,7 @@ def _train_and_evaluate(config, workdir, strategy, overwrite, dataset) -> Dict[s
         "parameters": int(model.count_params()),
         "jit_compile": tuned.jit_compile,
         "autotune": tuned.to_dict(),
+        **({"weight_averaging": averaging} if averaging else {}),  # raw vs averaged test metrics; "test": the exported model's
     }
     if config.target_accuracy is not None:
         results["time_to_accuracy"] = {}

@@ -4,8 +4,9 @@ One ``tf.train.Checkpoint`` (built by [`training_checkpoint`][tfcustom.training.
 model (weights, BatchNorm statistics, dropout RNG states), the optimizer (slots
 and iteration count), the loop position (global step, epoch, step within the
 epoch — with the seeded per-epoch data order this is the position in the data),
-the running train metrics of the current epoch, the early-stopping state and the
-state of ``fit``'s callbacks (`tfcustom.callbacks.state`).
+the running train metrics of the current epoch, the early-stopping state, the
+state of ``fit``'s callbacks (`tfcustom.callbacks.state`) and the weight
+averages (`tfcustom.callbacks.weight_averaging`).
 Restoring it and starting the same loop again continues bit for bit.
 
 ``tf.train.CheckpointManager`` writes the index file (``checkpoint``) only after
@@ -120,6 +121,9 @@ def training_checkpoint(trainer, early_stopping=None) -> tf.train.Checkpoint:
         items["callbacks"] = trainer.callback_state  # the state of fit's callbacks (tfcustom.callbacks.state)
     if early_stopping is not None:
         items["early_stopping"] = early_stopping
+    averages = [a.variables for a in getattr(trainer, "weight_averaging", [])]
+    if averages:
+        items["weight_averaging"] = averages  # EMA / SWA: each one's count and averages (tfcustom.callbacks.weight_averaging)
     return tf.train.Checkpoint(**items)
 
 

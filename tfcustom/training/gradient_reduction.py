@@ -14,7 +14,7 @@ Two ways, one interface (`GradientReduction`):
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import tensorflow as tf
 
@@ -35,10 +35,14 @@ class GradientReduction:
       optimizer: the step's optimizer (decides whether the packed way is possible).
       variables: the variables the gradients belong to.
       clip_global_norm: clip the summed gradient to this global norm (None: no clipping).
+      after_apply: called with no argument after each ``apply`` (cross-replica
+        context), e.g. a weight average's update (`tfcustom.callbacks.weight_averaging`).
     """
 
-    def __init__(self, strategy: tf.distribute.Strategy, optimizer, variables, clip_global_norm: Optional[float] = None):
+    def __init__(self, strategy: tf.distribute.Strategy, optimizer, variables, clip_global_norm: Optional[float] = None,
+                 after_apply: Optional[Callable] = None):
         self.strategy = strategy
+        self.after_apply = after_apply
         self.variables = variables
         self.clip_global_norm = clip_global_norm
         # Tested on MirroredStrategy and MultiWorkerMirroredStrategy; others (TPU) keep per-variable reduces.
@@ -75,7 +79,12 @@ class GradientReduction:
         return grads, replica_loss, finite, grad_norm, extra
 
     def apply(self, optimizer, grads) -> None:
-        """Apply the summed ``grads`` with ``optimizer`` (on each replica when packed)."""
+        """Apply the summed ``grads`` with ``optimizer`` (on each replica when packed), then ``after_apply``."""
+        self._apply(optimizer, grads)
+        if self.after_apply is not None:
+            self.after_apply()
+
+    def _apply(self, optimizer, grads) -> None:
         if not self.packed:
             optimizer.apply_gradients(zip(grads, self.variables))
             return

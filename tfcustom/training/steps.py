@@ -170,6 +170,7 @@ def make_train_step(
     jit_compile: bool = False,
     on_nonfinite: str = "stop",
     gradient_fn: Callable = compute_loss_and_gradients,
+    after_update: Optional[Callable] = None,
 ) -> Callable:
     """Build the compiled training step ``train_step(iterator, num_steps)``.
 
@@ -184,6 +185,8 @@ def make_train_step(
       jit_compile: XLA-compile each replica's forward and backward pass.
       on_nonfinite: ``"stop"`` or ``"skip"`` a step with a NaN/Inf loss or gradient.
       gradient_fn: replaces [`compute_loss_and_gradients`][tfcustom.training.steps.compute_loss_and_gradients].
+      after_update: called (no argument, cross-replica context) in the compiled step after each update
+        applied, not a skipped one: e.g. a [`tfcustom.callbacks.ExponentialMovingAverage`][tfcustom.callbacks.ExponentialMovingAverage]'s ``update``.
 
     Returns:
       ``train_step(iterator, num_steps)``, described below.
@@ -237,7 +240,7 @@ def make_train_step(
     strategy = strategy or tf.distribute.get_strategy()
     _build_optimizer(optimizer, model, strategy)
     grad_impl = tf.function(gradient_fn, jit_compile=True) if jit_compile else gradient_fn
-    reduction = GradientReduction(strategy, optimizer, model.trainable_variables, clip_global_norm)
+    reduction = GradientReduction(strategy, optimizer, model.trainable_variables, clip_global_norm, after_apply=after_update)
     scaling = LossScaling(optimizer)
     state = ReplicaState(model)
     num_replicas = strategy.num_replicas_in_sync

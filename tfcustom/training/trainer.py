@@ -51,6 +51,7 @@ from absl import logging
 from tfcustom.training import fit_inputs
 from tfcustom.training import steps as steps_lib
 from tfcustom.callbacks import CallbackList, CallbackState, check_learning_rate_settable, epoch_logs_for_callbacks
+from tfcustom.callbacks.weight_averaging import WeightAverage, build_averages, step_updates
 from tfcustom.training.checkpoint import ReplicaState, save_checkpoint
 from tfcustom.training.compile_args import copy_state, eval_copy, metric_from_spec, resolve_loss, resolve_optimizer
 from tfcustom.training.compile_metrics import resolve_metrics
@@ -115,6 +116,11 @@ class Trainer(ReplicaStateSync):
       loss_weights: with a dict/list of losses (a multi-output model), the
         weight of each output's loss, as ``compile(loss_weights=...)``;
         metrics may then be ``{output: [specs]}``, logged ``<output>_<name>``.
+      weight_averaging: averages of the weights
+        ([`tfcustom.callbacks.ExponentialMovingAverage`][tfcustom.callbacks.ExponentialMovingAverage], updated in the compiled
+        step; [`tfcustom.callbacks.StochasticWeightAveraging`][tfcustom.callbacks.StochasticWeightAveraging], at epoch ends),
+        one object or a list; built here, run as callbacks of every ``fit``
+        (after the ones given to it) and saved in the training checkpoint.
 
     Examples:
         >>> import keras, numpy as np, tfcustom
@@ -149,6 +155,7 @@ class Trainer(ReplicaStateSync):
         log_replica_losses: int = 0,
         summary_writer=None,
         loss_weights=None,
+        weight_averaging=None,
     ):
         check(isinstance(model, keras.Model), "model must be a keras.Model", type(model).__name__, "pass a keras.Model instance")
         loss = resolve_loss(loss, loss_weights)
@@ -190,6 +197,7 @@ class Trainer(ReplicaStateSync):
             self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch")
+        self.weight_averaging = build_averages(weight_averaging, model, self.strategy, optimizer)
         self.train_step = self.make_train_step()
         self.test_step = self.make_test_step()
         self.predict_step = steps_lib.make_predict_step(model)
@@ -220,6 +228,7 @@ class Trainer(ReplicaStateSync):
             jit_compile=self.jit_compile,
             on_nonfinite=self.on_nonfinite,
             gradient_fn=self.gradient_fn,
+            after_update=step_updates(self.weight_averaging),
         )
 
     def make_test_step(self) -> Callable:
@@ -259,6 +268,15 @@ class Trainer(ReplicaStateSync):
 
     def _callback_list(self, callbacks, **params) -> CallbackList:
         return CallbackList(callbacks, model=self.model, optimizer=self.optimizer, metrics=self.train_metrics, **params)
+
+    def _fit_callbacks(self, callbacks) -> list:
+        """``fit``'s callbacks, then the weight averages (refused among ``callbacks``: they must be built here)."""
+        callbacks = list(callbacks or [])
+        check(not any(isinstance(c, WeightAverage) for c in callbacks), "a weight average was passed to fit's callbacks",
+              ", ".join(type(c).__name__ for c in callbacks if isinstance(c, WeightAverage)),
+              "pass it to tfcustom.Trainer(weight_averaging=[...]) instead: it is then updated in the compiled step "
+              "and saved in the training checkpoint")
+        return callbacks + list(getattr(self, "weight_averaging", []))
 
     def _learning_rate(self) -> float:
         lr = self.optimizer.learning_rate
@@ -358,7 +376,7 @@ class Trainer(ReplicaStateSync):
             return self.history
         steps = self._steps_per_epoch(train, steps_per_epoch)
         check_learning_rate_settable(callbacks or [], self.optimizer)
-        self._callbacks = self._callback_list(callbacks, epochs=epochs, steps=steps, verbose=self.verbose)
+        self._callbacks = self._callback_list(self._fit_callbacks(callbacks), epochs=epochs, steps=steps, verbose=self.verbose)
         self._restore_train_state()
         self._check_outputs(train)
         logging.info(
