@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 
 from absl import flags
 
-from tfcustom.experiment.config import TrainConfig
+from tfcustom.experiment.config import HELP_ORDER, TrainConfig
 from tfcustom.errors import config_error
 
 
@@ -114,10 +114,9 @@ def define_flags(flag_values=flags.FLAGS) -> None:
 
 
 def help_groups(extra: Optional[Dict[str, List[str]]] = None) -> Dict[str, List[str]]:
-    """``--help`` title -> flag names, in the settings' order; ``extra`` flags (not settings) first in their group."""
-    groups: Dict[str, List[str]] = {}
+    """``--help`` title -> flag names (titles in ``HELP_ORDER``, flags in the settings' order); ``extra`` flags (not settings) first in their group."""
+    groups: Dict[str, List[str]] = {name: list((extra or {}).get(name, ())) for name in HELP_ORDER}
     for field in dataclasses.fields(TrainConfig):
-        groups.setdefault(field.metadata["group"], list((extra or {}).get(field.metadata["group"], ())))
         groups[field.metadata["group"]].append(flag_name(field))
     return groups
 

@@ -18,6 +18,8 @@ import dataclasses
 import json
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
+from tfcustom.data.tfrecord import VERIFY_MODES
+from tfcustom.distribute.strategy import PRECISIONS, STRATEGY_NAMES
 from tfcustom.errors import ConfigError, check, check_one_of, check_positive_int, config_error
 from tfcustom.run_json import damaged, read_json
 
@@ -26,6 +28,7 @@ NONFINITE_POLICIES = ("stop", "skip")
 # The --help groups, in order; every setting names one.
 DATA, MODEL, OPTIMIZATION, EXECUTION, DISTRIBUTION, OUTPUT = (
     "data", "model", "optimization", "execution", "distribution", "checkpoints and output")
+HELP_ORDER = (DATA, MODEL, OPTIMIZATION, DISTRIBUTION, OUTPUT, EXECUTION)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +102,7 @@ class TrainConfig:
     shuffle_buffer: int = setting(10000, "With --dataset=tfrecord:DIR: examples per shuffle block (bounds memory).",
                                   group=DATA, rule=positive_int(10000))
     verify_shards: str = setting("full", "With --dataset=tfrecord:DIR: check each shard's SHA-256 at start (full) or only "
-                                 "its size.", group=DATA, choices=("full", "size"))
+                                 "its size.", group=DATA, choices=VERIFY_MODES)
     train_subset: Optional[int] = setting(None, "Use only the first N training examples (validation is held out of them), "
                                           "e.g. to try a config quickly.", group=DATA, rule=positive_int(1000))
     test_subset: Optional[int] = setting(None, "Test on the first N test examples only.", group=DATA, rule=positive_int(1000))
@@ -152,7 +155,7 @@ class TrainConfig:
     verbose: int = setting(1, "1: progress bar per epoch; 0: log lines only.", group=OUTPUT)
     strategy: str = setting("auto", "tf.distribute strategy (see tfcustom.strategy.select): auto = TPU if reachable, else "
                             "the GPU(s), else the CPU.", group=DISTRIBUTION,
-                            choices=("auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu"))
+                            choices=STRATEGY_NAMES)
     num_cpu_replicas: Optional[int] = setting(None, "With --strategy=mirrored: split the CPU into N logical devices (one "
                                               "replica each).", group=DISTRIBUTION, rule=positive_int(2))
     tpu_address: Optional[str] = setting(None, "With --strategy=tpu/auto: 'local' (TPU VM), grpc://HOST:PORT or a Cloud TPU "
@@ -161,7 +164,7 @@ class TrainConfig:
     precision: str = setting("auto", "Keras dtype policy; auto = mixed_bfloat16 on TPU, mixed_float16 (with loss scaling) "
                              "on GPU; on a CPU with bfloat16 instructions mixed_bfloat16 if measured faster with matching "
                              "first losses, else float32.", group=DISTRIBUTION,
-                             choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"))
+                             choices=PRECISIONS)
     log_replica_losses: int = setting(0, "Log each replica's share of the loss every N steps and at each epoch end "
                                       "(0: never).", group=DISTRIBUTION, rule=non_negative_int(100))
     tensorboard: bool = setting(True, "Write TensorBoard summaries to <output_dir>/tensorboard (--notensorboard: none).",
