@@ -27,11 +27,11 @@ from tfcustom.errors import ConfigError  # noqa: E402
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def _trainer(averages, steps_per_execution=1, learning_rate=0.1):
+def _trainer(averages, steps_per_execution=1, learning_rate=0.1, on_nonfinite="stop"):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((worker.D,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(worker.K)])
     return tfcustom.Trainer(model, LOSS, keras.optimizers.SGD(learning_rate), verbose=0, weight_averaging=averages,
-                            steps_per_execution=steps_per_execution)
+                            steps_per_execution=steps_per_execution, on_nonfinite=on_nonfinite)
 
 
 def _recorder(trainer, hook):
@@ -64,6 +64,13 @@ def test_ema_is_the_numpy_recurrence_over_every_step_in_the_compiled_step():
     for average, expected in zip(dynamic.averages, oracle):
         np.testing.assert_allclose(average.numpy(), expected, rtol=1e-5, atol=1e-6)
     assert trainer.train_step.experimental_get_tracing_count() == 1
+    # A step skipped for a NaN loss is not averaged: one NaN sample weight, in one batch of each epoch.
+    skipping = ExponentialMovingAverage(decay=0.8)
+    trainer = _trainer([skipping], on_nonfinite="skip")
+    weights = np.ones(len(x), "float32")
+    weights[7] = np.nan
+    trainer.fit((x, y, weights), epochs=2, batch_size=16)
+    assert int(skipping.num_averaged.numpy()) == int(trainer.optimizer.iterations.numpy()) == 8
     assert ema.assign_to_model() and all(np.array_equal(a.numpy(), w) for a, w in zip(ema.averages, first.model.get_weights()))
 
 
@@ -87,12 +94,15 @@ def test_swa_is_the_mean_of_the_epoch_end_weights_and_trains_at_swa_lr():
     assert all(np.array_equal(a, b) for a, b in zip(after, trainer.model.get_weights()))
 
 
-def test_misuse_is_refused_in_one_line():
+def test_misuse_is_refused_in_one_line(caplog):
     x, y = worker.data(32)
     cosine = keras.optimizers.schedules.CosineDecay(0.1, decay_steps=10)
     model = keras.Sequential([keras.Input((worker.D,)), keras.layers.Dense(worker.K)])
     with pytest.raises(ConfigError, match="swa_lr sets the learning rate but the optimizer's learning rate is a schedule.*SWALearningRate"):
         tfcustom.Trainer(model, LOSS, keras.optimizers.SGD(cosine), weight_averaging=StochasticWeightAveraging(1, swa_lr=0.01))
+    in_schedule = StochasticWeightAveraging(1, swa_lr=0.01)  # the schedule holds swa_lr: accepted, not assigned
+    trainer = tfcustom.Trainer(model, LOSS, keras.optimizers.SGD(SWALearningRate(cosine, 0, 0.01)), weight_averaging=in_schedule, verbose=0)
+    assert trainer.fit((x, y), epochs=1, batch_size=16).history["learning_rate"] == pytest.approx([0.01])
     trainer = _trainer([])
     with pytest.raises(ConfigError, match=r"weight average was passed to fit's callbacks.*Trainer\(weight_averaging="):
         trainer.fit((x, y), epochs=1, callbacks=[ExponentialMovingAverage()])
@@ -101,6 +111,17 @@ def test_misuse_is_refused_in_one_line():
                          (lambda: _trainer(["ema"]), "weight_averaging takes")):
         with pytest.raises(ConfigError, match=message):
             bad()
+    # A make_train_step override that drops the per-step update: said once, at the first epoch end.
+    class OwnStep(tfcustom.Trainer):
+        def make_train_step(self):
+            return tfcustom.steps.make_train_step(self.model, self.loss, self.optimizer, strategy=self.strategy)
+
+    keras.utils.set_random_seed(0)
+    own = OwnStep(keras.Sequential([keras.Input((worker.D,)), keras.layers.Dense(worker.K)]), LOSS, "sgd", verbose=0,
+                  weight_averaging=[ExponentialMovingAverage()])
+    with caplog.at_level("WARNING"):
+        own.fit((x, y), epochs=2, batch_size=16)
+    assert sum("the average was never updated" in r.getMessage() for r in caplog.records) == 1
     # The SWA learning rate on a schedule, in the optimizer: its step counts, not the epochs.
     lr = SWALearningRate(cosine, start_step=4, swa_lr=0.01)
     expected = [float(cosine(s)) for s in range(4)] + [0.01] * 3
@@ -184,6 +205,8 @@ def test_sigkill_then_resume_gives_the_same_averages_bitwise(resumed, replicas):
     assert resumed_epochs == json.loads(str(reference["history"]))[-len(resumed_epochs):] and resumed_epochs[0]["epoch"] == worker.KILL_AT // worker.STEPS + 1
     assert int(reference["ema_0"]) == worker.STEPS * worker.EPOCHS and int(reference["swa_0"]) == worker.EPOCHS - 1
     assert not np.array_equal(reference["ema_1"], reference["swa_1"])
+    for name in ("ema", "swa"):  # one MirroredVariable per weight: every replica's copy the same, bitwise
+        assert int(reference[f"{name}_replica_copies"]) == replicas and reference[f"{name}_replica_copies_equal"].all()
 
 
 def test_batch_norm_reestimation_under_two_replicas_is_the_mean_of_every_share(resumed):
@@ -212,7 +235,7 @@ def test_run_tests_raw_and_averaged_weights_and_exports_the_average(tmp_path):
                                   swa_start_epoch=2, swa_lr=0.01, lr_schedule="cosine")
     results = tfcustom.train_and_evaluate(config, str(tmp_path), dataset=data)
     record = results["weight_averaging"]
-    assert record["kind"] == "swa" and record["num_averaged"] == 2 and record["batch_norm_batches"] == 4
+    assert record["kind"] == "swa" and record["swa_lr"] == 0.01 and record["num_averaged"] == 2 and record["batch_norm_batches"] == 4
     assert results["test"] == record["averaged"] != record["raw"]
     assert [r["learning_rate"] for r in results["history"]][1:] == pytest.approx([0.01, 0.01])
     model = keras.models.load_model(str(tmp_path / "model.keras"))

@@ -85,6 +85,9 @@ def train(out, strategy, kill_at=None):
     arrays = {f"model_{i}": v.numpy() for i, v in enumerate(trainer.model.variables)}
     for name, average in (("ema", ema), ("swa", swa)):
         arrays.update({f"{name}_{i}": v.numpy() for i, v in enumerate(average.variables)})
+        copies = [[np.asarray(c) for c in strategy.experimental_local_results(v)] for v in average.averages]
+        arrays[f"{name}_replica_copies_equal"] = np.array([all(np.array_equal(c, cs[0]) for c in cs) for cs in copies])
+        arrays[f"{name}_replica_copies"] = np.array(len(copies[0]))
     arrays["restored"] = np.array(os.path.basename(restored or ""))
     arrays["history"] = np.array(json.dumps([{k: v for k, v in r.items() if k != "time_s"} for r in history.records]))
     np.savez(os.path.join(out, "final.npz"), **arrays)

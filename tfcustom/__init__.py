@@ -34,6 +34,7 @@ from tfcustom.distribute import colab, preemption, strategy  # TPU-or-fallback; 
 from tfcustom.experiment import export, plots, sweep, transfer  # export_model/evaluate_run; pictures; run_sweep; backbones
 from tfcustom.layers import dropout
 from tfcustom.training import steps, timing  # the compiled steps; step timing
+from tfcustom.experiment.sidecar import evaluate_continuously  # the sidecar evaluator (tfcustom-evaluate --watch)
 
 __all__ = [
     "ConfigError", "DataError", "EarlyStopping", "History", "NonFiniteLossError",
@@ -41,4 +42,5 @@ __all__ = [
     "make_predict_step", "make_test_step", "make_train_step", "metrics", "models",
     "optimizers", "steps", "train_and_evaluate", "training", "plot_confusion_matrix", "plot_misclassified",
     "plot_reliability", "plots", "summaries", "sweep", "timing", "export", "preemption", "transfer", "strategy", "colab",
+    "evaluate_continuously",
 ]

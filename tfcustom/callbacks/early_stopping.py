@@ -17,6 +17,22 @@ import tensorflow as tf
 from tfcustom.errors import check, check_one_of
 
 
+def auto_mode(monitor: str) -> str:
+    """``mode="auto"``'s choice for a monitored name.
+
+    Args:
+      monitor: a metric name, e.g. ``"val_loss"``.
+
+    Returns:
+      ``"min"`` for a loss, an error or ``ece``, else ``"max"`` (accuracy-like names, as Keras does).
+
+    Examples:
+        >>> auto_mode("val_loss"), auto_mode("val_accuracy")
+        ('min', 'max')
+    """
+    return "min" if ("loss" in monitor or "error" in monitor or monitor.endswith("ece")) else "max"
+
+
 class EarlyStopping(tf.Module):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
 
@@ -48,7 +64,7 @@ class EarlyStopping(tf.Module):
         check_one_of("early-stopping mode", mode, ("auto", "min", "max"))
         check(min_delta >= 0, "min_delta must be >= 0", min_delta, "pass a non-negative min_delta")
         if mode == "auto":
-            mode = "min" if ("loss" in monitor or "error" in monitor or monitor.endswith("ece")) else "max"
+            mode = auto_mode(monitor)
         self.monitor = monitor
         self.patience = patience
         self.mode = mode

@@ -31,6 +31,25 @@ from tfcustom.errors import check
 SETS_LEARNING_RATE = (keras.callbacks.ReduceLROnPlateau, keras.callbacks.LearningRateScheduler)
 
 
+def schedule_of(optimizer):
+    """The ``LearningRateSchedule`` of ``optimizer`` (or of its inner optimizer), or None for a float learning rate.
+
+    Args:
+      optimizer: a Keras optimizer (a ``LossScaleOptimizer``'s inner one is looked at too).
+
+    Returns:
+      The schedule object, or None.
+
+    Examples:
+        >>> schedule_of(keras.optimizers.SGD(0.1)) is None
+        True
+    """
+    for opt in (optimizer, getattr(optimizer, "inner_optimizer", None)):
+        if opt is not None and isinstance(getattr(opt, "_learning_rate", None), keras.optimizers.schedules.LearningRateSchedule):
+            return opt._learning_rate  # noqa: SLF001 -- Keras keeps the schedule there (learning_rate gives its value)
+    return None
+
+
 def has_schedule(optimizer) -> bool:
     """Whether ``optimizer``'s learning rate (or its inner optimizer's) is a ``LearningRateSchedule``.
 
@@ -44,10 +63,7 @@ def has_schedule(optimizer) -> bool:
         >>> has_schedule(keras.optimizers.SGD(0.1))
         False
     """
-    for opt in (optimizer, getattr(optimizer, "inner_optimizer", None)):
-        if opt is not None and isinstance(getattr(opt, "_learning_rate", None), keras.optimizers.schedules.LearningRateSchedule):
-            return True
-    return False
+    return schedule_of(optimizer) is not None
 
 
 def check_learning_rate_settable(callbacks: Sequence, optimizer) -> None:

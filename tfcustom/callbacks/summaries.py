@@ -13,6 +13,8 @@ overlay in TensorBoard), ``<logdir>/test`` the end-of-run results, and
   ``learning_rate``, ``time_s``, ``examples_per_second``,
   ``input_wait_share``) and in ``validation`` (its ``val_`` values);
 * at the end, in ``test``: ``test_<name>`` and the confusion matrix image;
+* ``eval_sidecar``: the sidecar evaluator's points (`tfcustom.experiment.sidecar`,
+  ``tfcustom-evaluate --watch``), which it keeps itself: a fresh start and a resume leave them alone;
 * at the start of a run: its config as text (``train``) and as hparams;
 * optional: ``epoch_weights/<variable>`` histograms every
   ``histograms_every_epochs`` epochs, and a profiler trace of the steps
@@ -47,6 +49,7 @@ from tfcustom.errors import check, check_positive_int
 from tfcustom.disk_errors import writing
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
+EVAL_SIDECAR = "eval_sidecar"  # written by the sidecar evaluator (tfcustom.experiment.sidecar), which keeps it itself
 
 
 def _hparam_values(config: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
@@ -85,6 +88,14 @@ def _read_records(path: str):
     return records, False
 
 
+def _clear(logdir: str) -> None:
+    """Delete ``logdir``'s content but the sidecar evaluator's (it may be watching this run from its start)."""
+    for name in os.listdir(logdir) if os.path.isdir(logdir) else []:
+        if name != EVAL_SIDECAR:
+            path = os.path.join(logdir, name)
+            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+
+
 def discard_after(logdir: str, global_step: int, epochs_done: int) -> int:
     """Remove the summaries written after a checkpoint from ``logdir``'s event files.
 
@@ -100,6 +111,8 @@ def discard_after(logdir: str, global_step: int, epochs_done: int) -> int:
     shutil.rmtree(os.path.join(logdir, TEST), ignore_errors=True)
     removed = 0
     for path in sorted(glob.glob(os.path.join(logdir, "**", "events.out.tfevents.*"), recursive=True)):
+        if os.path.relpath(path, logdir).split(os.sep)[0] == EVAL_SIDECAR:
+            continue  # the sidecar's own (rewritten from its sidecar.json when it restarts)
         if path.endswith(".tmp"):
             os.remove(path)
             continue
@@ -167,7 +180,7 @@ class SummaryWriter:
         if not self.chief:
             return
         if global_step == 0 and epochs_done == 0:
-            shutil.rmtree(self.logdir, ignore_errors=True)
+            _clear(self.logdir)
             if config is not None:
                 self.write_config(config)
         else:

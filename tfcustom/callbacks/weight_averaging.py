@@ -46,8 +46,9 @@ from typing import List, Optional
 
 import keras
 import tensorflow as tf
+from absl import logging
 
-from tfcustom.callbacks.learning_rate import has_schedule
+from tfcustom.callbacks.learning_rate import schedule_of
 from tfcustom.errors import check
 
 
@@ -202,12 +203,21 @@ class ExponentialMovingAverage(WeightAverage):
         check(isinstance(dynamic_decay, bool), "dynamic_decay must be True or False", dynamic_decay, "pass dynamic_decay=True or False")
         self.decay = float(decay)
         self.dynamic_decay = dynamic_decay
+        self._warned = False
 
     def new_value_weight(self, n):
         decay = tf.constant(self.decay, tf.float32)
         if self.dynamic_decay:
             decay = tf.minimum(decay, (1.0 + n) / (10.0 + n))
         return tf.where(n > 0, 1.0 - decay, 1.0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        optimizer = getattr(self.model, "optimizer", None)
+        if not self._warned and int(self.num_averaged.numpy()) == 0 and optimizer is not None and int(optimizer.iterations.numpy()) > 0:
+            self._warned = True
+            logging.warning("ExponentialMovingAverage: the optimizer applied updates but the average was never updated: a "
+                            "Trainer.make_train_step override must pass after_update=step_updates(self.weight_averaging) "
+                            "(tfcustom.callbacks.weight_averaging) to tfcustom.steps.make_train_step")
 
     def get_config(self) -> dict:
         return {"decay": self.decay, "dynamic_decay": self.dynamic_decay}
@@ -224,9 +234,10 @@ class StochasticWeightAveraging(WeightAverage):
 
     Args:
       start_epoch: the first epoch (from 1) trained at ``swa_lr`` and averaged at its end.
-      swa_lr: a constant learning rate from ``start_epoch`` on (the optimizer's
-        learning rate must then be a float; with a schedule, wrap the schedule in
-        [`SWALearningRate`][tfcustom.callbacks.weight_averaging.SWALearningRate] instead); None keeps the optimizer's.
+      swa_lr: a constant learning rate from ``start_epoch`` on, assigned to a
+        float learning rate at the start of each epoch from then on; an optimizer
+        on a schedule must have it in a [`SWALearningRate`][tfcustom.callbacks.weight_averaging.SWALearningRate]
+        with this ``swa_lr`` (refused otherwise). None keeps the optimizer's.
 
     Examples:
         >>> swa = StochasticWeightAveraging(start_epoch=8, swa_lr=0.01)
@@ -244,19 +255,22 @@ class StochasticWeightAveraging(WeightAverage):
               "swa_lr must be a positive number or None", swa_lr, "pass e.g. swa_lr=0.01, or None to keep the optimizer's learning rate")
         self.start_epoch = start_epoch
         self.swa_lr = None if swa_lr is None else float(swa_lr)
+        self._sets_learning_rate = False  # build: True when the optimizer's learning rate is a float to assign
 
     def build(self, model, strategy=None, optimizer=None) -> None:
-        check(self.swa_lr is None or optimizer is None or not has_schedule(optimizer),
+        schedule = None if optimizer is None else schedule_of(optimizer)
+        in_schedule = isinstance(schedule, SWALearningRate) and schedule.swa_lr == self.swa_lr
+        check(self.swa_lr is None or schedule is None or in_schedule,
               "swa_lr sets the learning rate but the optimizer's learning rate is a schedule", self.swa_lr,
-              "wrap the schedule: SWALearningRate(schedule, start_step=(start_epoch - 1) * steps_per_epoch, swa_lr=...) "
-              "and pass swa_lr=None")
+              "wrap the schedule: SWALearningRate(schedule, start_step=(start_epoch - 1) * steps_per_epoch, swa_lr=...)")
+        self._sets_learning_rate = self.swa_lr is not None and schedule is None
         super().build(model, strategy, optimizer)
 
     def new_value_weight(self, n):
         return 1.0 / (n + 1.0)
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self.swa_lr is not None and epoch + 1 >= self.start_epoch:
+        if self._sets_learning_rate and epoch + 1 >= self.start_epoch:
             self.model.optimizer.learning_rate = self.swa_lr  # a variable of the optimizer: in the checkpoint
 
     def on_epoch_end(self, epoch, logs=None):

@@ -2,7 +2,7 @@
 
 [`averages_from_config`][tfcustom.experiment.averaged_weights.averages_from_config] builds the
 `tfcustom.callbacks.weight_averaging` objects the Trainer updates;
-[`test_raw_and_averaged`][tfcustom.experiment.averaged_weights.test_raw_and_averaged] runs after training: it tests the raw
+[`evaluate_raw_and_averaged`][tfcustom.experiment.averaged_weights.evaluate_raw_and_averaged] runs after training: it tests the raw
 weights, then copies the average into the model, recomputes the BatchNorm statistics for it
 with one pass over the training data
 (`tfcustom.training.batch_norm_stats.reestimate_batch_norm`) and tests again.
@@ -36,17 +36,17 @@ def averages_from_config(config) -> List[WeightAverage]:
       config: the run's config (validated).
 
     Returns:
-      ``[ExponentialMovingAverage(ema_decay)]``, ``[StochasticWeightAveraging(swa_start_epoch)]``
-      (``swa_lr`` is in the optimizer's schedule: `tfcustom.callbacks.SWALearningRate`) or ``[]``.
+      ``[ExponentialMovingAverage(ema_decay)]``, ``[StochasticWeightAveraging(swa_start_epoch, swa_lr)]``
+      (the optimizer's schedule has ``swa_lr`` in a `tfcustom.callbacks.SWALearningRate`) or ``[]``.
     """
     if config.ema_decay is not None:
         return [ExponentialMovingAverage(decay=config.ema_decay)]
     if config.swa_start_epoch is not None:
-        return [StochasticWeightAveraging(start_epoch=config.swa_start_epoch)]
+        return [StochasticWeightAveraging(start_epoch=config.swa_start_epoch, swa_lr=config.swa_lr)]
     return []
 
 
-def test_raw_and_averaged(trainer, train, test) -> Tuple[Dict[str, float], Optional[dict]]:
+def evaluate_raw_and_averaged(trainer, train, test) -> Tuple[Dict[str, float], Optional[dict]]:
     """Test the raw weights; with a weight average, put it into the model, recompute BatchNorm statistics, test it.
 
     Args:

@@ -133,7 +133,7 @@ class TrainConfig:
                                              "this one (counted from 1); the average is tested and exported (BatchNorm statistics "
                                              "recomputed for it).", group=OPTIMIZATION)
     swa_lr: Optional[float] = setting(None, "With --swa_start_epoch: train at this constant learning rate from that epoch on "
-                                      "(default: the schedule continues).", group=OPTIMIZATION)
+                                      "(unset: the schedule continues).", group=OPTIMIZATION)
     epochs: int = setting(10, "Number of epochs.", group=OPTIMIZATION, rule=positive_int(10))
     batch_size: Union[int, str] = setting(128, "Global batch size, or find: the largest that fits (up to 1024 and 1/16 of "
                                           "the training examples) and the fastest --steps_per_execution "

@@ -12,7 +12,11 @@ from typing import Dict, Optional
 import keras
 import tensorflow as tf
 
+from tfcustom import data as data_lib
 from tfcustom.errors import check, check_one_of, config_error, data_error
+from tfcustom.training import steps as steps_lib
+from tfcustom.training.checkpoint import listed_checkpoints
+from tfcustom.training.compile_args import metric_from_spec
 from tfcustom.run_json import read_json
 from tfcustom.experiment.run_files import BEST_SUBDIR, CHECKPOINT_CHOICES, CHECKPOINT_DIR, CONFIG_FILE, KERAS_FILE, RESULTS_FILE, SPLITS
 
@@ -27,15 +31,27 @@ def _read_run_config(run_dir: str):
     return TrainConfig.read(path)
 
 
+def _check_which(which: str, choices=CHECKPOINT_CHOICES) -> None:
+    """``which`` is one of ``choices`` or a checkpoint name ``ckpt-N``."""
+    if not (isinstance(which, str) and re.fullmatch(r"ckpt-\d+", which)):
+        check_one_of("checkpoint", which, (*choices, "ckpt-N"))
+
+
 def find_checkpoint(run_dir: str, which: str) -> str:
-    """The checkpoint path of ``which`` (``latest`` or ``best``) in ``run_dir``.
+    """The checkpoint path of ``which`` (``latest``, ``best`` or ``ckpt-N``) in ``run_dir``.
 
     ``latest`` is the newest checkpoint of ``<run_dir>/checkpoints``
     (``tf.train.latest_checkpoint``), ``best`` the newest of
-    ``<run_dir>/checkpoints/best``.
+    ``<run_dir>/checkpoints/best``, ``ckpt-N`` the checkpoint of that name
+    in ``<run_dir>/checkpoints`` if its index lists it (it is complete).
     """
-    check_one_of("checkpoint", which, ("latest", "best"))
+    _check_which(which, ("latest", "best"))
     directory = os.path.join(run_dir, CHECKPOINT_DIR)
+    if which.startswith("ckpt-"):
+        listed = listed_checkpoints(directory)
+        check(which in listed, "the run's checkpoint index does not list this checkpoint (never written, incomplete or deleted)",
+              which, f"pass one of {listed}" if listed else "train with checkpoints enabled")
+        return os.path.join(directory, which)
     if which == "best":
         directory = os.path.join(directory, BEST_SUBDIR)
     path = tf.train.latest_checkpoint(directory) if os.path.isdir(directory) else None
@@ -82,14 +98,14 @@ def load_run_model(run_dir: str, which: str = "final", *, num_classes: Optional[
     """The model of a run directory.
 
     ``which="final"``: ``<run_dir>/model.keras`` (``safe_mode=True``).
-    ``which="latest"`` / ``"best"``: the model rebuilt from
+    ``which="latest"`` / ``"best"`` / ``"ckpt-N"``: the model rebuilt from
     ``<run_dir>/config.json`` and restored from the newest checkpoint of
-    ``<run_dir>/checkpoints`` / ``<run_dir>/checkpoints/best`` (see
+    ``<run_dir>/checkpoints`` / ``<run_dir>/checkpoints/best`` / that checkpoint (see
     [`find_checkpoint`][tfcustom.experiment.run_dir.find_checkpoint]). ``num_classes`` and ``input_shape`` (per
     example) build it; by default from the run's results.json (class count)
     and (28, 28, 1).
     """
-    check_one_of("checkpoint", which, CHECKPOINT_CHOICES)
+    _check_which(which)
     config = _read_run_config(run_dir)
     if which == "final":
         path = os.path.join(run_dir, KERAS_FILE)
@@ -145,17 +161,83 @@ def _results_class_names(run_dir: str):
     return list(names) if names else None
 
 
+class RunEvaluation:
+    """The data, loss and metrics of a run's evaluation on a split, built once;
+    [`evaluate`][tfcustom.experiment.run_dir.RunEvaluation.evaluate] runs them on a model
+    (what [`evaluate_run`][tfcustom.experiment.run_dir.evaluate_run] does once and the
+    sidecar, `tfcustom.experiment.sidecar`, once per checkpoint).
+
+    Args: as [`evaluate_run`][tfcustom.experiment.run_dir.evaluate_run]'s.
+    """
+
+    def __init__(self, run_dir: str, data_dir: Optional[str] = None, split: str = "test", *, dataset=None):
+        from tfcustom.experiment.train import build_loss  # (tfcustom.experiment.train imports this module)
+        from tfcustom.training.trainer import _scalar_results
+
+        check_one_of("split", split, SPLITS)
+        self.run_dir, self.split = run_dir, split
+        self.config = config = _read_run_config(run_dir)
+        if dataset is None:
+            dataset = data_lib.load(config.dataset, data_dir or config.data_dir)
+        if not isinstance(dataset, data_lib.ShardedDataset):  # the examples the run used (--train_subset, --test_subset)
+            dataset = data_lib.subset(dataset, config.train_subset, config.test_subset)
+        if split == "test":
+            examples = dataset.test
+        else:
+            train, val = data_lib.split_validation(dataset.train, config.validation_size, config.seed)
+            check(split == "train" or val is not None, "the run used no validation split", config.validation_size, "evaluate --split=test or train")
+            examples = train if split == "train" else val
+        self.dataset, self.examples = dataset, examples
+        self.loss = build_loss(config)
+        self.metrics = [metric_from_spec(m, dataset.num_classes) for m in config.metrics]
+        self._scalar_results = _scalar_results  # a metric's result as scalars (vector results per element)
+        self.tracker = keras.metrics.Mean(name="loss")
+        self._model, self._test_loop = None, None
+
+    def build_model(self) -> keras.Model:
+        """The run's model, freshly built (restore a checkpoint into it)."""
+        return build_run_model(self.config, self.dataset.num_classes, self.dataset.input_shape)
+
+    def metric_names(self) -> list:
+        """The keys [`evaluate`][tfcustom.experiment.run_dir.RunEvaluation.evaluate] returns besides ``examples``."""
+        names = ["loss"]
+        for m in self.metrics:
+            names.extend(self._scalar_results(m))
+        return names
+
+    def evaluate(self, model: keras.Model) -> Dict[str, float]:
+        """``{"loss": ..., <metric>: ..., "examples": n}`` of ``model`` over every example of the split."""
+        shape = tuple(self.dataset.input_shape)
+        out_dim = int(model(tf.zeros((1,) + shape, tf.float32), training=False).shape[-1])
+        if out_dim != self.dataset.num_classes:
+            raise data_error("the model's number of outputs differs from the dataset's number of classes", (out_dim, self.dataset.num_classes),
+                             "evaluate on the dataset the run was trained on")
+        if model is not self._model:  # one traced loop per model; a restored checkpoint keeps it
+            self._model = model
+            self._test_loop = steps_lib.make_test_step(model, self.loss, self.metrics, loss_tracker=self.tracker)
+        for m in [self.tracker, *self.metrics]:
+            m.reset_state()
+        pipe = data_lib.InputPipeline(self.examples, min(self.config.eval_batch_size, len(self.examples)))
+        self._test_loop(iter(pipe.dataset()))
+        logs = {"loss": float(self.tracker.result())}
+        for m in self.metrics:
+            logs.update(self._scalar_results(m))
+        logs["examples"] = len(self.examples)
+        return logs
+
+
 def evaluate_run(run_dir: str, which: str = "final", data_dir: Optional[str] = None, split: str = "test",
                  *, dataset=None) -> Dict[str, float]:
     """Evaluate a run's model on a split, without training.
 
     Args:
       run_dir: a training run's output directory (has ``config.json``).
-      which: ``"final"`` (``model.keras``), ``"latest"`` or ``"best"``
-        (checkpoints; see [`load_run_model`][tfcustom.experiment.run_dir.load_run_model]).
+      which: ``"final"`` (``model.keras``), ``"latest"``, ``"best"`` or
+        ``"ckpt-N"`` (checkpoints; see [`load_run_model`][tfcustom.experiment.run_dir.load_run_model]).
       data_dir: the data directory (default: the run's ``data_dir``).
       split: ``"test"``, ``"validation"`` (the run's held-out part of train,
-        rebuilt from its seed and validation_size) or ``"train"`` (the rest).
+        rebuilt from its seed and validation_size) or ``"train"`` (the rest);
+        of the examples the run used (its ``train_subset`` / ``test_subset``).
       dataset: an in-memory [`tfcustom.data.Dataset`][tfcustom.data.Dataset] instead of loading
         the run's dataset.
 
@@ -163,35 +245,8 @@ def evaluate_run(run_dir: str, which: str = "final", data_dir: Optional[str] = N
       ``{"loss": ..., <metric>: ...}`` with the run's loss and metrics, over
       every example of the split; also ``"examples"`` (the count).
     """
-    from tfcustom import data as data_lib
-    from tfcustom.training import steps as steps_lib
-    from tfcustom.experiment.train import build_loss
-    from tfcustom.training.trainer import _metric_from_spec, _scalar_results
-
     check_one_of("split", split, SPLITS)
-    config = _read_run_config(run_dir)
-    check_one_of("checkpoint", which, CHECKPOINT_CHOICES)
-    if dataset is None:
-        dataset = data_lib.load(config.dataset, data_dir or config.data_dir)
-    if split == "test":
-        examples = dataset.test
-    else:
-        train, val = data_lib.split_validation(dataset.train, config.validation_size, config.seed)
-        check(split == "train" or val is not None, "the run used no validation split", config.validation_size, "evaluate --split=test or train")
-        examples = train if split == "train" else val
-    model = load_run_model(run_dir, which, num_classes=dataset.num_classes, input_shape=dataset.input_shape)
-    out_dim = int(model(tf.zeros((1,) + tuple(dataset.input_shape), tf.float32), training=False).shape[-1])
-    if out_dim != dataset.num_classes:
-        raise data_error("the model's number of outputs differs from the dataset's number of classes", (out_dim, dataset.num_classes),
-                         "evaluate on the dataset the run was trained on")
-    loss = build_loss(config)
-    metrics = [_metric_from_spec(m, dataset.num_classes) for m in config.metrics]
-    tracker = keras.metrics.Mean(name="loss")
-    test_loop = steps_lib.make_test_step(model, loss, metrics, loss_tracker=tracker)
-    pipe = data_lib.InputPipeline(examples, min(config.eval_batch_size, len(examples)))
-    test_loop(iter(pipe.dataset()))
-    logs = {"loss": float(tracker.result())}
-    for m in metrics:
-        logs.update(_scalar_results(m))
-    logs["examples"] = len(examples)
-    return logs
+    _check_which(which)
+    evaluation = RunEvaluation(run_dir, data_dir, split, dataset=dataset)
+    model = load_run_model(run_dir, which, num_classes=evaluation.dataset.num_classes, input_shape=evaluation.dataset.input_shape)
+    return evaluation.evaluate(model)

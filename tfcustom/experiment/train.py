@@ -44,7 +44,7 @@ from tfcustom.callbacks.early_stopping import EarlyStopping
 from tfcustom.training.history import History
 from tfcustom.experiment.export import BEST_SUBDIR, CHECKPOINT_DIR, CONFIG_FILE, KERAS_FILE, RESULTS_FILE, SAVED_MODEL_DIR, export_model
 from tfcustom.experiment import finders, user_model
-from tfcustom.experiment.averaged_weights import averages_from_config, test_raw_and_averaged
+from tfcustom.experiment.averaged_weights import averages_from_config, evaluate_raw_and_averaged
 from tfcustom.callbacks.weight_averaging import SWALearningRate
 from tfcustom import disk_errors
 from tfcustom.run_json import read_json, write_json
@@ -471,7 +471,7 @@ def _train_and_evaluate(config, workdir, strategy, overwrite, dataset) -> Dict[s
             best_manager.checkpoint.restore(best_manager.latest_checkpoint).assert_existing_objects_matched()
         logging.info("--export_best: restored epoch %d (best %s=%.4g) from %s", best_epoch, early_stopping.monitor,
                      float(early_stopping.best.numpy()), best_manager.latest_checkpoint)
-    test_logs, averaging = test_raw_and_averaged(trainer, train, test)  # with averaging, the model now holds the average
+    test_logs, averaging = evaluate_raw_and_averaged(trainer, train, test)  # with averaging, the model now holds the average
 
     model_path = os.path.join(workdir, KERAS_FILE)
     results = {

@@ -157,6 +157,36 @@ def saved_checkpoints(directory: str) -> List[str]:
     return sorted((n for n in found if re.fullmatch(r"ckpt-\d+", n)), key=lambda n: int(n.split("-")[1]))
 
 
+def listed_checkpoints(directory: str) -> List[str]:
+    """The ``ckpt-N`` names the index (``checkpoint``) of ``directory`` lists, oldest first.
+
+    ``tf.train.CheckpointManager`` writes the index (atomically) only after a
+    checkpoint's files are complete, so these are the complete checkpoints; a
+    save killed halfway is in [`saved_checkpoints`][tfcustom.training.checkpoint.saved_checkpoints] at most.
+
+    Args:
+      directory: a checkpoint directory (``<run>/checkpoints``).
+
+    Returns:
+      The names, e.g. ``["ckpt-8", "ckpt-12"]``; ``[]`` without an index.
+
+    Examples:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> listed_checkpoints(d)
+        []
+        >>> _ = open(os.path.join(d, "checkpoint"), "w").write(
+        ...     'model_checkpoint_path: "ckpt-12" all_model_checkpoint_paths: "ckpt-8" all_model_checkpoint_paths: "ckpt-12"')
+        >>> listed_checkpoints(d)
+        ['ckpt-8', 'ckpt-12']
+    """
+    if not os.path.isfile(os.path.join(directory, INDEX_FILE)):
+        return []
+    state = tf.train.get_checkpoint_state(directory)
+    names = {os.path.basename(p) for p in (state.all_model_checkpoint_paths if state is not None else [])}
+    return sorted((n for n in names if re.fullmatch(r"ckpt-\d+", n)), key=lambda n: int(n.split("-")[1]))
+
+
 def check_index(directory: str) -> None:
     """Refuse a checkpoint directory whose index (``checkpoint``) is damaged.
 
