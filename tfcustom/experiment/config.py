@@ -363,6 +363,17 @@ class TrainConfig:
               "drop --export_best (the averaged model is exported), or drop --ema_decay/--swa_start_epoch")
 
 
+def _attributes_section(cls) -> str:
+    """The ``Attributes:`` section of a docstring, made from the settings' help texts (declared once, in the fields)."""
+    lines = ["", "", "    Attributes:"]
+    for field in dataclasses.fields(cls):
+        lines.append(f"      {field.name}: {field.metadata['help']}")
+    return "\n".join(lines) + "\n"
+
+
+TrainConfig.__doc__ = TrainConfig.__doc__.rstrip() + _attributes_section(TrainConfig)
+
+
 def _split_sam(name: str):
     if name.startswith("sam_"):
         return name[len("sam_"):], True
