@@ -114,3 +114,17 @@ def test_multi_output_pieces_round_trip_and_refuse_stray_loss_weights():
     assert metric.name == "a_accuracy" and float(metric.result()) == pytest.approx(1.0)
     with pytest.raises(ConfigError, match="loss_weights applies to a dict or list"):
         resolve_loss("mse", {"a": 1.0})
+
+
+def test_predict_of_a_two_output_model_is_keras_predict():
+    """A dict-output model: Trainer.predict returns the same dict of arrays as model.predict (uneven last batch)."""
+    inp = keras.Input((4,))
+    h = keras.layers.Dense(8, activation="relu")(inp)
+    model = keras.Model(inp, {"cls": keras.layers.Dense(1, activation="sigmoid", name="cls")(h),
+                              "reg": keras.layers.Dense(2, name="reg")(h)})
+    x = np.random.default_rng(0).normal(size=(30, 4)).astype("float32")
+    trainer = tfcustom.Trainer(model, {"cls": "binary_crossentropy", "reg": "mse"}, "adam", metrics={"cls": ["accuracy"]}, verbose=0)
+    got, want = trainer.predict(x, batch_size=8), model.predict(x, batch_size=8, verbose=0)
+    assert set(got) == set(want) == {"cls", "reg"}
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-6)

@@ -183,3 +183,31 @@ def test_report_error_gives_one_line_and_the_documented_exit_code(capsys):
     for error, hint, code, line in cases:
         assert report_error(error, stopped_hint=hint) == code
         assert capsys.readouterr().err == line
+
+
+def test_every_setting_is_one_flag_with_its_default_help_and_group():
+    """Each TrainConfig field makes exactly one tfcustom-train flag (issue #21 item 4): same default, help and
+    --help group; the only flags that are not settings are --config, --output_dir and --overwrite."""
+    import dataclasses
+    import json as json_lib
+
+    from absl import flags
+
+    import tfcustom.cli.train as cli
+    from tfcustom.cli.config_flags import flag_name
+    from tfcustom.distribute.strategy import PRECISIONS, STRATEGY_NAMES
+    from tfcustom.experiment.config import TrainConfig
+
+    ours = {name for names in cli.HELP_GROUPS.values() for name in names}
+    fields = dataclasses.fields(TrainConfig)
+    assert ours - {flag_name(f) for f in fields} == {"config", "output_dir", "overwrite"}
+    default = TrainConfig()
+    for f in fields:
+        flag = flags.FLAGS[flag_name(f)]
+        assert flag.help.endswith(f.metadata["help"]), f.name  # an enum's help starts with its <choices>:
+        value = getattr(default, f.name)
+        want = json_lib.dumps(value) if isinstance(value, dict) else (list(value) if isinstance(value, tuple) else value)
+        assert flag.default == want or (value is None and flag.default in (None, [])), (f.name, flag.default, value)
+        assert flag_name(f) in cli.HELP_GROUPS[f.metadata["group"]], f.name
+    assert tuple(flags.FLAGS["strategy"].parser.enum_values) == STRATEGY_NAMES
+    assert tuple(flags.FLAGS["precision"].parser.enum_values) == PRECISIONS

@@ -16,78 +16,71 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
+from tfcustom.data.tfrecord import VERIFY_MODES
+from tfcustom.distribute.strategy import PRECISIONS, STRATEGY_NAMES
 from tfcustom.errors import ConfigError, check, check_one_of, check_positive_int, config_error
 from tfcustom.run_json import damaged, read_json
 
 LR_SCHEDULES = ("constant", "cosine", "exponential", "step")
 NONFINITE_POLICIES = ("stop", "skip")
+# The --help groups, in order; every setting names one.
+DATA, MODEL, OPTIMIZATION, EXECUTION, DISTRIBUTION, OUTPUT = (
+    "data", "model", "optimization", "execution", "distribution", "checkpoints and output")
+HELP_ORDER = (DATA, MODEL, OPTIMIZATION, DISTRIBUTION, OUTPUT, EXECUTION)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """A check of one setting's value, applied by `TrainConfig.validate` and, for
+    the CLI, when the flag is parsed: ``--NAME {text}`` (e.g. ``--NAME={example}``)."""
+
+    predicate: Callable[[Any], bool]
+    text: str
+    example: str
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def positive_int(example) -> Rule:
+    return Rule(lambda v: _is_int(v) and v >= 1, "must be a positive integer", str(example))
+
+
+def non_negative_int(example) -> Rule:
+    return Rule(lambda v: _is_int(v) and v >= 0, "must be >= 0", str(example))
+
+
+def setting(default, help: str, *, group: str, rule: Optional[Rule] = None, choices: Optional[Sequence[str]] = None,
+            flag: Optional[str] = None, kind: Optional[str] = None):
+    """One setting, declared once: its default, ``--help`` text and group, its
+    `Rule` or ``choices``, and (rarely) a flag name or kind other than the
+    field's own (`tfcustom.cli.config_flags` makes the flags from these).
+    A default of None means "unset" is allowed."""
+    metadata = {"help": help, "group": group, "rule": rule, "choices": tuple(choices) if choices else None,
+                "flag": flag, "kind": kind}
+    if isinstance(default, (dict, list)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything that defines a training run: the fields are ``tfcustom-train``'s flags.
+    """Everything that defines a training run: each setting declared once (default, help, group, check).
+
+    Adding a setting is one `setting(...)` line here; the CLI flag, its
+    ``--help`` entry and its parse-time check follow from it, and the code that
+    uses it reads ``config.NAME``. Each field's help text is its flag's line in
+    ``tfcustom-train --help``; `TrainConfig.help(name)` returns it.
 
     Validated by [`train_and_evaluate`][tfcustom.train_and_evaluate] before anything runs
     (``validate()``: one [`ConfigError`][tfcustom.ConfigError] saying what to change).
-
-    Attributes:
-      dataset: ``fashion_mnist``, ``mnist``, ``tfds:<name>`` or ``tfrecord:DIR``.
-      data_dir: where the IDX files are (default ``$TFCUSTOM_DATA_DIR``, then Debian's path).
-      validation_size: training examples held out for validation (0: none).
-      augment: ``("crop", "flip")`` or a subset, seeded per example and epoch.
-      shuffle_buffer: ``tfrecord:DIR`` only: examples per shuffle block.
-      verify_shards: ``tfrecord:DIR`` only: ``"full"`` (SHA-256 at start) or ``"size"``.
-      train_subset: use only the first N training examples.
-      test_subset: test on the first N test examples only.
-      model: a registered model name or ``package.module:function``.
-      model_kwargs: keyword arguments of the model.
-      loss: a loss name (``tfcustom.losses`` or Keras); the models output logits.
-      label_smoothing: for the cross-entropy losses.
-      metrics: metric names, as ``compile`` takes them.
-      optimizer: an optimizer name (``tfcustom.optimizers``; ``sam_*`` for SAM).
-      learning_rate: a float, or ``"find"`` (the learning-rate finder).
-      lr_schedule: ``constant``, ``cosine``, ``exponential`` or ``step``.
-      warmup_epochs: linear warm-up before the schedule.
-      weight_decay: decoupled weight decay, or None.
-      momentum: for SGD-like optimizers.
-      clip_global_norm: clip the summed gradient to this global norm.
-      sam_rho: SAM's neighbourhood size (``sam_*`` optimizers).
-      ema_decay: keep an exponential moving average of the weights with this
-        decay (e.g. 0.999); tested and exported instead of the raw weights.
-      swa_start_epoch: stochastic weight averaging of the weights at the end of
-        each epoch from this one (counted from 1); tested and exported.
-      swa_lr: with ``swa_start_epoch``: a constant learning rate from that epoch
-        on (None: the schedule continues).
-      epochs: epochs in total (a resumed run trains up to this epoch).
-      batch_size: the global batch size, or ``"find"``.
-      early_stopping_patience: epochs without improvement of ``monitor``; None: never stop.
-      monitor: the value early stopping and the best checkpoint follow.
-      seed: seeds the weights, the data order and the augmentation.
-      deterministic: TF op determinism; nothing chosen by timing.
-      jit_compile: ``"auto"`` (measured), True or False.
-      autotune_from: replay another run's autotune decision (its directory or file).
-      steps_per_execution: train steps per ``tf.function`` call.
-      on_nonfinite: ``"stop"`` or ``"skip"`` a NaN/Inf step.
-      eval_batch_size: the batch size of evaluation.
-      verbose: 1: a progress bar per epoch; 0: logs only.
-      strategy: ``auto``, ``cpu``, ``gpu``, ``mirrored``, ``multi_worker`` or ``tpu``.
-      num_cpu_replicas: ``mirrored`` on a CPU: this many logical devices.
-      tpu_address: ``local``, ``grpc://HOST:PORT`` or a Cloud TPU name.
-      precision: ``auto``, ``float32``, ``mixed_float16`` or ``mixed_bfloat16``.
-      log_replica_losses: log each replica's share of the loss every N steps.
-      tensorboard: write TensorBoard summaries to ``<output_dir>/tensorboard``.
-      log_every_steps: step summaries every N steps.
-      histograms_every_epochs: weight histograms every N epochs (0: never).
-      profile_steps: ``(start, end)`` global steps to profile.
-      cluster_timeout: ``multi_worker``: seconds to wait for the other workers.
-      checkpoint_every_steps: a checkpoint every N steps (and at each epoch end).
-      keep_checkpoints: checkpoints kept.
-      export_best: test and export the best ``monitor`` epoch's model.
-      export_formats: ``saved_model``, ``litert``, ``onnx``.
-      target_accuracy: record when validation accuracy first reached it.
-      target_accuracy_test: also evaluate the test split at each epoch end for it.
 
     Examples:
         >>> config = TrainConfig(model="mlp", epochs=2).validate()  # returns the config
@@ -95,69 +88,109 @@ class TrainConfig:
         {}
         >>> config.replace(learning_rate=0.01).differences(config)
         {'learning_rate': (0.01, 0.001)}
+        >>> TrainConfig.help("epochs")
+        'Number of epochs.'
     """
 
-    # data
-    dataset: str = "fashion_mnist"
-    data_dir: Optional[str] = None
-    validation_size: int = 5000
-    augment: Tuple[str, ...] = ()  # "crop", "flip": see tfcustom.data.augment
-    shuffle_buffer: int = 10000  # tfrecord:DIR only: examples per shuffle block (see tfcustom.data.streaming)
-    verify_shards: str = "full"  # tfrecord:DIR only: "full" (SHA-256 of every shard at start) or "size"
-    train_subset: Optional[int] = None  # use only the first N training examples (validation is held out of them)
-    test_subset: Optional[int] = None  # test on the first N test examples only
-    # model and objective
-    model: str = "cnn"
-    model_kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)
-    loss: str = "sparse_categorical_crossentropy"
-    label_smoothing: float = 0.0
-    metrics: Tuple[str, ...] = ("accuracy",)
-    # optimization
-    optimizer: str = "adam"
-    learning_rate: Union[float, str] = 1e-3  # or "find" (tfcustom.experiment.finders)
-    lr_schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    weight_decay: Optional[float] = None
-    momentum: float = 0.9
-    clip_global_norm: Optional[float] = None
-    sam_rho: Optional[float] = None
+    dataset: str = setting("fashion_mnist", "fashion_mnist, mnist, tfds:<name>, or tfrecord:DIR (shards from "
+                           "`python -m tfcustom.data.convert`).", group=DATA)
+    data_dir: Optional[str] = setting(None, "Directory with the IDX files (default: $TFCUSTOM_DATA_DIR, then "
+                                      "/usr/share/datasets/fashion-mnist).", group=DATA)
+    validation_size: int = setting(5000, "Training examples held out for validation.", group=DATA, rule=non_negative_int(5000))
+    augment: Tuple[str, ...] = setting((), "Augmentations of the training examples: crop, flip (e.g. --augment=crop,flip; "
+                                       "flip is wrong for digits).", group=DATA)
+    shuffle_buffer: int = setting(10000, "With --dataset=tfrecord:DIR: examples per shuffle block (bounds memory).",
+                                  group=DATA, rule=positive_int(10000))
+    verify_shards: str = setting("full", "With --dataset=tfrecord:DIR: check each shard's SHA-256 at start (full) or only "
+                                 "its size.", group=DATA, choices=VERIFY_MODES)
+    train_subset: Optional[int] = setting(None, "Use only the first N training examples (validation is held out of them), "
+                                          "e.g. to try a config quickly.", group=DATA, rule=positive_int(1000))
+    test_subset: Optional[int] = setting(None, "Test on the first N test examples only.", group=DATA, rule=positive_int(1000))
+    model: str = setting("cnn", "Model name (see tfcustom.models.names()), or your own as package.module:function "
+                         "(called with num_classes, input_shape and --model_kwargs; returns a keras.Model outputting "
+                         "logits).", group=MODEL)
+    model_kwargs: Dict[str, Any] = setting({}, 'Model constructor arguments as a JSON object, e.g. \'{"filters": [32, 64]}\'.',
+                                           group=MODEL)
+    loss: str = setting("sparse_categorical_crossentropy", "Loss name (see tfcustom.losses.names()).", group=MODEL)
+    label_smoothing: float = setting(0.0, "Label smoothing for the cross-entropy loss.", group=MODEL)
+    metrics: Tuple[str, ...] = setting(("accuracy",), "Metric names (see tfcustom.metrics.names()).", group=MODEL)
+    optimizer: str = setting("adam", "Optimizer name; prefix sam_ for Sharpness-Aware Minimization (e.g. sam_sgd).",
+                             group=OPTIMIZATION)
+    learning_rate: Union[float, str] = setting(1e-3, "Peak learning rate, or find: a learning-rate range test on a "
+                                               "throw-away copy of the model (tfcustom.experiment.lr_finder; "
+                                               "lr_finder.png in the run directory).", group=OPTIMIZATION, kind="float_or_find")
+    lr_schedule: str = setting("constant", "constant, cosine, exponential or step.", group=OPTIMIZATION)
+    warmup_epochs: float = setting(0.0, "Linear warm-up length in epochs (cosine schedule).", group=OPTIMIZATION)
+    weight_decay: Optional[float] = setting(None, "Decoupled weight decay of the optimizer.", group=OPTIMIZATION)
+    momentum: float = setting(0.9, "Momentum for sgd/momentum/nesterov/rmsprop.", group=OPTIMIZATION)
+    clip_global_norm: Optional[float] = setting(None, "Clip the gradient to this global norm.", group=OPTIMIZATION)
+    sam_rho: Optional[float] = setting(None, "SAM neighbourhood size (implies SAM).", group=OPTIMIZATION)
     # weight averaging (see tfcustom.callbacks.weight_averaging)
-    ema_decay: Optional[float] = None
-    swa_start_epoch: Optional[int] = None
-    swa_lr: Optional[float] = None
-    epochs: int = 10
-    batch_size: Union[int, str] = 128  # or "find" (tfcustom.experiment.finders)
-    early_stopping_patience: Optional[int] = None
-    monitor: str = "val_accuracy"
-    # execution
-    seed: int = 0
-    deterministic: bool = False
-    jit_compile: Any = "auto"  # "auto" (measured, see tfcustom.experiment.autotune), True or False
-    autotune_from: Optional[str] = None  # replay another run's autotune decision (its dir or autotune.json)
-    steps_per_execution: int = 1
-    on_nonfinite: str = "stop"
-    eval_batch_size: int = 500
-    verbose: int = 1
-    # distribution and precision (see tfcustom.distribute.strategy)
-    strategy: str = "auto"
-    num_cpu_replicas: Optional[int] = None
-    tpu_address: Optional[str] = None
-    precision: str = "auto"
-    log_replica_losses: int = 0
-    # TensorBoard (see tfcustom.callbacks.summaries): <output_dir>/tensorboard
-    tensorboard: bool = True
-    log_every_steps: int = 100
-    histograms_every_epochs: int = 0
-    profile_steps: Optional[Tuple[int, int]] = None
-    cluster_timeout: float = 300.0  # multi_worker: seconds to wait for the other workers
-    # checkpoints
-    checkpoint_every_steps: Optional[int] = None
-    keep_checkpoints: int = 3
-    export_best: bool = False
-    export_formats: Tuple[str, ...] = ("saved_model",)  # plus "litert", "onnx": see tfcustom.experiment.export_formats
-    # time to accuracy (see tfcustom.experiment.time_to_accuracy)
-    target_accuracy: Optional[float] = None
-    target_accuracy_test: bool = False
+    ema_decay: Optional[float] = setting(None, "Keep an exponential moving average of the weights with this decay (e.g. 0.999), updated "
+                                         "after every step; the average is tested and exported (BatchNorm statistics recomputed for it).",
+                                         group=OPTIMIZATION)
+    swa_start_epoch: Optional[int] = setting(None, "Stochastic weight averaging: average the weights at the end of every epoch from "
+                                             "this one (counted from 1); the average is tested and exported (BatchNorm statistics "
+                                             "recomputed for it).", group=OPTIMIZATION)
+    swa_lr: Optional[float] = setting(None, "With --swa_start_epoch: train at this constant learning rate from that epoch on "
+                                      "(unset: the schedule continues).", group=OPTIMIZATION)
+    epochs: int = setting(10, "Number of epochs.", group=OPTIMIZATION, rule=positive_int(10))
+    batch_size: Union[int, str] = setting(128, "Global batch size, or find: the largest that fits (up to 1024 and 1/16 of "
+                                          "the training examples) and the fastest --steps_per_execution "
+                                          "(tfcustom.experiment.batch_finder).", group=OPTIMIZATION, kind="int_or_find")
+    early_stopping_patience: Optional[int] = setting(None, "Stop after this many epochs without improvement of --monitor.",
+                                                     group=OPTIMIZATION, rule=non_negative_int(3))
+    monitor: str = setting("val_accuracy", "Value watched by early stopping.", group=OPTIMIZATION)
+    seed: int = setting(0, "Random seed (data order, initial weights, dropout).", group=EXECUTION, rule=non_negative_int(0))
+    deterministic: bool = setting(False, "Deterministic TF kernels: two runs give identical histories.", group=EXECUTION)
+    jit_compile: Any = setting("auto", "XLA-compile the per-replica forward/backward pass: auto (time both ways at start, "
+                               "keep the faster; see tfcustom.autotune), or force it with --jit_compile / --nojit_compile.",
+                               group=EXECUTION, kind="auto_bool")
+    autotune_from: Optional[str] = setting(None, "Replay another run's autotune choices exactly: its run directory or "
+                                           "autotune.json.", group=EXECUTION)
+    steps_per_execution: int = setting(1, "Train steps per tf.function call.", group=EXECUTION, rule=positive_int(10))
+    on_nonfinite: str = setting("stop", "What to do on a NaN/Inf loss: stop or skip.", group=EXECUTION,
+                                rule=Rule(lambda v: v in NONFINITE_POLICIES, "must be stop or skip", "skip"))
+    eval_batch_size: int = setting(500, "Batch size for validation and test.", group=EXECUTION, rule=positive_int(500))
+    verbose: int = setting(1, "1: progress bar per epoch; 0: log lines only.", group=OUTPUT)
+    strategy: str = setting("auto", "tf.distribute strategy (see tfcustom.strategy.select): auto = TPU if reachable, else "
+                            "the GPU(s), else the CPU.", group=DISTRIBUTION,
+                            choices=STRATEGY_NAMES)
+    num_cpu_replicas: Optional[int] = setting(None, "With --strategy=mirrored: split the CPU into N logical devices (one "
+                                              "replica each).", group=DISTRIBUTION, rule=positive_int(2))
+    tpu_address: Optional[str] = setting(None, "With --strategy=tpu/auto: 'local' (TPU VM), grpc://HOST:PORT or a Cloud TPU "
+                                         "name (default: $COLAB_TPU_ADDR, $TPU_NAME, then local).", group=DISTRIBUTION,
+                                         flag="tpu")
+    precision: str = setting("auto", "Keras dtype policy; auto = mixed_bfloat16 on TPU, mixed_float16 (with loss scaling) "
+                             "on GPU; on a CPU with bfloat16 instructions mixed_bfloat16 if measured faster with matching "
+                             "first losses, else float32.", group=DISTRIBUTION,
+                             choices=PRECISIONS)
+    log_replica_losses: int = setting(0, "Log each replica's share of the loss every N steps and at each epoch end "
+                                      "(0: never).", group=DISTRIBUTION, rule=non_negative_int(100))
+    tensorboard: bool = setting(True, "Write TensorBoard summaries to <output_dir>/tensorboard (--notensorboard: none).",
+                                group=OUTPUT)
+    log_every_steps: int = setting(100, "Write the step summaries (loss, metrics, learning rate, gradient norm, "
+                                   "examples/s) every N steps.", group=OUTPUT, rule=positive_int(100))
+    histograms_every_epochs: int = setting(0, "Write weight histograms to TensorBoard every N epochs (0: never).",
+                                           group=OUTPUT, rule=non_negative_int(1))
+    profile_steps: Optional[Tuple[int, int]] = setting(None, "START,END: trace these global steps with the TensorFlow "
+                                                       "profiler (TensorBoard's Profile tab).", group=OUTPUT, kind="int_pair")
+    cluster_timeout: float = setting(300.0, "With --strategy=multi_worker: seconds to wait for every worker of TF_CONFIG "
+                                     "to start before stopping with an error naming the missing ones.", group=DISTRIBUTION,
+                                     rule=Rule(lambda v: _is_number(v) and v > 0, "must be positive (seconds)", "300"))
+    checkpoint_every_steps: Optional[int] = setting(None, "Also save a checkpoint every N train steps (always at each "
+                                                    "epoch end).", group=OUTPUT, rule=positive_int(500))
+    keep_checkpoints: int = setting(3, "Checkpoints kept (plus the best one by --monitor).", group=OUTPUT,
+                                    rule=positive_int(3))
+    export_best: bool = setting(False, "Test and export the model of the best --monitor epoch instead of the last "
+                                "epoch's.", group=OUTPUT)
+    export_formats: Tuple[str, ...] = setting(("saved_model",), "Formats written beside model.keras: saved_model, litert, "
+                                              "onnx (litert/onnx are run and checked against Keras; pip install "
+                                              "'tfcustom[export]').", group=OUTPUT)
+    target_accuracy: Optional[float] = setting(None, "Record when validation accuracy first reaches this fraction "
+                                               "(results.json: time_to_accuracy).", group=OUTPUT)
+    target_accuracy_test: bool = setting(False, "With --target_accuracy: also evaluate the test split each epoch and record "
+                                         "when it reaches it.", group=OUTPUT)
 
     # Fields that may change when a run resumes: they do not change what is trained.
     RESUMABLE_CHANGES = frozenset({
@@ -171,6 +204,13 @@ class TrainConfig:
         """Fields (outside `RESUMABLE_CHANGES`) whose values differ: ``{name: (self, other)}``."""
         a, b = self.to_dict(), other.to_dict()
         return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if k not in self.RESUMABLE_CHANGES and a.get(k) != b.get(k)}
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        """The help text of setting ``name`` (its ``--help`` line)."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        check_one_of("setting", name, sorted(fields))
+        return fields[name].metadata["help"]
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -220,23 +260,17 @@ class TrainConfig:
             if fmt != "saved_model":
                 require_runtime(fmt)
 
-    def _validate_weight_averaging(self) -> None:
-        """``ema_decay`` / ``swa_start_epoch`` / ``swa_lr``: their ranges, and one averaging at a time."""
-        check(self.ema_decay is None or (_is_number(self.ema_decay) and 0.0 < self.ema_decay < 1.0), "ema_decay must be in (0, 1)",
-              self.ema_decay, "pass e.g. --ema_decay=0.999, or leave it unset for no moving average")
-        check(self.swa_start_epoch is None or (isinstance(self.swa_start_epoch, int) and not isinstance(self.swa_start_epoch, bool)
-                                               and 1 <= self.swa_start_epoch <= self.epochs),
-              f"swa_start_epoch must be an epoch of the run, 1 to epochs={self.epochs}", self.swa_start_epoch,
-              f"pass e.g. --swa_start_epoch={max(1, self.epochs * 3 // 4)} (SWA over the last quarter)")
-        check(self.swa_lr is None or (_is_number(self.swa_lr) and self.swa_lr > 0), "swa_lr must be positive", self.swa_lr,
-              "pass e.g. --swa_lr=0.0005, or leave it unset to keep the schedule")
-        check(self.swa_lr is None or self.swa_start_epoch is not None, "swa_lr needs swa_start_epoch", self.swa_lr,
-              "pass --swa_start_epoch=N too (SWA from epoch N), or drop --swa_lr")
-        check(self.ema_decay is None or self.swa_start_epoch is None, "choose one weight averaging: ema_decay or swa_start_epoch",
-              f"ema_decay={self.ema_decay}, swa_start_epoch={self.swa_start_epoch}", "drop --ema_decay or --swa_start_epoch")
-        check(not self.export_best or (self.ema_decay is None and self.swa_start_epoch is None),
-              "export_best exports the raw weights of the best epoch, not the averaged weights", "export_best with weight averaging",
-              "drop --export_best (the averaged model is exported), or drop --ema_decay/--swa_start_epoch")
+    def _validate_settings(self) -> None:
+        """Each setting's own `Rule` or ``choices``, as declared (None passes where it is the default)."""
+        for f in dataclasses.fields(self):
+            value, rule, choices = getattr(self, f.name), f.metadata.get("rule"), f.metadata.get("choices")
+            if value is None and f.default is None:
+                continue
+            if rule is not None:
+                check(rule.predicate(value), f"{f.name} {rule.text}", value, f"pass e.g. {f.name}={rule.example}"
+                      + (", or leave it unset" if f.default is None else ""))
+            if choices is not None:
+                check_one_of(f.name, value, choices)
 
     def validate(self) -> "TrainConfig":
         """Check every field; return self. Names (model, loss, ...) are checked
@@ -244,26 +278,20 @@ class TrainConfig:
         from tfcustom import losses, models, optimizers
         from tfcustom.data import DATASET_NAMES
 
+        self._validate_settings()
+
         check(
             self.dataset in DATASET_NAMES[:-1] or self.dataset.startswith("tfds:") or self.dataset.startswith("tfrecord:"),
             "unknown dataset", self.dataset,
             f"use one of: {', '.join(DATASET_NAMES)}, tfrecord:DIR",
         )
         from tfcustom.data.augment import parse_augment
-        from tfcustom.data.tfrecord import VERIFY_MODES
 
         self.augment = parse_augment(self.augment)
         self._validate_export_formats()
-        check_positive_int("shuffle_buffer", self.shuffle_buffer)
-        check_one_of("verify_shards mode", self.verify_shards, VERIFY_MODES)
-        for name in ("train_subset", "test_subset"):
-            value = getattr(self, name)
-            check(value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1),
-                  f"{name} must be a positive integer or None", value, f"pass e.g. {name}=1000, or None for every example")
         check((self.train_subset is None and self.test_subset is None) or not self.dataset.startswith("tfrecord:"),
               "train_subset/test_subset apply to in-memory datasets, not to tfrecord: shards", self.dataset,
               "drop --train_subset/--test_subset, or convert a smaller dataset")
-        check(isinstance(self.validation_size, int) and self.validation_size >= 0, "validation_size must be an integer >= 0", self.validation_size, "pass 0 to train without validation, or a positive count")
         check(isinstance(self.model_kwargs, dict), "model_kwargs must be a dict (JSON object)", self.model_kwargs, 'pass e.g. --model_kwargs=\'{"filters": [32, 64]}\'')
         from tfcustom.experiment import user_model
 
@@ -296,52 +324,54 @@ class TrainConfig:
         check(self.momentum > 0 or base not in ("momentum", "nesterov"), f"optimizer {base} needs momentum > 0", self.momentum, "pass e.g. --momentum=0.9, or use --optimizer=sgd")
         check(self.clip_global_norm is None or self.clip_global_norm > 0, "clip_global_norm must be positive", self.clip_global_norm, "pass e.g. 1.0, or leave it unset")
         check(self.sam_rho is None or self.sam_rho >= 0, "sam_rho must be >= 0", self.sam_rho, "pass e.g. 0.05")
-        check_positive_int("epochs", self.epochs)
         if self.batch_size != "find":
             check_positive_int("batch_size", self.batch_size)
-        check_positive_int("eval_batch_size", self.eval_batch_size)
-        check(self.early_stopping_patience is None or (isinstance(self.early_stopping_patience, int) and self.early_stopping_patience >= 0), "early_stopping_patience must be an integer >= 0", self.early_stopping_patience, "pass e.g. 3, or leave it unset")
-        check(isinstance(self.seed, int) and self.seed >= 0, "seed must be an integer >= 0", self.seed, "pass e.g. --seed=0")
-        check_positive_int("steps_per_execution", self.steps_per_execution)
         check(isinstance(self.jit_compile, bool) or self.jit_compile == "auto", "jit_compile must be 'auto', True or False",
               self.jit_compile, "pass --jit_compile=auto to choose by measurement, --jit_compile or --nojit_compile to force it")
         check(self.target_accuracy is None or (isinstance(self.target_accuracy, (int, float)) and 0 < self.target_accuracy <= 1),
               "target_accuracy must be a fraction in (0, 1]", self.target_accuracy, "pass e.g. --target_accuracy=0.9")
         check(not self.target_accuracy_test or self.target_accuracy is not None, "target_accuracy_test needs target_accuracy",
               self.target_accuracy_test, "pass --target_accuracy=X too, or drop --target_accuracy_test")
-        check_one_of("on_nonfinite policy", self.on_nonfinite, NONFINITE_POLICIES)
-        check(self.checkpoint_every_steps is None or (isinstance(self.checkpoint_every_steps, int) and self.checkpoint_every_steps >= 1),
-              "checkpoint_every_steps must be a positive integer", self.checkpoint_every_steps, "pass e.g. --checkpoint_every_steps=500, or leave it unset to save at epoch ends only")
-        check_positive_int("keep_checkpoints", self.keep_checkpoints)
-        from tfcustom.distribute.strategy import PRECISIONS, STRATEGY_NAMES
-
-        check_one_of("strategy", self.strategy, STRATEGY_NAMES)
-        check(self.num_cpu_replicas is None or (isinstance(self.num_cpu_replicas, int) and not isinstance(self.num_cpu_replicas, bool) and self.num_cpu_replicas >= 1),
-              "num_cpu_replicas must be a positive integer", self.num_cpu_replicas, "pass e.g. --num_cpu_replicas=2, or leave it unset")
         check(self.num_cpu_replicas is None or self.strategy == "mirrored", "num_cpu_replicas applies only to strategy 'mirrored'",
               self.strategy, "pass --strategy=mirrored with --num_cpu_replicas, or drop --num_cpu_replicas")
         check(self.tpu_address is None or self.strategy in ("tpu", "auto"), "a TPU address applies only to strategy 'tpu' or 'auto'",
               self.strategy, "pass --strategy=tpu with --tpu, or drop --tpu")
-        check_one_of("precision", self.precision, PRECISIONS)
-        check(isinstance(self.log_replica_losses, int) and self.log_replica_losses >= 0, "log_replica_losses must be an integer >= 0",
-              self.log_replica_losses, "pass N to log each replica's loss every N steps, or 0 for never")
-        check(isinstance(self.log_every_steps, int) and not isinstance(self.log_every_steps, bool) and self.log_every_steps >= 1,
-              "log_every_steps must be a positive integer", self.log_every_steps, "pass e.g. --log_every_steps=100")
-        check(isinstance(self.histograms_every_epochs, int) and self.histograms_every_epochs >= 0, "histograms_every_epochs must be an integer >= 0",
-              self.histograms_every_epochs, "pass e.g. --histograms_every_epochs=1, or 0 for none")
         check(self.profile_steps is None or (isinstance(self.profile_steps, (list, tuple)) and len(self.profile_steps) == 2
                                              and all(isinstance(s, int) for s in self.profile_steps) and 1 <= self.profile_steps[0] <= self.profile_steps[1]),
               "profile_steps must be START,END with 1 <= START <= END", self.profile_steps, "pass e.g. --profile_steps=10,20")
-        check(isinstance(self.cluster_timeout, (int, float)) and not isinstance(self.cluster_timeout, bool) and self.cluster_timeout > 0,
-              "cluster_timeout must be a positive number of seconds", self.cluster_timeout, "pass e.g. cluster_timeout=300")
-        self._validate_weight_averaging()
         check(self.validation_size > 0 or not self.monitor.startswith("val_") or self.early_stopping_patience is None,
               "early stopping monitors a validation metric but validation_size is 0", self.monitor, "set validation_size > 0 or monitor a training metric")
+        self._validate_weight_averaging()
         return self
 
+    def _validate_weight_averaging(self) -> None:
+        """``ema_decay`` / ``swa_start_epoch`` / ``swa_lr``: their ranges, and one averaging at a time."""
+        check(self.ema_decay is None or (_is_number(self.ema_decay) and 0.0 < self.ema_decay < 1.0), "ema_decay must be in (0, 1)",
+              self.ema_decay, "pass e.g. --ema_decay=0.999, or leave it unset for no moving average")
+        check(self.swa_start_epoch is None or (isinstance(self.swa_start_epoch, int) and not isinstance(self.swa_start_epoch, bool)
+                                               and 1 <= self.swa_start_epoch <= self.epochs),
+              f"swa_start_epoch must be an epoch of the run, 1 to epochs={self.epochs}", self.swa_start_epoch,
+              f"pass e.g. --swa_start_epoch={max(1, self.epochs * 3 // 4)} (SWA over the last quarter)")
+        check(self.swa_lr is None or (_is_number(self.swa_lr) and self.swa_lr > 0), "swa_lr must be positive", self.swa_lr,
+              "pass e.g. --swa_lr=0.0005, or leave it unset to keep the schedule")
+        check(self.swa_lr is None or self.swa_start_epoch is not None, "swa_lr needs swa_start_epoch", self.swa_lr,
+              "pass --swa_start_epoch=N too (SWA from epoch N), or drop --swa_lr")
+        check(self.ema_decay is None or self.swa_start_epoch is None, "choose one weight averaging: ema_decay or swa_start_epoch",
+              f"ema_decay={self.ema_decay}, swa_start_epoch={self.swa_start_epoch}", "drop --ema_decay or --swa_start_epoch")
+        check(not self.export_best or (self.ema_decay is None and self.swa_start_epoch is None),
+              "export_best exports the raw weights of the best epoch, not the averaged weights", "export_best with weight averaging",
+              "drop --export_best (the averaged model is exported), or drop --ema_decay/--swa_start_epoch")
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+def _attributes_section(cls) -> str:
+    """The ``Attributes:`` section of a docstring, made from the settings' help texts (declared once, in the fields)."""
+    lines = ["", "", "    Attributes:"]
+    for field in dataclasses.fields(cls):
+        lines.append(f"      {field.name}: {field.metadata['help']}")
+    return "\n".join(lines) + "\n"
+
+
+TrainConfig.__doc__ = TrainConfig.__doc__.rstrip() + _attributes_section(TrainConfig)
 
 
 def _split_sam(name: str):

@@ -368,7 +368,7 @@ def make_predict_step(model: keras.Model) -> Callable:
       model: the Keras model.
 
     Returns:
-      ``predict_loop(iterator)``: the outputs of every batch, concatenated.
+      ``predict_loop(iterator)``: every batch's outputs concatenated (a dict/list of them, as ``model.predict``).
 
     Examples:
         >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
@@ -376,23 +376,25 @@ def make_predict_step(model: keras.Model) -> Callable:
         >>> loop(iter(tf.data.Dataset.from_tensor_slices(tf.ones((5, 2))).batch(2))).shape
         TensorShape([5, 3])
 
-    Prediction runs on the local device (mirrored variables are read from the
-    local copy) over the unsharded input, so outputs keep the input order under
-    any strategy. One call reads the whole iterator; traced once.
+    It runs on the local device (mirrored variables read from the local copy) over the unsharded
+    input, so outputs keep the input order under any strategy; one call reads the iterator, traced once.
     """
+
+    def forward(batch):  # a dict or list of outputs for a multi-output model
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), model(x, training=False))
 
     @tf.function
     def predict_loop(iterator):
-        outputs = tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False)
-        i = tf.constant(0)
+        new_array = functools.partial(tf.TensorArray, tf.float32, size=0, dynamic_size=True, infer_shape=False)
+        outputs = tf.nest.map_structure(lambda t: new_array().write(0, t), forward(iterator.get_next()))
+        i = tf.constant(1)
         while tf.constant(True):
             optional = iterator.get_next_as_optional()
             if not optional.has_value():
                 break
-            batch = optional.get_value()
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            outputs = outputs.write(i, tf.cast(model(x, training=False), tf.float32))
+            outputs = tf.nest.map_structure(lambda array, t: array.write(i, t), outputs, forward(optional.get_value()))
             i += 1
-        return outputs.concat()
+        return tf.nest.map_structure(lambda array: array.concat(), outputs)
 
     return predict_loop

@@ -687,7 +687,7 @@ class Trainer(ReplicaStateSync):
         with hooks.attached():
             hooks.on_predict_begin()
             hooks.on_predict_batch_begin(0)
-            outputs = self.predict_step(iter(dataset)).numpy()
+            outputs = tf.nest.map_structure(lambda t: t.numpy(), self.predict_step(iter(dataset)))
             hooks.on_predict_batch_end(0, {"outputs": outputs})
             hooks.on_predict_end()
         return outputs
