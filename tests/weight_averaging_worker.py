@@ -124,6 +124,13 @@ def two_replicas():
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     mode, out_dir = sys.argv[1], sys.argv[2]
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()  # the killed and the uninterrupted run compare bitwise
+    if mode == "replicas1":  # resume the 1-replica run the "finish" process killed, then the uninterrupted one
+        for name in ("killed", "reference"):
+            train(os.path.join(out_dir, "replicas1", name), tf.distribute.get_strategy())
+        sys.exit(0)
     strategy = two_replicas()
     if mode == "kill":
         train(os.path.join(out_dir, "replicas2", "killed"), strategy, kill_at=KILL_AT)
@@ -131,7 +138,5 @@ if __name__ == "__main__":
     train(os.path.join(out_dir, "replicas2", "killed"), strategy)  # resumes
     train(os.path.join(out_dir, "replicas2", "reference"), strategy)
     batch_norm(os.path.join(out_dir, "replicas2"), strategy)
-    import tensorflow as tf
-
     train(os.path.join(out_dir, "replicas1", "killed"), tf.distribute.get_strategy(), kill_at=KILL_AT)
     sys.exit(1)  # not reached

@@ -34,11 +34,13 @@ HELP_ORDER = (DATA, MODEL, OPTIMIZATION, DISTRIBUTION, OUTPUT, EXECUTION)
 @dataclasses.dataclass(frozen=True)
 class Rule:
     """A check of one setting's value, applied by `TrainConfig.validate` and, for
-    the CLI, when the flag is parsed: ``--NAME {text}`` (e.g. ``--NAME={example}``)."""
+    the CLI, when the flag is parsed: ``--NAME {text}`` (e.g. ``--NAME={example}``). ``config_text``
+    replaces ``text`` in `TrainConfig.validate` where Python can pass what a flag cannot (a float)."""
 
     predicate: Callable[[Any], bool]
     text: str
     example: str
+    config_text: Optional[str] = None
 
 
 def _is_int(v) -> bool:
@@ -54,7 +56,7 @@ def positive_int(example) -> Rule:
 
 
 def non_negative_int(example) -> Rule:
-    return Rule(lambda v: _is_int(v) and v >= 0, "must be >= 0", str(example))
+    return Rule(lambda v: _is_int(v) and v >= 0, "must be >= 0", str(example), "must be an integer >= 0")
 
 
 def setting(default, help: str, *, group: str, rule: Optional[Rule] = None, choices: Optional[Sequence[str]] = None,
@@ -267,7 +269,7 @@ class TrainConfig:
             if value is None and f.default is None:
                 continue
             if rule is not None:
-                check(rule.predicate(value), f"{f.name} {rule.text}", value, f"pass e.g. {f.name}={rule.example}"
+                check(rule.predicate(value), f"{f.name} {rule.config_text or rule.text}", value, f"pass e.g. {f.name}={rule.example}"
                       + (", or leave it unset" if f.default is None else ""))
             if choices is not None:
                 check_one_of(f.name, value, choices)
