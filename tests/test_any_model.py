@@ -128,3 +128,9 @@ def test_predict_of_a_two_output_model_is_keras_predict():
     assert set(got) == set(want) == {"cls", "reg"}
     for name in want:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-6)
+
+
+def test_compile_weighted_metrics_is_refused_in_one_line_naming_the_fix():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    with pytest.raises(ConfigError, match=r"weighted_metrics .*Pass them as metrics="):
+        tfcustom.Trainer(model, "mse", "sgd", weighted_metrics=["mae"])

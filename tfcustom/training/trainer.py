@@ -121,6 +121,8 @@ class Trainer(ReplicaStateSync):
         step; [`tfcustom.callbacks.StochasticWeightAveraging`][tfcustom.callbacks.StochasticWeightAveraging], at epoch ends),
         one object or a list; built here, run as callbacks of every ``fit``
         (after the ones given to it) and saved in the training checkpoint.
+      weighted_metrics: not supported yet: anything but None is refused in one line (the
+        sample-weighted metrics of ``compile``).
 
     Examples:
         >>> import keras, numpy as np, tfcustom
@@ -156,8 +158,11 @@ class Trainer(ReplicaStateSync):
         summary_writer=None,
         loss_weights=None,
         weight_averaging=None,
+        weighted_metrics=None,
     ):
         check(isinstance(model, keras.Model), "model must be a keras.Model", type(model).__name__, "pass a keras.Model instance")
+        check(weighted_metrics is None, "the Trainer does not take compile's weighted_metrics yet", weighted_metrics,
+              "pass them as metrics= (they are then computed without the sample weights)")
         loss = resolve_loss(loss, loss_weights)
         check_positive_int("steps_per_execution", steps_per_execution)
         check(model.built and model.trainable_variables, "model has no trainable variables yet", model.name, "build the model (call it on a batch or model.build(input_shape)) under strategy.scope() first")
