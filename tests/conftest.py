@@ -43,15 +43,9 @@ def fashion_dir():
 @pytest.fixture(scope="session")
 def small_idx_dir(tmp_path_factory, fashion_dir):
     """A small Fashion-MNIST in IDX .gz files: the first 1200 train and 300 test examples."""
-    from tfcustom.data import read_idx, write_idx
+    from legacy_fixture import small_fashion  # the same slices as the legacy fixtures were written on
 
-    d = tmp_path_factory.mktemp("small_fashion")
-    for name, n in (("train", 1200), ("t10k", 300)):
-        x = read_idx(os.path.join(fashion_dir, f"{name}-images-idx3-ubyte.gz"))[:n]
-        y = read_idx(os.path.join(fashion_dir, f"{name}-labels-idx1-ubyte.gz"))[:n]
-        write_idx(str(d / f"{name}-images-idx3-ubyte.gz"), x)
-        write_idx(str(d / f"{name}-labels-idx1-ubyte.gz"), y)
-    return str(d)
+    return small_fashion(str(tmp_path_factory.mktemp("small_fashion")), fashion_dir)
 
 
 @pytest.fixture(scope="session")

@@ -68,7 +68,7 @@ def _statistics(layers) -> list:
 def _pass_function(model, strategy, momentum):
     """The compiled pass: per batch, set ``momentum`` to ``(k - 1) / k`` and run every replica's share."""
 
-    def replica_fn(batch, k):
+    def replica_fn(batch):
         x, _, _ = unpack_batch(batch)
         size = tf.shape(tf.nest.flatten(x)[0])[0]
         if size > 0:  # an empty share of the final batch would give NaN moments
@@ -83,7 +83,7 @@ def _pass_function(model, strategy, momentum):
                 break
             k += 1.0
             momentum.assign((k - 1.0) / k)
-            strategy.run(replica_fn, args=(optional.get_value(), k))
+            strategy.run(replica_fn, args=(optional.get_value(),))
         return k
 
     return run_pass
