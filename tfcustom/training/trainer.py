@@ -50,7 +50,11 @@ from absl import logging
 
 from tfcustom.training import fit_inputs
 from tfcustom.training import steps as steps_lib
-from tfcustom.callbacks import CallbackList, CallbackState, check_learning_rate_settable, epoch_logs_for_callbacks
+from tfcustom.callbacks import (CallbackList, CallbackState, Checkpointing, EarlyStoppingCallback, EpochLog, FitRun, HistoryFiles,
+                                LoopCallback, LoopCallbacks, NonFiniteSteps, Profiler, ProgressBar, ReplicaLossLog, RetracingCheck,
+                                Step, StepTiming, StopOnSignals, Summaries, check_learning_rate_settable, epoch_logs_for_callbacks,
+                                replace_builtins)
+from tfcustom.callbacks.loop_callback import learning_rate
 from tfcustom.callbacks.weight_averaging import WeightAverage, build_averages, step_updates
 from tfcustom.training.checkpoint import ReplicaState, save_checkpoint
 from tfcustom.training.compile_args import copy_state, eval_copy, metric_from_spec, resolve_loss, resolve_optimizer
@@ -58,12 +62,11 @@ from tfcustom.training.compile_metrics import resolve_metrics
 from tfcustom.data.pipeline import EpochInput, InputPipeline
 from tfcustom.training.distributed_input import batch_and_size, distribute, steps_in_epoch
 from tfcustom.callbacks.early_stopping import EarlyStopping
-from tfcustom.errors import NonFiniteLossError, check, check_positive_int
+from tfcustom.errors import check, check_positive_int
 from tfcustom.training.history import History
-from tfcustom.training.timing import StepTimer, check_retracing
 from tfcustom.training.replica_sync import ReplicaStateSync
 from tfcustom.training.scope_checks import check_metrics_in_scope, check_model_in_scope, check_optimizer_in_scope
-from tfcustom.distribute.preemption import PREEMPTED_EXIT_CODE, ClusterPreemption, StopSignals, TrainingInterrupted, interrupted
+from tfcustom.distribute.preemption import PREEMPTED_EXIT_CODE, ClusterPreemption, TrainingInterrupted
 
 # Names importable from here besides Trainer (re-exported: tfcustom.cli and older code import them from tfcustom.training.trainer).
 __all__ = ["Trainer", "DataLike", "InputPipeline", "PREEMPTED_EXIT_CODE", "TrainingInterrupted"]
@@ -187,8 +190,7 @@ class Trainer(ReplicaStateSync):
               log_replica_losses, "pass N to log the per-replica losses every N steps, or 0 for never")
         self.log_replica_losses = log_replica_losses
         self.summary_writer = summary_writer
-        self._train_signatures = set()  # input signatures the train step was called with (retracing check)
-        self._retraces_warned = 0
+        self._retracing = RetracingCheck()  # the retracing check of every fit (tfcustom.callbacks.timing)
         with self.strategy.scope():
             self.optimizer.build(model.trainable_variables)
             self.train_loss = keras.metrics.Mean(name="loss")
@@ -209,7 +211,6 @@ class Trainer(ReplicaStateSync):
         self.history = History()
         self.replica_state = ReplicaState()  # per-replica copies of metrics and BatchNorm statistics, for checkpoints
         self.callback_state = CallbackState()  # the state of fit's callbacks, for checkpoints
-        self._callbacks = self._callback_list(None)
         self._replica_fns = None
         self._last_saved_step = None
         self._outputs_checked = False
@@ -283,10 +284,6 @@ class Trainer(ReplicaStateSync):
               "and saved in the training checkpoint")
         return callbacks + list(getattr(self, "weight_averaging", []))
 
-    def _learning_rate(self) -> float:
-        lr = self.optimizer.learning_rate
-        return float(np.asarray(lr.numpy() if hasattr(lr, "numpy") else lr))
-
     def fit(
         self,
         train: DataLike,
@@ -358,6 +355,77 @@ class Trainer(ReplicaStateSync):
             >>> len(trainer.fit((x, y), epochs=2).history["loss"])  # already trained 2 epochs: nothing to do
             2
         """
+        train, validation_data = self._fit_data(train, epochs, validation_data, batch_size, initial_epoch, checkpoint_every_steps, class_weight)
+        if self._already_trained(epochs):
+            return self.history
+        steps = self._steps_per_epoch(train, steps_per_epoch)
+        given = [c for c in callbacks or [] if isinstance(c, LoopCallback)]  # they replace built-ins
+        keras_callbacks = [c for c in callbacks or [] if not isinstance(c, LoopCallback)]
+        check_learning_rate_settable(keras_callbacks, self.optimizer)
+        user = self._callback_list(self._fit_callbacks(keras_callbacks), epochs=epochs, steps=steps, verbose=self.verbose)
+        run = FitRun(self, epochs, steps, user, save=self._save)
+        builtins = LoopCallbacks(replace_builtins(self.loop_callbacks(
+            train, early_stopping=early_stopping, checkpoint_manager=checkpoint_manager, checkpoint_every_steps=checkpoint_every_steps,
+            best_checkpoint_manager=best_checkpoint_manager, preemption=preemption), given), run)
+        self._restore_train_state()
+        self._check_outputs(train)
+        logging.info("Training %d epochs of %d steps on %d replica(s) (%s), steps_per_execution=%d, jit_compile=%s", epochs, steps,
+                     self.strategy.num_replicas_in_sync, type(self.strategy).__name__, self.steps_per_execution, self.jit_compile)
+        self._restore_replica_copies()
+        try:
+            builtins.on_fit_begin()
+            with user.attached():
+                user.on_train_begin()
+                self.callback_state.attach(user.callbacks)  # after on_train_begin reset them
+                self._fit_epochs(run, builtins, train, validation_data, epoch_evaluations)
+                builtins.on_fit_end()
+                user.on_train_end(logs=epoch_logs_for_callbacks(self.history.records[-1]) if len(self.history) else None)
+            return self.history
+        finally:
+            builtins.close()
+
+    def loop_callbacks(self, train, *, early_stopping=None, checkpoint_manager=None, checkpoint_every_steps=None,
+                       best_checkpoint_manager=None, preemption=None) -> list:
+        """The built-in callbacks of a ``fit``, in the order they run, built from its arguments.
+
+        Each is a [`tfcustom.callbacks.LoopCallback`][tfcustom.callbacks.LoopCallback] (their hooks and
+        where they run around the user's callbacks: `tfcustom.callbacks.loop_callback`). An instance of
+        one of their classes (or a subclass) passed in ``fit(callbacks=[...])`` replaces that one;
+        override this method to add or remove one.
+
+        Args:
+          train: the training data, as ``fit`` resolved it (an ``EpochInput`` or a batched dataset).
+          early_stopping, checkpoint_manager, checkpoint_every_steps, best_checkpoint_manager, preemption: ``fit``'s.
+
+        Returns:
+          The list of built-in callbacks.
+
+        Examples:
+            >>> import keras, tensorflow as tf, tfcustom
+            >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+            >>> trainer = tfcustom.Trainer(model, "sparse_categorical_crossentropy", "sgd", verbose=0)
+            >>> data = tf.data.Dataset.from_tensor_slices((tf.zeros((8, 3)), tf.zeros(8, tf.int64))).batch(4)
+            >>> [type(c).__name__ for c in trainer.loop_callbacks(data)][:4]
+            ['NonFiniteSteps', 'Profiler', 'EpochLog', 'StepTiming']
+        """
+        timing = StepTiming(*batch_and_size(train))
+        return [
+            NonFiniteSteps(self.on_nonfinite),  # first: decides how many steps ran
+            Profiler(self.summary_writer),
+            EpochLog(),
+            timing,
+            self._retracing,  # one for every fit: the input signatures add up
+            Summaries(self.summary_writer, timing),
+            ReplicaLossLog(self.log_replica_losses),
+            ProgressBar(self.verbose),
+            EarlyStoppingCallback(early_stopping, best_checkpoint_manager, save=save_checkpoint),
+            HistoryFiles(self.output_dir),
+            Checkpointing(checkpoint_manager, checkpoint_every_steps),
+            StopOnSignals(checkpoint_manager, preemption),  # last: saves and raises after everything else ran
+        ]
+
+    def _fit_data(self, train, epochs, validation_data, batch_size, initial_epoch, checkpoint_every_steps, class_weight):
+        """``fit``'s arguments checked, its data as pipelines; ``initial_epoch`` applied."""
         check(not fit_inputs.is_arrays((train, epochs)) or isinstance(epochs, int), "epochs must be an integer, not an array",
               type(epochs).__name__, "pass the arrays as one tuple: trainer.fit((x, y), epochs=..., batch_size=...)")
         check_positive_int("epochs", epochs)
@@ -371,6 +439,10 @@ class Trainer(ReplicaStateSync):
                   "initial_epoch must be an integer >= 0", initial_epoch, "pass e.g. initial_epoch=0 to train `epochs` more epochs")
             self.epoch.assign(initial_epoch)
             self.step_in_epoch.assign(0)
+        return train, validation_data
+
+    def _already_trained(self, epochs: int) -> bool:
+        """True (and says so) when ``epochs`` epochs are already trained."""
         done_epochs = int(self.epoch.numpy())
         if done_epochs >= epochs:
             message = (f"already trained {done_epochs} epochs; nothing to do (fit(epochs=N) trains up to epoch N in total: "
@@ -378,238 +450,74 @@ class Trainer(ReplicaStateSync):
             logging.info(message)
             if self.verbose:
                 print(message)
-            return self.history
-        steps = self._steps_per_epoch(train, steps_per_epoch)
-        check_learning_rate_settable(callbacks or [], self.optimizer)
-        self._callbacks = self._callback_list(self._fit_callbacks(callbacks), epochs=epochs, steps=steps, verbose=self.verbose)
-        self._restore_train_state()
-        self._check_outputs(train)
-        logging.info(
-            "Training %d epochs of %d steps on %d replica(s) (%s), steps_per_execution=%d, jit_compile=%s",
-            epochs, steps, self.strategy.num_replicas_in_sync, type(self.strategy).__name__,
-            self.steps_per_execution, self.jit_compile,
-        )
-        self._restore_replica_copies()
-        with StopSignals() as signals:
-            if preemption is not None:
-                preemption.attach(
-                    should_stop=lambda: signals.received is not None,
-                    save=lambda: checkpoint_manager is not None and self._save(checkpoint_manager, "cluster preemption", scheduled=False),
-                    stop=lambda: self._raise_interrupted(signals.received or "a termination notice to another worker", checkpoint_manager),
-                )
-            try:
-                self._epoch_evaluations = dict(epoch_evaluations or {})
-                with self._callbacks.attached():
-                    self._callbacks.on_train_begin()
-                    self.callback_state.attach(self._callbacks.callbacks)  # after on_train_begin reset them
-                    history = self._fit_epochs(train, epochs, validation_data, steps, early_stopping, checkpoint_manager,
-                                               checkpoint_every_steps, best_checkpoint_manager, signals, preemption)
-                    self._callbacks.on_train_end(logs=epoch_logs_for_callbacks(history.records[-1]) if len(history) else None)
-                return history
-            finally:
-                if preemption is not None:
-                    preemption.detach()
+        return done_epochs >= epochs
 
-    def _raise_interrupted(self, signal_name: str, checkpoint_manager) -> None:
-        raise interrupted(signal_name, f"at epoch {int(self.epoch.numpy()) + 1}, step {int(self.step_in_epoch.numpy())} of the epoch",
-                          checkpoint_manager is not None)
-
-    def _log_replica_losses(self, out, step: int) -> None:
-        shares = np.asarray(out["replica_losses"])
-        logging.info("step %d: loss %.6g = sum of the %d replicas' shares [%s]%s", step, float(out["loss"]), len(shares),
-                     ", ".join(f"{v:.6g}" for v in shares),
-                     f"; {int(out['loss_scale_skipped'])} step(s) skipped by the loss scaler" if int(out.get("loss_scale_skipped", 0)) else "")
-
-    def _write_step_summaries(self, out, timer: StepTimer) -> None:
-        values = self._results(self.train_loss, self.train_metrics)
-        values.update(learning_rate=self._learning_rate(), examples_per_second=timer.interval_rate())
-        if "grad_norm" in out:
-            values["gradient_norm"] = float(out["grad_norm"])
-        shares = np.asarray(out["replica_losses"])
-        if len(shares) > 1:
-            values.update({f"replica_{i}_loss": float(v) for i, v in enumerate(shares)})
-        self.summary_writer.write_step(int(self.global_step.numpy()), values)
-
-    def _save(self, manager, reason: str, scheduled: bool = True) -> None:
-        """Save a checkpoint. ``scheduled`` saves (epoch ends, every N steps)
-        happen at the same steps in every run, and average the replicas' state
-        first, as the uninterrupted run does there. Any other save (SIGTERM,
-        preemption) also keeps each replica's own copy in the checkpoint, and
-        this process's copies stay as they were."""
-        step = int(self.global_step.numpy())
-        if step == self._last_saved_step:
-            return  # this step is already saved (a periodic save, then a stop)
-        if self.summary_writer is not None:
-            self.summary_writer.flush()  # every summary up to the checkpoint's step is on disk
-        copies = self._gather_replica_copies(("metrics",) if scheduled else ("metrics", "model"))
-        self.replica_state.values = copies
-        self.sync_replica_state()
-        path = save_checkpoint(manager, step)  # a full disk: one line, its temporaries removed
-        self._set_replica_copies({k: v for k, v in copies.items() if k == "model"})  # as before the averaging
-        self.replica_state.values = {}
-        self._last_saved_step = step
-        # One line per epoch by default: the routine end-of-epoch save shows with --verbosity=1.
-        logging.log(logging.DEBUG if reason == "end of epoch" else logging.INFO,
-                    "Saved checkpoint %s (%s; global step %d, %d epochs and %d steps done)", path, reason,
-                    step, int(self.epoch.numpy()), int(self.step_in_epoch.numpy()))
-
-    def _fit_epochs(self, train, epochs, validation_data, steps, early_stopping, checkpoint_manager,
-                    checkpoint_every_steps, best_checkpoint_manager, signals, preemption=None) -> History:
-        while int(self.epoch.numpy()) < epochs:
-            epoch = int(self.epoch.numpy())
-            start = time.time()
-            skip = int(self.step_in_epoch.numpy())
+    def _fit_epochs(self, run: FitRun, builtins: LoopCallbacks, train, validation_data, epoch_evaluations) -> None:
+        """The epochs up to ``run.epochs``: the steps, the epoch's record, the callbacks around them."""
+        while int(self.epoch.numpy()) < run.epochs:
+            epoch, skip, start = int(self.epoch.numpy()), int(self.step_in_epoch.numpy()), time.time()
             if skip == 0:
                 self.train_loss.reset_state()
                 for m in self.train_metrics:
                     m.reset_state()
-            progbar = keras.utils.Progbar(steps, stateful_metrics=None, verbose=self.verbose) if self.verbose else None
-            if progbar is not None:
-                print(f"Epoch {epoch + 1}/{epochs}")
-            self._callbacks.on_epoch_begin(epoch)
+            builtins.on_epoch_begin(epoch)
+            run.callbacks.on_epoch_begin(epoch)
             iterator = iter(self._distribute(train, epoch, skip))
-            self._train_signatures.add(repr(iterator.element_spec))
-            timer = StepTimer(*batch_and_size(train))
-            timer.start(done=skip)
-            self._train_epoch_steps(iterator, timer, progbar, epoch, steps, skip, checkpoint_manager, checkpoint_every_steps,
-                                    signals, preemption)
-            logs = self._epoch_logs(epoch, start, validation_data)
+            builtins.on_steps_begin(epoch, skip, iterator)
+            self._train_epoch_steps(iterator, run, builtins, epoch, skip)
+            logs = self._epoch_logs(epoch, start, validation_data, run.callbacks, epoch_evaluations)
             callback_logs = epoch_logs_for_callbacks(logs)
-            self._callbacks.on_epoch_end(epoch, callback_logs)
+            run.callbacks.on_epoch_end(epoch, callback_logs)
             logs.update(callback_logs)  # e.g. the learning rate ReduceLROnPlateau set, as fit's History records it
-            if progbar is not None:
-                progbar.update(steps, values=[(k, v) for k, v in logs.items() if k not in ("epoch", "time_s")], finalize=True)
-            logging.info("epoch %d/%d: %s", epoch + 1, epochs, ", ".join(f"{k}={v:.4g}" for k, v in logs.items() if k != "epoch"))
-            logging.info("%s", timer.log_line(epoch + 1))
-            self._retraces_warned = check_retracing(self.train_step, len(self._train_signatures), warned_at=self._retraces_warned)
-            if self.summary_writer is not None:
-                timing = timer.epoch_summary()
-                self.summary_writer.write_epoch(epoch + 1, logs, {k: timing[k] for k in ("examples_per_second", "input_wait_share") if k in timing})
-                self.summary_writer.write_histograms(epoch + 1, self.model)
             self.history.append(logs)
             self.epoch.assign(epoch + 1)
             self.step_in_epoch.assign(0)
-            stop = self._update_early_stopping(early_stopping, logs, epoch, best_checkpoint_manager) or self._callbacks.stop_training
-            if self.output_dir:
-                self.history.write(self.output_dir)
-            if checkpoint_manager is not None:
-                self._save(checkpoint_manager, "end of epoch")
-            if preemption is None and signals.received and int(self.epoch.numpy()) < epochs and not stop:
-                raise interrupted(signals.received, f"after epoch {epoch + 1}", checkpoint_manager is not None)
-            if stop and self._callbacks.stop_training:
-                logging.info("Stopped after epoch %d: a callback set model.stop_training", epoch + 1)
+            run.stop = f"Stopped after epoch {epoch + 1}: a callback set model.stop_training" if run.callbacks.stop_training else None
+            builtins.on_epoch_end(epoch, logs)  # the epoch's logs, history file, checkpoint, early stopping, signals
+            if run.stop:
+                logging.info("%s", run.stop)
                 break
-            if stop:
-                logging.info("Early stopping after epoch %d: %s did not improve for %d epochs (best %.4g at epoch %d)",
-                             epoch + 1, early_stopping.monitor, early_stopping.patience, float(early_stopping.best.numpy()), int(early_stopping.best_epoch.numpy()))
-                break
-        self._restore_best(early_stopping, best_checkpoint_manager)
-        return self.history
 
-    def _train_epoch_steps(self, iterator, timer, progbar, epoch, steps, done, checkpoint_manager, checkpoint_every_steps,
-                           signals, preemption) -> None:
-        """Run the steps of epoch ``epoch`` from batch ``done`` to ``steps``: per-step bookkeeping,
-        summaries, replica-loss logs, the progress bar, periodic checkpoints and stop signals."""
-        while done < steps:
-            n = min(self.steps_per_execution, steps - done)
-            if self.summary_writer is not None:
-                self.summary_writer.profile(int(self.global_step.numpy()), n)
-            self._callbacks.on_train_batch_begin(done)
+    def _train_epoch_steps(self, iterator, run: FitRun, builtins: LoopCallbacks, epoch: int, done: int) -> None:
+        """The steps of epoch ``epoch`` from batch ``done``: the built-ins around each compiled call, the user's callbacks between."""
+        while done < run.steps:
+            n = min(self.steps_per_execution, run.steps - done)
+            builtins.on_step_begin(done, n)
+            run.callbacks.on_train_batch_begin(done)
             out = self.train_step(iterator, tf.constant(n, dtype=tf.int32))
             self._last_saved_step = None  # a save below, then a stop, writes this step once
-            ran = int(out["steps_run"]) + (int(out["skipped"]) if self.on_nonfinite == "skip" else 0)
-            if bool(out["nonfinite"]):
-                if self.on_nonfinite == "stop" and self._nonfinite_stops_cleanly(done + int(out["steps_run"]), epoch):
-                    done += int(out["steps_run"])
-                    self.global_step.assign_add(int(out["steps_run"]))
-                    self.step_in_epoch.assign(done)
-                    return
-                if self.on_nonfinite == "stop":
-                    bad = done + int(out["steps_run"])
-                    raise NonFiniteLossError(
-                        f"non-finite loss or gradient at epoch {epoch + 1}, step {int(self.global_step.numpy()) + int(out['steps_run']) + 1} "
-                        f"(batch {bad} of the epoch); the update was not applied and the last checkpoint is intact. "
-                        "Lower the learning rate, enable --clip_global_norm, check the inputs for NaN/Inf, "
-                        "or pass --on_nonfinite=skip to skip such steps"
-                    )
-                logging.warning("Skipped %d non-finite step(s) in epoch %d", int(out["skipped"]), epoch + 1)
-            done += ran
-            self.global_step.assign_add(ran)
+            step = Step(out, epoch, done, logs=lambda: self._results(self.train_loss, self.train_metrics))
+            builtins.check_step(step)  # the non-finite policy: counts skipped steps, ends the epoch, or raises
+            done += step.ran
+            self.global_step.assign_add(step.ran)
             self.step_in_epoch.assign(done)
-            if self.summary_writer is not None:
-                self.summary_writer.profile(int(self.global_step.numpy()), 0)
-            timer.record(ran, out.get("input_wait_s"))
-            if self.summary_writer is not None and self.summary_writer.due(int(self.global_step.numpy()), ran):
-                self._write_step_summaries(out, timer)
-            if self.log_replica_losses:
-                step_now, every = int(self.global_step.numpy()), self.log_replica_losses
-                if done >= steps or step_now // every > (step_now - ran) // every:
-                    self._log_replica_losses(out, step_now)
-            if progbar is not None:
-                progbar.update(done, values=list(self._results(self.train_loss, self.train_metrics).items()), finalize=False)
-            if self._callbacks:
-                self._callbacks.on_train_batch_end(done - 1, self._results(self.train_loss, self.train_metrics))
-                if self._callbacks.stop_training:
+            if step.end_epoch:
+                return
+            step.done, step.global_step = done, int(self.global_step.numpy())
+            builtins.on_step_end(step)  # profiler, timing, summaries, replica losses, progress bar
+            if run.callbacks:
+                run.callbacks.on_train_batch_end(done - 1, dict(step.logs))
+                if run.callbacks.stop_training:
                     return  # as fit: the epoch ends here (its logs, on_epoch_end), then training
-            if checkpoint_manager is not None and checkpoint_every_steps and done < steps:
-                step_now = int(self.global_step.numpy())
-                if step_now // checkpoint_every_steps > (step_now - ran) // checkpoint_every_steps:
-                    self._save(checkpoint_manager, f"every {checkpoint_every_steps} steps")
-            if preemption is not None:
-                preemption.after_step()  # on the step the cluster agreed on: saves, then raises
-            elif signals.received and done < steps:
-                if checkpoint_manager is not None:
-                    self._save(checkpoint_manager, signals.received, scheduled=False)
-                self._raise_interrupted(signals.received, checkpoint_manager)
+            builtins.after_step(step)  # periodic checkpoints, stop signals
 
-    def _nonfinite_stops_cleanly(self, batch: int, epoch: int) -> bool:
-        """A non-finite step under ``on_nonfinite="stop"``: show it to the callbacks as ``loss=nan``
-        (the update was not applied); True when one of them (e.g. TerminateOnNaN) stopped training."""
-        if not self._callbacks:
-            return False
-        self._callbacks.on_train_batch_end(batch, {**self._results(self.train_loss, self.train_metrics), "loss": float("nan")})
-        if self._callbacks.stop_training:
-            logging.warning("Non-finite loss at epoch %d, batch %d: a callback stopped training (the update was not applied)", epoch + 1, batch + 1)
-        return self._callbacks.stop_training
-
-    def _epoch_logs(self, epoch, start, validation_data) -> Dict[str, float]:
+    def _epoch_logs(self, epoch, start, validation_data, callbacks, epoch_evaluations) -> Dict[str, float]:
         """The epoch's logs: train loss and metrics, validation, learning rate, time, extra evaluations."""
         self.sync_replica_state()
         logs = {"epoch": epoch + 1}
         logs.update(self._results(self.train_loss, self.train_metrics))
         if validation_data is not None:
-            self._callbacks.on_test_begin()
-            self._callbacks.on_test_batch_begin(0)  # once around the compiled loop, as in evaluate
+            callbacks.on_test_begin()
+            callbacks.on_test_batch_begin(0)  # once around the compiled loop, as in evaluate
             val_logs = self._evaluate(validation_data)
-            self._callbacks.on_test_batch_end(0, val_logs)
-            self._callbacks.on_test_end(val_logs)
+            callbacks.on_test_batch_end(0, val_logs)
+            callbacks.on_test_end(val_logs)
             logs.update({"val_" + k: v for k, v in val_logs.items()})
-        logs["learning_rate"] = self._learning_rate()
+        logs["learning_rate"] = learning_rate(self.optimizer)
         logs["time_s"] = time.time() - start
-        for prefix, data in getattr(self, "_epoch_evaluations", {}).items():
+        for prefix, data in (epoch_evaluations or {}).items():
             logs.update(self.evaluate(data, prefix=prefix))
         return logs
-
-    def _update_early_stopping(self, early_stopping, logs, epoch, best_checkpoint_manager) -> bool:
-        """Feed the epoch's monitored value to ``early_stopping`` (saving a new best); True: stop."""
-        stop = False
-        if early_stopping is not None:
-            check(early_stopping.monitor in logs, "early stopping monitors a value the epoch logs do not have", early_stopping.monitor, f"monitor one of: {', '.join(k for k in logs if k != 'epoch')}")
-            stop = early_stopping.update(logs[early_stopping.monitor], epoch + 1, self.model if best_checkpoint_manager is None else None)
-            if best_checkpoint_manager is not None and int(early_stopping.best_epoch.numpy()) == epoch + 1:
-                save_checkpoint(best_checkpoint_manager, epoch + 1)
-                logging.debug("New best %s=%.4g: saved %s", early_stopping.monitor, logs[early_stopping.monitor], best_checkpoint_manager.latest_checkpoint)
-        return stop
-
-    def _restore_best(self, early_stopping, best_checkpoint_manager) -> None:
-        """After training: restore the best weights when ``early_stopping.restore_best`` asks for it."""
-        if early_stopping is None or not early_stopping.restore_best:
-            return
-        if best_checkpoint_manager is not None and best_checkpoint_manager.latest_checkpoint:
-            best_checkpoint_manager.checkpoint.restore(best_checkpoint_manager.latest_checkpoint).assert_existing_objects_matched()
-            logging.info("Restored the best weights (epoch %d, %s) from %s", int(early_stopping.best_epoch.numpy()), early_stopping.monitor, best_checkpoint_manager.latest_checkpoint)
-        elif early_stopping.restore(self.model):
-            logging.info("Restored the weights of epoch %d (best %s)", int(early_stopping.best_epoch.numpy()), early_stopping.monitor)
 
     # -- evaluation and prediction ----------------------------------------------
 
