@@ -20,9 +20,9 @@ PACKAGE = os.path.join(ROOT, "tfcustom")
 # target -> the value allowed today (ratchet). Targets: functions <= 60 lines (docstring aside), modules <= 400 lines,
 # <= 12 modules at tfcustom/'s root, no import cycle, no cross-module import of a _private name.
 LIMITS = {
-    "functions_over_60_lines": 9,
+    "functions_over_60_lines": 7,
     "longest_function_lines": 156,
-    "modules_over_400_lines": 2,
+    "modules_over_400_lines": 1,
     "root_modules": 12,
     "import_cycles": 0,
     "private_cross_imports": 31,

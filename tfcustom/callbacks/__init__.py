@@ -25,7 +25,7 @@ with the same learning rates and stops at the same epoch. The guide is
 
 The Trainer's own loop features are built-in callbacks (``loop_callback``:
 [`LoopCallback`][tfcustom.callbacks.LoopCallback], their hooks and order), one per module, built by
-[`Trainer.loop_callbacks`][tfcustom.Trainer.loop_callbacks] in this order:
+[`Trainer.loop_callbacks`][tfcustom.training.loop.FitLoop.loop_callbacks] in this order:
 [`NonFiniteSteps`][tfcustom.callbacks.NonFiniteSteps] (``nonfinite``), [`Profiler`][tfcustom.callbacks.Profiler] (``profiling``),
 [`EpochLog`][tfcustom.callbacks.EpochLog] (``epoch_log``), [`StepTiming`][tfcustom.callbacks.StepTiming] and
 [`RetracingCheck`][tfcustom.callbacks.RetracingCheck] (``timing``), [`Summaries`][tfcustom.callbacks.Summaries] (``summaries``),

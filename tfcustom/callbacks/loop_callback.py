@@ -2,7 +2,7 @@
 
 The progress bar, the checkpoints, the TensorBoard summaries, early stopping and
 the rest are [`LoopCallback`][tfcustom.callbacks.loop_callback.LoopCallback]s that
-[`Trainer.loop_callbacks`][tfcustom.training.trainer.Trainer.loop_callbacks] builds for each ``fit`` from its
+[`Trainer.loop_callbacks`][tfcustom.training.loop.FitLoop.loop_callbacks] builds for each ``fit`` from its
 arguments. They are not Keras callbacks: they see more than Keras' hooks give
 (the compiled step's outputs, the loop's counters, a checkpoint save), and
 their hooks have fixed places around the user's Keras callbacks (``U``), so
@@ -60,6 +60,11 @@ class FitRun:
       callbacks: the user's [`CallbackList`][tfcustom.callbacks.CallbackList] (or None).
       save: ``save(manager, reason, scheduled=True)``: the Trainer's checkpoint save.
       stop: set at an epoch's end: why training stops after it (a log line), None to go on.
+
+    Examples:
+        >>> run = FitRun(trainer=None, epochs=3, steps=10)
+        >>> run.stop is None
+        True
     """
 
     trainer: Any
@@ -88,6 +93,11 @@ class Step:
       ran: steps to count (set by `check_step`; default ``out["steps_run"]``).
       done: the epoch's batches done after it; ``global_step``: the global step after it.
       end_epoch: set by `check_step` to end the epoch after counting the steps.
+
+    Examples:
+        >>> step = Step({"steps_run": 4}, epoch=0, batch=8, logs=lambda: {"loss": 0.5})
+        >>> step.ran, step.logs
+        (4, {'loss': 0.5})
     """
 
     def __init__(self, out: Dict[str, Any], epoch: int, batch: int, logs: Optional[Callable[[], Dict[str, float]]] = None):
@@ -141,6 +151,14 @@ class LoopCallbacks:
     Args:
       callbacks: [`LoopCallback`][tfcustom.callbacks.loop_callback.LoopCallback]s.
       run: the ``fit``'s [`FitRun`][tfcustom.callbacks.loop_callback.FitRun], given to each one's ``set_run``.
+
+    Examples:
+        >>> class Hello(LoopCallback):
+        ...     def on_epoch_begin(self, epoch):
+        ...         print("epoch", epoch, "of", self.run.epochs)
+        >>> LoopCallbacks([Hello(), Hello()], FitRun(trainer=None, epochs=2, steps=1)).on_epoch_begin(0)
+        epoch 0 of 2
+        epoch 0 of 2
     """
 
     def __init__(self, callbacks: Sequence[LoopCallback], run: FitRun):
@@ -173,7 +191,7 @@ def replace_builtins(builtins: Sequence[LoopCallback], given: Sequence[LoopCallb
     """``builtins`` with each of ``given`` in the place of the built-in whose class it is an instance of.
 
     Args:
-      builtins: [`Trainer.loop_callbacks`][tfcustom.training.trainer.Trainer.loop_callbacks]' list.
+      builtins: [`Trainer.loop_callbacks`][tfcustom.training.loop.FitLoop.loop_callbacks]' list.
       given: the `LoopCallback`s passed to ``fit(callbacks=...)``.
 
     Returns:

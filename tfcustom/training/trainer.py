@@ -1,22 +1,11 @@
 """The Trainer: a thin loop around the compiled steps of [`tfcustom.training.steps`][tfcustom.training.steps].
 
-The Trainer owns I/O, progress, logging, history and early stopping; the
-steps own the math. Objects the loop uses (the strategy, a checkpoint manager)
+The steps own the math; the loop (`tfcustom.training.loop`) runs them, and
+its features (progress bar, checkpoints, TensorBoard, early stopping, ...)
+are built-in callbacks ([`Trainer.loop_callbacks`][tfcustom.training.loop.FitLoop.loop_callbacks]). Objects the loop uses (the strategy, a checkpoint manager)
 are built by the caller and passed in. Create the model and the optimizer
 under ``strategy.scope()`` (a Keras optimizer remembers the strategy it was
 created under); the Trainer builds the optimizer's slots and the metrics there.
-
-Examples:
-    >>> strategy = tfcustom.distribute.strategy.select("auto")
-    >>> with strategy.scope():
-    ...     model = tfcustom.models.get("mlp", num_classes=10)
-    ...     model.build((None, 28, 28, 1))
-    ...     optimizer = keras.optimizers.Adam(1e-3)
-    >>> trainer = Trainer(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    ...                   optimizer, metrics=["accuracy"], strategy=strategy)
-    >>> history = trainer.fit(train_pipeline, epochs=5, validation_data=val_pipeline)
-    >>> trainer.evaluate(test_pipeline)
-    {'loss': 0.31, 'accuracy': 0.89}
 
 As with ``compile``/``fit``: the loss may be a name or a function, the
 optimizer a name (``"adam"``), metrics names or objects, and ``fit`` takes
@@ -40,7 +29,6 @@ To change what a step computes, pass ``gradient_fn`` (see
 
 from __future__ import annotations
 
-import time
 from typing import Callable, Dict, Optional, Sequence, Union
 
 import keras
@@ -50,20 +38,18 @@ from absl import logging
 
 from tfcustom.training import fit_inputs
 from tfcustom.training import steps as steps_lib
-from tfcustom.callbacks import (CallbackList, CallbackState, Checkpointing, EarlyStoppingCallback, EpochLog, FitRun, HistoryFiles,
-                                LoopCallback, LoopCallbacks, NonFiniteSteps, Profiler, ProgressBar, ReplicaLossLog, RetracingCheck,
-                                Step, StepTiming, StopOnSignals, Summaries, check_learning_rate_settable, epoch_logs_for_callbacks,
-                                replace_builtins)
-from tfcustom.callbacks.loop_callback import learning_rate
-from tfcustom.callbacks.weight_averaging import WeightAverage, build_averages, step_updates
-from tfcustom.training.checkpoint import ReplicaState, save_checkpoint
-from tfcustom.training.compile_args import copy_state, eval_copy, metric_from_spec, resolve_loss, resolve_optimizer
+from tfcustom.callbacks import CallbackList, CallbackState, RetracingCheck, epoch_logs_for_callbacks
+from tfcustom.callbacks.weight_averaging import build_averages, step_updates
+from tfcustom.training.checkpoint import ReplicaState
+from tfcustom.training.compile_args import eval_copy, metric_from_spec, resolve_loss, resolve_optimizer_under
 from tfcustom.training.compile_metrics import resolve_metrics
 from tfcustom.data.pipeline import EpochInput, InputPipeline
-from tfcustom.training.distributed_input import batch_and_size, distribute, steps_in_epoch
+from tfcustom.training.distributed_input import steps_in_epoch
 from tfcustom.callbacks.early_stopping import EarlyStopping
 from tfcustom.errors import check, check_positive_int
 from tfcustom.training.history import History
+from tfcustom.training.loop import FitLoop
+from tfcustom.training.metric_state import restore_training_state, results as metric_results, scalar_results, show_evaluation
 from tfcustom.training.replica_sync import ReplicaStateSync
 from tfcustom.training.scope_checks import check_metrics_in_scope, check_model_in_scope, check_optimizer_in_scope
 from tfcustom.distribute.preemption import PREEMPTED_EXIT_CODE, ClusterPreemption, TrainingInterrupted
@@ -74,17 +60,10 @@ __all__ = ["Trainer", "DataLike", "InputPipeline", "PREEMPTED_EXIT_CODE", "Train
 DataLike = Union[EpochInput, tf.data.Dataset, tuple]  # EpochInput: InputPipeline or StreamingPipeline; tuple: NumPy (x, y[, w])
 
 _metric_from_spec = metric_from_spec  # a name -> a new metric (used by tfcustom.experiment.export too)
+_scalar_results = scalar_results  # a metric's scalar result (used by tfcustom.experiment.run_dir too)
 
 
-def _scalar_results(metric) -> Dict[str, float]:
-    """A metric's result as scalars: vector results are reported per element."""
-    value = np.asarray(metric.result())
-    if value.ndim == 0:
-        return {metric.name: float(value)}
-    return {}
-
-
-class Trainer(ReplicaStateSync):
+class Trainer(ReplicaStateSync, FitLoop):
     """Train, evaluate and predict with a user-owned model and step.
 
     Args:
@@ -169,41 +148,19 @@ class Trainer(ReplicaStateSync):
         loss = resolve_loss(loss, loss_weights)
         check_positive_int("steps_per_execution", steps_per_execution)
         check(model.built and model.trainable_variables, "model has no trainable variables yet", model.name, "build the model (call it on a batch or model.build(input_shape)) under strategy.scope() first")
-        self.strategy = strategy or tf.distribute.get_strategy()
-        if isinstance(optimizer, str):
-            with self.strategy.scope():
-                optimizer = resolve_optimizer(optimizer)
-        optimizer = resolve_optimizer(optimizer)
-        check_model_in_scope(model, self.strategy)
-        check_optimizer_in_scope(optimizer, self.strategy)
-        self.model = model
-        self.loss = loss
-        self.optimizer = optimizer
-        self.steps_per_execution = steps_per_execution
-        self.clip_global_norm = clip_global_norm
-        self.jit_compile = jit_compile
-        self.on_nonfinite = on_nonfinite
-        self.gradient_fn = gradient_fn or steps_lib.compute_loss_and_gradients
-        self.output_dir = output_dir
-        self.verbose = verbose
         check(isinstance(log_replica_losses, int) and log_replica_losses >= 0, "log_replica_losses must be an integer >= 0",
               log_replica_losses, "pass N to log the per-replica losses every N steps, or 0 for never")
+        self.strategy = strategy or tf.distribute.get_strategy()
+        optimizer = resolve_optimizer_under(optimizer, self.strategy)
+        check_model_in_scope(model, self.strategy)
+        check_optimizer_in_scope(optimizer, self.strategy)
+        self.model, self.loss, self.optimizer = model, loss, optimizer
+        self.steps_per_execution, self.clip_global_norm, self.jit_compile = steps_per_execution, clip_global_norm, jit_compile
+        self.on_nonfinite, self.gradient_fn = on_nonfinite, gradient_fn or steps_lib.compute_loss_and_gradients
+        self.output_dir, self.verbose, self.summary_writer = output_dir, verbose, summary_writer
         self.log_replica_losses = log_replica_losses
-        self.summary_writer = summary_writer
         self._retracing = RetracingCheck()  # the retracing check of every fit (tfcustom.callbacks.timing)
-        with self.strategy.scope():
-            self.optimizer.build(model.trainable_variables)
-            self.train_loss = keras.metrics.Mean(name="loss")
-            self.eval_loss = keras.metrics.Mean(name="loss")
-            columns = fit_inputs.output_classes(model)
-            self.train_metrics = resolve_metrics(metrics, num_classes, columns, loss)  # the user's objects, if given
-            self._check_metrics_in_scope()
-            self.eval_metrics = [eval_copy(m) for m in self.train_metrics]
-            fit_inputs.build_metric_states((*self.train_metrics, *self.eval_metrics), num_classes or columns)
-            # Loop position: what a checkpoint needs to resume exactly.
-            self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-            self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch")
+        self._build_state(metrics, num_classes)
         self.weight_averaging = build_averages(weight_averaging, model, self.strategy, optimizer)
         self.train_step = self.make_train_step()
         self.test_step = self.make_test_step()
@@ -211,78 +168,41 @@ class Trainer(ReplicaStateSync):
         self.history = History()
         self.replica_state = ReplicaState()  # per-replica copies of metrics and BatchNorm statistics, for checkpoints
         self.callback_state = CallbackState()  # the state of fit's callbacks, for checkpoints
-        self._replica_fns = None
-        self._last_saved_step = None
+        self._replica_fns = self._last_saved_step = None
         self._outputs_checked = False
         self._train_state_backup = None  # the training state of the metric objects while they show an evaluation
 
-    def _check_metrics_in_scope(self) -> None:
-        check_metrics_in_scope(self.train_metrics, self.strategy)
+    def _build_state(self, metrics, num_classes) -> None:
+        """Under the scope: the optimizer's slots, the loss trackers and metrics, the loop position."""
+        with self.strategy.scope():
+            self.optimizer.build(self.model.trainable_variables)
+            self.train_loss = keras.metrics.Mean(name="loss")
+            self.eval_loss = keras.metrics.Mean(name="loss")
+            columns = fit_inputs.output_classes(self.model)
+            self.train_metrics = resolve_metrics(metrics, num_classes, columns, self.loss)  # the user's objects, if given
+            check_metrics_in_scope(self.train_metrics, self.strategy)
+            self.eval_metrics = [eval_copy(m) for m in self.train_metrics]
+            fit_inputs.build_metric_states((*self.train_metrics, *self.eval_metrics), num_classes or columns)
+            # Loop position: what a checkpoint needs to resume exactly.
+            self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+            self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch")
 
     # -- steps (override these to change what a step computes) ---------------
 
     def make_train_step(self) -> Callable:
         """The compiled ``train_step(iterator, num_steps)``; see [`tfcustom.training.steps.make_train_step`][tfcustom.training.steps.make_train_step]."""
         return steps_lib.make_train_step(
-            self.model,
-            self.loss,
-            self.optimizer,
-            self.train_metrics,
-            loss_tracker=self.train_loss,
-            strategy=self.strategy,
-            clip_global_norm=self.clip_global_norm,
-            jit_compile=self.jit_compile,
-            on_nonfinite=self.on_nonfinite,
-            gradient_fn=self.gradient_fn,
-            after_update=step_updates(self.weight_averaging),
-        )
+            self.model, self.loss, self.optimizer, self.train_metrics, loss_tracker=self.train_loss, strategy=self.strategy,
+            clip_global_norm=self.clip_global_norm, jit_compile=self.jit_compile, on_nonfinite=self.on_nonfinite,
+            gradient_fn=self.gradient_fn, after_update=step_updates(self.weight_averaging))
 
     def make_test_step(self) -> Callable:
         """The compiled ``test_loop(iterator)``; see [`tfcustom.training.steps.make_test_step`][tfcustom.training.steps.make_test_step]."""
         return steps_lib.make_test_step(self.model, self.loss, self.eval_metrics, loss_tracker=self.eval_loss, strategy=self.strategy)
 
-    # -- input ----------------------------------------------------------------
-
-    def _distribute(self, data: DataLike, epoch: int = 0, skip_batches: int = 0):
-        return distribute(self.strategy, data, epoch, skip_batches)
-
-    @staticmethod
-    def _steps_per_epoch(data: DataLike, steps_per_epoch: Optional[int]) -> int:
-        return steps_in_epoch(data, steps_per_epoch)
-
-    def _check_outputs(self, data: DataLike) -> None:
-        """Once, before the first step: see `tfcustom.training.fit_inputs.check_outputs`."""
-        if isinstance(data, tf.data.Dataset):
-            fit_inputs.check_dataset(data)
-        if not self._outputs_checked:
-            self._outputs_checked = fit_inputs.check_outputs(self.model, self.loss, data, (*self.train_metrics, *self.eval_metrics), self.strategy)
-
-    def _restore_train_state(self) -> None:
-        """Give the metric objects back their training state after [`evaluate`][tfcustom.training.trainer.Trainer.evaluate] showed its values in them."""
-        if self._train_state_backup is not None:
-            for v, value in zip([v for m in self.train_metrics for v in m.variables], self._train_state_backup):
-                v.assign(value)
-            self._train_state_backup = None
-
-    # -- training -------------------------------------------------------------
-
-    def _results(self, loss_metric, metrics, prefix: str = "") -> Dict[str, float]:
-        out = {prefix + "loss": float(loss_metric.result())}
-        for m in metrics:
-            out.update({prefix + k: v for k, v in _scalar_results(m).items()})
-        return out
-
     def _callback_list(self, callbacks, **params) -> CallbackList:
         return CallbackList(callbacks, model=self.model, optimizer=self.optimizer, metrics=self.train_metrics, **params)
-
-    def _fit_callbacks(self, callbacks) -> list:
-        """``fit``'s callbacks, then the weight averages (refused among ``callbacks``: they must be built here)."""
-        callbacks = list(callbacks or [])
-        check(not any(isinstance(c, WeightAverage) for c in callbacks), "a weight average was passed to fit's callbacks",
-              ", ".join(type(c).__name__ for c in callbacks if isinstance(c, WeightAverage)),
-              "pass it to tfcustom.Trainer(weight_averaging=[...]) instead: it is then updated in the compiled step "
-              "and saved in the training checkpoint")
-        return callbacks + list(getattr(self, "weight_averaging", []))
 
     def fit(
         self,
@@ -338,7 +258,9 @@ class Trainer(ReplicaStateSync):
           class_weight: ``{class id: weight}`` for NumPy training arrays, as in ``fit``.
           callbacks: ``keras.callbacks.Callback`` instances, called as
             ``keras.Model.fit`` calls them ([`tfcustom.callbacks`][tfcustom.callbacks]); their
-            state is saved in the training checkpoint and restored on resume.
+            state is saved in the training checkpoint and restored on resume. A
+            [`tfcustom.callbacks.LoopCallback`][tfcustom.callbacks.LoopCallback] among them replaces the built-in
+            one of its class ([`loop_callbacks`][tfcustom.training.loop.FitLoop.loop_callbacks]), or is added after them.
 
         Returns:
           The [`History`][tfcustom.History] of every epoch trained so far.
@@ -358,16 +280,12 @@ class Trainer(ReplicaStateSync):
         train, validation_data = self._fit_data(train, epochs, validation_data, batch_size, initial_epoch, checkpoint_every_steps, class_weight)
         if self._already_trained(epochs):
             return self.history
-        steps = self._steps_per_epoch(train, steps_per_epoch)
-        given = [c for c in callbacks or [] if isinstance(c, LoopCallback)]  # they replace built-ins
-        keras_callbacks = [c for c in callbacks or [] if not isinstance(c, LoopCallback)]
-        check_learning_rate_settable(keras_callbacks, self.optimizer)
-        user = self._callback_list(self._fit_callbacks(keras_callbacks), epochs=epochs, steps=steps, verbose=self.verbose)
-        run = FitRun(self, epochs, steps, user, save=self._save)
-        builtins = LoopCallbacks(replace_builtins(self.loop_callbacks(
-            train, early_stopping=early_stopping, checkpoint_manager=checkpoint_manager, checkpoint_every_steps=checkpoint_every_steps,
-            best_checkpoint_manager=best_checkpoint_manager, preemption=preemption), given), run)
-        self._restore_train_state()
+        steps = steps_in_epoch(train, steps_per_epoch)
+        run, builtins = self._fit_callbacks(callbacks, train, epochs, steps, dict(
+            early_stopping=early_stopping, checkpoint_manager=checkpoint_manager, checkpoint_every_steps=checkpoint_every_steps,
+            best_checkpoint_manager=best_checkpoint_manager, preemption=preemption))
+        user = run.callbacks
+        self._train_state_backup = restore_training_state(self.train_metrics, self._train_state_backup)
         self._check_outputs(train)
         logging.info("Training %d epochs of %d steps on %d replica(s) (%s), steps_per_execution=%d, jit_compile=%s", epochs, steps,
                      self.strategy.num_replicas_in_sync, type(self.strategy).__name__, self.steps_per_execution, self.jit_compile)
@@ -383,141 +301,6 @@ class Trainer(ReplicaStateSync):
             return self.history
         finally:
             builtins.close()
-
-    def loop_callbacks(self, train, *, early_stopping=None, checkpoint_manager=None, checkpoint_every_steps=None,
-                       best_checkpoint_manager=None, preemption=None) -> list:
-        """The built-in callbacks of a ``fit``, in the order they run, built from its arguments.
-
-        Each is a [`tfcustom.callbacks.LoopCallback`][tfcustom.callbacks.LoopCallback] (their hooks and
-        where they run around the user's callbacks: `tfcustom.callbacks.loop_callback`). An instance of
-        one of their classes (or a subclass) passed in ``fit(callbacks=[...])`` replaces that one;
-        override this method to add or remove one.
-
-        Args:
-          train: the training data, as ``fit`` resolved it (an ``EpochInput`` or a batched dataset).
-          early_stopping, checkpoint_manager, checkpoint_every_steps, best_checkpoint_manager, preemption: ``fit``'s.
-
-        Returns:
-          The list of built-in callbacks.
-
-        Examples:
-            >>> import keras, tensorflow as tf, tfcustom
-            >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-            >>> trainer = tfcustom.Trainer(model, "sparse_categorical_crossentropy", "sgd", verbose=0)
-            >>> data = tf.data.Dataset.from_tensor_slices((tf.zeros((8, 3)), tf.zeros(8, tf.int64))).batch(4)
-            >>> [type(c).__name__ for c in trainer.loop_callbacks(data)][:4]
-            ['NonFiniteSteps', 'Profiler', 'EpochLog', 'StepTiming']
-        """
-        timing = StepTiming(*batch_and_size(train))
-        return [
-            NonFiniteSteps(self.on_nonfinite),  # first: decides how many steps ran
-            Profiler(self.summary_writer),
-            EpochLog(),
-            timing,
-            self._retracing,  # one for every fit: the input signatures add up
-            Summaries(self.summary_writer, timing),
-            ReplicaLossLog(self.log_replica_losses),
-            ProgressBar(self.verbose),
-            EarlyStoppingCallback(early_stopping, best_checkpoint_manager, save=save_checkpoint),
-            HistoryFiles(self.output_dir),
-            Checkpointing(checkpoint_manager, checkpoint_every_steps),
-            StopOnSignals(checkpoint_manager, preemption),  # last: saves and raises after everything else ran
-        ]
-
-    def _fit_data(self, train, epochs, validation_data, batch_size, initial_epoch, checkpoint_every_steps, class_weight):
-        """``fit``'s arguments checked, its data as pipelines; ``initial_epoch`` applied."""
-        check(not fit_inputs.is_arrays((train, epochs)) or isinstance(epochs, int), "epochs must be an integer, not an array",
-              type(epochs).__name__, "pass the arrays as one tuple: trainer.fit((x, y), epochs=..., batch_size=...)")
-        check_positive_int("epochs", epochs)
-        if checkpoint_every_steps is not None:
-            check_positive_int("checkpoint_every_steps", checkpoint_every_steps)
-        train = fit_inputs.as_pipeline(train, batch_size, training=True, class_weight=class_weight)
-        if validation_data is not None:
-            validation_data = fit_inputs.as_pipeline(validation_data, batch_size, training=False)
-        if initial_epoch is not None:
-            check(isinstance(initial_epoch, int) and not isinstance(initial_epoch, bool) and 0 <= initial_epoch,
-                  "initial_epoch must be an integer >= 0", initial_epoch, "pass e.g. initial_epoch=0 to train `epochs` more epochs")
-            self.epoch.assign(initial_epoch)
-            self.step_in_epoch.assign(0)
-        return train, validation_data
-
-    def _already_trained(self, epochs: int) -> bool:
-        """True (and says so) when ``epochs`` epochs are already trained."""
-        done_epochs = int(self.epoch.numpy())
-        if done_epochs >= epochs:
-            message = (f"already trained {done_epochs} epochs; nothing to do (fit(epochs=N) trains up to epoch N in total: "
-                       f"pass epochs > {done_epochs}, or initial_epoch=0 to train {epochs} more)")
-            logging.info(message)
-            if self.verbose:
-                print(message)
-        return done_epochs >= epochs
-
-    def _fit_epochs(self, run: FitRun, builtins: LoopCallbacks, train, validation_data, epoch_evaluations) -> None:
-        """The epochs up to ``run.epochs``: the steps, the epoch's record, the callbacks around them."""
-        while int(self.epoch.numpy()) < run.epochs:
-            epoch, skip, start = int(self.epoch.numpy()), int(self.step_in_epoch.numpy()), time.time()
-            if skip == 0:
-                self.train_loss.reset_state()
-                for m in self.train_metrics:
-                    m.reset_state()
-            builtins.on_epoch_begin(epoch)
-            run.callbacks.on_epoch_begin(epoch)
-            iterator = iter(self._distribute(train, epoch, skip))
-            builtins.on_steps_begin(epoch, skip, iterator)
-            self._train_epoch_steps(iterator, run, builtins, epoch, skip)
-            logs = self._epoch_logs(epoch, start, validation_data, run.callbacks, epoch_evaluations)
-            callback_logs = epoch_logs_for_callbacks(logs)
-            run.callbacks.on_epoch_end(epoch, callback_logs)
-            logs.update(callback_logs)  # e.g. the learning rate ReduceLROnPlateau set, as fit's History records it
-            self.history.append(logs)
-            self.epoch.assign(epoch + 1)
-            self.step_in_epoch.assign(0)
-            run.stop = f"Stopped after epoch {epoch + 1}: a callback set model.stop_training" if run.callbacks.stop_training else None
-            builtins.on_epoch_end(epoch, logs)  # the epoch's logs, history file, checkpoint, early stopping, signals
-            if run.stop:
-                logging.info("%s", run.stop)
-                break
-
-    def _train_epoch_steps(self, iterator, run: FitRun, builtins: LoopCallbacks, epoch: int, done: int) -> None:
-        """The steps of epoch ``epoch`` from batch ``done``: the built-ins around each compiled call, the user's callbacks between."""
-        while done < run.steps:
-            n = min(self.steps_per_execution, run.steps - done)
-            builtins.on_step_begin(done, n)
-            run.callbacks.on_train_batch_begin(done)
-            out = self.train_step(iterator, tf.constant(n, dtype=tf.int32))
-            self._last_saved_step = None  # a save below, then a stop, writes this step once
-            step = Step(out, epoch, done, logs=lambda: self._results(self.train_loss, self.train_metrics))
-            builtins.check_step(step)  # the non-finite policy: counts skipped steps, ends the epoch, or raises
-            done += step.ran
-            self.global_step.assign_add(step.ran)
-            self.step_in_epoch.assign(done)
-            if step.end_epoch:
-                return
-            step.done, step.global_step = done, int(self.global_step.numpy())
-            builtins.on_step_end(step)  # profiler, timing, summaries, replica losses, progress bar
-            if run.callbacks:
-                run.callbacks.on_train_batch_end(done - 1, dict(step.logs))
-                if run.callbacks.stop_training:
-                    return  # as fit: the epoch ends here (its logs, on_epoch_end), then training
-            builtins.after_step(step)  # periodic checkpoints, stop signals
-
-    def _epoch_logs(self, epoch, start, validation_data, callbacks, epoch_evaluations) -> Dict[str, float]:
-        """The epoch's logs: train loss and metrics, validation, learning rate, time, extra evaluations."""
-        self.sync_replica_state()
-        logs = {"epoch": epoch + 1}
-        logs.update(self._results(self.train_loss, self.train_metrics))
-        if validation_data is not None:
-            callbacks.on_test_begin()
-            callbacks.on_test_batch_begin(0)  # once around the compiled loop, as in evaluate
-            val_logs = self._evaluate(validation_data)
-            callbacks.on_test_batch_end(0, val_logs)
-            callbacks.on_test_end(val_logs)
-            logs.update({"val_" + k: v for k, v in val_logs.items()})
-        logs["learning_rate"] = learning_rate(self.optimizer)
-        logs["time_s"] = time.time() - start
-        for prefix, data in (epoch_evaluations or {}).items():
-            logs.update(self.evaluate(data, prefix=prefix))
-        return logs
 
     # -- evaluation and prediction ----------------------------------------------
 
@@ -558,10 +341,7 @@ class Trainer(ReplicaStateSync):
             results = self._evaluate(data, prefix)
             hooks.on_test_batch_end(0, results)
             hooks.on_test_end(results)
-        if self._train_state_backup is None:
-            self._train_state_backup = [np.asarray(v.numpy() if hasattr(v, "numpy") else v) for m in self.train_metrics for v in m.variables]
-        for source, target in zip(self.eval_metrics, self.train_metrics):
-            copy_state(source, target)
+        self._train_state_backup = show_evaluation(self.eval_metrics, self.train_metrics, self._train_state_backup)
         return results
 
     def _evaluate(self, data: DataLike, prefix: str = "") -> Dict[str, float]:
@@ -570,7 +350,7 @@ class Trainer(ReplicaStateSync):
         for m in self.eval_metrics:
             m.reset_state()
         self.test_step(iter(self._distribute(data)))
-        return self._results(self.eval_loss, self.eval_metrics, prefix)
+        return metric_results(self.eval_loss, self.eval_metrics, prefix)
 
     def predict(self, data: DataLike, *, batch_size: Optional[int] = None,
                 callbacks: Optional[Sequence[keras.callbacks.Callback]] = None) -> np.ndarray:
