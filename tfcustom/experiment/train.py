@@ -414,8 +414,7 @@ def _train_and_evaluate(config, workdir, strategy, overwrite, dataset) -> Dict[s
         output_dir=workdir if chief else None,
         verbose=config.verbose if chief else 0,
         log_replica_losses=config.log_replica_losses,
-        summary_writer=summary_writer, weight_averaging=averages_from_config(config),
-        rollback=Rollback.from_settings(config.on_nonfinite, config.max_rollbacks, config.rollback_lr_factor, config.rollback_loss_spike),
+        summary_writer=summary_writer, weight_averaging=averages_from_config(config), rollback=Rollback.from_config(config),
     )
     # The monitored value is always tracked (for the "best" checkpoint); it only
     # stops training when a patience is set.

@@ -97,15 +97,12 @@ class Rollback:
         self.skip_list: Optional[SkipList] = None
 
     @classmethod
-    def from_settings(cls, on_nonfinite: str, max_rollbacks: int = 3, lr_factor: float = 1.0,
-                      loss_spike: Optional[float] = None) -> Optional["Rollback"]:
-        """The ``Rollback`` of a config's settings (None unless ``on_nonfinite == "rollback"``;
-        the rollback settings are refused with another policy)."""
-        if on_nonfinite != "rollback":
-            check(lr_factor == 1.0 and loss_spike is None, "rollback_lr_factor and rollback_loss_spike apply to on_nonfinite=rollback",
-                  f"on_nonfinite={on_nonfinite}", "pass --on_nonfinite=rollback, or drop --rollback_lr_factor/--rollback_loss_spike")
+    def from_config(cls, config) -> Optional["Rollback"]:
+        """The ``Rollback`` of a [`tfcustom.TrainConfig`][tfcustom.TrainConfig]'s ``max_rollbacks``, ``rollback_lr_factor``
+        and ``rollback_loss_spike`` (None unless ``on_nonfinite == "rollback"``)."""
+        if config.on_nonfinite != "rollback":
             return None
-        return cls(max_rollbacks, lr_factor, loss_spike)
+        return cls(config.max_rollbacks, config.rollback_lr_factor, config.rollback_loss_spike)
 
     @classmethod
     def for_policy(cls, on_nonfinite: str, rollback: Optional["Rollback"], global_step, optimizer, strategy) -> Optional["Rollback"]:

@@ -237,14 +237,11 @@ def make_train_step(
     as in Keras. A non-finite *loss* is still handled by ``on_nonfinite``.
     """
     check_step_args(on_nonfinite, clip_global_norm, optimizer, gradient_fn)
-    strategy = strategy or tf.distribute.get_strategy()
-    _build_optimizer(optimizer, model, strategy)
+    strategy = _build_optimizer(optimizer, model, strategy or tf.distribute.get_strategy())
     grad_impl = tf.function(gradient_fn, jit_compile=True) if jit_compile else gradient_fn
     reduction = GradientReduction(strategy, optimizer, model.trainable_variables, clip_global_norm, after_apply=after_update)
-    scaling = LossScaling(optimizer)
-    state = ReplicaState(model)
-    guard = divergence or NO_DIVERGENCE
-    num_replicas = strategy.num_replicas_in_sync
+    scaling, num_replicas = LossScaling(optimizer), strategy.num_replicas_in_sync
+    state, guard = ReplicaState(model), divergence or NO_DIVERGENCE
 
     def replica_grads(batch):  # on each replica: forward and backward
         x, y, sw = unpack_batch(batch)
@@ -273,11 +270,8 @@ def make_train_step(
         loss_value = tf.reduce_sum(replica_losses)
         loss_finite = tf.math.is_finite(loss_value)
         finite = tf.logical_and(grads_finite, loss_finite)
-        # Gradients that overflowed with a finite loss are the loss scaler's case
-        # (halve the scale, skip), not the non-finite policy's.
-        overflow = scaling.overflow(loss_finite, finite)
-        # A loss spike diverges like a NaN; a step of the skip list is consumed, not applied (rollback).
-        spike, listed = guard.judge(offset, loss_value)
+        overflow = scaling.overflow(loss_finite, finite)  # a finite loss, overflowed gradients: the loss scaler's case
+        spike, listed = guard.judge(offset, loss_value)  # rollback: a loss spike diverges; a listed step is read, not applied
         overflow, applied = overflow & ~(spike | listed), finite & ~(spike | listed)
         tf.cond(applied, lambda: apply(grads), lambda: skip(state_before, overflow))
         guard.observe(loss_value, applied)
@@ -288,10 +282,12 @@ def make_train_step(
     return CheckedStep(multi_step_loop(train_step, num_replicas, stop_on_nonfinite=on_nonfinite != "skip"))
 
 
-def _build_optimizer(optimizer, model, strategy) -> None:
-    if not optimizer.built:  # slots must exist before the first traced step, under the strategy
+def _build_optimizer(optimizer, model, strategy):
+    """Build the optimizer's slots (before the first traced step, under the strategy); return the strategy."""
+    if not optimizer.built:
         with strategy.scope():
             optimizer.build(model.trainable_variables)
+    return strategy
 
 
 def op_determinism_enabled() -> bool:

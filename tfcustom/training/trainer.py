@@ -371,8 +371,8 @@ class Trainer(ReplicaStateSync):
         check_positive_int("epochs", epochs)
         if checkpoint_every_steps is not None:
             check_positive_int("checkpoint_every_steps", checkpoint_every_steps)
-        self._check_rollback(checkpoint_manager, preemption)
         train = fit_inputs.as_pipeline(train, batch_size, training=True, class_weight=class_weight)
+        self._check_rollback(train, checkpoint_manager, preemption)
         if validation_data is not None:
             validation_data = fit_inputs.as_pipeline(validation_data, batch_size, training=False)
         if initial_epoch is not None:
@@ -419,10 +419,13 @@ class Trainer(ReplicaStateSync):
                 if preemption is not None:
                     preemption.detach()
 
-    def _check_rollback(self, checkpoint_manager, preemption) -> None:
-        """``on_nonfinite="rollback"`` rolls back to ``checkpoint_manager``'s checkpoints, on one machine."""
+    def _check_rollback(self, train, checkpoint_manager, preemption) -> None:
+        """``on_nonfinite="rollback"`` rolls back to ``checkpoint_manager``'s checkpoints, on one machine,
+        and restarts the input mid-epoch (an ``EpochInput``)."""
         if self.rollback is None:
             return
+        check(isinstance(train, EpochInput), "on_nonfinite='rollback' restarts the input mid-epoch, which a plain tf.data.Dataset cannot",
+              type(train).__name__, "pass a tfcustom.data.InputPipeline (or NumPy arrays) as the training data")
         check(checkpoint_manager is not None, "on_nonfinite='rollback' needs a checkpoint to roll back to", None,
               "pass fit(checkpoint_manager=tf.train.CheckpointManager(training_checkpoint(trainer), DIR, max_to_keep=3)), "
               "or use on_nonfinite='skip'")
