@@ -4,7 +4,7 @@
 2 (MirroredStrategy), the final weights (as bytes, hex) and loop state of
 
 * ``skip``: on_nonfinite="skip" (the oracle of a rollback run);
-* ``rollback``, ``rollback_again``: on_nonfinite="rollback", twice;
+* ``rollback``: on_nonfinite="rollback";
 * ``rollback_spe4`` (2 replicas): rollback with steps_per_execution=4;
 * ``killed_<K>``: a rollback run stopped by an exception at global step K (as a SIGKILL:
   nothing saved), then a new Trainer restored from its checkpoints and trained to the end;
@@ -105,7 +105,6 @@ def runs(strategy, replicas):
     x, y = data()
     out = {"skip": fit(strategy, "skip", x, y), "rollback": fit(strategy, "rollback", x, y)}
     if replicas == 1:
-        out["rollback_again"] = fit(strategy, "rollback", x, y)
         out["killed_10"] = fit(strategy, "rollback", x, y, kill_at=10)  # after the rollback at 9, before a new checkpoint
         xs, ys = data(256, plant=1e4, index=200)  # batch 12 of 16: its loss is finite and far above the others'
         out["spike"] = fit(strategy, "rollback", xs, ys, rollback=Rollback(loss_spike=5.0), epochs=1)
