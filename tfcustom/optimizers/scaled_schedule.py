@@ -33,6 +33,13 @@ class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
       schedule: a ``keras.optimizers.schedules.LearningRateSchedule`` (or its serialized dict).
       scale: a float or a scalar ``tf.Variable`` (read at each step: assigning it changes the rate
         without retracing). ``get_config`` saves its current value.
+
+    Examples:
+        >>> schedule = ScaledSchedule(keras.optimizers.schedules.PiecewiseConstantDecay([2], [0.1, 0.01]), 0.5)
+        >>> [round(float(schedule(step)), 6) for step in (0, 3)]
+        [0.05, 0.005]
+        >>> ScaledSchedule.from_config(schedule.get_config()).get_config()["scale"]
+        0.5
     """
 
     def __init__(self, schedule, scale=1.0):

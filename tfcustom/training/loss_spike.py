@@ -33,6 +33,16 @@ class LossSpike:
     Args:
       factor: a loss above ``factor`` × the running mean is a spike (> 1).
       window: the running mean's span, and the applied steps before the rule starts.
+
+    Examples:
+        >>> spike = LossSpike(factor=2.0, window=3)
+        >>> for loss in (3.0, 2.0, 1.0):  # the mean of the first 3: 2.0
+        ...     spike.observe(tf.constant(loss), tf.constant(True))
+        >>> bool(spike.is_spike(tf.constant(3.9))), bool(spike.is_spike(tf.constant(4.1)))
+        (False, True)
+        >>> spike.observe(tf.constant(5.0), tf.constant(True))  # then 1/3 of the way to each new loss
+        >>> round(float(spike.mean.numpy()), 4)
+        3.0
     """
 
     def __init__(self, factor: float, window: int = WINDOW):

@@ -84,6 +84,15 @@ class Rollback:
       lr_factor: multiply the learning rate by this after each rollback (in (0, 1]; 1: unchanged).
       loss_spike: also a divergence: a step whose loss exceeds this factor times the running
         mean of the recent losses (`tfcustom.training.loss_spike`); None: only NaN/Inf.
+
+    Examples:
+        >>> optimizer = keras.optimizers.SGD(0.1)
+        >>> rollback = Rollback(max_rollbacks=2, lr_factor=0.5).build(tf.Variable(0, dtype=tf.int64), optimizer,
+        ...                                                           tf.distribute.get_strategy())
+        >>> rollback.skip_list.add(7)  # what a rollback at global step 7 records
+        >>> spike, listed = rollback.judge(6, tf.constant(1.0))  # the step 6 steps after global step 0: step 7
+        >>> bool(spike), bool(listed), rollback.skipped_steps
+        (False, True, [7])
     """
 
     def __init__(self, max_rollbacks: int = 3, lr_factor: float = 1.0, loss_spike: Optional[float] = None):

@@ -34,6 +34,13 @@ class SkipList:
 
     Args:
       capacity: the most steps it can hold.
+
+    Examples:
+        >>> skips = SkipList(capacity=4)
+        >>> skips.assign([9, 3])
+        >>> skips.add(3)  # listed already
+        >>> skips.steps(), len(skips), bool(skips.contains(9))
+        ([9, 3], 2, True)
     """
 
     def __init__(self, capacity: int = CAPACITY):

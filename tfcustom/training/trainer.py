@@ -62,7 +62,6 @@ from tfcustom.errors import NonFiniteLossError, check, check_positive_int
 from tfcustom.training.history import History
 from tfcustom.training.timing import StepTimer, check_retracing
 from tfcustom.training.replica_sync import ReplicaStateSync
-from tfcustom.training.rollback import Rollback
 from tfcustom.training.scope_checks import check_metrics_in_scope, check_model_in_scope, check_optimizer_in_scope
 from tfcustom.distribute.preemption import PREEMPTED_EXIT_CODE, ClusterPreemption, StopSignals, TrainingInterrupted, interrupted
 
@@ -104,9 +103,7 @@ class Trainer(ReplicaStateSync):
       jit_compile: XLA-compile each replica's forward and backward pass.
       steps_per_execution: train steps run inside one ``tf.function`` call.
       on_nonfinite: ``"stop"`` (raise [`NonFiniteLossError`][tfcustom.NonFiniteLossError], variables
-        untouched by the bad step), ``"skip"`` (skip that update and count it) or ``"rollback"``
-        (restore the last checkpoint and skip that step from then on: `tfcustom.training.rollback`;
-        ``fit`` needs a ``checkpoint_manager``).
+        untouched by the bad step) or ``"skip"`` (skip that update and count it).
       gradient_fn: replaces [`tfcustom.training.steps.compute_loss_and_gradients`][tfcustom.training.steps.compute_loss_and_gradients]
         (e.g. [`tfcustom.training.sam.SAM`][tfcustom.training.sam.SAM]).
       output_dir: where ``history.json`` / ``history.csv`` are written each epoch.
@@ -124,8 +121,6 @@ class Trainer(ReplicaStateSync):
         step; [`tfcustom.callbacks.StochasticWeightAveraging`][tfcustom.callbacks.StochasticWeightAveraging], at epoch ends),
         one object or a list; built here, run as callbacks of every ``fit``
         (after the ones given to it) and saved in the training checkpoint.
-      rollback: with ``on_nonfinite="rollback"``, a [`tfcustom.training.rollback.Rollback`][tfcustom.training.rollback.Rollback]
-        (the most rollbacks, a learning-rate factor, a loss-spike rule; default ``Rollback()``).
       weighted_metrics: not supported yet: anything but None is refused in one line (the
         sample-weighted metrics of ``compile``).
 
@@ -164,7 +159,6 @@ class Trainer(ReplicaStateSync):
         loss_weights=None,
         weight_averaging=None,
         weighted_metrics=None,
-        rollback: Optional[Rollback] = None,
     ):
         check(isinstance(model, keras.Model), "model must be a keras.Model", type(model).__name__, "pass a keras.Model instance")
         check(weighted_metrics is None, "the Trainer does not take compile's weighted_metrics yet", weighted_metrics,
@@ -209,7 +203,6 @@ class Trainer(ReplicaStateSync):
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch")
         self.weight_averaging = build_averages(weight_averaging, model, self.strategy, optimizer)
-        self.rollback = Rollback.for_policy(on_nonfinite, rollback, self.global_step, optimizer, self.strategy)
         self.train_step = self.make_train_step()
         self.test_step = self.make_test_step()
         self.predict_step = steps_lib.make_predict_step(model)
@@ -241,7 +234,6 @@ class Trainer(ReplicaStateSync):
             on_nonfinite=self.on_nonfinite,
             gradient_fn=self.gradient_fn,
             after_update=step_updates(self.weight_averaging),
-            divergence=self.rollback,
         )
 
     def make_test_step(self) -> Callable:
@@ -372,7 +364,6 @@ class Trainer(ReplicaStateSync):
         if checkpoint_every_steps is not None:
             check_positive_int("checkpoint_every_steps", checkpoint_every_steps)
         train = fit_inputs.as_pipeline(train, batch_size, training=True, class_weight=class_weight)
-        self._check_rollback(train, checkpoint_manager, preemption)
         if validation_data is not None:
             validation_data = fit_inputs.as_pipeline(validation_data, batch_size, training=False)
         if initial_epoch is not None:
@@ -419,28 +410,6 @@ class Trainer(ReplicaStateSync):
                 if preemption is not None:
                     preemption.detach()
 
-    def _check_rollback(self, train, checkpoint_manager, preemption) -> None:
-        """``on_nonfinite="rollback"`` rolls back to ``checkpoint_manager``'s checkpoints, on one machine,
-        and restarts the input mid-epoch (an ``EpochInput``)."""
-        if self.rollback is None:
-            return
-        check(isinstance(train, EpochInput), "on_nonfinite='rollback' restarts the input mid-epoch, which a plain tf.data.Dataset cannot",
-              type(train).__name__, "pass a tfcustom.data.InputPipeline (or NumPy arrays) as the training data")
-        check(checkpoint_manager is not None, "on_nonfinite='rollback' needs a checkpoint to roll back to", None,
-              "pass fit(checkpoint_manager=tf.train.CheckpointManager(training_checkpoint(trainer), DIR, max_to_keep=3)), "
-              "or use on_nonfinite='skip'")
-        check(preemption is None, "on_nonfinite='rollback' runs on one machine (one or more replicas), not on a cluster",
-              type(self.strategy).__name__, "use on_nonfinite='skip' or 'stop' on a multi-worker cluster")
-
-    def _roll_back(self, checkpoint_manager, out, done: int, epoch: int, steps: int) -> None:
-        """A step diverged under ``on_nonfinite="rollback"``: restore the last checkpoint, skip the step from now on."""
-        before = int(out["steps_run"]) + int(out["skip_listed"])
-        step = int(self.global_step.numpy()) + before + 1
-        self.rollback.roll_back(checkpoint_manager, step, float(out["loss"]),
-                                f"epoch {epoch + 1}, batch {done + before + 1} of {steps}")
-        self._restore_replica_copies()
-        self._last_saved_step = None
-
     def _raise_interrupted(self, signal_name: str, checkpoint_manager) -> None:
         raise interrupted(signal_name, f"at epoch {int(self.epoch.numpy()) + 1}, step {int(self.step_in_epoch.numpy())} of the epoch",
                           checkpoint_manager is not None)
@@ -486,8 +455,6 @@ class Trainer(ReplicaStateSync):
 
     def _fit_epochs(self, train, epochs, validation_data, steps, early_stopping, checkpoint_manager,
                     checkpoint_every_steps, best_checkpoint_manager, signals, preemption=None) -> History:
-        if self.rollback is not None and not checkpoint_manager.checkpoints:
-            self._save(checkpoint_manager, "on_nonfinite=rollback: the state to roll back to before any checkpoint")
         while int(self.epoch.numpy()) < epochs:
             epoch = int(self.epoch.numpy())
             start = time.time()
@@ -504,9 +471,8 @@ class Trainer(ReplicaStateSync):
             self._train_signatures.add(repr(iterator.element_spec))
             timer = StepTimer(*batch_and_size(train))
             timer.start(done=skip)
-            if self._train_epoch_steps(iterator, timer, progbar, epoch, steps, skip, checkpoint_manager, checkpoint_every_steps,
-                                       signals, preemption):
-                continue  # rolled back: the epoch starts again from the restored position
+            self._train_epoch_steps(iterator, timer, progbar, epoch, steps, skip, checkpoint_manager, checkpoint_every_steps,
+                                    signals, preemption)
             logs = self._epoch_logs(epoch, start, validation_data)
             callback_logs = epoch_logs_for_callbacks(logs)
             self._callbacks.on_epoch_end(epoch, callback_logs)
@@ -541,10 +507,9 @@ class Trainer(ReplicaStateSync):
         return self.history
 
     def _train_epoch_steps(self, iterator, timer, progbar, epoch, steps, done, checkpoint_manager, checkpoint_every_steps,
-                           signals, preemption) -> bool:
+                           signals, preemption) -> None:
         """Run the steps of epoch ``epoch`` from batch ``done`` to ``steps``: per-step bookkeeping,
-        summaries, replica-loss logs, the progress bar, periodic checkpoints and stop signals.
-        True: rolled back (``on_nonfinite="rollback"``), the epoch's input must start again."""
+        summaries, replica-loss logs, the progress bar, periodic checkpoints and stop signals."""
         while done < steps:
             n = min(self.steps_per_execution, steps - done)
             if self.summary_writer is not None:
@@ -552,16 +517,13 @@ class Trainer(ReplicaStateSync):
             self._callbacks.on_train_batch_begin(done)
             out = self.train_step(iterator, tf.constant(n, dtype=tf.int32))
             self._last_saved_step = None  # a save below, then a stop, writes this step once
-            ran = int(out["steps_run"]) + int(out["skip_listed"]) + (int(out["skipped"]) if self.on_nonfinite == "skip" else 0)
-            if bool(out["nonfinite"]) and self.rollback is not None:
-                self._roll_back(checkpoint_manager, out, done, epoch, steps)
-                return True
+            ran = int(out["steps_run"]) + (int(out["skipped"]) if self.on_nonfinite == "skip" else 0)
             if bool(out["nonfinite"]):
                 if self.on_nonfinite == "stop" and self._nonfinite_stops_cleanly(done + int(out["steps_run"]), epoch):
                     done += int(out["steps_run"])
                     self.global_step.assign_add(int(out["steps_run"]))
                     self.step_in_epoch.assign(done)
-                    return False
+                    return
                 if self.on_nonfinite == "stop":
                     bad = done + int(out["steps_run"])
                     raise NonFiniteLossError(
@@ -571,8 +533,6 @@ class Trainer(ReplicaStateSync):
                         "or pass --on_nonfinite=skip to skip such steps"
                     )
                 logging.warning("Skipped %d non-finite step(s) in epoch %d", int(out["skipped"]), epoch + 1)
-            if int(out["skip_listed"]):
-                logging.info("Skipped %d step(s) of the skip list (read, not applied) in epoch %d", int(out["skip_listed"]), epoch + 1)
             done += ran
             self.global_step.assign_add(ran)
             self.step_in_epoch.assign(done)
@@ -590,7 +550,7 @@ class Trainer(ReplicaStateSync):
             if self._callbacks:
                 self._callbacks.on_train_batch_end(done - 1, self._results(self.train_loss, self.train_metrics))
                 if self._callbacks.stop_training:
-                    return False  # as fit: the epoch ends here (its logs, on_epoch_end), then training
+                    return  # as fit: the epoch ends here (its logs, on_epoch_end), then training
             if checkpoint_manager is not None and checkpoint_every_steps and done < steps:
                 step_now = int(self.global_step.numpy())
                 if step_now // checkpoint_every_steps > (step_now - ran) // checkpoint_every_steps:
@@ -601,7 +561,6 @@ class Trainer(ReplicaStateSync):
                 if checkpoint_manager is not None:
                     self._save(checkpoint_manager, signals.received, scheduled=False)
                 self._raise_interrupted(signals.received, checkpoint_manager)
-        return False
 
     def _nonfinite_stops_cleanly(self, batch: int, epoch: int) -> bool:
         """A non-finite step under ``on_nonfinite="stop"``: show it to the callbacks as ``loss=nan``
