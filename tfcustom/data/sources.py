@@ -101,7 +101,29 @@ class Dataset:
 
 
 def validate_split(split: Split, num_classes: int, where: str) -> Split:
-    """Check shapes and label range; return the split with int32 labels."""
+    """Check shapes and label range; return the split with int32 labels.
+
+    Args:
+      split: the [`Split`][tfcustom.data.Split] to check.
+      num_classes: labels must lie in ``[0, num_classes)``.
+      where: names the split in the error message, e.g. ``"mnist train"``.
+
+    Returns:
+      The split with labels of shape ``(N,)`` (an ``(N, 1)`` column is
+      flattened) as int32, and a channel axis added to ``(N, H, W)`` images.
+
+    Raises:
+      DataError: counts differ, labels are not integer class ids, or out of range.
+
+    Examples:
+        >>> split = validate_split(Split(np.zeros((3, 2, 2), np.uint8), np.array([[0], [2], [1]])), 3, "mine")
+        >>> split.x.shape, split.y.dtype, split.y.tolist()
+        ((3, 2, 2, 1), dtype('int32'), [0, 2, 1])
+        >>> validate_split(Split(np.zeros((2, 2, 2)), np.array([0, 5])), 3, "mine train")
+        Traceback (most recent call last):
+        ...
+        tfcustom.errors.DataError: mine train: labels outside [0, 3) (received: (0, 5)). Check the labels or set num_classes to at least 6.
+    """
     x, y = np.asarray(split.x), np.asarray(split.y)
     if x.shape[0] != y.shape[0]:
         raise data_error(
@@ -135,7 +157,37 @@ def resolve_data_dir(name: str, data_dir: Optional[str] = None) -> str:
 
 
 def load_idx_dataset(name: str, data_dir: Optional[str] = None) -> Dataset:
-    """Load MNIST or Fashion-MNIST from the four IDX ``.gz`` (or plain) files."""
+    """Load MNIST or Fashion-MNIST from the four IDX ``.gz`` (or plain) files.
+
+    Args:
+      name: ``"mnist"`` or ``"fashion_mnist"``.
+      data_dir: the directory of ``train-images-idx3-ubyte.gz``,
+        ``train-labels-idx1-ubyte.gz``, ``t10k-images-idx3-ubyte.gz`` and
+        ``t10k-labels-idx1-ubyte.gz`` (default ``$TFCUSTOM_DATA_DIR``, then
+        ``/usr/share/datasets/<name>``).
+
+    Returns:
+      A [`Dataset`][tfcustom.data.Dataset] of 10 classes, uint8 images ``(N, 28, 28, 1)``.
+
+    Raises:
+      DataError: the directory or a file is missing, or a file is corrupt.
+
+    Examples:
+        >>> import os, tempfile
+        >>> from tfcustom.data import write_idx
+        >>> d = tempfile.mkdtemp()
+        >>> for split, n in (("train", 6), ("t10k", 2)):
+        ...     write_idx(os.path.join(d, f"{split}-images-idx3-ubyte.gz"), np.zeros((n, 28, 28), np.uint8))
+        ...     write_idx(os.path.join(d, f"{split}-labels-idx1-ubyte.gz"), np.arange(n, dtype=np.uint8))
+        >>> ds = load_idx_dataset("mnist", data_dir=d)
+        >>> ds.train.x.shape, ds.test.y.tolist(), ds.class_names[:3]
+        ((6, 28, 28, 1), [0, 1], ('0', '1', '2'))
+        >>> os.remove(os.path.join(d, "t10k-labels-idx1-ubyte.gz"))
+        >>> load_idx_dataset("mnist", data_dir=d)
+        Traceback (most recent call last):
+        ...
+        tfcustom.errors.DataError: mnist: file t10k-labels-idx1-ubyte.gz is missing from ... Download the four *-ubyte.gz files ...
+    """
     check(name in DEFAULT_DATA_DIRS, "no IDX layout known for dataset", name, "use 'fashion_mnist' or 'mnist'")
     directory = resolve_data_dir(name, data_dir)
     if not os.path.isdir(directory):
@@ -200,6 +252,33 @@ def load_tfds_dataset(name: str, data_dir: Optional[str] = None, image_key: str 
 
     Downloads through TFDS when the data is not prepared in ``data_dir``
     (which needs a network). Uses the ``train`` and ``test`` splits.
+
+    Args:
+      name: the TFDS name, e.g. ``"cifar10"``.
+      data_dir: the TFDS data directory (default: TFDS's, ``~/tensorflow_datasets``).
+      image_key: the feature holding the images.
+      label_key: the feature holding the labels (a ``ClassLabel``: it gives
+        ``num_classes`` and ``class_names``).
+
+    Returns:
+      A [`Dataset`][tfcustom.data.Dataset] in memory.
+
+    Raises:
+      ConfigError: unknown dataset, or no such feature.
+      DataError: a split cannot be loaded (e.g. not prepared and no network).
+
+    Examples:
+        TFDS's mock data (random examples of the real shapes) stands in for a download here:
+
+        >>> import tensorflow_datasets as tfds
+        >>> with tfds.testing.mock_data(num_examples=4):
+        ...     ds = load_tfds_dataset("mnist")
+        >>> ds.train.x.shape, ds.train.x.dtype, ds.train.y.dtype, ds.num_classes
+        ((4, 28, 28, 1), dtype('uint8'), dtype('int32'), 10)
+        >>> load_tfds_dataset("no_such_dataset")
+        Traceback (most recent call last):
+        ...
+        tfcustom.errors.ConfigError: unknown TFDS dataset (DatasetNotFoundError) (received: 'no_such_dataset'). Use a name from `tfds.list_builders()`.
     """
     import tensorflow_datasets as tfds
 
