@@ -22,6 +22,7 @@ from tfcustom.data.tfrecord import VERIFY_MODES
 from tfcustom.distribute.strategy import PRECISIONS, STRATEGY_NAMES
 from tfcustom.errors import ConfigError, check, check_one_of, check_positive_int, config_error
 from tfcustom.run_json import damaged, read_json
+from tfcustom.training.sam import split_sam_name
 
 LR_SCHEDULES = ("constant", "cosine", "exponential", "step")
 NONFINITE_POLICIES = ("stop", "skip")
@@ -314,8 +315,8 @@ class TrainConfig:
 
         for m in self.metrics:
             check_one_of("metric", m, metrics_lib.names())
-        base, _ = _split_sam(self.optimizer)
         check_one_of("optimizer", self.optimizer, optimizers.names() + [f"sam_{n}" for n in optimizers.names()])
+        base, _ = split_sam_name(self.optimizer)
         check(self.learning_rate == "find" or (_is_number(self.learning_rate) and self.learning_rate > 0),
               "learning_rate must be positive, or find", self.learning_rate, "pass e.g. 1e-3, or find for a range test")
         check_one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
@@ -375,8 +376,3 @@ def _attributes_section(cls) -> str:
 
 TrainConfig.__doc__ = TrainConfig.__doc__.rstrip() + _attributes_section(TrainConfig)
 
-
-def _split_sam(name: str):
-    if name.startswith("sam_"):
-        return name[len("sam_"):], True
-    return name, False

@@ -44,7 +44,7 @@ from tfcustom.disk_errors import atomic, writing
 from tfcustom.experiment.export_formats import FORMATS as EXTRA_FORMATS
 from tfcustom.experiment.export_formats import export_formats, require_runtime
 from tfcustom.experiment.run_dir import (  # the run-directory half of the export API, re-exported
-    _load_keras, _results_class_names, build_run_model, evaluate_run, find_checkpoint, load_run_model, restore_checkpoint,
+    load_keras, results_class_names, build_run_model, evaluate_run, find_checkpoint, load_run_model, restore_checkpoint,
 )
 from tfcustom.experiment.run_files import (
     BEST_SUBDIR, CHECKPOINT_CHOICES, CHECKPOINT_DIR, CONFIG_FILE, KERAS_FILE, RESULTS_FILE, SAVED_MODEL_DIR, SPLITS,
@@ -263,7 +263,7 @@ def class_names_for(model_path: str, num_classes: int):
     from tfcustom.data.sources import FASHION_MNIST_CLASSES
 
     parent = os.path.dirname(os.path.abspath(model_path.rstrip("/")))
-    names = _results_class_names(parent)
+    names = results_class_names(parent)
     if names and len(names) == num_classes:
         return names
     if num_classes == len(FASHION_MNIST_CLASSES):
@@ -288,7 +288,7 @@ def load_predictor(path: str) -> Predictor:
         num_classes = int(probe.shape[-1])
         return Predictor(lambda x: loaded.serve(x).numpy(), shape, class_names_for(path, num_classes), "saved_model")
     check(path.endswith(".keras"), "model file must be a .keras file", path, "pass a .keras file or a SavedModel directory")
-    model = _load_keras(path)
+    model = load_keras(path)
     shape = _model_input_shape(model, None)
     num_classes = int(model(tf.zeros((1,) + shape, tf.float32), training=False).shape[-1])
     return Predictor(lambda x: model(x, training=False).numpy(), shape, class_names_for(path, num_classes), "keras")

@@ -44,6 +44,7 @@ from absl import logging
 
 from tfcustom.optimizers.backbone_head import BackboneHeadOptimizer, variable_layer_name
 from tfcustom.errors import check, config_error
+from tfcustom.experiment.builders import seed_everything
 from tfcustom.models.layer_patterns import check_patterns, layer_names, match_layers
 
 __all__ = [
@@ -82,9 +83,9 @@ def _source_model(source) -> keras.Model:
     path = os.fspath(source)
     if path.endswith(".keras"):
         check(os.path.isfile(path), "pretrained .keras file does not exist", path, "check the path")
-        return runs._load_keras(path)
+        return runs.load_keras(path)
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, runs.KERAS_FILE)):
-        return runs._load_keras(os.path.join(path, runs.KERAS_FILE))
+        return runs.load_keras(os.path.join(path, runs.KERAS_FILE))
     # A checkpoint (prefix, or a directory of checkpoints) inside a run directory:
     # rebuild the run's model from its config.json and restore it.
     ckpt = tf.train.latest_checkpoint(path) if os.path.isdir(path) else (path if tf.io.gfile.glob(path + ".index") else None)
@@ -93,8 +94,8 @@ def _source_model(source) -> keras.Model:
     run_dir = _find_run_dir(path)
     check(run_dir is not None, "a checkpoint can only be restored inside its run directory (config.json rebuilds the model)", path,
           "pass the checkpoint of a tfcustom run, or the pretrained model / .keras file")
-    config = runs._read_run_config(run_dir)
-    names = runs._results_class_names(run_dir)
+    config = runs.read_run_config(run_dir)
+    names = runs.results_class_names(run_dir)
     model = runs.build_run_model(config, len(names) if names else 10)
     runs.restore_checkpoint(model, ckpt)
     return model
@@ -277,7 +278,6 @@ def transfer_experiment(
     """
     from tfcustom import data as data_lib
     from tfcustom import models as models_lib
-    from tfcustom.experiment.train import seed_everything
 
     check(not set(pretrain_classes) & set(target_classes), "pretrain and target classes overlap",
           sorted(set(pretrain_classes) & set(target_classes)), "use disjoint class sets")
