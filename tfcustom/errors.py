@@ -105,11 +105,11 @@ def check_positive_int(name: str, value) -> int:
     return value
 
 
-def check_one_of(name: str, value, choices) -> None:
-    """Validate that ``value`` is one of ``choices``."""
+def check_one_of(name: str, value, choices, *, ignore_case: bool = False) -> None:
+    """Validate that ``value`` is one of ``choices`` (a string compared lower-cased with ``ignore_case``)."""
     choices = list(choices)
     check(
-        value in choices,
+        (value.lower() if ignore_case and isinstance(value, str) else value) in choices,
         f"unknown {name}",
         value,
         f"choose one of: {', '.join(map(str, choices))}",

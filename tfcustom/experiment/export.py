@@ -161,22 +161,9 @@ def export_model(
     Returns:
       ``{"keras": <path>, "saved_model": <path>, ...}`` (one entry per format written).
     """
-    check(isinstance(model, keras.Model) and model.built, "export needs a built keras.Model", getattr(model, "name", type(model).__name__),
-          "call the model on a batch (or train it) before exporting")
-    check(isinstance(keras_name, str) and keras_name.endswith(".keras") and os.path.basename(keras_name) == keras_name,
-          "keras_name must be a file name ending in .keras", keras_name, "pass e.g. keras_name='model.keras'")
-    check(isinstance(savedmodel_name, str) and savedmodel_name and os.path.basename(savedmodel_name) == savedmodel_name,
-          "savedmodel_name must be a plain directory name", savedmodel_name, "pass e.g. savedmodel_name='saved_model'")
-    shape = _model_input_shape(model, input_shape)
     formats = tuple(formats)
-    extra = [f for f in formats if f != "saved_model"]
-    check(all(f in EXTRA_FORMATS for f in extra), "unknown export format", formats,
-          f"choose from {['saved_model'] + sorted(EXTRA_FORMATS)}")
-    for fmt in extra:
-        require_runtime(fmt)
+    shape, extra = _check_export_args(model, directory, keras_name, savedmodel_name, input_shape, formats)
     directory = os.fspath(directory)
-    check(not os.path.exists(directory) or os.path.isdir(directory), "export directory exists and is not a directory", directory,
-          "pass a directory path")
     finals = {"keras": os.path.join(directory, keras_name)}
     if "saved_model" in formats:
         finals["saved_model"] = os.path.join(directory, savedmodel_name)
@@ -190,7 +177,34 @@ def export_model(
     except OSError as e:
         raise config_error(f"cannot create the export directory ({e.strerror})", directory, "choose a writable directory") from None
     check(is_writable_dir(directory), "export directory is not writable", directory, "choose a writable directory")
+    _write_in_place(model, directory, finals, shape)
+    if extra:
+        finals.update(_export_checked(model, directory, extra, shape, check_images))
+    return dict(finals)
 
+
+def _check_export_args(model, directory, keras_name, savedmodel_name, input_shape, formats):
+    """``(per-example input shape, formats besides saved_model)``, every argument checked before anything is written."""
+    check(isinstance(model, keras.Model) and model.built, "export needs a built keras.Model", getattr(model, "name", type(model).__name__),
+          "call the model on a batch (or train it) before exporting")
+    check(isinstance(keras_name, str) and keras_name.endswith(".keras") and os.path.basename(keras_name) == keras_name,
+          "keras_name must be a file name ending in .keras", keras_name, "pass e.g. keras_name='model.keras'")
+    check(isinstance(savedmodel_name, str) and savedmodel_name and os.path.basename(savedmodel_name) == savedmodel_name,
+          "savedmodel_name must be a plain directory name", savedmodel_name, "pass e.g. savedmodel_name='saved_model'")
+    shape = _model_input_shape(model, input_shape)
+    extra = [f for f in formats if f != "saved_model"]
+    check(all(f in EXTRA_FORMATS for f in extra), "unknown export format", formats,
+          f"choose from {['saved_model'] + sorted(EXTRA_FORMATS)}")
+    for fmt in extra:
+        require_runtime(fmt)
+    directory = os.fspath(directory)
+    check(not os.path.exists(directory) or os.path.isdir(directory), "export directory exists and is not a directory", directory,
+          "pass a directory path")
+    return shape, extra
+
+
+def _write_in_place(model, directory: str, finals: Dict[str, str], shape) -> None:
+    """Write the ``.keras`` file (and the SavedModel) to temporary siblings, then rename them to ``finals``."""
     token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp = {k: os.path.join(directory, f".tmp-{token}-{os.path.basename(p)}") for k, p in finals.items()}
     try:
@@ -222,9 +236,6 @@ def export_model(
             raise
         if old is not None:
             _remove(old)
-    if extra:
-        finals.update(_export_checked(model, directory, extra, shape, check_images))
-    return dict(finals)
 
 
 def _export_checked(model, directory, formats, shape, images) -> Dict[str, str]:
