@@ -92,7 +92,7 @@ def train_and_evaluate(
         >>> sorted(results["test"]), os.path.exists(os.path.join(workdir, "results.json"))
         (['accuracy', 'loss'], True)
     """
-    config.validate()
+    config = config.validate()  # augment and export_formats as tuples (the caller's config is not changed)
     if strategy is None:
         strategy = _default_strategy(config)
     chief = is_chief(strategy)  # only the chief writes the run's files
