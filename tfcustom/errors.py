@@ -192,16 +192,18 @@ def check_positive_int(name: str, value) -> int:
     return value
 
 
-def check_one_of(name: str, value, choices) -> None:
-    """Validate that ``value`` is one of ``choices``.
+def check_one_of(name: str, value, choices, *, ignore_case: bool = False) -> None:
+    """Validate that ``value`` is one of ``choices`` (a string compared lower-cased with ``ignore_case``).
 
     Args:
       name: what ``value`` is, for the message.
       value: the value to check.
-      choices: the accepted values.
+      choices: the accepted values (lower-case ones, with ``ignore_case``).
+      ignore_case: compare a string ``value`` lower-cased.
 
     Examples:
         >>> check_one_of("mode", "max", ("min", "max"))
+        >>> check_one_of("optimizer", "Adam", ("adam", "sgd"), ignore_case=True)
         >>> check_one_of("mode", "up", ("min", "max"))
         Traceback (most recent call last):
         ...
@@ -209,7 +211,7 @@ def check_one_of(name: str, value, choices) -> None:
     """
     choices = list(choices)
     check(
-        value in choices,
+        (value.lower() if ignore_case and isinstance(value, str) else value) in choices,
         f"unknown {name}",
         value,
         f"choose one of: {', '.join(map(str, choices))}",
