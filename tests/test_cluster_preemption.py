@@ -49,8 +49,8 @@ def launch(outs, data_dir, signal_at=None):
         for i in range(2):
             env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", TF_CONFIG=tf_config(cluster, i))
             argv = [sys.executable, TRAIN, "--strategy=multi_worker", "--model=mlp", '--model_kwargs={"hidden_units": [64], "batch_norm": true}',
-                    "--epochs=3", "--batch_size=32", "--validation_size=200", f"--data_dir={data_dir}",
-                    f"--output_dir={outs[i]}", "--verbose=0", "--seed=5", "--deterministic", "--checkpoint_every_steps=2"]
+                    "--epochs=2", "--batch_size=32", "--validation_size=200", f"--data_dir={data_dir}",
+                    f"--output_dir={outs[i]}", "--verbose=0", "--seed=5", "--deterministic", "--checkpoint_every_steps=4"]
             log = open(f"{outs[i]}.worker{i}.log", "a")
             logs.append(log)
             procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT))
@@ -94,7 +94,7 @@ def uninterrupted(tmp_path_factory, small_idx_dir):
 def test_sigterm_to_one_worker_saves_on_all_at_one_step_and_resume_is_bitwise(tmp_path, small_idx_dir, uninterrupted):
     out = tmp_path / "preempted"  # one --output_dir for both workers, as on a shared filesystem
     # SIGTERM to worker 1 (not the chief) in the middle of epoch 2.
-    codes, texts = launch([out, out], small_idx_dir, signal_at=(signal.SIGTERM, 1, STEPS_PER_EPOCH + 6, STEPS_PER_EPOCH + 20))
+    codes, texts = launch([out, out], small_idx_dir, signal_at=(signal.SIGTERM, 1, STEPS_PER_EPOCH + 4, STEPS_PER_EPOCH + 20))
     assert codes == [4, 4], _tails(texts)  # both stop, with the documented exit code
     assert "training stopped by SIGTERM" in texts[1], _tails(texts)
     assert "training stopped by a termination notice to another worker" in texts[0], _tails(texts)

@@ -1,12 +1,17 @@
 """``CheckedStep``: the train step's call, with its arguments checked before
-TensorFlow sees them."""
+TensorFlow sees them; `check_step_args`: the arguments that build it."""
 
 from __future__ import annotations
+
+import inspect
 
 import numpy as np
 import tensorflow as tf
 
-from tfcustom.errors import check
+from tfcustom.errors import check, check_one_of
+from tfcustom.training.loss_scaling import LossScaling
+
+NONFINITE_POLICIES = ("stop", "skip", "rollback")
 
 _CALL_HELP = ("call it as train_step(iterator, num_steps): e.g. it = iter(dataset) once (strategy.experimental_distribute_dataset"
               "(dataset) under a strategy), then out = train_step(it, 1) for each step, or train_step(it, N) for N steps in one call; "
@@ -48,3 +53,15 @@ class CheckedStep:
 
     def __getattr__(self, name):
         return getattr(self.function, name)
+
+
+def check_step_args(on_nonfinite, clip_global_norm, optimizer, gradient_fn) -> None:
+    """Refuse, in one line each, what `tfcustom.training.steps.make_train_step` cannot build a step from."""
+    check_one_of("on_nonfinite policy", on_nonfinite, NONFINITE_POLICIES)
+    check(clip_global_norm is None or clip_global_norm > 0, "clip_global_norm must be positive", clip_global_norm,
+          "pass a positive norm or None to disable clipping")
+    check(not LossScaling(optimizer).active or "loss_scale" in inspect.signature(gradient_fn).parameters,
+          "mixed_float16 loss scaling needs a gradient_fn that takes a loss_scale argument",
+          getattr(gradient_fn, "__name__", type(gradient_fn).__name__),
+          "add loss_scale=None to the gradient function (see tfcustom.training.steps.compute_loss_and_gradients), "
+          "or train in float32 / mixed_bfloat16")

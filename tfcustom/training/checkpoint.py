@@ -5,8 +5,9 @@ model (weights, BatchNorm statistics, dropout RNG states), the optimizer (slots
 and iteration count), the loop position (global step, epoch, step within the
 epoch — with the seeded per-epoch data order this is the position in the data),
 the running train metrics of the current epoch, the early-stopping state, the
-state of ``fit``'s callbacks (`tfcustom.callbacks.state`) and the weight
-averages (`tfcustom.callbacks.weight_averaging`).
+state of ``fit``'s callbacks (`tfcustom.callbacks.state`), the weight
+averages (`tfcustom.callbacks.weight_averaging`) and, with ``on_nonfinite="rollback"``,
+the skip list and learning-rate scale (`tfcustom.training.rollback`).
 Restoring it and starting the same loop again continues bit for bit.
 
 ``tf.train.CheckpointManager`` writes the index file (``checkpoint``) only after
@@ -124,6 +125,8 @@ def training_checkpoint(trainer, early_stopping=None) -> tf.train.Checkpoint:
     averages = [a.variables for a in getattr(trainer, "weight_averaging", [])]
     if averages:
         items["weight_averaging"] = averages  # EMA / SWA: each one's count and averages (tfcustom.callbacks.weight_averaging)
+    if getattr(trainer, "rollback", None) is not None:
+        items["rollback"] = trainer.rollback.variables  # the skip list, learning-rate scale, loss-spike mean (tfcustom.training.rollback)
     return tf.train.Checkpoint(**items)
 
 

@@ -3,6 +3,8 @@
 `multi_step_loop` wraps a one-step function of a batch in a ``tf.range`` loop whose
 length is a tensor (changing it does not retrace), counts the steps applied
 and the steps skipped for NaN/Inf, and stops at a non-finite step when asked.
+A step on the skip list (``--on_nonfinite=rollback``, `tfcustom.training.skip_list`)
+is consumed without being applied and counted apart, in ``skip_listed``.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from tfcustom.training import input_wait
 def multi_step_loop(train_step: Callable, num_replicas: int, *, stop_on_nonfinite: bool) -> Callable:
     """``loop(iterator, num_steps) -> dict`` of tensors (see `tfcustom.training.steps.make_train_step`).
 
-    ``train_step(batch)`` returns ``(loss, replica_losses, finite, overflow,
-    grad_norm)`` for one step; the loop takes each batch from the iterator
-    and times the wait for it (`tfcustom.training.input_wait`).
+    ``train_step(batch, offset)`` (``offset``: the step's index in this call)
+    returns ``(loss, replica_losses, finite, overflow, grad_norm, listed)`` for one
+    step; the loop takes each batch from the iterator and times the wait for it
+    (`tfcustom.training.input_wait`).
     """
     report_wait = input_wait.measured()
 
@@ -29,15 +32,18 @@ def multi_step_loop(train_step: Callable, num_replicas: int, *, stop_on_nonfinit
         replica_losses = tf.zeros([num_replicas])
         steps_run = tf.constant(0)
         skipped = tf.constant(0)
+        skip_listed = tf.constant(0)
         nonfinite = tf.constant(False)
         loss_scale_skipped = tf.constant(0)
         grad_norm = tf.constant(0.0)
         input_wait_s = tf.constant(0.0, tf.float64)
-        for _ in tf.range(num_steps):
+        for offset in tf.range(num_steps):
             batch, wait = input_wait.timed_next(iterator, report_wait)
-            loss_value, replica_losses, finite, overflow, grad_norm = train_step(batch)
+            loss_value, replica_losses, finite, overflow, grad_norm, listed = train_step(batch, offset)
             input_wait_s += wait
-            if finite:
+            if listed:
+                skip_listed += 1
+            elif finite:
                 steps_run += 1
                 loss_scale_skipped += tf.cast(overflow, tf.int32)
             else:
@@ -50,6 +56,7 @@ def multi_step_loop(train_step: Callable, num_replicas: int, *, stop_on_nonfinit
             "replica_losses": replica_losses,
             "steps_run": steps_run,
             "skipped": skipped,
+            "skip_listed": skip_listed,
             "nonfinite": nonfinite,
             "loss_scale_skipped": loss_scale_skipped,
             "grad_norm": grad_norm,

@@ -35,22 +35,18 @@ The Trainer uses exactly these functions; a custom loop can too:
 from __future__ import annotations
 
 import functools
-import inspect
 from typing import Callable, Optional, Sequence
 
 import keras
 import tensorflow as tf
 
-from tfcustom.training.checked_step import CheckedStep
-from tfcustom.errors import check, check_one_of
+from tfcustom.training.checked_step import NONFINITE_POLICIES, CheckedStep, check_step_args  # noqa: F401  (public here too)
 from tfcustom.training import input_wait
 from tfcustom.training.gradient_reduction import GradientReduction
 from tfcustom.training.loop_fns import multi_step_loop
 from tfcustom.training.loss_scaling import LossScaling, unscale
 from tfcustom.training.replica_state import ReplicaState, replica_state_variables  # noqa: F401  (public here too)
-
-NONFINITE_POLICIES = ("stop", "skip")
-
+from tfcustom.training.rollback import NO_DIVERGENCE
 
 def unpack_batch(batch):
     """``(x, y)`` or ``(x, y, sample_weight)`` -> ``(x, y, sample_weight or None)``."""
@@ -171,6 +167,7 @@ def make_train_step(
     on_nonfinite: str = "stop",
     gradient_fn: Callable = compute_loss_and_gradients,
     after_update: Optional[Callable] = None,
+    divergence=None,
 ) -> Callable:
     """Build the compiled training step ``train_step(iterator, num_steps)``.
 
@@ -183,10 +180,12 @@ def make_train_step(
       strategy: default: the current one.
       clip_global_norm: clip the summed gradient to this global norm.
       jit_compile: XLA-compile each replica's forward and backward pass.
-      on_nonfinite: ``"stop"`` or ``"skip"`` a step with a NaN/Inf loss or gradient.
+      on_nonfinite: ``"stop"`` or ``"skip"`` a step with a NaN/Inf loss or gradient; ``"rollback"``
+        stops there too, for the caller to roll back (`tfcustom.training.rollback`).
       gradient_fn: replaces [`compute_loss_and_gradients`][tfcustom.training.steps.compute_loss_and_gradients].
       after_update: called (no argument, cross-replica context) in the compiled step after each update
         applied, not a skipped one: e.g. a [`tfcustom.callbacks.ExponentialMovingAverage`][tfcustom.callbacks.ExponentialMovingAverage]'s ``update``.
+      divergence: a [`tfcustom.training.rollback.Rollback`][tfcustom.training.rollback.Rollback]: its loss-spike rule and skip list, per step.
 
     Returns:
       ``train_step(iterator, num_steps)``, described below.
@@ -214,6 +213,7 @@ def make_train_step(
     * ``steps_run``: number of updates applied;
     * ``nonfinite``: True if a step met a NaN/Inf loss or gradient;
     * ``skipped``: number of steps skipped because of NaN/Inf (policy ``skip``);
+    * ``skip_listed``: steps of the skip list (``divergence``) consumed, not applied;
     * ``loss_scale_skipped``: steps the loss-scale optimizer skipped (below);
     * ``grad_norm``: global norm of the last step's summed gradient, before clipping;
     * ``input_wait_s``: seconds (float64) the steps spent waiting for their
@@ -236,14 +236,12 @@ def make_train_step(
     and the scale doubles after ``dynamic_growth_steps`` finite steps in a row,
     as in Keras. A non-finite *loss* is still handled by ``on_nonfinite``.
     """
-    _check_step_args(on_nonfinite, clip_global_norm, optimizer, gradient_fn)
-    strategy = strategy or tf.distribute.get_strategy()
-    _build_optimizer(optimizer, model, strategy)
+    check_step_args(on_nonfinite, clip_global_norm, optimizer, gradient_fn)
+    strategy = _build_optimizer(optimizer, model, strategy or tf.distribute.get_strategy())
     grad_impl = tf.function(gradient_fn, jit_compile=True) if jit_compile else gradient_fn
     reduction = GradientReduction(strategy, optimizer, model.trainable_variables, clip_global_norm, after_apply=after_update)
-    scaling = LossScaling(optimizer)
-    state = ReplicaState(model)
-    num_replicas = strategy.num_replicas_in_sync
+    scaling, num_replicas = LossScaling(optimizer), strategy.num_replicas_in_sync
+    state, guard = ReplicaState(model), divergence or NO_DIVERGENCE
 
     def replica_grads(batch):  # on each replica: forward and backward
         x, y, sw = unpack_batch(batch)
@@ -265,40 +263,31 @@ def make_train_step(
         scaling.after_skipped(overflow)
         return tf.no_op()
 
-    def train_step(batch):
+    def train_step(batch, offset):
         state_before = state.snapshot()
         grads, replica_loss, grads_finite, grad_norm, metric_args = reduction.reduce(replica_grads, batch)
         replica_losses = tf.reshape(strategy.gather(replica_loss, axis=0), [num_replicas])
         loss_value = tf.reduce_sum(replica_losses)
         loss_finite = tf.math.is_finite(loss_value)
         finite = tf.logical_and(grads_finite, loss_finite)
-        # Gradients that overflowed with a finite loss are the loss scaler's case
-        # (halve the scale, skip), not the non-finite policy's.
-        overflow = scaling.overflow(loss_finite, finite)
-        tf.cond(finite, lambda: apply(grads), lambda: skip(state_before, overflow))
-        if scaling.active:
-            finite = loss_finite
-        strategy.run(replica_metrics, args=metric_args + (tf.logical_and(finite, tf.logical_not(overflow)),))
-        return loss_value, replica_losses, finite, overflow, grad_norm
+        overflow = scaling.overflow(loss_finite, finite)  # a finite loss, overflowed gradients: the loss scaler's case
+        spike, listed = guard.judge(offset, loss_value)  # rollback: a loss spike diverges; a listed step is read, not applied
+        overflow, applied = overflow & ~(spike | listed), finite & ~(spike | listed)
+        tf.cond(applied, lambda: apply(grads), lambda: skip(state_before, overflow))
+        guard.observe(loss_value, applied)
+        finite = (loss_finite if scaling.active else finite) & ~spike
+        strategy.run(replica_metrics, args=metric_args + (finite & ~overflow & ~listed,))
+        return loss_value, replica_losses, finite, overflow, grad_norm, listed
 
-    return CheckedStep(multi_step_loop(train_step, num_replicas, stop_on_nonfinite=on_nonfinite == "stop"))
+    return CheckedStep(multi_step_loop(train_step, num_replicas, stop_on_nonfinite=on_nonfinite != "skip"))
 
 
-def _build_optimizer(optimizer, model, strategy) -> None:
-    if not optimizer.built:  # slots must exist before the first traced step, under the strategy
+def _build_optimizer(optimizer, model, strategy):
+    """Build the optimizer's slots (before the first traced step, under the strategy); return the strategy."""
+    if not optimizer.built:
         with strategy.scope():
             optimizer.build(model.trainable_variables)
-
-
-def _check_step_args(on_nonfinite, clip_global_norm, optimizer, gradient_fn) -> None:
-    check_one_of("on_nonfinite policy", on_nonfinite, NONFINITE_POLICIES)
-    check(clip_global_norm is None or clip_global_norm > 0, "clip_global_norm must be positive", clip_global_norm,
-          "pass a positive norm or None to disable clipping")
-    check(not LossScaling(optimizer).active or "loss_scale" in inspect.signature(gradient_fn).parameters,
-          "mixed_float16 loss scaling needs a gradient_fn that takes a loss_scale argument",
-          getattr(gradient_fn, "__name__", type(gradient_fn).__name__),
-          "add loss_scale=None to the gradient function (see tfcustom.training.steps.compute_loss_and_gradients), "
-          "or train in float32 / mixed_bfloat16")
+    return strategy
 
 
 def op_determinism_enabled() -> bool:
