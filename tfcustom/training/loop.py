@@ -55,7 +55,11 @@ class FitLoop:
 
         Args:
           train: the training data, as ``fit`` resolved it (an ``EpochInput`` or a batched dataset).
-          early_stopping, checkpoint_manager, checkpoint_every_steps, best_checkpoint_manager, preemption: ``fit``'s.
+          early_stopping: ``fit``'s (the [`EarlyStoppingCallback`][tfcustom.callbacks.EarlyStoppingCallback]'s).
+          checkpoint_manager: ``fit``'s (the [`Checkpointing`][tfcustom.callbacks.Checkpointing]'s and the [`StopOnSignals`][tfcustom.callbacks.StopOnSignals]').
+          checkpoint_every_steps: ``fit``'s.
+          best_checkpoint_manager: ``fit``'s.
+          preemption: ``fit``'s.
 
         Returns:
           The list of built-in callbacks.
