@@ -2,6 +2,9 @@
 and the user's Keras callbacks still get what keras.Model.fit gives them (the oracle: keras.Model.fit
 with the same recording callback)."""
 
+import os
+import re
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -112,3 +115,11 @@ def test_a_checkpointing_subclass_replaces_the_periodic_saves(tmp_path):
                 callbacks=[EveryStep(manager)])
     # every global step 1..6 saved once (the epoch-end save at step 6 is the same step: written once)
     assert [int(p.rsplit("-", 1)[1]) for p in manager.checkpoints] == list(range(1, N // BATCH + 1))
+
+
+def test_the_guide_lists_the_built_ins_in_the_order_they_run():
+    x, y = _data()
+    built = [type(c).__name__ for c in _trainer().loop_callbacks(tfcustom.training.fit_inputs.as_pipeline((x, y), BATCH, training=True))]
+    guide = open(os.path.join(os.path.dirname(__file__), "..", "docs", "guides", "callbacks.md")).read()
+    listed = re.findall(r"^\| `(\w+)` \| `\w+` \|", guide, re.M)
+    assert listed == built

@@ -31,7 +31,8 @@ class NonFiniteSteps(LoopCallback):
       on_nonfinite: the Trainer's ``on_nonfinite`` (``"stop"`` or ``"skip"``).
 
     To act differently, subclass it, override ``check_step`` and pass the
-    instance in ``fit(callbacks=[...])``: it replaces the built-in one.
+    instance in ``fit(callbacks=[...])``: it replaces the built-in one. Do not
+    remove it: under ``"skip"`` it is what counts the skipped steps as run.
 
     Examples:
         >>> NonFiniteSteps("stop").on_nonfinite

@@ -3,11 +3,13 @@
 The loop and its inputs:
 
 - `trainer`: ``Trainer`` (``fit``/``evaluate``/``predict``), the thin loop around the steps;
+- `loop`: ``fit``'s epochs and steps, and the built-in callbacks they run (``loop_callbacks``; the callbacks are `tfcustom.callbacks`');
+- `metric_state`: the logs from the metrics, and their training state while an evaluation shows in them;
 - `steps`: ``make_train_step``/``make_test_step``/``make_predict_step``, one GradientTape implementation for every strategy;
 - `checked_step`: the step's call with its arguments checked first; `scope_checks`: objects built under the strategy;
 - `fit_inputs`, `distributed_input`: what ``keras.Model.fit`` takes as data, as per-replica batches;
 - `compile_args`, `compile_loss`, `compile_metrics`: what ``keras.Model.compile`` takes, resolved as it does;
-- `checkpoint`: the training checkpoint (everything the next step depends on); `history`, `timing`, `logs`.
+- `checkpoint`: the training checkpoint (everything the next step depends on); `history`, `logs` (`timing`: moved to `tfcustom.callbacks.timing`).
 
 The step's pieces, one concept per module, composed by `tfcustom.training.steps.make_train_step`:
 
