@@ -42,6 +42,7 @@ from tfcustom.experiment.config import TrainConfig, _split_sam
 from tfcustom.training.checkpoint import check_index, model_checkpoint, restore_latest, training_checkpoint
 from tfcustom.callbacks.early_stopping import EarlyStopping
 from tfcustom.training.history import History
+from tfcustom.training.rollback import Rollback
 from tfcustom.experiment.export import BEST_SUBDIR, CHECKPOINT_DIR, CONFIG_FILE, KERAS_FILE, RESULTS_FILE, SAVED_MODEL_DIR, export_model
 from tfcustom.experiment import finders, user_model
 from tfcustom.experiment.averaged_weights import averages_from_config, evaluate_raw_and_averaged
@@ -413,7 +414,7 @@ def _train_and_evaluate(config, workdir, strategy, overwrite, dataset) -> Dict[s
         output_dir=workdir if chief else None,
         verbose=config.verbose if chief else 0,
         log_replica_losses=config.log_replica_losses,
-        summary_writer=summary_writer, weight_averaging=averages_from_config(config),
+        summary_writer=summary_writer, weight_averaging=averages_from_config(config), rollback=Rollback.from_config(config),
     )
     # The monitored value is always tracked (for the "best" checkpoint); it only
     # stops training when a patience is set.
