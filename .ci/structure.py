@@ -20,13 +20,13 @@ PACKAGE = os.path.join(ROOT, "tfcustom")
 # target -> the value allowed today (ratchet). Targets: functions <= 60 lines (docstring aside), modules <= 400 lines,
 # <= 12 modules at tfcustom/'s root, no import cycle, no cross-module import of a _private name.
 LIMITS = {
-    "functions_over_60_lines": 9,
-    "longest_function_lines": 156,
-    "modules_over_400_lines": 2,
+    "functions_over_60_lines": 2,
+    "longest_function_lines": 76,
+    "modules_over_400_lines": 1,
     "root_modules": 12,
     "import_cycles": 0,
-    "private_cross_imports": 31,
-    "function_local_imports": 59,
+    "private_cross_imports": 0,
+    "function_local_imports": 30,
     "train_step_lines": 50,  # the per-replica step inside tfcustom.training.steps.make_train_step: on one screen
     "upward_imports": 0,  # an import of a higher layer (LAYERS), at module level or inside a function
 }

@@ -193,40 +193,10 @@ def check_gradients(fn_or_layer, inputs, *, epsilon: float = 1e-6, variables=Non
         "pass e.g. epsilon=1e-6",
     )
     inputs64 = _to_float64_inputs(inputs)
-
     if isinstance(fn_or_layer, keras.layers.Layer):
-        layer = fn_or_layer
-        if not layer.built:
-            layer(tf.nest.map_structure(lambda t: tf.cast(t, layer.compute_dtype) if t.dtype.is_floating else t, inputs64))
-        target = layer if _is_float64_layer(layer) else _float64_copy(layer, inputs64)
-        if variables is None:
-            checked_vars = list(target.trainable_weights)
-        else:
-            index = {id(w): i for i, w in enumerate(layer.weights)}
-            for v in variables:
-                check(
-                    id(v) in index,
-                    "variables must be weights of the layer being checked",
-                    getattr(v, "path", getattr(v, "name", v)),
-                    f"pass a subset of layer.weights ({[w.path for w in layer.weights]}), or None for all trainable weights",
-                )
-            checked_vars = [target.weights[index[id(v)]] for v in variables]
-
-        def fn(x):
-            return target(x)
-
+        fn, checked_vars = _layer_under_check(fn_or_layer, inputs64, variables)
     else:
-        check(callable(fn_or_layer), "fn_or_layer must be a keras Layer or a callable", fn_or_layer, "pass a layer or a function")
-        fn = fn_or_layer
-        checked_vars = list(variables or [])
-        for v in checked_vars:
-            check(
-                isinstance(v, (tf.Variable, keras.Variable)) and tf.as_dtype(v.dtype) == tf.float64,
-                "check_gradients needs float64 variables for a function (finite differences in float32 are noise)",
-                f"{getattr(v, 'name', v)} ({getattr(v, 'dtype', type(v).__name__)})",
-                "create the variables with dtype='float64', or pass a keras Layer (it is copied to float64)",
-            )
-
+        fn, checked_vars = _function_under_check(fn_or_layer, variables)
     flat_inputs = tf.nest.flatten(inputs64)
     float_pos = [i for i, t in enumerate(flat_inputs) if t.dtype.is_floating]
     check(
@@ -235,11 +205,63 @@ def check_gradients(fn_or_layer, inputs, *, epsilon: float = 1e-6, variables=Non
         [t.dtype.name for t in flat_inputs],
         "pass floating-point inputs or variables",
     )
+    total = _projected_sum(fn, inputs64)
 
-    projections = []  # fixed random weights r, one per output leaf
+    # Analytic gradients.
+    watched = [flat_inputs[i] for i in float_pos]
+    with tf.GradientTape() as tape:
+        tape.watch(watched)
+        f, magnitude = total(flat_inputs)
+    analytic = tape.gradient(f, watched + checked_vars, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    analytic = [np.asarray(tf.convert_to_tensor(g), np.float64) for g in analytic]
+    # Round-off of f(x + e) - f(x - e), divided by 2 epsilon: the absolute
+    # accuracy of a finite-difference gradient entry.
+    noise = np.finfo(np.float64).eps * max(float(magnitude), 1.0) / epsilon
+    floor = _NOISE_FLOOR_FACTOR * noise
+
+    numeric = [_input_differences(total, flat_inputs, i, epsilon) for i in float_pos]
+    numeric += [_variable_differences(total, flat_inputs, v, epsilon) for v in checked_vars]
+    return max((_relative_error(a, n, floor) for a, n in zip(analytic, numeric)), default=0.0)
+
+
+def _layer_under_check(layer, inputs64, variables):
+    """``(function, variables)`` of a layer: its float64 copy (unless float64 already) and the copy's weights to check."""
+    if not layer.built:
+        layer(tf.nest.map_structure(lambda t: tf.cast(t, layer.compute_dtype) if t.dtype.is_floating else t, inputs64))
+    target = layer if _is_float64_layer(layer) else _float64_copy(layer, inputs64)
+    if variables is None:
+        return target, list(target.trainable_weights)
+    index = {id(w): i for i, w in enumerate(layer.weights)}
+    for v in variables:
+        check(
+            id(v) in index,
+            "variables must be weights of the layer being checked",
+            getattr(v, "path", getattr(v, "name", v)),
+            f"pass a subset of layer.weights ({[w.path for w in layer.weights]}), or None for all trainable weights",
+        )
+    return target, [target.weights[index[id(v)]] for v in variables]
+
+
+def _function_under_check(fn, variables):
+    """``(function, variables)`` of a plain function: the float64 variables it reads."""
+    check(callable(fn), "fn_or_layer must be a keras Layer or a callable", fn, "pass a layer or a function")
+    checked_vars = list(variables or [])
+    for v in checked_vars:
+        check(
+            isinstance(v, (tf.Variable, keras.Variable)) and tf.as_dtype(v.dtype) == tf.float64,
+            "check_gradients needs float64 variables for a function (finite differences in float32 are noise)",
+            f"{getattr(v, 'name', v)} ({getattr(v, 'dtype', type(v).__name__)})",
+            "create the variables with dtype='float64', or pass a keras Layer (it is copied to float64)",
+        )
+    return fn, checked_vars
+
+
+def _projected_sum(fn, inputs64):
+    """``total(flat inputs) -> (f, sum|r * fn|)``: f = sum(r * fn(inputs)), ``r`` fixed random weights
+    (one per output leaf, drawn at the first call), and sum(|r * fn(inputs)|) for the noise floor."""
+    projections = []
 
     def total(flat):
-        """f = sum(r * fn(inputs)), and sum(|r * fn(inputs)|) for the noise floor."""
         out = fn(tf.nest.pack_sequence_as(inputs64, flat))
         leaves = [tf.convert_to_tensor(o) for o in tf.nest.flatten(out)]
         for o in leaves:
@@ -255,47 +277,41 @@ def check_gradients(fn_or_layer, inputs, *, epsilon: float = 1e-6, variables=Non
         terms = [r * o for r, o in zip(projections, leaves)]
         return tf.add_n([tf.reduce_sum(t) for t in terms]), tf.add_n([tf.reduce_sum(tf.abs(t)) for t in terms])
 
-    # Analytic gradients.
-    watched = [flat_inputs[i] for i in float_pos]
-    with tf.GradientTape() as tape:
-        tape.watch(watched)
-        f, magnitude = total(flat_inputs)
-    analytic = tape.gradient(f, watched + checked_vars, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    analytic = [np.asarray(tf.convert_to_tensor(g), np.float64) for g in analytic]
-    # Round-off of f(x + e) - f(x - e), divided by 2 epsilon: the absolute
-    # accuracy of a finite-difference gradient entry.
-    noise = np.finfo(np.float64).eps * max(float(magnitude), 1.0) / epsilon
-    floor = _NOISE_FLOOR_FACTOR * noise
+    return total
 
-    # Central finite differences.
-    numeric = []
-    for i in float_pos:
-        base = flat_inputs[i].numpy()
-        grad = np.zeros_like(base)
-        for idx in np.ndindex(base.shape):
-            values = []
-            for sign in (1.0, -1.0):
-                shifted = base.copy()
-                shifted[idx] += sign * epsilon
-                flat = list(flat_inputs)
-                flat[i] = tf.constant(shifted)
-                values.append(float(total(flat)[0]))
-            grad[idx] = (values[0] - values[1]) / (2 * epsilon)
-        numeric.append(grad)
-    for v in checked_vars:
-        base = keras.ops.convert_to_numpy(v).astype(np.float64)
-        grad = np.zeros_like(base)
-        try:
-            for idx in np.ndindex(base.shape):
-                values = []
-                for sign in (1.0, -1.0):
-                    shifted = base.copy()
-                    shifted[idx] += sign * epsilon
-                    v.assign(shifted)
-                    values.append(float(total(flat_inputs)[0]))
-                grad[idx] = (values[0] - values[1]) / (2 * epsilon)
-        finally:
-            v.assign(base)
-        numeric.append(grad)
 
-    return max((_relative_error(a, n, floor) for a, n in zip(analytic, numeric)), default=0.0)
+def _central_differences(f_at, base: np.ndarray, epsilon: float) -> np.ndarray:
+    """``(f(x + epsilon e_i) - f(x - epsilon e_i)) / (2 epsilon)`` for every element ``i`` of ``base``."""
+    grad = np.zeros_like(base)
+    for idx in np.ndindex(base.shape):
+        values = []
+        for sign in (1.0, -1.0):
+            shifted = base.copy()
+            shifted[idx] += sign * epsilon
+            values.append(f_at(shifted))
+        grad[idx] = (values[0] - values[1]) / (2 * epsilon)
+    return grad
+
+
+def _input_differences(total, flat_inputs, i: int, epsilon: float) -> np.ndarray:
+    """The finite-difference gradient with respect to input leaf ``i``."""
+    def f_at(shifted):
+        flat = list(flat_inputs)
+        flat[i] = tf.constant(shifted)
+        return float(total(flat)[0])
+
+    return _central_differences(f_at, flat_inputs[i].numpy(), epsilon)
+
+
+def _variable_differences(total, flat_inputs, v, epsilon: float) -> np.ndarray:
+    """The finite-difference gradient with respect to variable ``v`` (perturbed in place, then restored)."""
+    base = keras.ops.convert_to_numpy(v).astype(np.float64)
+
+    def f_at(shifted):
+        v.assign(shifted)
+        return float(total(flat_inputs)[0])
+
+    try:
+        return _central_differences(f_at, base, epsilon)
+    finally:
+        v.assign(base)

@@ -40,7 +40,25 @@ _MIX2 = 0x94D049BB133111EB
 
 
 def parse_augment(spec) -> Tuple[str, ...]:
-    """``"crop,flip"`` / ``["crop", "flip"]`` / ``""`` -> a validated tuple of names."""
+    """``"crop,flip"`` / ``["crop", "flip"]`` / ``""`` -> a validated tuple of names.
+
+    Args:
+      spec: a comma-separated string, a sequence of names, or None; names
+        from ``AUGMENTATIONS`` (``"crop"``, ``"flip"``).
+
+    Returns:
+      The names in the order given, each once (``()``: no augmentation).
+
+    Examples:
+        >>> parse_augment("flip, crop,flip")
+        ('flip', 'crop')
+        >>> parse_augment(None), parse_augment("")
+        ((), ())
+        >>> parse_augment(["rotate"])
+        Traceback (most recent call last):
+        ...
+        tfcustom.errors.ConfigError: unknown augmentation (received: ['rotate']). Use a comma-separated subset of: crop, flip.
+    """
     if spec is None:
         return ()
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s and s.strip()]
@@ -85,6 +103,31 @@ def augment_batch(images: tf.Tensor, index: tf.Tensor, epoch, seed, ops: Sequenc
 
     One gather per axis: crop and flip are both index arithmetic, so the
     batch is augmented without a per-example ``map``.
+
+    Args:
+      images: the batch, ``[B, H, W, C]``.
+      index: ``[B]`` integer ids of the examples (their index in the
+        split): the random choices depend on them, not on the batch.
+      epoch: the epoch (a new draw every epoch).
+      seed: the base seed.
+      ops: augmentation names, as [`parse_augment`][tfcustom.data.parse_augment] takes them.
+      pad: the zero padding of ``"crop"``, in pixels per side.
+
+    Returns:
+      The augmented batch, of the shape and dtype of ``images``
+      (``images`` itself when ``ops`` is empty).
+
+    Examples:
+        Every row of this batch is ``[0, 1, 2, 3]``; ``"flip"`` mirrors some of them:
+
+        >>> images = tf.tile(tf.reshape(tf.range(4), [1, 1, 4, 1]), [8, 1, 1, 1])
+        >>> ids = tf.range(8, dtype=tf.int64)
+        >>> out = augment_batch(images, ids, epoch=0, seed=0, ops="flip")
+        >>> sorted({tuple(row) for row in out[:, 0, :, 0].numpy().tolist()})
+        [(0, 1, 2, 3), (3, 2, 1, 0)]
+        >>> same = augment_batch(tf.reverse(images, [0]), tf.reverse(ids, [0]), epoch=0, seed=0, ops="flip")
+        >>> bool(tf.reduce_all(tf.reverse(same, [0]) == out))  # a function of the example id, not its position
+        True
     """
     ops = parse_augment(ops)
     if not ops:

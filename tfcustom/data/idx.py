@@ -70,6 +70,21 @@ def read_idx(path: str, expected_ndim: int | None = None, expected_dtype=None, w
 
     Returns:
       An array of the file's dtype (native byte order) and shape.
+
+    Raises:
+      DataError: the file is missing, corrupt, truncated, or not what
+        ``expected_ndim`` / ``expected_dtype`` ask for.
+
+    Examples:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "labels-idx1-ubyte.gz")
+        >>> write_idx(path, np.array([3, 1, 4], np.uint8))
+        >>> read_idx(path, expected_ndim=1, expected_dtype=np.uint8)
+        array([3, 1, 4], dtype=uint8)
+        >>> read_idx(path, expected_ndim=3, what="images")
+        Traceback (most recent call last):
+        ...
+        tfcustom.errors.DataError: IDX file ...labels-idx1-ubyte.gz has 1 dimensions, expected 3 (received: 1). ...
     """
     raw = _read_bytes(path)
     fix = "re-download or reinstall the dataset files"
@@ -110,6 +125,22 @@ def write_idx(path: str, array: np.ndarray) -> None:
     """Write ``array`` as an IDX file (gzipped if ``path`` ends in ``.gz``).
 
     Used to make small test fixtures and to export data in the MNIST format.
+
+    Args:
+      path: the file to write (replaced if it exists).
+      array: an array of ``uint8``, ``int8``, ``int16``, ``int32``,
+        ``float32`` or ``float64`` elements, at least one dimension; other
+        dtypes raise [`DataError`][tfcustom.DataError].
+
+    Examples:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "eye-idx2")
+        >>> write_idx(path, np.eye(2, dtype=np.float32))
+        >>> open(path, "rb").read(4).hex()  # magic: 0, 0, type 0x0D (float32), 2 dimensions
+        '00000d02'
+        >>> read_idx(path)
+        array([[1., 0.],
+               [0., 1.]], dtype=float32)
     """
     array = np.asarray(array)
     code = next((c for c, d in _IDX_DTYPES.items() if d.newbyteorder("=") == array.dtype.newbyteorder("=")), None)

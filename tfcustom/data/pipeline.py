@@ -63,9 +63,24 @@ def split_validation(train: Split, num_validation: int = 5000, seed: int = 0):
 
 
 def normalize_images(x):
-    """uint8 images -> float32 in [0, 1]; other inputs are cast to float32 as they are
-    (token ids included: Keras' Embedding casts them back). A dict or tuple of inputs
-    (a multi-input model) is normalised input by input."""
+    """uint8 images -> float32 in [0, 1]; other inputs are cast to float32 as they are.
+
+    Token ids included: Keras' Embedding casts them back. A dict or tuple of inputs
+    (a multi-input model) is normalised input by input.
+
+    Args:
+      x: a tensor, or a dict / list / tuple of tensors.
+
+    Returns:
+      ``x`` as float32, of the same structure: uint8 divided by 255, other
+      dtypes unscaled.
+
+    Examples:
+        >>> normalize_images(tf.constant([0, 51, 255], tf.uint8)).numpy()
+        array([0. , 0.2, 1. ], dtype=float32)
+        >>> normalize_images({"ids": tf.constant([3, 7])})["ids"].numpy()
+        array([3., 7.], dtype=float32)
+    """
     if isinstance(x, (dict, list, tuple)):
         return tf.nest.map_structure(normalize_images, x)
     if x.dtype == tf.uint8:
@@ -103,7 +118,15 @@ class EpochInput:
     """What the Trainer reads: ``batch_size`` (global), ``steps_per_epoch``,
     ``len()`` and ``dataset(epoch, skip_batches, input_context)``, an epoch's
     input rebuilt exactly from any batch. [`InputPipeline`][tfcustom.data.pipeline.InputPipeline] (in memory) and
-    [`tfcustom.data.streaming.StreamingPipeline`][tfcustom.data.streaming.StreamingPipeline] (TFRecord shards) are the two kinds."""
+    [`tfcustom.data.streaming.StreamingPipeline`][tfcustom.data.streaming.StreamingPipeline] (TFRecord shards) are the two kinds.
+
+    Examples:
+        >>> pipeline = InputPipeline(Split(np.zeros((5, 1, 1, 1), np.uint8), np.arange(5)), batch_size=2)
+        >>> isinstance(pipeline, EpochInput), pipeline.batch_size, pipeline.steps_per_epoch, len(pipeline)
+        (True, 2, 3, 5)
+        >>> [y.numpy().tolist() for _, y in pipeline.dataset(epoch=0, skip_batches=1)]  # resumed after one batch
+        [[2, 3], [4]]
+    """
 
     batch_size: int
 

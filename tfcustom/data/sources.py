@@ -1,6 +1,6 @@
 """Where examples come from: IDX files, TFDS, or NumPy arrays.
 
-Every source returns a [`Dataset`][tfcustom.data.sources.Dataset] of in-memory NumPy arrays (uint8 or
+Every source returns a [`Dataset`][tfcustom.data.Dataset] of in-memory NumPy arrays (uint8 or
 float images and int32 labels) that the pipeline in
 `tfcustom.data.pipeline` turns into ``tf.data`` input.
 
@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
+from tfcustom.data.dataset import Dataset, Split, validate_split
 from tfcustom.data.idx import read_idx
 from tfcustom.errors import TfcustomError, check, config_error, data_error
 
@@ -49,93 +50,43 @@ IDX_FILES = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class Split:
-    """Images ``x`` of shape (N, H, W, C) and integer labels ``y`` of shape (N,).
-
-    Attributes:
-      x: the images (``uint8``, or floats in [0, 1]).
-      y: the labels (or any targets; a dict: one per output of the model).
-
-    Examples:
-        >>> split = Split(np.zeros((3, 2, 2, 1), np.uint8), np.array([0, 1, 0]))
-        >>> len(split)
-        3
-    """
-
-    x: np.ndarray
-    y: np.ndarray
-
-    def __len__(self) -> int:
-        y = next(iter(self.y.values())) if isinstance(self.y, dict) else self.y  # dict: one target per output
-        return int(np.shape(y)[0])
-
-
-@dataclasses.dataclass(frozen=True)
-class Dataset:
-    """A classification dataset held in memory: what [`load`][tfcustom.data.load] returns.
-
-    Attributes:
-      name: e.g. ``"fashion_mnist"``.
-      train: the training [`Split`][tfcustom.data.Split].
-      test: the test split.
-      num_classes: the number of classes.
-      class_names: one name per class.
-
-    Examples:
-        >>> ds = from_numpy(np.zeros((4, 2, 2, 1), np.uint8), np.array([0, 1, 2, 1]),
-        ...                 np.zeros((2, 2, 2, 1), np.uint8), np.array([0, 2]))
-        >>> ds.num_classes, ds.input_shape, len(ds.train)
-        (3, (2, 2, 1), 4)
-    """
-
-    name: str
-    train: Split
-    test: Split
-    num_classes: int
-    class_names: Sequence[str]
-
-    @property
-    def input_shape(self):
-        return tuple(self.train.x.shape[1:])
-
-
-def validate_split(split: Split, num_classes: int, where: str) -> Split:
-    """Check shapes and label range; return the split with int32 labels."""
-    x, y = np.asarray(split.x), np.asarray(split.y)
-    if x.shape[0] != y.shape[0]:
-        raise data_error(
-            f"{where}: images and labels differ in count",
-            (x.shape[0], y.shape[0]),
-            "pass one label per example",
-        )
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1:
-        raise data_error(f"{where}: labels must be a vector of class ids", y.shape, "pass integer labels of shape (N,)")
-    if not np.issubdtype(y.dtype, np.integer):
-        if not np.all(np.equal(np.mod(y, 1), 0)):
-            raise data_error(f"{where}: labels must be integer class ids", str(y.dtype), "pass integer labels, not one-hot or probabilities")
-    if y.size:
-        lo, hi = int(y.min()), int(y.max())
-        if lo < 0 or hi >= num_classes:
-            raise data_error(
-                f"{where}: labels outside [0, {num_classes})",
-                (lo, hi),
-                f"check the labels or set num_classes to at least {hi + 1}",
-            )
-    if x.ndim == 3:  # (N, H, W) grey images -> add a channel axis
-        x = x[..., None]
-    return Split(x=x, y=y.astype(np.int32))
-
-
 def resolve_data_dir(name: str, data_dir: Optional[str] = None) -> str:
     """``data_dir`` argument, then ``$TFCUSTOM_DATA_DIR``, then the Debian path."""
     return data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIRS[name]
 
 
 def load_idx_dataset(name: str, data_dir: Optional[str] = None) -> Dataset:
-    """Load MNIST or Fashion-MNIST from the four IDX ``.gz`` (or plain) files."""
+    """Load MNIST or Fashion-MNIST from the four IDX ``.gz`` (or plain) files.
+
+    Args:
+      name: ``"mnist"`` or ``"fashion_mnist"``.
+      data_dir: the directory of ``train-images-idx3-ubyte.gz``,
+        ``train-labels-idx1-ubyte.gz``, ``t10k-images-idx3-ubyte.gz`` and
+        ``t10k-labels-idx1-ubyte.gz`` (default ``$TFCUSTOM_DATA_DIR``, then
+        ``/usr/share/datasets/<name>``).
+
+    Returns:
+      A [`Dataset`][tfcustom.data.Dataset] of 10 classes, uint8 images ``(N, 28, 28, 1)``.
+
+    Raises:
+      DataError: the directory or a file is missing, or a file is corrupt.
+
+    Examples:
+        >>> import os, tempfile
+        >>> from tfcustom.data import write_idx
+        >>> d = tempfile.mkdtemp()
+        >>> for split, n in (("train", 6), ("t10k", 2)):
+        ...     write_idx(os.path.join(d, f"{split}-images-idx3-ubyte.gz"), np.zeros((n, 28, 28), np.uint8))
+        ...     write_idx(os.path.join(d, f"{split}-labels-idx1-ubyte.gz"), np.arange(n, dtype=np.uint8))
+        >>> ds = load_idx_dataset("mnist", data_dir=d)
+        >>> ds.train.x.shape, ds.test.y.tolist(), ds.class_names[:3]
+        ((6, 28, 28, 1), [0, 1], ('0', '1', '2'))
+        >>> os.remove(os.path.join(d, "t10k-labels-idx1-ubyte.gz"))
+        >>> load_idx_dataset("mnist", data_dir=d)
+        Traceback (most recent call last):
+        ...
+        tfcustom.errors.DataError: mnist: file t10k-labels-idx1-ubyte.gz is missing from ... Download the four *-ubyte.gz files ...
+    """
     check(name in DEFAULT_DATA_DIRS, "no IDX layout known for dataset", name, "use 'fashion_mnist' or 'mnist'")
     directory = resolve_data_dir(name, data_dir)
     if not os.path.isdir(directory):
@@ -200,6 +151,33 @@ def load_tfds_dataset(name: str, data_dir: Optional[str] = None, image_key: str 
 
     Downloads through TFDS when the data is not prepared in ``data_dir``
     (which needs a network). Uses the ``train`` and ``test`` splits.
+
+    Args:
+      name: the TFDS name, e.g. ``"cifar10"``.
+      data_dir: the TFDS data directory (default: TFDS's, ``~/tensorflow_datasets``).
+      image_key: the feature holding the images.
+      label_key: the feature holding the labels (a ``ClassLabel``: it gives
+        ``num_classes`` and ``class_names``).
+
+    Returns:
+      A [`Dataset`][tfcustom.data.Dataset] in memory.
+
+    Raises:
+      ConfigError: unknown dataset, or no such feature.
+      DataError: a split cannot be loaded (e.g. not prepared and no network).
+
+    Examples:
+        TFDS's mock data (random examples of the real shapes) stands in for a download here:
+
+        >>> import tensorflow_datasets as tfds
+        >>> with tfds.testing.mock_data(num_examples=4):
+        ...     ds = load_tfds_dataset("mnist")
+        >>> ds.train.x.shape, ds.train.x.dtype, ds.train.y.dtype, ds.num_classes
+        ((4, 28, 28, 1), dtype('uint8'), dtype('int32'), 10)
+        >>> load_tfds_dataset("no_such_dataset")
+        Traceback (most recent call last):
+        ...
+        tfcustom.errors.ConfigError: unknown TFDS dataset (DatasetNotFoundError) (received: 'no_such_dataset'). Use a name from `tfds.list_builders()`.
     """
     import tensorflow_datasets as tfds
 

@@ -83,6 +83,21 @@ class StreamingPipeline(EpochInput):
       keep: optional boolean mask over the split's example ids: only those
         examples are read (a validation carve-out, see [`ShardedDataset.pipelines`][tfcustom.data.streaming.ShardedDataset.pipelines]).
       augment: augmentations (``("crop", "flip")``), seeded by (seed, epoch, example id).
+
+    Examples:
+        >>> import os, tempfile
+        >>> from tfcustom.data import from_numpy
+        >>> from tfcustom.data.convert import convert
+        >>> d = os.path.join(tempfile.mkdtemp(), "tiny")
+        >>> _ = convert(from_numpy(np.zeros((6, 2, 2, 1), np.uint8), np.arange(6), np.zeros((2, 2, 2, 1), np.uint8), [0, 1]),
+        ...             d, num_shards=2)
+        >>> pipeline = ShardedDataset.open(d).pipeline("train", batch_size=4)
+        >>> len(pipeline), pipeline.steps_per_epoch
+        (6, 2)
+        >>> [y.numpy().tolist() for _, y in pipeline.dataset(epoch=0)]
+        [[0, 1, 2, 3], [4, 5]]
+        >>> [y.numpy().tolist() for _, y in pipeline.dataset(epoch=0, skip_batches=1)]  # resumed after one batch
+        [[4, 5]]
     """
 
     shards: Sequence[Shard]
@@ -252,6 +267,23 @@ class ShardedDataset:
     Has the fields of [`tfcustom.data.Dataset`][tfcustom.data.Dataset] that describe the data
     (``name``, ``num_classes``, ``class_names``, ``input_shape``) but no arrays:
     `pipeline` / [`pipelines`][tfcustom.data.streaming.ShardedDataset.pipelines] stream the splits.
+
+    Attributes:
+      spec: the checked ``dataset.json`` (from [`read_spec`][tfcustom.data.read_spec]).
+
+    Examples:
+        >>> import os, tempfile
+        >>> from tfcustom.data import from_numpy
+        >>> from tfcustom.data.convert import convert
+        >>> d = os.path.join(tempfile.mkdtemp(), "tiny")
+        >>> _ = convert(from_numpy(np.zeros((6, 2, 2, 1), np.uint8), np.arange(6) % 2, np.zeros((2, 2, 2, 1), np.uint8), [0, 1]),
+        ...             d, num_shards=2)
+        >>> ds = ShardedDataset.open(d)
+        >>> ds.name, ds.num_classes, ds.input_shape, ds.num_examples("train")
+        ('numpy', 2, (2, 2, 1), 6)
+        >>> train, val, test = ds.pipelines(batch_size=2, eval_batch_size=lambda n: n, validation_size=2)
+        >>> len(train), len(val), len(test)
+        (4, 2, 2)
     """
 
     spec: DatasetSpec

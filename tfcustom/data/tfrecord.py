@@ -172,6 +172,32 @@ def read_spec(directory: str, splits: Sequence[str] = ("train", "test"), verify:
     unreadable spec, a missing split, missing or extra shard files, counts
     that do not add up, a truncated shard, or (``verify="full"``) a checksum
     mismatch. The shards are hashed in parallel threads.
+
+    Args:
+      directory: a directory written by ``python -m tfcustom.data.convert``.
+      splits: the splits whose shards are checked (all must be in the spec).
+      verify: ``"full"`` (sizes and SHA-256 checksums) or a cheaper mode of
+        ``VERIFY_MODES``.
+
+    Returns:
+      The parsed ``DatasetSpec`` (shard paths made absolute).
+
+    Examples:
+        >>> import os, tempfile
+        >>> from tfcustom.data import from_numpy
+        >>> from tfcustom.data.convert import convert
+        >>> d = os.path.join(tempfile.mkdtemp(), "tiny")
+        >>> ds = from_numpy(np.zeros((6, 2, 2, 1), np.uint8), np.arange(6) % 2, np.zeros((2, 2, 2, 1), np.uint8), [0, 1])
+        >>> convert(ds, d, num_shards=2) == os.path.join(d, "dataset.json")
+        True
+        >>> spec = read_spec(d)
+        >>> spec.splits["train"].num_examples, [s.num_examples for s in spec.splits["train"].shards], spec.num_classes
+        (6, [3, 3], 2)
+        >>> os.remove(spec.splits["test"].shards[0].file)
+        >>> read_spec(d)
+        Traceback (most recent call last):
+        ...
+        tfcustom.errors.DataError: ...tiny: split 'test': 1 shard files on disk, 2 in dataset.json (received: ['test-00000-of-00002.tfrecord']). Re-run `python -m tfcustom.data.convert ...`.
     """
     if verify not in VERIFY_MODES:
         raise data_error("unknown shard verification mode", verify, f"use one of: {', '.join(VERIFY_MODES)}")

@@ -40,13 +40,36 @@ PREEMPTED_EXIT_CODE = 4
 
 
 class TrainingInterrupted(TfcustomError):
-    """SIGTERM or Ctrl-C arrived: the current step finished, a checkpoint was saved."""
+    """SIGTERM or Ctrl-C arrived: the current step finished, a checkpoint was saved.
+
+    ``tfcustom-train`` exits with its ``exit_code``, 4: run the same command again to resume.
+
+    Examples:
+        >>> error = interrupted("SIGTERM", "at step 120", saved=True)
+        >>> isinstance(error, TrainingInterrupted), error.exit_code
+        (True, 4)
+        >>> str(error)
+        'training stopped by SIGTERM at step 120; a checkpoint was saved: run the same command again to resume'
+    """
 
     exit_code = PREEMPTED_EXIT_CODE
 
 
 def interrupted(signal_name: str, where: str, saved: bool) -> TrainingInterrupted:
-    """The [`TrainingInterrupted`][tfcustom.distribute.preemption.TrainingInterrupted] raised after a stop: says what was saved."""
+    """The [`TrainingInterrupted`][tfcustom.distribute.preemption.TrainingInterrupted] raised after a stop: says what was saved.
+
+    Args:
+      signal_name: the signal that stopped training, e.g. ``"SIGTERM"``.
+      where: where training stopped, e.g. ``"at step 120"``.
+      saved: whether a checkpoint was saved (else the message says progress is lost).
+
+    Returns:
+      The error, to raise.
+
+    Examples:
+        >>> str(interrupted("SIGINT", "at step 7", saved=False))
+        'training stopped by SIGINT at step 7; no checkpoint manager, so progress is lost'
+    """
     what = "a checkpoint was saved: run the same command again to resume" if saved else "no checkpoint manager, so progress is lost"
     return TrainingInterrupted(f"training stopped by {signal_name} {where}; {what}")
 
@@ -57,6 +80,14 @@ class StopSignals:
     Use as a context manager (it restores the previous handlers on exit);
     handlers are only installed from the main thread. A second Ctrl-C stops
     at once (``KeyboardInterrupt``).
+
+    Examples:
+        >>> import signal
+        >>> with StopSignals() as stop:
+        ...     signal.raise_signal(signal.SIGTERM)  # logged; the loop would save and stop
+        ...     received = stop.received
+        >>> received
+        'SIGTERM'
     """
 
     def __init__(self):
@@ -83,7 +114,20 @@ class StopSignals:
 
 
 def is_cluster(strategy: tf.distribute.Strategy) -> bool:
-    """True when ``strategy`` is a ``MultiWorkerMirroredStrategy`` over a cluster (``TF_CONFIG`` with jobs)."""
+    """True when ``strategy`` is a ``MultiWorkerMirroredStrategy`` over a cluster (``TF_CONFIG`` with jobs).
+
+    Args:
+      strategy: any ``tf.distribute`` strategy.
+
+    Returns:
+      Whether the strategy spans a cluster, i.e. needs
+      [`ClusterPreemption`][tfcustom.distribute.preemption.ClusterPreemption]
+      rather than [`StopSignals`][tfcustom.distribute.preemption.StopSignals] alone.
+
+    Examples:
+        >>> is_cluster(tf.distribute.get_strategy())  # the default strategy: one process
+        False
+    """
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return False
     resolver = strategy.cluster_resolver
@@ -109,6 +153,20 @@ class ClusterPreemption:
       grace_period: seconds between the notice and the kill on your platform;
         0 (default) saves at the first agreed step. With a grace period the
         handler saves once, trains on, and saves again just before it ends.
+
+    Examples:
+        A single process is refused (it stops with [`StopSignals`][tfcustom.distribute.preemption.StopSignals]):
+
+        >>> ClusterPreemption(tf.distribute.get_strategy())
+        Traceback (most recent call last):
+        ...
+        tfcustom.errors.ConfigError: ClusterPreemption needs a multi-worker strategy over a cluster (received: '_DefaultDistributionStrategy'). ...
+
+        On each worker of a cluster (``TF_CONFIG`` set):
+
+        >>> strategy = tf.distribute.MultiWorkerMirroredStrategy()  # doctest: +SKIP
+        >>> preemption = ClusterPreemption(strategy) if is_cluster(strategy) else None  # doctest: +SKIP
+        >>> trainer.fit(train, epochs=10, checkpoint_manager=manager, preemption=preemption)  # doctest: +SKIP
     """
 
     def __init__(self, strategy: tf.distribute.Strategy, grace_period: float = 0):

@@ -47,7 +47,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfcustom.errors import TfcustomError, check, check_one_of, config_error
-from tfcustom.distribute.tpu import TPU_PROBE_TIMEOUT_S, _tpu, _tpu_hint
+from tfcustom.distribute.tpu import TPU_PROBE_TIMEOUT_S, tpu_hinted, tpu_strategy
 
 __all__ = [
     "STRATEGY_NAMES", "PRECISIONS", "select", "configure_cpu_replicas", "parse_tf_config",
@@ -317,12 +317,12 @@ def select(
     elif name == "multi_worker":
         strategy = _multi_worker(cluster_timeout)
     elif name == "tpu":
-        strategy = _tpu(tpu)
+        strategy = tpu_strategy(tpu)
     else:
         strategy = None
-        if tpu or _tpu_hint():
+        if tpu or tpu_hinted():
             try:
-                strategy = _tpu(tpu)
+                strategy = tpu_strategy(tpu)
             except Exception as e:  # noqa: BLE001 - auto falls back, loudly
                 logging.warning("auto: no TPU (%s); trying GPUs, then the CPU", e)
         if strategy is None:

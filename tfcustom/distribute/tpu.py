@@ -34,7 +34,7 @@ def _tpu_address(tpu: Optional[str]) -> str:
     return "local"
 
 
-def _tpu_hint() -> bool:
+def tpu_hinted() -> bool:
     """Cheap signs that a TPU might be there (used by ``auto`` only)."""
     if os.environ.get("COLAB_TPU_ADDR") or os.environ.get("TPU_NAME"):
         return True
@@ -63,7 +63,8 @@ def _probe(address: str, timeout: float = TPU_PROBE_TIMEOUT_S) -> None:
         ) from None
 
 
-def _tpu(tpu: Optional[str]) -> tf.distribute.Strategy:
+def tpu_strategy(tpu: Optional[str]) -> tf.distribute.Strategy:
+    """A ``TPUStrategy`` on the TPU at ``tpu`` (default: from the environment, else "local"); one clear error if none answers."""
     address = _tpu_address(tpu)
     if address.startswith("grpc://"):
         _probe(address)

@@ -2,7 +2,10 @@
 
 - `config`: ``TrainConfig``, every setting declared once and validated up front;
 - `train`: ``train_and_evaluate(config, workdir)``, the one function behind ``tfcustom-train``;
-- `run_dir`, `run_files`, `run_lock`: the run directory (its files, its lock, reading them back);
+- `builders`: one builder per object of a run (pipelines, model, loss, optimizer), from its config;
+- `run_files`, `run_lock`, `run_checkpoints`, `run_dir`: the run directory (its files and bookkeeping, its lock,
+  its checkpoints across workers, reading it back);
+- `measured_settings`: the settings measured before a run (autotune, finders);
 - `export`, `export_formats`: ``model.keras``, SavedModel, LiteRT, ONNX; evaluating a run without training;
 - `autotune`, `finders`, `lr_finder`, `batch_finder`: settings measured on the machine;
 - `sweep`, `transfer`, `user_model`, `plots`, `time_to_accuracy`.

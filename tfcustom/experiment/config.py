@@ -18,10 +18,18 @@ import dataclasses
 import json
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
+from tfcustom import losses, models, optimizers
+from tfcustom import metrics as metrics_lib
+from tfcustom.data import DATASET_NAMES
+from tfcustom.data.augment import parse_augment
 from tfcustom.data.tfrecord import VERIFY_MODES
 from tfcustom.distribute.strategy import PRECISIONS, STRATEGY_NAMES
 from tfcustom.errors import ConfigError, check, check_one_of, check_positive_int, config_error
+from tfcustom.experiment import user_model
+from tfcustom.experiment.export_formats import FORMATS, require_runtime
 from tfcustom.run_json import damaged, read_json
+from tfcustom.training.rollback import Rollback
+from tfcustom.training.sam import split_sam_name
 
 LR_SCHEDULES = ("constant", "cosine", "exponential", "step")
 NONFINITE_POLICIES = ("stop", "skip", "rollback")
@@ -261,11 +269,8 @@ class TrainConfig:
         except (ValueError, TypeError, ConfigError) as e:
             raise damaged(path, f"{type(e).__name__}: {str(e)[:200]}") from None
 
-    def _validate_export_formats(self) -> None:
+    def _check_export_formats(self) -> None:
         """Known formats, and their runtimes installed (checked before training, not after)."""
-        from tfcustom.experiment.export_formats import FORMATS, require_runtime
-
-        self.export_formats = tuple(self.export_formats or ())
         known = ["saved_model"] + sorted(FORMATS)
         check(all(f in known for f in self.export_formats), "unknown export format", list(self.export_formats),
               f"choose from {','.join(known)} (e.g. --export_formats=saved_model,litert,onnx)")
@@ -285,36 +290,33 @@ class TrainConfig:
             if choices is not None:
                 check_one_of(f.name, value, choices)
 
-    def _validate_rollback(self) -> None:
-        """The rollback settings need --on_nonfinite=rollback (tfcustom.training.rollback)."""
-        check(self.on_nonfinite == "rollback" or (self.rollback_lr_factor == 1.0 and self.rollback_loss_spike is None),
-              "rollback_lr_factor and rollback_loss_spike apply to on_nonfinite=rollback", f"on_nonfinite={self.on_nonfinite}",
-              "pass --on_nonfinite=rollback too, or drop --rollback_lr_factor / --rollback_loss_spike")
-
     def validate(self) -> "TrainConfig":
-        """Check every field; return self. Names (model, loss, ...) are checked
-        against the registries."""
-        from tfcustom import losses, models, optimizers
-        from tfcustom.data import DATASET_NAMES
-
+        """Check every field (names such as model, loss, ... against the registries) and return
+        the config, with ``augment`` and ``export_formats`` as tuples: ``self`` when they are
+        already, else a normalized copy (the config itself is never changed)."""
         self._validate_settings()
-        self._validate_rollback()
-
+        Rollback.from_config(self)  # the rollback settings need --on_nonfinite=rollback
         check(
             self.dataset in DATASET_NAMES[:-1] or self.dataset.startswith("tfds:") or self.dataset.startswith("tfrecord:"),
             "unknown dataset", self.dataset,
             f"use one of: {', '.join(DATASET_NAMES)}, tfrecord:DIR",
         )
-        from tfcustom.data.augment import parse_augment
-
-        self.augment = parse_augment(self.augment)
-        self._validate_export_formats()
-        check((self.train_subset is None and self.test_subset is None) or not self.dataset.startswith("tfrecord:"),
-              "train_subset/test_subset apply to in-memory datasets, not to tfrecord: shards", self.dataset,
+        augment, export_formats = parse_augment(self.augment), tuple(self.export_formats or ())
+        config = self if (augment, export_formats) == (self.augment, self.export_formats) else dataclasses.replace(
+            self, augment=augment, export_formats=export_formats)
+        config._check_export_formats()
+        check((config.train_subset is None and config.test_subset is None) or not config.dataset.startswith("tfrecord:"),
+              "train_subset/test_subset apply to in-memory datasets, not to tfrecord: shards", config.dataset,
               "drop --train_subset/--test_subset, or convert a smaller dataset")
-        check(isinstance(self.model_kwargs, dict), "model_kwargs must be a dict (JSON object)", self.model_kwargs, 'pass e.g. --model_kwargs=\'{"filters": [32, 64]}\'')
-        from tfcustom.experiment import user_model
+        config._validate_model()
+        config._validate_optimization()
+        config._validate_execution()
+        config._validate_weight_averaging()
+        return config
 
+    def _validate_model(self) -> None:
+        """The model (registered or ``module:function``) and its kwargs, the loss and the metrics."""
+        check(isinstance(self.model_kwargs, dict), "model_kwargs must be a dict (JSON object)", self.model_kwargs, 'pass e.g. --model_kwargs=\'{"filters": [32, 64]}\'')
         if user_model.is_reference(self.model):
             user_model.check_reference(self.model, self.model_kwargs)
         else:
@@ -328,12 +330,13 @@ class TrainConfig:
               "add --augment=flip (or crop,flip), or drop test_time_flip from --model_kwargs")
         check_one_of("loss", self.loss, losses.names())
         check(0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)", self.label_smoothing, "pass e.g. 0.1")
-        from tfcustom import metrics as metrics_lib
-
         for m in self.metrics:
             check_one_of("metric", m, metrics_lib.names())
-        base, _ = _split_sam(self.optimizer)
+
+    def _validate_optimization(self) -> None:
+        """The optimizer, its learning rate and schedule, weight decay, momentum, clipping, SAM, the batch size."""
         check_one_of("optimizer", self.optimizer, optimizers.names() + [f"sam_{n}" for n in optimizers.names()])
+        base, _ = split_sam_name(self.optimizer)
         check(self.learning_rate == "find" or (_is_number(self.learning_rate) and self.learning_rate > 0),
               "learning_rate must be positive, or find", self.learning_rate, "pass e.g. 1e-3, or find for a range test")
         check_one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
@@ -346,6 +349,9 @@ class TrainConfig:
         check(self.sam_rho is None or self.sam_rho >= 0, "sam_rho must be >= 0", self.sam_rho, "pass e.g. 0.05")
         if self.batch_size != "find":
             check_positive_int("batch_size", self.batch_size)
+
+    def _validate_execution(self) -> None:
+        """XLA, the accuracy target, the strategy's options, profiling, early stopping's monitor."""
         check(isinstance(self.jit_compile, bool) or self.jit_compile == "auto", "jit_compile must be 'auto', True or False",
               self.jit_compile, "pass --jit_compile=auto to choose by measurement, --jit_compile or --nojit_compile to force it")
         check(self.target_accuracy is None or (isinstance(self.target_accuracy, (int, float)) and 0 < self.target_accuracy <= 1),
@@ -361,8 +367,6 @@ class TrainConfig:
               "profile_steps must be START,END with 1 <= START <= END", self.profile_steps, "pass e.g. --profile_steps=10,20")
         check(self.validation_size > 0 or not self.monitor.startswith("val_") or self.early_stopping_patience is None,
               "early stopping monitors a validation metric but validation_size is 0", self.monitor, "set validation_size > 0 or monitor a training metric")
-        self._validate_weight_averaging()
-        return self
 
     def _validate_weight_averaging(self) -> None:
         """``ema_decay`` / ``swa_start_epoch`` / ``swa_lr``: their ranges, and one averaging at a time."""
@@ -393,8 +397,3 @@ def _attributes_section(cls) -> str:
 
 TrainConfig.__doc__ = TrainConfig.__doc__.rstrip() + _attributes_section(TrainConfig)
 
-
-def _split_sam(name: str):
-    if name.startswith("sam_"):
-        return name[len("sam_"):], True
-    return name, False

@@ -39,12 +39,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfcustom.data import read_idx
+from tfcustom.data.sources import FASHION_MNIST_CLASSES
 from tfcustom.errors import check, config_error, data_error, is_writable_dir
 from tfcustom.disk_errors import atomic, writing
 from tfcustom.experiment.export_formats import FORMATS as EXTRA_FORMATS
 from tfcustom.experiment.export_formats import export_formats, require_runtime
 from tfcustom.experiment.run_dir import (  # the run-directory half of the export API, re-exported
-    _load_keras, _results_class_names, build_run_model, evaluate_run, find_checkpoint, load_run_model, restore_checkpoint,
+    load_keras, results_class_names, build_run_model, evaluate_run, find_checkpoint, load_run_model, restore_checkpoint,
 )
 from tfcustom.experiment.run_files import (
     BEST_SUBDIR, CHECKPOINT_CHOICES, CHECKPOINT_DIR, CONFIG_FILE, KERAS_FILE, RESULTS_FILE, SAVED_MODEL_DIR, SPLITS,
@@ -161,22 +163,9 @@ def export_model(
     Returns:
       ``{"keras": <path>, "saved_model": <path>, ...}`` (one entry per format written).
     """
-    check(isinstance(model, keras.Model) and model.built, "export needs a built keras.Model", getattr(model, "name", type(model).__name__),
-          "call the model on a batch (or train it) before exporting")
-    check(isinstance(keras_name, str) and keras_name.endswith(".keras") and os.path.basename(keras_name) == keras_name,
-          "keras_name must be a file name ending in .keras", keras_name, "pass e.g. keras_name='model.keras'")
-    check(isinstance(savedmodel_name, str) and savedmodel_name and os.path.basename(savedmodel_name) == savedmodel_name,
-          "savedmodel_name must be a plain directory name", savedmodel_name, "pass e.g. savedmodel_name='saved_model'")
-    shape = _model_input_shape(model, input_shape)
     formats = tuple(formats)
-    extra = [f for f in formats if f != "saved_model"]
-    check(all(f in EXTRA_FORMATS for f in extra), "unknown export format", formats,
-          f"choose from {['saved_model'] + sorted(EXTRA_FORMATS)}")
-    for fmt in extra:
-        require_runtime(fmt)
+    shape, extra = _check_export_args(model, directory, keras_name, savedmodel_name, input_shape, formats)
     directory = os.fspath(directory)
-    check(not os.path.exists(directory) or os.path.isdir(directory), "export directory exists and is not a directory", directory,
-          "pass a directory path")
     finals = {"keras": os.path.join(directory, keras_name)}
     if "saved_model" in formats:
         finals["saved_model"] = os.path.join(directory, savedmodel_name)
@@ -190,7 +179,34 @@ def export_model(
     except OSError as e:
         raise config_error(f"cannot create the export directory ({e.strerror})", directory, "choose a writable directory") from None
     check(is_writable_dir(directory), "export directory is not writable", directory, "choose a writable directory")
+    _write_in_place(model, directory, finals, shape)
+    if extra:
+        finals.update(_export_checked(model, directory, extra, shape, check_images))
+    return dict(finals)
 
+
+def _check_export_args(model, directory, keras_name, savedmodel_name, input_shape, formats):
+    """``(per-example input shape, formats besides saved_model)``, every argument checked before anything is written."""
+    check(isinstance(model, keras.Model) and model.built, "export needs a built keras.Model", getattr(model, "name", type(model).__name__),
+          "call the model on a batch (or train it) before exporting")
+    check(isinstance(keras_name, str) and keras_name.endswith(".keras") and os.path.basename(keras_name) == keras_name,
+          "keras_name must be a file name ending in .keras", keras_name, "pass e.g. keras_name='model.keras'")
+    check(isinstance(savedmodel_name, str) and savedmodel_name and os.path.basename(savedmodel_name) == savedmodel_name,
+          "savedmodel_name must be a plain directory name", savedmodel_name, "pass e.g. savedmodel_name='saved_model'")
+    shape = _model_input_shape(model, input_shape)
+    extra = [f for f in formats if f != "saved_model"]
+    check(all(f in EXTRA_FORMATS for f in extra), "unknown export format", formats,
+          f"choose from {['saved_model'] + sorted(EXTRA_FORMATS)}")
+    for fmt in extra:
+        require_runtime(fmt)
+    directory = os.fspath(directory)
+    check(not os.path.exists(directory) or os.path.isdir(directory), "export directory exists and is not a directory", directory,
+          "pass a directory path")
+    return shape, extra
+
+
+def _write_in_place(model, directory: str, finals: Dict[str, str], shape) -> None:
+    """Write the ``.keras`` file (and the SavedModel) to temporary siblings, then rename them to ``finals``."""
     token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp = {k: os.path.join(directory, f".tmp-{token}-{os.path.basename(p)}") for k, p in finals.items()}
     try:
@@ -222,9 +238,6 @@ def export_model(
             raise
         if old is not None:
             _remove(old)
-    if extra:
-        finals.update(_export_checked(model, directory, extra, shape, check_images))
-    return dict(finals)
 
 
 def _export_checked(model, directory, formats, shape, images) -> Dict[str, str]:
@@ -260,10 +273,8 @@ def class_names_for(model_path: str, num_classes: int):
     """Class names for a model: the ``class_names`` of the results.json next
     to it (its run directory) when there is one, else Fashion-MNIST's for 10
     classes, else the class ids as strings."""
-    from tfcustom.data.sources import FASHION_MNIST_CLASSES
-
     parent = os.path.dirname(os.path.abspath(model_path.rstrip("/")))
-    names = _results_class_names(parent)
+    names = results_class_names(parent)
     if names and len(names) == num_classes:
         return names
     if num_classes == len(FASHION_MNIST_CLASSES):
@@ -288,7 +299,7 @@ def load_predictor(path: str) -> Predictor:
         num_classes = int(probe.shape[-1])
         return Predictor(lambda x: loaded.serve(x).numpy(), shape, class_names_for(path, num_classes), "saved_model")
     check(path.endswith(".keras"), "model file must be a .keras file", path, "pass a .keras file or a SavedModel directory")
-    model = _load_keras(path)
+    model = load_keras(path)
     shape = _model_input_shape(model, None)
     num_classes = int(model(tf.zeros((1,) + shape, tf.float32), training=False).shape[-1])
     return Predictor(lambda x: model(x, training=False).numpy(), shape, class_names_for(path, num_classes), "keras")
@@ -330,8 +341,6 @@ def _png_bit_depth(path: str) -> int:
 
 def read_idx_images(path: str, limit: Optional[int] = None) -> np.ndarray:
     """An IDX image file -> float32 ``(N, H, W, 1)`` in [0, 1] (the first ``limit``)."""
-    from tfcustom.data import read_idx
-
     x = read_idx(path)
     if x.ndim not in (3, 4):
         raise data_error("IDX file does not hold images (expected 3 dimensions)", x.shape, "pass an images file, e.g. t10k-images-idx3-ubyte.gz")

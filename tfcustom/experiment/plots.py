@@ -19,8 +19,11 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from tfcustom.errors import check, check_positive_int
+from tfcustom import data as data_lib
 from tfcustom.disk_errors import atomic
+from tfcustom.errors import check, check_positive_int
+from tfcustom.experiment.run_dir import load_run_model, read_run_config
+from tfcustom.training.steps import make_predict_step
 
 CONFUSION_FILE = "confusion_matrix.png"
 MISCLASSIFIED_FILE = "misclassified.png"
@@ -162,12 +165,7 @@ def write_run_pictures(run_dir: str, images, labels, probabilities, class_names:
 def redraw_run_pictures(run_dir: str, which: str = "final", data_dir: Optional[str] = None) -> Dict[str, object]:
     """Draw a finished run's pictures again from its model and test split
     (``which`` as in [`tfcustom.experiment.export.load_run_model`][tfcustom.experiment.export.load_run_model])."""
-    from tfcustom import data as data_lib
-    from tfcustom.experiment.export import load_run_model
-    from tfcustom.experiment.run_dir import _read_run_config
-    from tfcustom.training.steps import make_predict_step
-
-    config = _read_run_config(run_dir)
+    config = read_run_config(run_dir)
     dataset = data_lib.load(config.dataset, data_dir or config.data_dir)
     model = load_run_model(run_dir, which, num_classes=dataset.num_classes, input_shape=dataset.input_shape)
     pipe = data_lib.InputPipeline(dataset.test, min(config.eval_batch_size, len(dataset.test)))

@@ -15,15 +15,16 @@ import tensorflow as tf
 from tfcustom import data as data_lib
 from tfcustom.errors import check, check_one_of, config_error, data_error
 from tfcustom.training import steps as steps_lib
-from tfcustom.training.checkpoint import listed_checkpoints
+from tfcustom.training.checkpoint import listed_checkpoints, model_checkpoint
 from tfcustom.training.compile_args import metric_from_spec
 from tfcustom.run_json import read_json
+from tfcustom.experiment.builders import build_loss, model_from_config
+from tfcustom.experiment.config import TrainConfig
 from tfcustom.experiment.run_files import BEST_SUBDIR, CHECKPOINT_CHOICES, CHECKPOINT_DIR, CONFIG_FILE, KERAS_FILE, RESULTS_FILE, SPLITS
 
 
-def _read_run_config(run_dir: str):
-    from tfcustom.experiment.config import TrainConfig
-
+def read_run_config(run_dir: str) -> TrainConfig:
+    """The ``config.json`` of a run directory (one clear error if there is none)."""
     check(os.path.isdir(run_dir), "run directory does not exist", run_dir, "pass the --output_dir of a training run")
     path = os.path.join(run_dir, CONFIG_FILE)
     check(os.path.isfile(path), "run directory has no config.json (not a tfcustom run)", run_dir,
@@ -76,11 +77,7 @@ def restore_checkpoint(model: keras.Model, path: str) -> None:
     model, or if some of the model's weights are invisible to
     ``tf.train.Checkpoint`` (they would silently keep their initial values).
     """
-    try:  # the run's own layout: the model plus an explicit map of its variables
-        from tfcustom.training.checkpoint import model_checkpoint
-    except ImportError:  # pragma: no cover
-        model_checkpoint = lambda m: tf.train.Checkpoint(model=m)  # noqa: E731
-    checkpoint = model_checkpoint(model)
+    checkpoint = model_checkpoint(model)  # the run's own layout: the model plus an explicit map of its variables
     untracked = _untracked_weights(model, checkpoint)
     check(not untracked, f"{len(untracked)} weight(s) of the model are not tracked by tf.train.Checkpoint, so a checkpoint cannot restore them",
           untracked[:3], "restore from the run's model.keras (--checkpoint=final), or make the model track these layers")
@@ -106,44 +103,29 @@ def load_run_model(run_dir: str, which: str = "final", *, num_classes: Optional[
     and (28, 28, 1).
     """
     _check_which(which)
-    config = _read_run_config(run_dir)
+    config = read_run_config(run_dir)
     if which == "final":
         path = os.path.join(run_dir, KERAS_FILE)
         check(os.path.isfile(path), "run directory has no model.keras (training did not finish)", run_dir,
               "pass --checkpoint=latest to use its newest checkpoint, or finish the run")
-        return _load_keras(path)
+        return load_keras(path)
     path = find_checkpoint(run_dir, which)
     if num_classes is None:
-        names = _results_class_names(run_dir)
+        names = results_class_names(run_dir)
         num_classes = len(names) if names else 10
     model = build_run_model(config, num_classes, input_shape or (28, 28, 1))
     restore_checkpoint(model, path)
     return model
 
 
-def _default_name(cls) -> str:
-    # Keras' automatic name of the first instance of a class ("CNN" -> "cnn",
-    # "ResNet" -> "res_net"): what the model of a fresh training process is called.
-    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", cls.__name__)
-    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
-
-
 def build_run_model(config, num_classes: int, input_shape=(28, 28, 1)) -> keras.Model:
     """The run's model, freshly built from its config (named as in a fresh
     training process, whatever models this process built before)."""
-    from tfcustom import models as models_lib
-    from tfcustom.experiment import user_model
-
-    kwargs = dict(config.model_kwargs)
-    cls = None if user_model.is_reference(config.model) else models_lib._REGISTRY.get(str(config.model).lower())
-    if cls is not None:
-        kwargs.setdefault("name", _default_name(cls))
-    model = user_model.model_from_name(config.model, num_classes, input_shape, **kwargs)
-    model(tf.zeros((1,) + tuple(input_shape), tf.float32), training=False)
-    return model
+    return model_from_config(config, num_classes, input_shape, fresh_name=True)
 
 
-def _load_keras(path: str) -> keras.Model:
+def load_keras(path: str) -> keras.Model:
+    """A ``.keras`` file (``safe_mode=True``; tfcustom's objects are registered); one clear error if it cannot be loaded."""
     import tfcustom  # noqa: F401  (registers the custom objects for safe_mode loading)
 
     try:
@@ -153,7 +135,8 @@ def _load_keras(path: str) -> keras.Model:
                            "pass a .keras file written by tfcustom (or keras.Model.save)") from None
 
 
-def _results_class_names(run_dir: str):
+def results_class_names(run_dir: str):
+    """The ``class_names`` of a run's ``results.json``, or None (no file, or none recorded)."""
     path = os.path.join(run_dir, RESULTS_FILE)
     if not os.path.exists(path):
         return None
@@ -171,12 +154,11 @@ class RunEvaluation:
     """
 
     def __init__(self, run_dir: str, data_dir: Optional[str] = None, split: str = "test", *, dataset=None):
-        from tfcustom.experiment.train import build_loss  # (tfcustom.experiment.train imports this module)
         from tfcustom.training.trainer import _scalar_results
 
         check_one_of("split", split, SPLITS)
         self.run_dir, self.split = run_dir, split
-        self.config = config = _read_run_config(run_dir)
+        self.config = config = read_run_config(run_dir)
         if dataset is None:
             dataset = data_lib.load(config.dataset, data_dir or config.data_dir)
         if not isinstance(dataset, data_lib.ShardedDataset):  # the examples the run used (--train_subset, --test_subset)

@@ -33,6 +33,7 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Dict, List, Optional, Sequence, Union
@@ -42,8 +43,13 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tfcustom import data as data_lib
+from tfcustom import models as models_lib
+from tfcustom.training.trainer import Trainer
 from tfcustom.optimizers.backbone_head import BackboneHeadOptimizer, variable_layer_name
 from tfcustom.errors import check, config_error
+from tfcustom.experiment import run_dir as run_dir_lib
+from tfcustom.experiment.builders import seed_everything
 from tfcustom.models.layer_patterns import check_patterns, layer_names, match_layers
 
 __all__ = [
@@ -58,11 +64,9 @@ __all__ = [
 
 
 def _find_run_dir(path: str) -> Optional[str]:
-    from tfcustom.experiment import export
-
     d = os.path.abspath(path if os.path.isdir(path) else os.path.dirname(path))
     for _ in range(4):
-        if os.path.isfile(os.path.join(d, export.CONFIG_FILE)):
+        if os.path.isfile(os.path.join(d, run_dir_lib.CONFIG_FILE)):
             return d
         parent = os.path.dirname(d)
         if parent == d:
@@ -73,8 +77,6 @@ def _find_run_dir(path: str) -> Optional[str]:
 
 def _source_model(source) -> keras.Model:
     """A keras.Model from a model, a ``.keras`` file, a run directory, or a checkpoint."""
-    from tfcustom.experiment import run_dir as runs
-
     if isinstance(source, keras.Model):
         return source
     check(isinstance(source, (str, os.PathLike)), "the pretrained source must be a keras.Model or a path", type(source).__name__,
@@ -82,9 +84,9 @@ def _source_model(source) -> keras.Model:
     path = os.fspath(source)
     if path.endswith(".keras"):
         check(os.path.isfile(path), "pretrained .keras file does not exist", path, "check the path")
-        return runs._load_keras(path)
-    if os.path.isdir(path) and os.path.isfile(os.path.join(path, runs.KERAS_FILE)):
-        return runs._load_keras(os.path.join(path, runs.KERAS_FILE))
+        return run_dir_lib.load_keras(path)
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, run_dir_lib.KERAS_FILE)):
+        return run_dir_lib.load_keras(os.path.join(path, run_dir_lib.KERAS_FILE))
     # A checkpoint (prefix, or a directory of checkpoints) inside a run directory:
     # rebuild the run's model from its config.json and restore it.
     ckpt = tf.train.latest_checkpoint(path) if os.path.isdir(path) else (path if tf.io.gfile.glob(path + ".index") else None)
@@ -93,10 +95,10 @@ def _source_model(source) -> keras.Model:
     run_dir = _find_run_dir(path)
     check(run_dir is not None, "a checkpoint can only be restored inside its run directory (config.json rebuilds the model)", path,
           "pass the checkpoint of a tfcustom run, or the pretrained model / .keras file")
-    config = runs._read_run_config(run_dir)
-    names = runs._results_class_names(run_dir)
-    model = runs.build_run_model(config, len(names) if names else 10)
-    runs.restore_checkpoint(model, ckpt)
+    config = run_dir_lib.read_run_config(run_dir)
+    names = run_dir_lib.results_class_names(run_dir)
+    model = run_dir_lib.build_run_model(config, len(names) if names else 10)
+    run_dir_lib.restore_checkpoint(model, ckpt)
     return model
 
 
@@ -201,8 +203,6 @@ def unfreeze(model: keras.Model, patterns: Sequence[str] = ("*",)) -> List[str]:
 def subset_classes(split, classes: Sequence[int], per_class: Optional[int] = None, seed: int = 0):
     """The examples of ``classes`` (labels remapped to 0..len(classes)-1), optionally
     ``per_class`` of each, drawn with ``seed``; returns a [`tfcustom.data.Split`][tfcustom.data.Split]."""
-    from tfcustom.data import Split
-
     classes = list(classes)
     rng = np.random.default_rng(seed)
     idx = []
@@ -215,18 +215,70 @@ def subset_classes(split, classes: Sequence[int], per_class: Optional[int] = Non
     idx = np.sort(np.concatenate(idx))
     remap = np.full(int(max(classes)) + 1, -1, np.int32)
     remap[classes] = np.arange(len(classes), dtype=np.int32)
-    return Split(split.x[idx], remap[split.y[idx]])
+    return data_lib.Split(split.x[idx], remap[split.y[idx]])
 
 
 def _fit(model, train, test, optimizer, epochs, batch_size, seed, verbose):
-    from tfcustom import data as data_lib
-    from tfcustom.training.trainer import Trainer
-
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     trainer = Trainer(model, loss, optimizer, ["accuracy"], verbose=verbose)
     pipe = data_lib.InputPipeline(train, min(batch_size, len(train)), shuffle=True, seed=seed)
     trainer.fit(pipe, epochs)
     return trainer.evaluate(data_lib.InputPipeline(test, min(1000, len(test))))
+
+
+def _check_lesson(pretrain_classes, target_classes, shots, seeds, head_epochs, finetune_epochs) -> List[int]:
+    """The lesson's arguments checked; the seeds as a list."""
+    check(not set(pretrain_classes) & set(target_classes), "pretrain and target classes overlap",
+          sorted(set(pretrain_classes) & set(target_classes)), "use disjoint class sets")
+    check(isinstance(shots, int) and shots >= 1, "shots must be a positive integer", shots, "pass e.g. 100")
+    seeds = list(seeds)
+    check(seeds and all(isinstance(s, int) and s >= 0 for s in seeds), "seeds must be a non-empty list of integers >= 0", seeds, "pass e.g. seeds=(0, 1, 2)")
+    check(head_epochs + finetune_epochs >= 1, "fine-tuning needs at least one epoch", (head_epochs, finetune_epochs),
+          "pass finetune_epochs >= 1 (and/or head_epochs >= 1)")
+    return seeds
+
+
+def _fine_tune(model, few, target_test, backbone, seed, verbose, *, head_epochs, head_learning_rate, finetune_epochs,
+               backbone_learning_rate, learning_rate, batch_size) -> Dict[str, Optional[float]]:
+    """Optionally the head alone (backbone frozen), then everything at two learning rates:
+    ``{"head_only_accuracy", "finetune_accuracy"}``."""
+    run = {"head_only_accuracy": None}
+    if head_epochs:
+        freeze(model, backbone)
+        run["head_only_accuracy"] = _fit(model, few, target_test, keras.optimizers.Adam(head_learning_rate), head_epochs, batch_size, seed, verbose)["accuracy"]
+        unfreeze(model, backbone)
+    run["finetune_accuracy"] = run["head_only_accuracy"]
+    if finetune_epochs:
+        optimizer = BackboneHeadOptimizer(keras.optimizers.Adam(backbone_learning_rate), keras.optimizers.Adam(learning_rate), backbone=backbone)
+        run["finetune_accuracy"] = _fit(model, few, target_test, optimizer, finetune_epochs, batch_size, seed + 1, verbose)["accuracy"]
+    return run
+
+
+def _fresh_cnn(num_classes: int, seed: int, *, shape, model_kwargs) -> keras.Model:
+    """A new CNN drawn with ``seed``, built on ``shape``."""
+    seed_everything(seed, False)
+    model = models_lib.get("cnn", num_classes=num_classes, **model_kwargs)
+    model(tf.zeros(shape), training=False)
+    return model
+
+
+def _one_seed(fresh, pretrained, few, target_test, backbone, seed, verbose, *, n_target, scratch_epochs, learning_rate,
+              batch_size, **fine_tuning):
+    """One seed of the lesson: fine-tune a restored backbone, then train the same model from scratch;
+    ``(restored layer names, the seed's results)``."""
+    t = time.time()
+    model = fresh(n_target, seed + 1)
+    restored = restore_backbone(model, pretrained, include=backbone)
+    run = {"seed": seed}
+    run.update(_fine_tune(model, few, target_test, backbone, seed, verbose, learning_rate=learning_rate, batch_size=batch_size,
+                          **fine_tuning))
+    run["finetune_s"] = time.time() - t
+    t = time.time()
+    scratch = fresh(n_target, seed + 1)
+    run["scratch_accuracy"] = _fit(scratch, few, target_test, keras.optimizers.Adam(learning_rate), scratch_epochs, batch_size, seed, verbose)["accuracy"]
+    run["scratch_s"] = time.time() - t
+    logging.info("seed %d: fine-tuned %.4f, from scratch %.4f", seed, run["finetune_accuracy"], run["scratch_accuracy"])
+    return restored, run
 
 
 def transfer_experiment(
@@ -275,30 +327,13 @@ def transfer_experiment(
       ``"runs"`` (one dict per seed), ``"pretrain_accuracy"`` (on the pretrain
       classes' test images), ``"restored_layers"``, example counts, timings}.
     """
-    from tfcustom import data as data_lib
-    from tfcustom import models as models_lib
-    from tfcustom.experiment.train import seed_everything
-
-    check(not set(pretrain_classes) & set(target_classes), "pretrain and target classes overlap",
-          sorted(set(pretrain_classes) & set(target_classes)), "use disjoint class sets")
-    check(isinstance(shots, int) and shots >= 1, "shots must be a positive integer", shots, "pass e.g. 100")
-    seeds = list(seeds)
-    check(seeds and all(isinstance(s, int) and s >= 0 for s in seeds), "seeds must be a non-empty list of integers >= 0", seeds, "pass e.g. seeds=(0, 1, 2)")
-    check(head_epochs + finetune_epochs >= 1, "fine-tuning needs at least one epoch", (head_epochs, finetune_epochs),
-          "pass finetune_epochs >= 1 (and/or head_epochs >= 1)")
+    seeds = _check_lesson(pretrain_classes, target_classes, shots, seeds, head_epochs, finetune_epochs)
     model_kwargs = dict({"filters": [16, 32]} if model_kwargs is None else model_kwargs)
     scratch_epochs = scratch_epochs if scratch_epochs is not None else head_epochs + finetune_epochs
     if dataset is None:
         dataset = data_lib.load("fashion_mnist", data_dir)
-    shape = (1,) + tuple(dataset.input_shape)
     n_target = len(target_classes)
-
-    def fresh(num_classes, seed):
-        seed_everything(seed, False)
-        model = models_lib.get("cnn", num_classes=num_classes, **model_kwargs)
-        model(tf.zeros(shape), training=False)
-        return model
-
+    fresh = functools.partial(_fresh_cnn, shape=(1,) + tuple(dataset.input_shape), model_kwargs=model_kwargs)
     pre_train = subset_classes(dataset.train, pretrain_classes)
     pre_test = subset_classes(dataset.test, pretrain_classes)
     target_test = subset_classes(dataset.test, target_classes)
@@ -312,24 +347,10 @@ def transfer_experiment(
     runs, restored = [], []
     for seed in seeds:
         few = subset_classes(dataset.train, target_classes, per_class=shots, seed=seed)
-        t = time.time()
-        model = fresh(n_target, seed + 1)
-        restored = restore_backbone(model, pretrained, include=backbone)
-        run = {"seed": seed, "head_only_accuracy": None}
-        if head_epochs:
-            freeze(model, backbone)
-            run["head_only_accuracy"] = _fit(model, few, target_test, keras.optimizers.Adam(head_learning_rate), head_epochs, batch_size, seed, verbose)["accuracy"]
-            unfreeze(model, backbone)
-        run["finetune_accuracy"] = run["head_only_accuracy"]
-        if finetune_epochs:
-            optimizer = BackboneHeadOptimizer(keras.optimizers.Adam(backbone_learning_rate), keras.optimizers.Adam(learning_rate), backbone=backbone)
-            run["finetune_accuracy"] = _fit(model, few, target_test, optimizer, finetune_epochs, batch_size, seed + 1, verbose)["accuracy"]
-        run["finetune_s"] = time.time() - t
-        t = time.time()
-        scratch = fresh(n_target, seed + 1)
-        run["scratch_accuracy"] = _fit(scratch, few, target_test, keras.optimizers.Adam(learning_rate), scratch_epochs, batch_size, seed, verbose)["accuracy"]
-        run["scratch_s"] = time.time() - t
-        logging.info("seed %d: fine-tuned %.4f, from scratch %.4f", seed, run["finetune_accuracy"], run["scratch_accuracy"])
+        restored, run = _one_seed(fresh, pretrained, few, target_test, backbone, seed, verbose, n_target=n_target,
+                                  head_epochs=head_epochs, head_learning_rate=head_learning_rate, finetune_epochs=finetune_epochs,
+                                  backbone_learning_rate=backbone_learning_rate, learning_rate=learning_rate,
+                                  batch_size=batch_size, scratch_epochs=scratch_epochs)
         runs.append(run)
 
     return {

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from tfcustom.errors import check
 from tfcustom.losses._args import _as_float, _as_float_list
-from tfcustom.losses.base import _SparseClassificationLoss, _label_smoothing_arg, _smoothed_cross_entropy
+from tfcustom.losses._base import _SparseClassificationLoss, _label_smoothing_arg, _smoothed_cross_entropy
 
 
 _CLASS_WEIGHTS_FIX = ("pass a dict {class_id: weight} (as keras.Model.fit(class_weight=...) takes; missing classes weigh 1.0), "

@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 
 from tfcustom.losses._args import _as_float, _as_float_list, _is_number
-from tfcustom.losses.base import _SparseClassificationLoss, _tiny
+from tfcustom.losses._base import _SparseClassificationLoss, _tiny
 
 
 @keras.saving.register_keras_serializable(package="tfcustom")

@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 
 from tfcustom.losses._args import _as_float
-from tfcustom.losses.base import _SparseClassificationLoss, _label_smoothing_arg, _smoothed_cross_entropy
+from tfcustom.losses._base import _SparseClassificationLoss, _label_smoothing_arg, _smoothed_cross_entropy
 
 
 @keras.saving.register_keras_serializable(package="tfcustom")

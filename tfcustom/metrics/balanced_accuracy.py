@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 
 from tfcustom.metrics._utils import _COUNT_DTYPE, _safe_div
-from tfcustom.metrics.base import _ConfusionMatrixBase
+from tfcustom.metrics._base import _ConfusionMatrixBase
 
 
 @keras.saving.register_keras_serializable(package="tfcustom")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfcustom.metrics.base import _ConfusionMatrixBase
+from tfcustom.metrics._base import _ConfusionMatrixBase
 
 
 @keras.saving.register_keras_serializable(package="tfcustom")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import keras
 
 from tfcustom.metrics._utils import _safe_div
-from tfcustom.metrics.base import _AVERAGE_DOC, _AveragedScore
+from tfcustom.metrics._base import _AVERAGE_DOC, _AveragedScore
 
 
 @keras.saving.register_keras_serializable(package="tfcustom")

@@ -6,7 +6,7 @@ import keras
 
 from tfcustom.errors import check_positive_int
 from tfcustom.layers import Dense
-from tfcustom.models.base import _StackModel, _logits_dtype
+from tfcustom.models._base import _StackModel, _logits_dtype
 
 
 @keras.saving.register_keras_serializable(package="tfcustom")

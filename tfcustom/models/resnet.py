@@ -7,7 +7,7 @@ import keras
 from tfcustom.errors import check_positive_int
 from tfcustom.layers import ConvBlock, Dense, ResidualBlock, get_activation, serialize_activation
 from tfcustom.models.test_time_flip import flip_averaged_logits
-from tfcustom.models.base import _StackModel, _attach, _logits_dtype, _positive_ints
+from tfcustom.models._base import _StackModel, _attach, _logits_dtype, _positive_ints
 
 
 @keras.saving.register_keras_serializable(package="tfcustom")

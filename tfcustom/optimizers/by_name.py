@@ -28,7 +28,7 @@ import math
 import keras
 from keras import ops
 
-from tfcustom.errors import ConfigError, check, config_error
+from tfcustom.errors import ConfigError, check, check_one_of, config_error
 
 __all__ = ["SGD", "get", "names", "make_schedule", "schedule_names"]
 
@@ -171,6 +171,36 @@ def _check_learning_rate(learning_rate) -> None:
     )
 
 
+def _optimizer_args(name: str, kw: dict, weight_decay, momentum, gradient_accumulation_steps) -> dict:
+    """The Keras optimizer's keyword arguments, each checked (what is wrong, what was received, what to do)."""
+    check(
+        weight_decay is None or (_is_number(weight_decay) and weight_decay >= 0),
+        "weight_decay must be a non-negative float or None",
+        weight_decay,
+        "pass e.g. weight_decay=1e-4, or None for no weight decay",
+    )
+    check(
+        gradient_accumulation_steps is None
+        or (_is_nonneg_int(gradient_accumulation_steps) and gradient_accumulation_steps >= 1),
+        "gradient_accumulation_steps must be a positive integer or None",
+        gradient_accumulation_steps,
+        "pass None (or 1) for no accumulation, or k >= 2 to average k micro-batch gradients per update",
+    )
+    if name in ("momentum", "nesterov"):
+        check(
+            _is_number(momentum) and 0 < momentum <= 1,
+            f"optimizer {name!r} needs a momentum in (0, 1]",
+            momentum,
+            "pass e.g. momentum=0.9, or use the optimizer 'sgd' for no momentum",
+        )
+    args = dict(kw)
+    if weight_decay is not None:
+        args["weight_decay"] = float(weight_decay)
+    if gradient_accumulation_steps is not None and gradient_accumulation_steps >= 2:
+        args["gradient_accumulation_steps"] = gradient_accumulation_steps
+    return args
+
+
 def get(
     name: str,
     learning_rate,
@@ -219,42 +249,12 @@ def get(
         >>> get("sgd", 0.1, gradient_accumulation_steps=4).gradient_accumulation_steps
         4
     """
-    check(
-        isinstance(name, str) and name.lower() in _NAMES,
-        "unknown optimizer",
-        name,
-        f"choose one of: {', '.join(_NAMES)}",
-    )
+    check_one_of("optimizer", name, _NAMES, ignore_case=True)
     name = name.lower()
     _check_learning_rate(learning_rate)
     if _is_number(learning_rate):
         learning_rate = float(learning_rate)
-    check(
-        weight_decay is None or (_is_number(weight_decay) and weight_decay >= 0),
-        "weight_decay must be a non-negative float or None",
-        weight_decay,
-        "pass e.g. weight_decay=1e-4, or None for no weight decay",
-    )
-    check(
-        gradient_accumulation_steps is None
-        or (_is_nonneg_int(gradient_accumulation_steps) and gradient_accumulation_steps >= 1),
-        "gradient_accumulation_steps must be a positive integer or None",
-        gradient_accumulation_steps,
-        "pass None (or 1) for no accumulation, or k >= 2 to average k micro-batch gradients per update",
-    )
-    if name in ("momentum", "nesterov"):
-        check(
-            _is_number(momentum) and 0 < momentum <= 1,
-            f"optimizer {name!r} needs a momentum in (0, 1]",
-            momentum,
-            "pass e.g. momentum=0.9, or use the optimizer 'sgd' for no momentum",
-        )
-    args = dict(kw)
-    if weight_decay is not None:
-        args["weight_decay"] = float(weight_decay)
-    if gradient_accumulation_steps is not None and gradient_accumulation_steps >= 2:
-        args["gradient_accumulation_steps"] = gradient_accumulation_steps
-
+    args = _optimizer_args(name, kw, weight_decay, momentum, gradient_accumulation_steps)
     builders = {
         "sgd": lambda: SGD(learning_rate, momentum=0.0, **args),
         "momentum": lambda: SGD(learning_rate, momentum=float(momentum), **args),
@@ -287,6 +287,40 @@ _STEP_FRACTIONS = (0.5, 0.75)
 def schedule_names() -> list:
     """The schedule names [`make_schedule`][tfcustom.optimizers.make_schedule] accepts (a new list)."""
     return list(_SCHEDULES)
+
+
+def _check_schedule_args(name: str, learning_rate, total_steps, warmup_steps, decay_rate) -> None:
+    """The numbers of `make_schedule`, each checked."""
+    check(
+        _is_number(learning_rate) and math.isfinite(learning_rate) and learning_rate > 0,
+        "learning_rate must be a positive float",
+        learning_rate,
+        "pass e.g. learning_rate=0.1",
+    )
+    check(
+        _is_nonneg_int(total_steps) and total_steps >= 1,
+        "total_steps must be a positive integer",
+        total_steps,
+        "pass the number of optimizer updates of the whole run",
+    )
+    check(
+        _is_nonneg_int(warmup_steps) and warmup_steps < total_steps,
+        "warmup_steps must be an integer in [0, total_steps)",
+        warmup_steps,
+        f"pass 0 <= warmup_steps < total_steps={total_steps}",
+    )
+    check(
+        warmup_steps == 0 or name in ("constant", "cosine"),
+        f"schedule {name!r} has no warmup",
+        warmup_steps,
+        "pass warmup_steps=0, or use the schedule 'cosine' or 'constant'",
+    )
+    check(
+        _is_number(decay_rate) and 0 < decay_rate <= 1,
+        "decay_rate must be a number in (0, 1]",
+        decay_rate,
+        "pass e.g. decay_rate=0.1",
+    )
 
 
 def make_schedule(name: str, learning_rate: float, *, total_steps: int, warmup_steps: int = 0, decay_rate: float = 0.1):
@@ -325,44 +359,10 @@ def make_schedule(name: str, learning_rate: float, *, total_steps: int, warmup_s
         >>> make_schedule("constant", 0.1, total_steps=100)
         0.1
     """
-    check(
-        isinstance(name, str) and name.lower() in _SCHEDULES,
-        "unknown learning-rate schedule",
-        name,
-        f"choose one of: {', '.join(_SCHEDULES)}",
-    )
+    check_one_of("learning-rate schedule", name, _SCHEDULES, ignore_case=True)
     name = name.lower()
-    check(
-        _is_number(learning_rate) and math.isfinite(learning_rate) and learning_rate > 0,
-        "learning_rate must be a positive float",
-        learning_rate,
-        "pass e.g. learning_rate=0.1",
-    )
+    _check_schedule_args(name, learning_rate, total_steps, warmup_steps, decay_rate)
     learning_rate = float(learning_rate)
-    check(
-        _is_nonneg_int(total_steps) and total_steps >= 1,
-        "total_steps must be a positive integer",
-        total_steps,
-        "pass the number of optimizer updates of the whole run",
-    )
-    check(
-        _is_nonneg_int(warmup_steps) and warmup_steps < total_steps,
-        "warmup_steps must be an integer in [0, total_steps)",
-        warmup_steps,
-        f"pass 0 <= warmup_steps < total_steps={total_steps}",
-    )
-    check(
-        warmup_steps == 0 or name in ("constant", "cosine"),
-        f"schedule {name!r} has no warmup",
-        warmup_steps,
-        "pass warmup_steps=0, or use the schedule 'cosine' or 'constant'",
-    )
-    check(
-        _is_number(decay_rate) and 0 < decay_rate <= 1,
-        "decay_rate must be a number in (0, 1]",
-        decay_rate,
-        "pass e.g. decay_rate=0.1",
-    )
     schedules = keras.optimizers.schedules
     if name == "constant":
         if warmup_steps == 0:
