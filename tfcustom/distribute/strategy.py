@@ -190,6 +190,25 @@ def parse_tf_config(text: Optional[str] = None) -> Dict[str, Any]:
     JSON, a ``cluster`` with ``worker`` (and/or ``chief``) lists of
     ``host:port`` addresses, a ``task`` with a ``type`` of the cluster and an
     ``index`` within its list.
+
+    Args:
+      text: the JSON text (default: ``$TF_CONFIG``).
+
+    Returns:
+      The parsed ``TF_CONFIG``, checked.
+
+    Raises:
+      ConfigError: what is wrong with it, and a ``TF_CONFIG`` that works.
+
+    Examples:
+        >>> config = parse_tf_config('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+        ...                          '"task": {"type": "worker", "index": 1}}')
+        >>> config["task"], len(config["cluster"]["worker"])
+        ({'type': 'worker', 'index': 1}, 2)
+        >>> parse_tf_config('{"cluster": {"worker": ["host1:12345"]}, "task": {"type": "worker", "index": 1}}')
+        Traceback (most recent call last):
+        ...
+        tfcustom.errors.ConfigError: TF_CONFIG task index is out of range for the 1 'worker' address(es) of the cluster (received: 1). Use an index in 0..0.
     """
     example = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
                '"task": {"type": "worker", "index": 0}}\' (index 1 on the second host)')
@@ -253,7 +272,21 @@ def _multi_worker(cluster_timeout: float) -> tf.distribute.Strategy:
 
 
 def describe(strategy: tf.distribute.Strategy) -> str:
-    """``"MirroredStrategy, 2 replica(s) on /cpu:0, /cpu:1"``."""
+    """One line for the logs: the strategy's kind, replica count and devices.
+
+    For instance ``"MirroredStrategy, 2 replica(s) on /job:localhost/replica:0/task:0/device:CPU:0, ..."``.
+    The default strategy is described without initialising TensorFlow's devices.
+
+    Args:
+      strategy: any ``tf.distribute`` strategy.
+
+    Returns:
+      The description.
+
+    Examples:
+        >>> describe(tf.distribute.get_strategy())
+        'default strategy, 1 replica(s) on /device:CPU:0'
+    """
     if not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy():
         gpus = _visible_gpus()  # not list_logical_devices: that would initialise the devices
         return f"default strategy, 1 replica(s) on {'/device:GPU:0' if gpus else '/device:CPU:0'}"
@@ -340,7 +373,18 @@ def select(
 
 
 def device_type(strategy: Optional[tf.distribute.Strategy] = None) -> str:
-    """``"TPU"``, ``"GPU"`` or ``"CPU"``: where ``strategy``'s replicas compute."""
+    """``"TPU"``, ``"GPU"`` or ``"CPU"``: where ``strategy``'s replicas compute.
+
+    Args:
+      strategy: a ``tf.distribute`` strategy (default: the current one).
+
+    Returns:
+      The device type.
+
+    Examples:
+        >>> device_type(select("cpu"))
+        'CPU'
+    """
     strategy = strategy or tf.distribute.get_strategy()
     if isinstance(strategy, tf.distribute.TPUStrategy):
         return "TPU"
@@ -355,7 +399,24 @@ def device_type(strategy: Optional[tf.distribute.Strategy] = None) -> str:
 
 def resolve_precision(precision: str, strategy: Optional[tf.distribute.Strategy] = None) -> str:
     """The Keras policy name for ``precision``: ``auto`` is ``mixed_bfloat16`` on
-    TPU, ``mixed_float16`` on GPU and ``float32`` on CPU."""
+    TPU, ``mixed_float16`` on GPU and ``float32`` on CPU.
+
+    Args:
+      precision: one of ``PRECISIONS`` (``"auto"``, ``"float32"``,
+        ``"mixed_float16"``, ``"mixed_bfloat16"``).
+      strategy: decides ``auto`` (default: the current strategy).
+
+    Returns:
+      The Keras dtype policy name.
+
+    Examples:
+        >>> resolve_precision("auto", select("cpu")), resolve_precision("mixed_bfloat16")
+        ('float32', 'mixed_bfloat16')
+        >>> resolve_precision("fp8")
+        Traceback (most recent call last):
+        ...
+        tfcustom.errors.ConfigError: unknown precision (received: 'fp8'). Choose one of: auto, float32, mixed_float16, mixed_bfloat16.
+    """
     check_one_of("precision", precision, PRECISIONS)
     if precision != "auto":
         return precision
@@ -367,6 +428,23 @@ def set_precision(precision: str, strategy: Optional[tf.distribute.Strategy] = N
 
     Build the model after this call (layers read the policy when created).
     With ``mixed_float16``, wrap the optimizer with [`wrap_optimizer`][tfcustom.distribute.strategy.wrap_optimizer].
+
+    Args:
+      precision: as [`resolve_precision`][tfcustom.distribute.strategy.resolve_precision] takes it.
+      strategy: decides ``auto`` (default: the current strategy).
+
+    Returns:
+      The policy name now in force.
+
+    Examples:
+        >>> import keras
+        >>> set_precision("mixed_bfloat16")
+        'mixed_bfloat16'
+        >>> layer = keras.layers.Dense(2)
+        >>> layer.compute_dtype, layer.variable_dtype
+        ('bfloat16', 'float32')
+        >>> set_precision("float32")  # back to Keras' default
+        'float32'
     """
     import keras
 
@@ -378,7 +456,21 @@ def set_precision(precision: str, strategy: Optional[tf.distribute.Strategy] = N
 
 def wrap_optimizer(optimizer, policy: str):
     """``optimizer`` wrapped in ``keras.optimizers.LossScaleOptimizer`` for
-    ``mixed_float16`` (dynamic loss scaling); unchanged otherwise."""
+    ``mixed_float16`` (dynamic loss scaling); unchanged otherwise.
+
+    Args:
+      optimizer: a Keras optimizer (an already wrapped one is not wrapped again).
+      policy: the dtype policy name, as [`set_precision`][tfcustom.distribute.strategy.set_precision] returns it.
+
+    Returns:
+      The optimizer to train with.
+
+    Examples:
+        >>> import keras
+        >>> sgd = keras.optimizers.SGD()
+        >>> type(wrap_optimizer(sgd, "mixed_float16")).__name__, wrap_optimizer(sgd, "mixed_bfloat16") is sgd
+        ('LossScaleOptimizer', True)
+    """
     import keras
 
     if policy == "mixed_float16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
