@@ -45,7 +45,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tfcustom.distribute.strategy import device_type, resolve_precision
 from tfcustom.errors import check
+from tfcustom.training import steps as steps_lib
 from tfcustom.run_json import damaged, read_json, write_json
 
 AUTOTUNE_FILE = "autotune.json"
@@ -129,8 +131,6 @@ def measure(train_step, make_iterator: Callable[[], Iterable], *, steps: int, lo
 
 def _measure_candidates(build, make_iterator, strategy, settings, steps, rounds, loss_steps, timer):
     """Build and time each ``name -> (policy, jit)`` candidate in interleaved rounds."""
-    from tfcustom.training import steps as steps_lib
-
     runs, first = {}, {}
     previous = keras.mixed_precision.global_policy()
     for name, (policy, jit) in settings.items():
@@ -242,8 +242,6 @@ def tune(
         training): a timing-based choice of XLA or bfloat16 changes the
         numerics, so two runs of one command could train different models.
     """
-    from tfcustom.distribute.strategy import device_type, resolve_precision
-
     check(jit_compile in ("auto", True, False), "jit_compile must be 'auto', True or False", jit_compile,
           "pass jit_compile='auto' to measure, or a bool")
     check(precision == "auto" or precision in ("float32", "mixed_float16", "mixed_bfloat16"), "unknown precision", precision,

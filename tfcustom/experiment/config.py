@@ -18,9 +18,15 @@ import dataclasses
 import json
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
+from tfcustom import losses, models, optimizers
+from tfcustom import metrics as metrics_lib
+from tfcustom.data import DATASET_NAMES
+from tfcustom.data.augment import parse_augment
 from tfcustom.data.tfrecord import VERIFY_MODES
 from tfcustom.distribute.strategy import PRECISIONS, STRATEGY_NAMES
 from tfcustom.errors import ConfigError, check, check_one_of, check_positive_int, config_error
+from tfcustom.experiment import user_model
+from tfcustom.experiment.export_formats import FORMATS, require_runtime
 from tfcustom.run_json import damaged, read_json
 from tfcustom.training.sam import split_sam_name
 
@@ -253,8 +259,6 @@ class TrainConfig:
 
     def _check_export_formats(self) -> None:
         """Known formats, and their runtimes installed (checked before training, not after)."""
-        from tfcustom.experiment.export_formats import FORMATS, require_runtime
-
         known = ["saved_model"] + sorted(FORMATS)
         check(all(f in known for f in self.export_formats), "unknown export format", list(self.export_formats),
               f"choose from {','.join(known)} (e.g. --export_formats=saved_model,litert,onnx)")
@@ -278,9 +282,6 @@ class TrainConfig:
         """Check every field (names such as model, loss, ... against the registries) and return
         the config, with ``augment`` and ``export_formats`` as tuples: ``self`` when they are
         already, else a normalized copy (the config itself is never changed)."""
-        from tfcustom.data import DATASET_NAMES
-        from tfcustom.data.augment import parse_augment
-
         self._validate_settings()
         check(
             self.dataset in DATASET_NAMES[:-1] or self.dataset.startswith("tfds:") or self.dataset.startswith("tfrecord:"),
@@ -302,9 +303,6 @@ class TrainConfig:
 
     def _validate_model(self) -> None:
         """The model (registered or ``module:function``) and its kwargs, the loss and the metrics."""
-        from tfcustom import losses, metrics as metrics_lib, models
-        from tfcustom.experiment import user_model
-
         check(isinstance(self.model_kwargs, dict), "model_kwargs must be a dict (JSON object)", self.model_kwargs, 'pass e.g. --model_kwargs=\'{"filters": [32, 64]}\'')
         if user_model.is_reference(self.model):
             user_model.check_reference(self.model, self.model_kwargs)
@@ -324,8 +322,6 @@ class TrainConfig:
 
     def _validate_optimization(self) -> None:
         """The optimizer, its learning rate and schedule, weight decay, momentum, clipping, SAM, the batch size."""
-        from tfcustom import optimizers
-
         check_one_of("optimizer", self.optimizer, optimizers.names() + [f"sam_{n}" for n in optimizers.names()])
         base, _ = split_sam_name(self.optimizer)
         check(self.learning_rate == "find" or (_is_number(self.learning_rate) and self.learning_rate > 0),

@@ -39,6 +39,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfcustom.data import read_idx
+from tfcustom.data.sources import FASHION_MNIST_CLASSES
 from tfcustom.errors import check, config_error, data_error, is_writable_dir
 from tfcustom.disk_errors import atomic, writing
 from tfcustom.experiment.export_formats import FORMATS as EXTRA_FORMATS
@@ -271,8 +273,6 @@ def class_names_for(model_path: str, num_classes: int):
     """Class names for a model: the ``class_names`` of the results.json next
     to it (its run directory) when there is one, else Fashion-MNIST's for 10
     classes, else the class ids as strings."""
-    from tfcustom.data.sources import FASHION_MNIST_CLASSES
-
     parent = os.path.dirname(os.path.abspath(model_path.rstrip("/")))
     names = results_class_names(parent)
     if names and len(names) == num_classes:
@@ -341,8 +341,6 @@ def _png_bit_depth(path: str) -> int:
 
 def read_idx_images(path: str, limit: Optional[int] = None) -> np.ndarray:
     """An IDX image file -> float32 ``(N, H, W, 1)`` in [0, 1] (the first ``limit``)."""
-    from tfcustom.data import read_idx
-
     x = read_idx(path)
     if x.ndim not in (3, 4):
         raise data_error("IDX file does not hold images (expected 3 dimensions)", x.shape, "pass an images file, e.g. t10k-images-idx3-ubyte.gz")

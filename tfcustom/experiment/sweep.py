@@ -33,6 +33,7 @@ from absl import logging
 from tfcustom.experiment.config import TrainConfig
 from tfcustom.errors import check, config_error
 from tfcustom.experiment.export import CONFIG_FILE, RESULTS_FILE
+from tfcustom.experiment.train import train_and_evaluate
 from tfcustom.run_json import read_json
 
 CSV_FILE = "sweep.csv"
@@ -120,8 +121,6 @@ def run_sweep(base_config: TrainConfig, grid: Grid, output_dir: str, *, strategy
     the finished runs and the interrupted run's checkpoint: call again to
     finish. Returns the rows of ``sweep.csv`` (dicts).
     """
-    from tfcustom.experiment.train import train_and_evaluate
-
     runs = [(run_name(s), s, apply_settings(base_config, s)) for s in expand_grid(grid)]
     names = [name for name, _, _ in runs]
     check(len(set(names)) == len(names), "the grid has repeated runs", [n for n in names if names.count(n) > 1], "list each combination once")

@@ -44,6 +44,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfcustom import data as data_lib
+from tfcustom import models as models_lib
 from tfcustom.training.trainer import Trainer
 from tfcustom.optimizers.backbone_head import BackboneHeadOptimizer, variable_layer_name
 from tfcustom.errors import check, config_error
@@ -255,8 +256,6 @@ def _fine_tune(model, few, target_test, backbone, seed, verbose, *, head_epochs,
 
 def _fresh_cnn(num_classes: int, seed: int, *, shape, model_kwargs) -> keras.Model:
     """A new CNN drawn with ``seed``, built on ``shape``."""
-    from tfcustom import models as models_lib
-
     seed_everything(seed, False)
     model = models_lib.get("cnn", num_classes=num_classes, **model_kwargs)
     model(tf.zeros(shape), training=False)
