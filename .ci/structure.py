@@ -20,9 +20,9 @@ PACKAGE = os.path.join(ROOT, "tfcustom")
 # target -> the value allowed today (ratchet). Targets: functions <= 60 lines (docstring aside), modules <= 400 lines,
 # <= 12 modules at tfcustom/'s root, no import cycle, no cross-module import of a _private name.
 LIMITS = {
-    "functions_over_60_lines": 2,
-    "longest_function_lines": 76,
-    "modules_over_400_lines": 1,
+    "functions_over_60_lines": 0,
+    "longest_function_lines": 60,
+    "modules_over_400_lines": 0,
     "root_modules": 12,
     "import_cycles": 0,
     "private_cross_imports": 0,

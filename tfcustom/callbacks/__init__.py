@@ -23,6 +23,17 @@ with the same learning rates and stops at the same epoch. The guide is
   early stopping, with patience and restore-best, resumable.
 * ``summaries``: the run's TensorBoard summaries, laid out as Keras' ``TensorBoard`` callback does.
 
+The Trainer's own loop features are built-in callbacks (``loop_callback``:
+[`LoopCallback`][tfcustom.callbacks.LoopCallback], their hooks and order), one per module, built by
+[`Trainer.loop_callbacks`][tfcustom.training.loop.FitLoop.loop_callbacks] in this order:
+[`NonFiniteSteps`][tfcustom.callbacks.NonFiniteSteps] (``nonfinite``), [`Profiler`][tfcustom.callbacks.Profiler] (``profiling``),
+[`EpochLog`][tfcustom.callbacks.EpochLog] (``epoch_log``), [`StepTiming`][tfcustom.callbacks.StepTiming] and
+[`RetracingCheck`][tfcustom.callbacks.RetracingCheck] (``timing``), [`Summaries`][tfcustom.callbacks.Summaries] (``summaries``),
+[`ReplicaLossLog`][tfcustom.callbacks.ReplicaLossLog] (``replica_losses``), [`ProgressBar`][tfcustom.callbacks.ProgressBar] (``progress``),
+[`EarlyStoppingCallback`][tfcustom.callbacks.EarlyStoppingCallback] (``early_stopping``), [`HistoryFiles`][tfcustom.callbacks.HistoryFiles] (``epoch_log``),
+[`Checkpointing`][tfcustom.callbacks.Checkpointing] (``checkpointing``), [`StopOnSignals`][tfcustom.callbacks.StopOnSignals] (``stop_signals``).
+An instance of one of these classes (or a subclass) passed in ``fit(callbacks=[...])`` replaces the built-in one.
+
 Examples:
     >>> import numpy as np, keras, tfcustom
     >>> x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
@@ -36,9 +47,23 @@ Examples:
 """
 
 from tfcustom.callbacks.callback_list import CallbackList, check_callbacks, epoch_logs_for_callbacks
+from tfcustom.callbacks.checkpointing import Checkpointing
+from tfcustom.callbacks.early_stopping import EarlyStoppingCallback
+from tfcustom.callbacks.epoch_log import EpochLog, HistoryFiles
 from tfcustom.callbacks.learning_rate import check_learning_rate_settable
+from tfcustom.callbacks.loop_callback import FitRun, LoopCallback, LoopCallbacks, Step, replace_builtins
+from tfcustom.callbacks.nonfinite import NonFiniteSteps
+from tfcustom.callbacks.profiling import Profiler
+from tfcustom.callbacks.progress import ProgressBar
+from tfcustom.callbacks.replica_losses import ReplicaLossLog
 from tfcustom.callbacks.state import CallbackState
+from tfcustom.callbacks.stop_signals import StopOnSignals
+from tfcustom.callbacks.summaries import Summaries
+from tfcustom.callbacks.timing import RetracingCheck, StepTiming
 from tfcustom.callbacks.weight_averaging import ExponentialMovingAverage, StochasticWeightAveraging, SWALearningRate
 
-__all__ = ["CallbackList", "CallbackState", "ExponentialMovingAverage", "StochasticWeightAveraging", "SWALearningRate",
-           "check_callbacks", "check_learning_rate_settable", "epoch_logs_for_callbacks"]
+__all__ = ["CallbackList", "CallbackState", "Checkpointing", "EarlyStoppingCallback", "EpochLog", "ExponentialMovingAverage",
+           "FitRun", "HistoryFiles", "LoopCallback", "LoopCallbacks", "NonFiniteSteps", "Profiler", "ProgressBar",
+           "ReplicaLossLog", "RetracingCheck", "Step", "StepTiming", "StochasticWeightAveraging", "StopOnSignals",
+           "SWALearningRate", "Summaries", "check_callbacks", "check_learning_rate_settable", "epoch_logs_for_callbacks",
+           "replace_builtins"]

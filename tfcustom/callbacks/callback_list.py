@@ -41,6 +41,7 @@ from typing import Dict, Sequence
 
 import keras
 
+from tfcustom.callbacks.weight_averaging import WeightAverage
 from tfcustom.errors import check
 
 # Keys of the Trainer's epoch records that are not metrics (Keras passes the epoch as an argument).
@@ -130,3 +131,27 @@ class CallbackList(keras.callbacks.CallbackList):
     def stop_training(self) -> bool:
         """Whether a callback asked to stop (``model.stop_training``)."""
         return bool(getattr(self.model, "stop_training", False))
+
+
+def with_averages(callbacks, averages) -> list:
+    """``fit``'s callbacks, then the Trainer's weight averages (refused among ``callbacks``: they are built by the Trainer).
+
+    Args:
+      callbacks: the Keras callbacks passed to ``fit``.
+      averages: the Trainer's ``weight_averaging`` list.
+
+    Returns:
+      ``callbacks + averages``.
+
+    Examples:
+        >>> import keras
+        >>> stop = keras.callbacks.EarlyStopping()
+        >>> with_averages([stop], []) == [stop]
+        True
+    """
+    callbacks = list(callbacks or [])
+    check(not any(isinstance(c, WeightAverage) for c in callbacks), "a weight average was passed to fit's callbacks",
+          ", ".join(type(c).__name__ for c in callbacks if isinstance(c, WeightAverage)),
+          "pass it to tfcustom.Trainer(weight_averaging=[...]) instead: it is then updated in the compiled step "
+          "and saved in the training checkpoint")
+    return callbacks + list(averages or [])

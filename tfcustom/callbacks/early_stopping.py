@@ -3,6 +3,8 @@
 Its state (best value, epochs without improvement, best epoch) is kept in
 ``tf.Variable``s so that a checkpoint can carry it across a restart.
 
+[`EarlyStoppingCallback`][tfcustom.callbacks.early_stopping.EarlyStoppingCallback] runs it in the Trainer's loop.
+
 Examples:
     >>> es = EarlyStopping(monitor="val_loss", patience=3, restore_best=True)
     >>> es.update(0.52, epoch=1)   # True when training should stop
@@ -11,9 +13,13 @@ Examples:
 
 from __future__ import annotations
 
+from typing import Dict, Optional
+
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
+from tfcustom.callbacks.loop_callback import LoopCallback
 from tfcustom.errors import check, check_one_of
 
 
@@ -113,3 +119,52 @@ class EarlyStopping(tf.Module):
             model.set_weights(self.best_weights)
             return True
         return False
+
+
+class EarlyStoppingCallback(LoopCallback):
+    """Run an [`EarlyStopping`][tfcustom.callbacks.early_stopping.EarlyStopping] in the Trainer's loop.
+
+    Built from ``fit(early_stopping=, best_checkpoint_manager=)``. At each
+    epoch's end it feeds the monitored value to ``early_stopping`` (refusing
+    in one line a name the epoch's record lacks), saves a new best to
+    ``best_manager`` (else keeps the best weights in memory, with
+    ``restore_best``) and ends training when patience runs out. After the last
+    epoch it restores the best weights when ``restore_best`` asks for it.
+
+    Args:
+      early_stopping: the ``EarlyStopping`` state (in the training checkpoint), or None: nothing.
+      best_manager: a ``tf.train.CheckpointManager`` of the model's "best" checkpoint, or None.
+      save: ``save(manager, number)`` that writes ``best_manager``'s checkpoint
+        (`tfcustom.training.checkpoint.save_checkpoint`).
+
+    Examples:
+        >>> EarlyStoppingCallback(None).early_stopping is None
+        True
+    """
+
+    def __init__(self, early_stopping: Optional[EarlyStopping] = None, best_manager=None, save=None):
+        self.early_stopping, self.best_manager, self.save = early_stopping, best_manager, save
+
+    def on_epoch_end(self, epoch: int, record: Dict[str, float]) -> None:
+        es = self.early_stopping
+        if es is None:
+            return
+        check(es.monitor in record, "early stopping monitors a value the epoch logs do not have", es.monitor,
+              f"monitor one of: {', '.join(k for k in record if k != 'epoch')}")
+        stop = es.update(record[es.monitor], epoch + 1, self.run.trainer.model if self.best_manager is None else None)
+        if self.best_manager is not None and int(es.best_epoch.numpy()) == epoch + 1:
+            self.save(self.best_manager, epoch + 1)
+            logging.debug("New best %s=%.4g: saved %s", es.monitor, record[es.monitor], self.best_manager.latest_checkpoint)
+        if stop and self.run.stop is None:
+            self.run.stop = (f"Early stopping after epoch {epoch + 1}: {es.monitor} did not improve for {es.patience} epochs "
+                             f"(best {float(es.best.numpy()):.4g} at epoch {int(es.best_epoch.numpy())})")
+
+    def on_fit_end(self) -> None:
+        es, best = self.early_stopping, self.best_manager
+        if es is None or not es.restore_best:
+            return
+        if best is not None and best.latest_checkpoint:
+            best.checkpoint.restore(best.latest_checkpoint).assert_existing_objects_matched()
+            logging.info("Restored the best weights (epoch %d, %s) from %s", int(es.best_epoch.numpy()), es.monitor, best.latest_checkpoint)
+        elif es.restore(self.run.trainer.model):
+            logging.info("Restored the weights of epoch %d (best %s)", int(es.best_epoch.numpy()), es.monitor)

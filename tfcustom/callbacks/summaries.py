@@ -21,6 +21,7 @@ overlay in TensorBoard), ``<logdir>/test`` the end-of-run results, and
   ``profile_steps=(start, end)`` in ``train`` (TensorBoard's Profile tab;
   needs the ``tensorboard-plugin-profile`` package to view).
 
+[`Summaries`][tfcustom.callbacks.summaries.Summaries] is the Trainer's built-in callback that writes them.
 The writer is built by the caller ([`tfcustom.train_and_evaluate`][tfcustom.train_and_evaluate]; only
 the chief of a cluster writes) and passed to the [`tfcustom.Trainer`][tfcustom.Trainer].
 A resumed run first calls [`SummaryWriter.start`][tfcustom.callbacks.summaries.SummaryWriter.start] with the restored
@@ -43,8 +44,10 @@ import os
 import shutil
 from typing import Any, Dict, Optional, Tuple
 
+import numpy as np
 import tensorflow as tf
 
+from tfcustom.callbacks.loop_callback import LoopCallback, Step, learning_rate
 from tfcustom.errors import check, check_positive_int
 from tfcustom.disk_errors import writing
 
@@ -264,3 +267,48 @@ class SummaryWriter:
             for w in writers.values():
                 w.close()
 
+
+
+class Summaries(LoopCallback):
+    """Write a [`SummaryWriter`][tfcustom.callbacks.summaries.SummaryWriter]'s step and epoch summaries in the Trainer's loop.
+
+    Built from ``Trainer(summary_writer=...)``: ``batch_<name>`` every
+    ``writer.log_every_steps`` global steps (the running loss and metrics,
+    ``learning_rate``, ``examples_per_second``, ``gradient_norm`` with
+    clipping, ``replica_<i>_loss`` under several replicas), and the epoch's
+    record, timing and weight histograms at each epoch's end. The profiler
+    trace is `tfcustom.callbacks.profiling.Profiler`'s.
+
+    Args:
+      writer: the started ``SummaryWriter`` (None: nothing is written).
+      timing: the loop's [`StepTiming`][tfcustom.callbacks.timing.StepTiming], whose timer gives the rates (None: none written).
+
+    Examples:
+        >>> Summaries(None).writer is None
+        True
+    """
+
+    def __init__(self, writer: Optional[SummaryWriter] = None, timing=None):
+        self.writer = writer
+        self.timing = timing
+
+    def on_step_end(self, step: Step) -> None:
+        if self.writer is None or not self.writer.due(step.global_step, step.ran):
+            return
+        values = dict(step.logs)
+        values["learning_rate"] = learning_rate(self.run.trainer.optimizer)
+        if self.timing is not None and self.timing.timer is not None:
+            values["examples_per_second"] = self.timing.timer.interval_rate()
+        if "grad_norm" in step.out:
+            values["gradient_norm"] = float(step.out["grad_norm"])
+        shares = np.asarray(step.out["replica_losses"])
+        if len(shares) > 1:
+            values.update({f"replica_{i}_loss": float(v) for i, v in enumerate(shares)})
+        self.writer.write_step(step.global_step, values)
+
+    def on_epoch_end(self, epoch: int, record: Dict[str, float]) -> None:
+        if self.writer is None:
+            return
+        timing = self.timing.timer.epoch_summary() if self.timing is not None and self.timing.timer is not None else {}
+        self.writer.write_epoch(epoch + 1, record, {k: timing[k] for k in ("examples_per_second", "input_wait_share") if k in timing})
+        self.writer.write_histograms(epoch + 1, self.run.trainer.model)

@@ -382,3 +382,4 @@ def step_updates(averages) -> Optional[callable]:
             a.update()
 
     return update_all
+

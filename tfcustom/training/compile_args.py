@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Optional
 
 import keras
+import tensorflow as tf
 
 from tfcustom.errors import check, config_error
 
@@ -110,6 +111,26 @@ def eval_copy(metric: keras.metrics.Metric) -> keras.metrics.Metric:
     if getattr(metric, "num_classes", None) is not None and getattr(copy, "num_classes", None) is None and hasattr(copy, "build_state"):
         copy.build_state(metric.num_classes)
     return copy
+
+
+def resolve_optimizer_under(optimizer, strategy: tf.distribute.Strategy) -> keras.optimizers.Optimizer:
+    """[`resolve_optimizer`][tfcustom.training.compile_args.resolve_optimizer], a name's optimizer created under ``strategy.scope()``.
+
+    Args:
+      optimizer: a Keras optimizer or its name.
+      strategy: the Trainer's strategy.
+
+    Returns:
+      The optimizer.
+
+    Examples:
+        >>> type(resolve_optimizer_under("sgd", tf.distribute.get_strategy())).__name__
+        'SGD'
+    """
+    if isinstance(optimizer, str):
+        with strategy.scope():
+            return resolve_optimizer(optimizer)
+    return resolve_optimizer(optimizer)
 
 
 def copy_state(source: keras.metrics.Metric, target: keras.metrics.Metric) -> None:

@@ -6,7 +6,8 @@ under a multi-replica strategy each replica holds its own copy.
 `ReplicaStateSync` reads and sets those copies (directly when this process
 holds every replica, with compiled functions over a cluster); the
 Trainer mixes it in (it reads the Trainer's ``strategy``, ``model``,
-``train_loss``, ``train_metrics``, ``replica_state`` and ``_replica_fns``).
+``train_loss``, ``train_metrics``, ``replica_state`` and ``_replica_fns``),
+and saves the training checkpoint with the replicas' state (``_save``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfcustom.training import steps as steps_lib
+from tfcustom.training.checkpoint import save_checkpoint
 
 
 class ReplicaStateSync:
@@ -132,3 +134,26 @@ class ReplicaStateSync:
         else:
             logging.info("The checkpoint holds per-replica state of %d replicas; training on %d, which start from their total/mean",
                          saved, replicas)
+
+    def _save(self, manager, reason: str, scheduled: bool = True) -> None:
+        """Save a checkpoint. ``scheduled`` saves (epoch ends, every N steps)
+        happen at the same steps in every run, and average the replicas' state
+        first, as the uninterrupted run does there. Any other save (SIGTERM,
+        preemption) also keeps each replica's own copy in the checkpoint, and
+        this process's copies stay as they were."""
+        step = int(self.global_step.numpy())
+        if step == self._last_saved_step:
+            return  # this step is already saved (a periodic save, then a stop)
+        if self.summary_writer is not None:
+            self.summary_writer.flush()  # every summary up to the checkpoint's step is on disk
+        copies = self._gather_replica_copies(("metrics",) if scheduled else ("metrics", "model"))
+        self.replica_state.values = copies
+        self.sync_replica_state()
+        path = save_checkpoint(manager, step)  # a full disk: one line, its temporaries removed
+        self._set_replica_copies({k: v for k, v in copies.items() if k == "model"})  # as before the averaging
+        self.replica_state.values = {}
+        self._last_saved_step = step
+        # One line per epoch by default: the routine end-of-epoch save shows with --verbosity=1.
+        logging.log(logging.DEBUG if reason == "end of epoch" else logging.INFO,
+                    "Saved checkpoint %s (%s; global step %d, %d epochs and %d steps done)", path, reason,
+                    step, int(self.epoch.numpy()), int(self.step_in_epoch.numpy()))

@@ -1,22 +1,11 @@
 """The Trainer: a thin loop around the compiled steps of [`tfcustom.training.steps`][tfcustom.training.steps].
 
-The Trainer owns I/O, progress, logging, history and early stopping; the
-steps own the math. Objects the loop uses (the strategy, a checkpoint manager)
+The steps own the math; the loop (`tfcustom.training.loop`) runs them, and
+its features (progress bar, checkpoints, TensorBoard, early stopping, ...)
+are built-in callbacks ([`Trainer.loop_callbacks`][tfcustom.training.loop.FitLoop.loop_callbacks]). Objects the loop uses (the strategy, a checkpoint manager)
 are built by the caller and passed in. Create the model and the optimizer
 under ``strategy.scope()`` (a Keras optimizer remembers the strategy it was
 created under); the Trainer builds the optimizer's slots and the metrics there.
-
-Examples:
-    >>> strategy = tfcustom.distribute.strategy.select("auto")
-    >>> with strategy.scope():
-    ...     model = tfcustom.models.get("mlp", num_classes=10)
-    ...     model.build((None, 28, 28, 1))
-    ...     optimizer = keras.optimizers.Adam(1e-3)
-    >>> trainer = Trainer(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    ...                   optimizer, metrics=["accuracy"], strategy=strategy)
-    >>> history = trainer.fit(train_pipeline, epochs=5, validation_data=val_pipeline)
-    >>> trainer.evaluate(test_pipeline)
-    {'loss': 0.31, 'accuracy': 0.89}
 
 As with ``compile``/``fit``: the loss may be a name or a function, the
 optimizer a name (``"adam"``), metrics names or objects, and ``fit`` takes
@@ -40,7 +29,6 @@ To change what a step computes, pass ``gradient_fn`` (see
 
 from __future__ import annotations
 
-import time
 from typing import Callable, Dict, Optional, Sequence, Union
 
 import keras
@@ -50,20 +38,21 @@ from absl import logging
 
 from tfcustom.training import fit_inputs
 from tfcustom.training import steps as steps_lib
-from tfcustom.callbacks import CallbackList, CallbackState, check_learning_rate_settable, epoch_logs_for_callbacks
-from tfcustom.callbacks.weight_averaging import WeightAverage, build_averages, step_updates
-from tfcustom.training.checkpoint import ReplicaState, save_checkpoint
-from tfcustom.training.compile_args import copy_state, eval_copy, metric_from_spec, resolve_loss, resolve_optimizer
+from tfcustom.callbacks import CallbackList, CallbackState, RetracingCheck, epoch_logs_for_callbacks
+from tfcustom.callbacks.weight_averaging import build_averages, step_updates
+from tfcustom.training.checkpoint import ReplicaState
+from tfcustom.training.compile_args import eval_copy, metric_from_spec, resolve_loss, resolve_optimizer_under
 from tfcustom.training.compile_metrics import resolve_metrics
 from tfcustom.data.pipeline import EpochInput, InputPipeline
-from tfcustom.training.distributed_input import batch_and_size, distribute, steps_in_epoch
+from tfcustom.training.distributed_input import steps_in_epoch
 from tfcustom.callbacks.early_stopping import EarlyStopping
-from tfcustom.errors import NonFiniteLossError, check, check_positive_int
+from tfcustom.errors import check, check_positive_int
 from tfcustom.training.history import History
-from tfcustom.training.timing import StepTimer, check_retracing
+from tfcustom.training.loop import FitLoop
+from tfcustom.training.metric_state import restore_training_state, results as metric_results, scalar_results, show_evaluation
 from tfcustom.training.replica_sync import ReplicaStateSync
 from tfcustom.training.scope_checks import check_metrics_in_scope, check_model_in_scope, check_optimizer_in_scope
-from tfcustom.distribute.preemption import PREEMPTED_EXIT_CODE, ClusterPreemption, StopSignals, TrainingInterrupted, interrupted
+from tfcustom.distribute.preemption import PREEMPTED_EXIT_CODE, ClusterPreemption, TrainingInterrupted
 
 # Names importable from here besides Trainer (re-exported: tfcustom.cli and older code import them from tfcustom.training.trainer).
 __all__ = ["Trainer", "DataLike", "InputPipeline", "PREEMPTED_EXIT_CODE", "TrainingInterrupted"]
@@ -71,17 +60,10 @@ __all__ = ["Trainer", "DataLike", "InputPipeline", "PREEMPTED_EXIT_CODE", "Train
 DataLike = Union[EpochInput, tf.data.Dataset, tuple]  # EpochInput: InputPipeline or StreamingPipeline; tuple: NumPy (x, y[, w])
 
 _metric_from_spec = metric_from_spec  # a name -> a new metric (used by tfcustom.experiment.export too)
+_scalar_results = scalar_results  # a metric's scalar result (used by tfcustom.experiment.run_dir too)
 
 
-def _scalar_results(metric) -> Dict[str, float]:
-    """A metric's result as scalars: vector results are reported per element."""
-    value = np.asarray(metric.result())
-    if value.ndim == 0:
-        return {metric.name: float(value)}
-    return {}
-
-
-class Trainer(ReplicaStateSync):
+class Trainer(ReplicaStateSync, FitLoop):
     """Train, evaluate and predict with a user-owned model and step.
 
     Args:
@@ -166,42 +148,19 @@ class Trainer(ReplicaStateSync):
         loss = resolve_loss(loss, loss_weights)
         check_positive_int("steps_per_execution", steps_per_execution)
         check(model.built and model.trainable_variables, "model has no trainable variables yet", model.name, "build the model (call it on a batch or model.build(input_shape)) under strategy.scope() first")
-        self.strategy = strategy or tf.distribute.get_strategy()
-        if isinstance(optimizer, str):
-            with self.strategy.scope():
-                optimizer = resolve_optimizer(optimizer)
-        optimizer = resolve_optimizer(optimizer)
-        check_model_in_scope(model, self.strategy)
-        check_optimizer_in_scope(optimizer, self.strategy)
-        self.model = model
-        self.loss = loss
-        self.optimizer = optimizer
-        self.steps_per_execution = steps_per_execution
-        self.clip_global_norm = clip_global_norm
-        self.jit_compile = jit_compile
-        self.on_nonfinite = on_nonfinite
-        self.gradient_fn = gradient_fn or steps_lib.compute_loss_and_gradients
-        self.output_dir = output_dir
-        self.verbose = verbose
         check(isinstance(log_replica_losses, int) and log_replica_losses >= 0, "log_replica_losses must be an integer >= 0",
               log_replica_losses, "pass N to log the per-replica losses every N steps, or 0 for never")
+        self.strategy = strategy or tf.distribute.get_strategy()
+        optimizer = resolve_optimizer_under(optimizer, self.strategy)
+        check_model_in_scope(model, self.strategy)
+        check_optimizer_in_scope(optimizer, self.strategy)
+        self.model, self.loss, self.optimizer = model, loss, optimizer
+        self.steps_per_execution, self.clip_global_norm, self.jit_compile = steps_per_execution, clip_global_norm, jit_compile
+        self.on_nonfinite, self.gradient_fn = on_nonfinite, gradient_fn or steps_lib.compute_loss_and_gradients
+        self.output_dir, self.verbose, self.summary_writer = output_dir, verbose, summary_writer
         self.log_replica_losses = log_replica_losses
-        self.summary_writer = summary_writer
-        self._train_signatures = set()  # input signatures the train step was called with (retracing check)
-        self._retraces_warned = 0
-        with self.strategy.scope():
-            self.optimizer.build(model.trainable_variables)
-            self.train_loss = keras.metrics.Mean(name="loss")
-            self.eval_loss = keras.metrics.Mean(name="loss")
-            columns = fit_inputs.output_classes(model)
-            self.train_metrics = resolve_metrics(metrics, num_classes, columns, loss)  # the user's objects, if given
-            self._check_metrics_in_scope()
-            self.eval_metrics = [eval_copy(m) for m in self.train_metrics]
-            fit_inputs.build_metric_states((*self.train_metrics, *self.eval_metrics), num_classes or columns)
-            # Loop position: what a checkpoint needs to resume exactly.
-            self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-            self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch")
+        self._retracing = RetracingCheck()  # the retracing check of every fit (tfcustom.callbacks.timing)
+        self._build_state(metrics, num_classes)
         self.weight_averaging = build_averages(weight_averaging, model, self.strategy, optimizer)
         self.train_step = self.make_train_step()
         self.test_step = self.make_test_step()
@@ -209,83 +168,41 @@ class Trainer(ReplicaStateSync):
         self.history = History()
         self.replica_state = ReplicaState()  # per-replica copies of metrics and BatchNorm statistics, for checkpoints
         self.callback_state = CallbackState()  # the state of fit's callbacks, for checkpoints
-        self._callbacks = self._callback_list(None)
-        self._replica_fns = None
-        self._last_saved_step = None
+        self._replica_fns = self._last_saved_step = None
         self._outputs_checked = False
         self._train_state_backup = None  # the training state of the metric objects while they show an evaluation
 
-    def _check_metrics_in_scope(self) -> None:
-        check_metrics_in_scope(self.train_metrics, self.strategy)
+    def _build_state(self, metrics, num_classes) -> None:
+        """Under the scope: the optimizer's slots, the loss trackers and metrics, the loop position."""
+        with self.strategy.scope():
+            self.optimizer.build(self.model.trainable_variables)
+            self.train_loss = keras.metrics.Mean(name="loss")
+            self.eval_loss = keras.metrics.Mean(name="loss")
+            columns = fit_inputs.output_classes(self.model)
+            self.train_metrics = resolve_metrics(metrics, num_classes, columns, self.loss)  # the user's objects, if given
+            check_metrics_in_scope(self.train_metrics, self.strategy)
+            self.eval_metrics = [eval_copy(m) for m in self.train_metrics]
+            fit_inputs.build_metric_states((*self.train_metrics, *self.eval_metrics), num_classes or columns)
+            # Loop position: what a checkpoint needs to resume exactly.
+            self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+            self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch")
 
     # -- steps (override these to change what a step computes) ---------------
 
     def make_train_step(self) -> Callable:
         """The compiled ``train_step(iterator, num_steps)``; see [`tfcustom.training.steps.make_train_step`][tfcustom.training.steps.make_train_step]."""
         return steps_lib.make_train_step(
-            self.model,
-            self.loss,
-            self.optimizer,
-            self.train_metrics,
-            loss_tracker=self.train_loss,
-            strategy=self.strategy,
-            clip_global_norm=self.clip_global_norm,
-            jit_compile=self.jit_compile,
-            on_nonfinite=self.on_nonfinite,
-            gradient_fn=self.gradient_fn,
-            after_update=step_updates(self.weight_averaging),
-        )
+            self.model, self.loss, self.optimizer, self.train_metrics, loss_tracker=self.train_loss, strategy=self.strategy,
+            clip_global_norm=self.clip_global_norm, jit_compile=self.jit_compile, on_nonfinite=self.on_nonfinite,
+            gradient_fn=self.gradient_fn, after_update=step_updates(self.weight_averaging))
 
     def make_test_step(self) -> Callable:
         """The compiled ``test_loop(iterator)``; see [`tfcustom.training.steps.make_test_step`][tfcustom.training.steps.make_test_step]."""
         return steps_lib.make_test_step(self.model, self.loss, self.eval_metrics, loss_tracker=self.eval_loss, strategy=self.strategy)
 
-    # -- input ----------------------------------------------------------------
-
-    def _distribute(self, data: DataLike, epoch: int = 0, skip_batches: int = 0):
-        return distribute(self.strategy, data, epoch, skip_batches)
-
-    @staticmethod
-    def _steps_per_epoch(data: DataLike, steps_per_epoch: Optional[int]) -> int:
-        return steps_in_epoch(data, steps_per_epoch)
-
-    def _check_outputs(self, data: DataLike) -> None:
-        """Once, before the first step: see `tfcustom.training.fit_inputs.check_outputs`."""
-        if isinstance(data, tf.data.Dataset):
-            fit_inputs.check_dataset(data)
-        if not self._outputs_checked:
-            self._outputs_checked = fit_inputs.check_outputs(self.model, self.loss, data, (*self.train_metrics, *self.eval_metrics), self.strategy)
-
-    def _restore_train_state(self) -> None:
-        """Give the metric objects back their training state after [`evaluate`][tfcustom.training.trainer.Trainer.evaluate] showed its values in them."""
-        if self._train_state_backup is not None:
-            for v, value in zip([v for m in self.train_metrics for v in m.variables], self._train_state_backup):
-                v.assign(value)
-            self._train_state_backup = None
-
-    # -- training -------------------------------------------------------------
-
-    def _results(self, loss_metric, metrics, prefix: str = "") -> Dict[str, float]:
-        out = {prefix + "loss": float(loss_metric.result())}
-        for m in metrics:
-            out.update({prefix + k: v for k, v in _scalar_results(m).items()})
-        return out
-
     def _callback_list(self, callbacks, **params) -> CallbackList:
         return CallbackList(callbacks, model=self.model, optimizer=self.optimizer, metrics=self.train_metrics, **params)
-
-    def _fit_callbacks(self, callbacks) -> list:
-        """``fit``'s callbacks, then the weight averages (refused among ``callbacks``: they must be built here)."""
-        callbacks = list(callbacks or [])
-        check(not any(isinstance(c, WeightAverage) for c in callbacks), "a weight average was passed to fit's callbacks",
-              ", ".join(type(c).__name__ for c in callbacks if isinstance(c, WeightAverage)),
-              "pass it to tfcustom.Trainer(weight_averaging=[...]) instead: it is then updated in the compiled step "
-              "and saved in the training checkpoint")
-        return callbacks + list(getattr(self, "weight_averaging", []))
-
-    def _learning_rate(self) -> float:
-        lr = self.optimizer.learning_rate
-        return float(np.asarray(lr.numpy() if hasattr(lr, "numpy") else lr))
 
     def fit(
         self,
@@ -341,7 +258,9 @@ class Trainer(ReplicaStateSync):
           class_weight: ``{class id: weight}`` for NumPy training arrays, as in ``fit``.
           callbacks: ``keras.callbacks.Callback`` instances, called as
             ``keras.Model.fit`` calls them ([`tfcustom.callbacks`][tfcustom.callbacks]); their
-            state is saved in the training checkpoint and restored on resume.
+            state is saved in the training checkpoint and restored on resume. A
+            [`tfcustom.callbacks.LoopCallback`][tfcustom.callbacks.LoopCallback] among them replaces the built-in
+            one of its class ([`loop_callbacks`][tfcustom.training.loop.FitLoop.loop_callbacks]), or is added after them.
 
         Returns:
           The [`History`][tfcustom.History] of every epoch trained so far.
@@ -358,258 +277,30 @@ class Trainer(ReplicaStateSync):
             >>> len(trainer.fit((x, y), epochs=2).history["loss"])  # already trained 2 epochs: nothing to do
             2
         """
-        check(not fit_inputs.is_arrays((train, epochs)) or isinstance(epochs, int), "epochs must be an integer, not an array",
-              type(epochs).__name__, "pass the arrays as one tuple: trainer.fit((x, y), epochs=..., batch_size=...)")
-        check_positive_int("epochs", epochs)
-        if checkpoint_every_steps is not None:
-            check_positive_int("checkpoint_every_steps", checkpoint_every_steps)
-        train = fit_inputs.as_pipeline(train, batch_size, training=True, class_weight=class_weight)
-        if validation_data is not None:
-            validation_data = fit_inputs.as_pipeline(validation_data, batch_size, training=False)
-        if initial_epoch is not None:
-            check(isinstance(initial_epoch, int) and not isinstance(initial_epoch, bool) and 0 <= initial_epoch,
-                  "initial_epoch must be an integer >= 0", initial_epoch, "pass e.g. initial_epoch=0 to train `epochs` more epochs")
-            self.epoch.assign(initial_epoch)
-            self.step_in_epoch.assign(0)
-        done_epochs = int(self.epoch.numpy())
-        if done_epochs >= epochs:
-            message = (f"already trained {done_epochs} epochs; nothing to do (fit(epochs=N) trains up to epoch N in total: "
-                       f"pass epochs > {done_epochs}, or initial_epoch=0 to train {epochs} more)")
-            logging.info(message)
-            if self.verbose:
-                print(message)
+        train, validation_data = self._fit_data(train, epochs, validation_data, batch_size, initial_epoch, checkpoint_every_steps, class_weight)
+        if self._already_trained(epochs):
             return self.history
-        steps = self._steps_per_epoch(train, steps_per_epoch)
-        check_learning_rate_settable(callbacks or [], self.optimizer)
-        self._callbacks = self._callback_list(self._fit_callbacks(callbacks), epochs=epochs, steps=steps, verbose=self.verbose)
-        self._restore_train_state()
+        steps = steps_in_epoch(train, steps_per_epoch)
+        run, builtins = self._fit_callbacks(callbacks, train, epochs, steps, dict(
+            early_stopping=early_stopping, checkpoint_manager=checkpoint_manager, checkpoint_every_steps=checkpoint_every_steps,
+            best_checkpoint_manager=best_checkpoint_manager, preemption=preemption))
+        user = run.callbacks
+        self._train_state_backup = restore_training_state(self.train_metrics, self._train_state_backup)
         self._check_outputs(train)
-        logging.info(
-            "Training %d epochs of %d steps on %d replica(s) (%s), steps_per_execution=%d, jit_compile=%s",
-            epochs, steps, self.strategy.num_replicas_in_sync, type(self.strategy).__name__,
-            self.steps_per_execution, self.jit_compile,
-        )
+        logging.info("Training %d epochs of %d steps on %d replica(s) (%s), steps_per_execution=%d, jit_compile=%s", epochs, steps,
+                     self.strategy.num_replicas_in_sync, type(self.strategy).__name__, self.steps_per_execution, self.jit_compile)
         self._restore_replica_copies()
-        with StopSignals() as signals:
-            if preemption is not None:
-                preemption.attach(
-                    should_stop=lambda: signals.received is not None,
-                    save=lambda: checkpoint_manager is not None and self._save(checkpoint_manager, "cluster preemption", scheduled=False),
-                    stop=lambda: self._raise_interrupted(signals.received or "a termination notice to another worker", checkpoint_manager),
-                )
-            try:
-                self._epoch_evaluations = dict(epoch_evaluations or {})
-                with self._callbacks.attached():
-                    self._callbacks.on_train_begin()
-                    self.callback_state.attach(self._callbacks.callbacks)  # after on_train_begin reset them
-                    history = self._fit_epochs(train, epochs, validation_data, steps, early_stopping, checkpoint_manager,
-                                               checkpoint_every_steps, best_checkpoint_manager, signals, preemption)
-                    self._callbacks.on_train_end(logs=epoch_logs_for_callbacks(history.records[-1]) if len(history) else None)
-                return history
-            finally:
-                if preemption is not None:
-                    preemption.detach()
-
-    def _raise_interrupted(self, signal_name: str, checkpoint_manager) -> None:
-        raise interrupted(signal_name, f"at epoch {int(self.epoch.numpy()) + 1}, step {int(self.step_in_epoch.numpy())} of the epoch",
-                          checkpoint_manager is not None)
-
-    def _log_replica_losses(self, out, step: int) -> None:
-        shares = np.asarray(out["replica_losses"])
-        logging.info("step %d: loss %.6g = sum of the %d replicas' shares [%s]%s", step, float(out["loss"]), len(shares),
-                     ", ".join(f"{v:.6g}" for v in shares),
-                     f"; {int(out['loss_scale_skipped'])} step(s) skipped by the loss scaler" if int(out.get("loss_scale_skipped", 0)) else "")
-
-    def _write_step_summaries(self, out, timer: StepTimer) -> None:
-        values = self._results(self.train_loss, self.train_metrics)
-        values.update(learning_rate=self._learning_rate(), examples_per_second=timer.interval_rate())
-        if "grad_norm" in out:
-            values["gradient_norm"] = float(out["grad_norm"])
-        shares = np.asarray(out["replica_losses"])
-        if len(shares) > 1:
-            values.update({f"replica_{i}_loss": float(v) for i, v in enumerate(shares)})
-        self.summary_writer.write_step(int(self.global_step.numpy()), values)
-
-    def _save(self, manager, reason: str, scheduled: bool = True) -> None:
-        """Save a checkpoint. ``scheduled`` saves (epoch ends, every N steps)
-        happen at the same steps in every run, and average the replicas' state
-        first, as the uninterrupted run does there. Any other save (SIGTERM,
-        preemption) also keeps each replica's own copy in the checkpoint, and
-        this process's copies stay as they were."""
-        step = int(self.global_step.numpy())
-        if step == self._last_saved_step:
-            return  # this step is already saved (a periodic save, then a stop)
-        if self.summary_writer is not None:
-            self.summary_writer.flush()  # every summary up to the checkpoint's step is on disk
-        copies = self._gather_replica_copies(("metrics",) if scheduled else ("metrics", "model"))
-        self.replica_state.values = copies
-        self.sync_replica_state()
-        path = save_checkpoint(manager, step)  # a full disk: one line, its temporaries removed
-        self._set_replica_copies({k: v for k, v in copies.items() if k == "model"})  # as before the averaging
-        self.replica_state.values = {}
-        self._last_saved_step = step
-        # One line per epoch by default: the routine end-of-epoch save shows with --verbosity=1.
-        logging.log(logging.DEBUG if reason == "end of epoch" else logging.INFO,
-                    "Saved checkpoint %s (%s; global step %d, %d epochs and %d steps done)", path, reason,
-                    step, int(self.epoch.numpy()), int(self.step_in_epoch.numpy()))
-
-    def _fit_epochs(self, train, epochs, validation_data, steps, early_stopping, checkpoint_manager,
-                    checkpoint_every_steps, best_checkpoint_manager, signals, preemption=None) -> History:
-        while int(self.epoch.numpy()) < epochs:
-            epoch = int(self.epoch.numpy())
-            start = time.time()
-            skip = int(self.step_in_epoch.numpy())
-            if skip == 0:
-                self.train_loss.reset_state()
-                for m in self.train_metrics:
-                    m.reset_state()
-            progbar = keras.utils.Progbar(steps, stateful_metrics=None, verbose=self.verbose) if self.verbose else None
-            if progbar is not None:
-                print(f"Epoch {epoch + 1}/{epochs}")
-            self._callbacks.on_epoch_begin(epoch)
-            iterator = iter(self._distribute(train, epoch, skip))
-            self._train_signatures.add(repr(iterator.element_spec))
-            timer = StepTimer(*batch_and_size(train))
-            timer.start(done=skip)
-            self._train_epoch_steps(iterator, timer, progbar, epoch, steps, skip, checkpoint_manager, checkpoint_every_steps,
-                                    signals, preemption)
-            logs = self._epoch_logs(epoch, start, validation_data)
-            callback_logs = epoch_logs_for_callbacks(logs)
-            self._callbacks.on_epoch_end(epoch, callback_logs)
-            logs.update(callback_logs)  # e.g. the learning rate ReduceLROnPlateau set, as fit's History records it
-            if progbar is not None:
-                progbar.update(steps, values=[(k, v) for k, v in logs.items() if k not in ("epoch", "time_s")], finalize=True)
-            logging.info("epoch %d/%d: %s", epoch + 1, epochs, ", ".join(f"{k}={v:.4g}" for k, v in logs.items() if k != "epoch"))
-            logging.info("%s", timer.log_line(epoch + 1))
-            self._retraces_warned = check_retracing(self.train_step, len(self._train_signatures), warned_at=self._retraces_warned)
-            if self.summary_writer is not None:
-                timing = timer.epoch_summary()
-                self.summary_writer.write_epoch(epoch + 1, logs, {k: timing[k] for k in ("examples_per_second", "input_wait_share") if k in timing})
-                self.summary_writer.write_histograms(epoch + 1, self.model)
-            self.history.append(logs)
-            self.epoch.assign(epoch + 1)
-            self.step_in_epoch.assign(0)
-            stop = self._update_early_stopping(early_stopping, logs, epoch, best_checkpoint_manager) or self._callbacks.stop_training
-            if self.output_dir:
-                self.history.write(self.output_dir)
-            if checkpoint_manager is not None:
-                self._save(checkpoint_manager, "end of epoch")
-            if preemption is None and signals.received and int(self.epoch.numpy()) < epochs and not stop:
-                raise interrupted(signals.received, f"after epoch {epoch + 1}", checkpoint_manager is not None)
-            if stop and self._callbacks.stop_training:
-                logging.info("Stopped after epoch %d: a callback set model.stop_training", epoch + 1)
-                break
-            if stop:
-                logging.info("Early stopping after epoch %d: %s did not improve for %d epochs (best %.4g at epoch %d)",
-                             epoch + 1, early_stopping.monitor, early_stopping.patience, float(early_stopping.best.numpy()), int(early_stopping.best_epoch.numpy()))
-                break
-        self._restore_best(early_stopping, best_checkpoint_manager)
-        return self.history
-
-    def _train_epoch_steps(self, iterator, timer, progbar, epoch, steps, done, checkpoint_manager, checkpoint_every_steps,
-                           signals, preemption) -> None:
-        """Run the steps of epoch ``epoch`` from batch ``done`` to ``steps``: per-step bookkeeping,
-        summaries, replica-loss logs, the progress bar, periodic checkpoints and stop signals."""
-        while done < steps:
-            n = min(self.steps_per_execution, steps - done)
-            if self.summary_writer is not None:
-                self.summary_writer.profile(int(self.global_step.numpy()), n)
-            self._callbacks.on_train_batch_begin(done)
-            out = self.train_step(iterator, tf.constant(n, dtype=tf.int32))
-            self._last_saved_step = None  # a save below, then a stop, writes this step once
-            ran = int(out["steps_run"]) + (int(out["skipped"]) if self.on_nonfinite == "skip" else 0)
-            if bool(out["nonfinite"]):
-                if self.on_nonfinite == "stop" and self._nonfinite_stops_cleanly(done + int(out["steps_run"]), epoch):
-                    done += int(out["steps_run"])
-                    self.global_step.assign_add(int(out["steps_run"]))
-                    self.step_in_epoch.assign(done)
-                    return
-                if self.on_nonfinite == "stop":
-                    bad = done + int(out["steps_run"])
-                    raise NonFiniteLossError(
-                        f"non-finite loss or gradient at epoch {epoch + 1}, step {int(self.global_step.numpy()) + int(out['steps_run']) + 1} "
-                        f"(batch {bad} of the epoch); the update was not applied and the last checkpoint is intact. "
-                        "Lower the learning rate, enable --clip_global_norm, check the inputs for NaN/Inf, "
-                        "or pass --on_nonfinite=skip to skip such steps"
-                    )
-                logging.warning("Skipped %d non-finite step(s) in epoch %d", int(out["skipped"]), epoch + 1)
-            done += ran
-            self.global_step.assign_add(ran)
-            self.step_in_epoch.assign(done)
-            if self.summary_writer is not None:
-                self.summary_writer.profile(int(self.global_step.numpy()), 0)
-            timer.record(ran, out.get("input_wait_s"))
-            if self.summary_writer is not None and self.summary_writer.due(int(self.global_step.numpy()), ran):
-                self._write_step_summaries(out, timer)
-            if self.log_replica_losses:
-                step_now, every = int(self.global_step.numpy()), self.log_replica_losses
-                if done >= steps or step_now // every > (step_now - ran) // every:
-                    self._log_replica_losses(out, step_now)
-            if progbar is not None:
-                progbar.update(done, values=list(self._results(self.train_loss, self.train_metrics).items()), finalize=False)
-            if self._callbacks:
-                self._callbacks.on_train_batch_end(done - 1, self._results(self.train_loss, self.train_metrics))
-                if self._callbacks.stop_training:
-                    return  # as fit: the epoch ends here (its logs, on_epoch_end), then training
-            if checkpoint_manager is not None and checkpoint_every_steps and done < steps:
-                step_now = int(self.global_step.numpy())
-                if step_now // checkpoint_every_steps > (step_now - ran) // checkpoint_every_steps:
-                    self._save(checkpoint_manager, f"every {checkpoint_every_steps} steps")
-            if preemption is not None:
-                preemption.after_step()  # on the step the cluster agreed on: saves, then raises
-            elif signals.received and done < steps:
-                if checkpoint_manager is not None:
-                    self._save(checkpoint_manager, signals.received, scheduled=False)
-                self._raise_interrupted(signals.received, checkpoint_manager)
-
-    def _nonfinite_stops_cleanly(self, batch: int, epoch: int) -> bool:
-        """A non-finite step under ``on_nonfinite="stop"``: show it to the callbacks as ``loss=nan``
-        (the update was not applied); True when one of them (e.g. TerminateOnNaN) stopped training."""
-        if not self._callbacks:
-            return False
-        self._callbacks.on_train_batch_end(batch, {**self._results(self.train_loss, self.train_metrics), "loss": float("nan")})
-        if self._callbacks.stop_training:
-            logging.warning("Non-finite loss at epoch %d, batch %d: a callback stopped training (the update was not applied)", epoch + 1, batch + 1)
-        return self._callbacks.stop_training
-
-    def _epoch_logs(self, epoch, start, validation_data) -> Dict[str, float]:
-        """The epoch's logs: train loss and metrics, validation, learning rate, time, extra evaluations."""
-        self.sync_replica_state()
-        logs = {"epoch": epoch + 1}
-        logs.update(self._results(self.train_loss, self.train_metrics))
-        if validation_data is not None:
-            self._callbacks.on_test_begin()
-            self._callbacks.on_test_batch_begin(0)  # once around the compiled loop, as in evaluate
-            val_logs = self._evaluate(validation_data)
-            self._callbacks.on_test_batch_end(0, val_logs)
-            self._callbacks.on_test_end(val_logs)
-            logs.update({"val_" + k: v for k, v in val_logs.items()})
-        logs["learning_rate"] = self._learning_rate()
-        logs["time_s"] = time.time() - start
-        for prefix, data in getattr(self, "_epoch_evaluations", {}).items():
-            logs.update(self.evaluate(data, prefix=prefix))
-        return logs
-
-    def _update_early_stopping(self, early_stopping, logs, epoch, best_checkpoint_manager) -> bool:
-        """Feed the epoch's monitored value to ``early_stopping`` (saving a new best); True: stop."""
-        stop = False
-        if early_stopping is not None:
-            check(early_stopping.monitor in logs, "early stopping monitors a value the epoch logs do not have", early_stopping.monitor, f"monitor one of: {', '.join(k for k in logs if k != 'epoch')}")
-            stop = early_stopping.update(logs[early_stopping.monitor], epoch + 1, self.model if best_checkpoint_manager is None else None)
-            if best_checkpoint_manager is not None and int(early_stopping.best_epoch.numpy()) == epoch + 1:
-                save_checkpoint(best_checkpoint_manager, epoch + 1)
-                logging.debug("New best %s=%.4g: saved %s", early_stopping.monitor, logs[early_stopping.monitor], best_checkpoint_manager.latest_checkpoint)
-        return stop
-
-    def _restore_best(self, early_stopping, best_checkpoint_manager) -> None:
-        """After training: restore the best weights when ``early_stopping.restore_best`` asks for it."""
-        if early_stopping is None or not early_stopping.restore_best:
-            return
-        if best_checkpoint_manager is not None and best_checkpoint_manager.latest_checkpoint:
-            best_checkpoint_manager.checkpoint.restore(best_checkpoint_manager.latest_checkpoint).assert_existing_objects_matched()
-            logging.info("Restored the best weights (epoch %d, %s) from %s", int(early_stopping.best_epoch.numpy()), early_stopping.monitor, best_checkpoint_manager.latest_checkpoint)
-        elif early_stopping.restore(self.model):
-            logging.info("Restored the weights of epoch %d (best %s)", int(early_stopping.best_epoch.numpy()), early_stopping.monitor)
+        try:
+            builtins.on_fit_begin()
+            with user.attached():
+                user.on_train_begin()
+                self.callback_state.attach(user.callbacks)  # after on_train_begin reset them
+                self._fit_epochs(run, builtins, train, validation_data, epoch_evaluations)
+                builtins.on_fit_end()
+                user.on_train_end(logs=epoch_logs_for_callbacks(self.history.records[-1]) if len(self.history) else None)
+            return self.history
+        finally:
+            builtins.close()
 
     # -- evaluation and prediction ----------------------------------------------
 
@@ -650,10 +341,7 @@ class Trainer(ReplicaStateSync):
             results = self._evaluate(data, prefix)
             hooks.on_test_batch_end(0, results)
             hooks.on_test_end(results)
-        if self._train_state_backup is None:
-            self._train_state_backup = [np.asarray(v.numpy() if hasattr(v, "numpy") else v) for m in self.train_metrics for v in m.variables]
-        for source, target in zip(self.eval_metrics, self.train_metrics):
-            copy_state(source, target)
+        self._train_state_backup = show_evaluation(self.eval_metrics, self.train_metrics, self._train_state_backup)
         return results
 
     def _evaluate(self, data: DataLike, prefix: str = "") -> Dict[str, float]:
@@ -662,7 +350,7 @@ class Trainer(ReplicaStateSync):
         for m in self.eval_metrics:
             m.reset_state()
         self.test_step(iter(self._distribute(data)))
-        return self._results(self.eval_loss, self.eval_metrics, prefix)
+        return metric_results(self.eval_loss, self.eval_metrics, prefix)
 
     def predict(self, data: DataLike, *, batch_size: Optional[int] = None,
                 callbacks: Optional[Sequence[keras.callbacks.Callback]] = None) -> np.ndarray:
