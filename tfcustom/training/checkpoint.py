@@ -112,8 +112,6 @@ class ReplicaState(tf.train.experimental.PythonState):
         >>> restored.deserialize(state.serialize())
         >>> restored.values["metrics"][0].tolist()
         [[1.0], [2.0]]
-        >>> ReplicaState().serialize()  # nothing per replica: an empty string in the checkpoint
-        ''
     """
 
     def __init__(self):
@@ -158,8 +156,6 @@ def training_checkpoint(trainer, early_stopping=None) -> tf.train.Checkpoint:
         ...                            "sgd", verbose=0)
         >>> ckpt = training_checkpoint(trainer)
         >>> manager = tf.train.CheckpointManager(ckpt, tempfile.mkdtemp(), max_to_keep=1)
-        >>> print(restore_latest(ckpt, manager))  # a fresh start
-        None
         >>> _ = trainer.fit((np.ones((4, 2), "float32"), np.zeros(4, "int64")), epochs=1, batch_size=2,
         ...                 checkpoint_manager=manager)
         >>> model2 = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])  # a resumed run
@@ -370,8 +366,7 @@ def restore_latest(checkpoint: tf.train.Checkpoint, manager: tf.train.Checkpoint
         >>> manager = tf.train.CheckpointManager(tf.train.Checkpoint(step=step), tempfile.mkdtemp(), max_to_keep=2)
         >>> print(restore_latest(tf.train.Checkpoint(step=step), manager))
         None
-        >>> _ = step.assign(7), manager.save()
-        >>> _ = step.assign(0)
+        >>> _ = step.assign(7), manager.save(), step.assign(0)
         >>> restore_latest(tf.train.Checkpoint(step=step), manager).endswith("ckpt-1"), int(step)
         (True, 7)
     """
