@@ -32,7 +32,7 @@ from tfcustom.errors import check
 class RollbackOnDivergence(LoopCallback):
     """Roll back to ``manager``'s newest checkpoint when a step diverges; see the module docstring.
 
-    Built by [`Trainer.loop_callbacks`][tfcustom.Trainer.loop_callbacks] with ``on_nonfinite="rollback"``.
+    Built by [`Trainer.loop_callbacks`][tfcustom.training.loop.FitLoop.loop_callbacks] with ``on_nonfinite="rollback"``.
 
     Args:
       rollback: the Trainer's built [`tfcustom.training.rollback.Rollback`][tfcustom.training.rollback.Rollback].
