@@ -8,6 +8,7 @@ of the planted batch from its index; keras train_on_batch with the learning rate
 rollback sets; a NumPy running mean for the loss-spike rule; the schedule's own values.
 """
 
+import glob
 import json
 import os
 import subprocess
@@ -24,6 +25,7 @@ from fault_helpers import error_lines, tiny_args  # noqa: E402
 from resume_helpers import run  # noqa: E402
 
 from tfcustom import Trainer, TrainConfig  # noqa: E402
+from tfcustom.callbacks.summaries import SummaryWriter  # noqa: E402
 from tfcustom.data import InputPipeline, Split  # noqa: E402
 from tfcustom.errors import ConfigError  # noqa: E402
 from tfcustom.training.checkpoint import restore_latest, training_checkpoint  # noqa: E402
@@ -228,3 +230,30 @@ def test_max_rollbacks_then_one_error_line_exit_3_and_the_checkpoint_intact(smal
     assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["checkpoint", "ckpt-0.data-00000-of-00001", "ckpt-0.index"]
     weights = [reader.get_tensor(k) for k in reader.get_variable_to_dtype_map() if k.startswith("model_variables/")]
     assert weights and all(np.all(np.isfinite(v)) for v in weights)
+
+
+def _batch_losses(logdir):
+    out = {}
+    for path in sorted(glob.glob(os.path.join(logdir, "**", "events.out.tfevents.*"), recursive=True)):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == "batch_loss":
+                    out.setdefault(int(event.step), []).append(float(tf.make_ndarray(value.tensor)))
+    return out
+
+
+def test_tensorboard_keeps_one_point_per_step_as_the_skip_run(tmp_path):
+    """A rollback to ckpt-0 replays steps 1-2: their points are dropped and written again, as on resume."""
+    series = {}
+    for policy in ("skip", "rollback"):
+        writer = SummaryWriter(str(tmp_path / policy / "tensorboard"), log_every_steps=1)
+        writer.start(0, 0)
+        trainer = Trainer(_model(), LOSS, keras.optimizers.SGD(0.1), on_nonfinite=policy, summary_writer=writer, verbose=0)
+        manager = tf.train.CheckpointManager(training_checkpoint(trainer), str(tmp_path / policy / "ckpt"), max_to_keep=2)
+        trainer.fit(InputPipeline(Split(*worker.data()), worker.BATCH), 1, checkpoint_manager=manager, checkpoint_every_steps=4)
+        writer.close()
+        series[policy] = _batch_losses(writer.logdir)
+    assert sorted(series["rollback"]) == list(range(1, 7)) and all(len(v) == 1 for v in series["rollback"].values())
+    assert series["rollback"].keys() == series["skip"].keys()
+    for step, values in series["skip"].items():
+        assert series["rollback"][step] == pytest.approx(values, rel=1e-6), step

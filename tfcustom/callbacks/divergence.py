@@ -8,7 +8,8 @@ The compiled step already refused the diverged update and ended its call there
 * at a divergence, has the Trainer's [`tfcustom.training.rollback.Rollback`][tfcustom.training.rollback.Rollback] restore
   the newest checkpoint, list the step and lower the learning rate (or raise
   [`NonFiniteLossError`][tfcustom.NonFiniteLossError] after ``max_rollbacks``), and sets ``step.restart``: the
-  Trainer starts the epoch's input again at the restored position.
+  Trainer starts the epoch's input again at the restored position. The TensorBoard points
+  written after the restored step are dropped, as on a resume (they are written again).
 
 Before the first step it saves a checkpoint when the run has none yet (the state to roll back to).
 The guide is ``docs/guides/rollback.md``.
@@ -73,4 +74,7 @@ class RollbackOnDivergence(LoopCallback):
         global_step = int(self.run.trainer.global_step.numpy()) + before + 1
         self.rollback.roll_back(self.manager, global_step, float(step.out["loss"]),
                                 f"epoch {step.epoch + 1}, batch {step.batch + before + 1} of {self.run.steps}")
+        writer = getattr(self.run.trainer, "summary_writer", None)
+        if writer is not None:  # as on resume: drop the TensorBoard points of the steps rolled back (they are written again)
+            writer.start(int(self.run.trainer.global_step.numpy()), int(self.run.trainer.epoch.numpy()))
         step.restart = True
