@@ -31,7 +31,7 @@ from tfcustom.run_json import damaged, read_json
 from tfcustom.training.rollback import Rollback
 from tfcustom.training.sam import split_sam_name
 
-LR_SCHEDULES = ("constant", "cosine", "exponential", "step")
+LR_SCHEDULES = tuple(optimizers.schedule_names())  # declared once, by tfcustom.optimizers.make_schedule
 NONFINITE_POLICIES = ("stop", "skip", "rollback")
 # The --help groups, in order; every setting names one.
 DATA, MODEL, OPTIMIZATION, EXECUTION, DISTRIBUTION, OUTPUT = (
