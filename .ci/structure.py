@@ -26,7 +26,7 @@ LIMITS = {
     "root_modules": 12,
     "import_cycles": 0,
     "private_cross_imports": 0,
-    "function_local_imports": 30,
+    "function_local_imports": 25,
     "train_step_lines": 50,  # the per-replica step inside tfcustom.training.steps.make_train_step: on one screen
     "upward_imports": 0,  # an import of a higher layer (LAYERS), at module level or inside a function
 }

@@ -93,7 +93,7 @@ def test_a_bad_flag_value_is_one_error_line_and_exit_2(tmp_path, small_idx_dir):
     ("--strategy=quantum", "value should be one of <auto|cpu|gpu|mirrored|multi_worker|tpu>"),
     ("--precision=fp8", "value should be one of <auto|float32|mixed_float16|mixed_bfloat16>"),
     ("--num_cpu_replicas=0", "--num_cpu_replicas must be a positive integer"),
-    ("--on_nonfinite=ignore", "--on_nonfinite must be stop or skip"),
+    ("--on_nonfinite=ignore", "--on_nonfinite must be stop, skip or rollback"),
 ])
 def test_bad_flag_values_fail_at_parse_time(capsys, flag, message):
     # In process: the trainer's own flag definitions and parser (the test above

@@ -25,6 +25,7 @@ from tfcustom.experiment.config import TrainConfig
 from tfcustom.experiment.plots import plot_confusion_matrix, plot_misclassified, plot_reliability
 from tfcustom.experiment.train import train_and_evaluate
 from tfcustom.training.history import History
+from tfcustom.training.rollback import Rollback
 from tfcustom.training.steps import make_predict_step, make_test_step, make_train_step
 from tfcustom.training.trainer import Trainer
 
@@ -37,7 +38,7 @@ from tfcustom.training import steps, timing  # the compiled steps; step timing
 from tfcustom.experiment.sidecar import evaluate_continuously  # the sidecar evaluator (tfcustom-evaluate --watch)
 
 __all__ = [
-    "ConfigError", "DataError", "EarlyStopping", "History", "NonFiniteLossError",
+    "ConfigError", "DataError", "EarlyStopping", "History", "NonFiniteLossError", "Rollback",
     "TfcustomError", "TrainConfig", "Trainer", "callbacks", "data", "distribute", "dropout", "errors", "experiment", "layers", "losses",
     "make_predict_step", "make_test_step", "make_train_step", "metrics", "models",
     "optimizers", "steps", "train_and_evaluate", "training", "plot_confusion_matrix", "plot_misclassified",

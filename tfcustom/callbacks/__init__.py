@@ -26,7 +26,8 @@ with the same learning rates and stops at the same epoch. The guide is
 The Trainer's own loop features are built-in callbacks (``loop_callback``:
 [`LoopCallback`][tfcustom.callbacks.LoopCallback], their hooks and order), one per module, built by
 [`Trainer.loop_callbacks`][tfcustom.training.loop.FitLoop.loop_callbacks] in this order:
-[`NonFiniteSteps`][tfcustom.callbacks.NonFiniteSteps] (``nonfinite``), [`Profiler`][tfcustom.callbacks.Profiler] (``profiling``),
+[`NonFiniteSteps`][tfcustom.callbacks.NonFiniteSteps] (``nonfinite``), with ``on_nonfinite="rollback"``
+[`RollbackOnDivergence`][tfcustom.callbacks.RollbackOnDivergence] (``divergence``), [`Profiler`][tfcustom.callbacks.Profiler] (``profiling``),
 [`EpochLog`][tfcustom.callbacks.EpochLog] (``epoch_log``), [`StepTiming`][tfcustom.callbacks.StepTiming] and
 [`RetracingCheck`][tfcustom.callbacks.RetracingCheck] (``timing``), [`Summaries`][tfcustom.callbacks.Summaries] (``summaries``),
 [`ReplicaLossLog`][tfcustom.callbacks.ReplicaLossLog] (``replica_losses``), [`ProgressBar`][tfcustom.callbacks.ProgressBar] (``progress``),
@@ -48,6 +49,7 @@ Examples:
 
 from tfcustom.callbacks.callback_list import CallbackList, check_callbacks, epoch_logs_for_callbacks
 from tfcustom.callbacks.checkpointing import Checkpointing
+from tfcustom.callbacks.divergence import RollbackOnDivergence
 from tfcustom.callbacks.early_stopping import EarlyStoppingCallback
 from tfcustom.callbacks.epoch_log import EpochLog, HistoryFiles
 from tfcustom.callbacks.learning_rate import check_learning_rate_settable
@@ -64,6 +66,6 @@ from tfcustom.callbacks.weight_averaging import ExponentialMovingAverage, Stocha
 
 __all__ = ["CallbackList", "CallbackState", "Checkpointing", "EarlyStoppingCallback", "EpochLog", "ExponentialMovingAverage",
            "FitRun", "HistoryFiles", "LoopCallback", "LoopCallbacks", "NonFiniteSteps", "Profiler", "ProgressBar",
-           "ReplicaLossLog", "RetracingCheck", "Step", "StepTiming", "StochasticWeightAveraging", "StopOnSignals",
+           "ReplicaLossLog", "RetracingCheck", "RollbackOnDivergence", "Step", "StepTiming", "StochasticWeightAveraging", "StopOnSignals",
            "SWALearningRate", "Summaries", "check_callbacks", "check_learning_rate_settable", "epoch_logs_for_callbacks",
            "replace_builtins"]

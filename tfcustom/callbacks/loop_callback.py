@@ -93,6 +93,8 @@ class Step:
       ran: steps to count (set by `check_step`; default ``out["steps_run"]``).
       done: the epoch's batches done after it; ``global_step``: the global step after it.
       end_epoch: set by `check_step` to end the epoch after counting the steps.
+      restart: set by `check_step` after a rollback restored a checkpoint: the epoch starts again
+        at the restored position, nothing of this call is counted.
 
     Examples:
         >>> step = Step({"steps_run": 4}, epoch=0, batch=8, logs=lambda: {"loss": 0.5})
@@ -103,7 +105,7 @@ class Step:
     def __init__(self, out: Dict[str, Any], epoch: int, batch: int, logs: Optional[Callable[[], Dict[str, float]]] = None):
         self.out, self.epoch, self.batch = out, epoch, batch
         self.ran = int(out["steps_run"])
-        self.done, self.global_step, self.end_epoch = batch, None, False
+        self.done, self.global_step, self.end_epoch, self.restart = batch, None, False, False
         self._read_logs, self._logs = logs, None
 
     @property

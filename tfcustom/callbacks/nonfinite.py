@@ -8,7 +8,8 @@ what the loop does next, in ``check_step``, before the loop counts the steps:
   unless a user callback (e.g. ``keras.callbacks.TerminateOnNaN``), shown the
   step as ``on_train_batch_end(batch, {..., "loss": nan})``, stops training:
   then the epoch ends there, as in ``keras.Model.fit``;
-* ``"skip"``: count the skipped steps as run, and log how many.
+* ``"skip"``: count the skipped steps as run, and log how many;
+* ``"rollback"``: nothing (`tfcustom.callbacks.divergence.RollbackOnDivergence` rolls back).
 
 Examples:
     >>> policy = NonFiniteSteps("skip")
@@ -43,6 +44,8 @@ class NonFiniteSteps(LoopCallback):
         self.on_nonfinite = on_nonfinite
 
     def check_step(self, step: Step) -> None:
+        if self.on_nonfinite == "rollback":
+            return  # tfcustom.callbacks.divergence.RollbackOnDivergence's
         if self.on_nonfinite == "skip":
             step.ran += int(step.out["skipped"])
         if not bool(step.out["nonfinite"]):

@@ -22,7 +22,11 @@ from absl import app, flags
 from tfcustom import disk_errors
 from tfcustom.cli import parse_flags, report_error
 from tfcustom.cli.config_flags import config_from_flags, define_flags, help_groups
+from tfcustom.distribute.cluster import ClusterInterrupted, ClusterTimeout
+from tfcustom.distribute.strategy import select
+from tfcustom.errors import TfcustomError
 from tfcustom.experiment.config import DATA, OUTPUT
+from tfcustom.experiment.train import train_and_evaluate
 
 FLAGS = flags.FLAGS
 
@@ -46,16 +50,10 @@ def main(argv):
     if len(argv) > 1:
         print(f"error: unexpected arguments {argv[1:]!r}. Flags take the form --name=value.", file=sys.stderr)
         return 2
-    from tfcustom.distribute.cluster import ClusterInterrupted, ClusterTimeout
-    from tfcustom.errors import TfcustomError
-    from tfcustom.experiment.train import train_and_evaluate
-
     try:
         config = config_from_flags().validate()
         # The strategy comes first: splitting the CPU (--num_cpu_replicas) and
         # starting the multi-worker runtime only work before TF initialises its devices.
-        from tfcustom.distribute.strategy import select
-
         strategy = select(config.strategy, num_cpu_replicas=config.num_cpu_replicas, tpu=config.tpu_address,
                           cluster_timeout=config.cluster_timeout)
         results = train_and_evaluate(config, FLAGS.output_dir, strategy=strategy, overwrite=FLAGS.overwrite)

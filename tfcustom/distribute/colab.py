@@ -42,19 +42,53 @@ _DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", TPU_PACKAGE, "libtpu", "keras"
 
 
 def in_colab() -> bool:
-    """True inside a Google Colab runtime."""
+    """True inside a Google Colab runtime.
+
+    Returns:
+      Whether ``google.colab`` is imported or ``$COLAB_RELEASE_TAG`` is set.
+
+    Examples:
+        >>> from unittest import mock
+        >>> with mock.patch.dict(os.environ, {"COLAB_RELEASE_TAG": "release-colab_20251201-060111_RC00"}):
+        ...     print(in_colab())
+        True
+    """
     return "google.colab" in sys.modules or bool(os.environ.get("COLAB_RELEASE_TAG"))
 
 
 def tpu_runtime() -> bool:
-    """Cheap signs that this machine has a TPU (no TensorFlow call)."""
+    """Cheap signs that this machine has a TPU (no TensorFlow call).
+
+    Returns:
+      True when ``$COLAB_TPU_ADDR``, ``$TPU_NAME`` or ``$TPU_ACCELERATOR_TYPE``
+      is set, or a TPU device file (``/dev/accel*``, ``/dev/vfio/*``) exists.
+
+    Examples:
+        >>> from unittest import mock
+        >>> with mock.patch.dict(os.environ, {"TPU_ACCELERATOR_TYPE": "v5litepod-8"}):
+        ...     print(tpu_runtime())
+        True
+    """
     if any(os.environ.get(k) for k in ("COLAB_TPU_ADDR", "TPU_NAME", "TPU_ACCELERATOR_TYPE")):
         return True
     return bool(glob.glob("/dev/accel[0-9]*") or glob.glob("/dev/vfio/[0-9]*"))
 
 
 def installed_versions() -> Dict[str, Optional[str]]:
-    """Installed versions of the packages a TPU run depends on (None: not installed)."""
+    """Installed versions of the packages a TPU run depends on (None: not installed).
+
+    Returns:
+      ``{distribution name: version or None}`` for ``tensorflow``,
+      ``tensorflow-cpu``, ``tensorflow-tpu``, ``libtpu`` and ``keras``.
+
+    Examples:
+        >>> import keras
+        >>> versions = installed_versions()
+        >>> sorted(versions)
+        ['keras', 'libtpu', 'tensorflow', 'tensorflow-cpu', 'tensorflow-tpu']
+        >>> versions["keras"] == keras.__version__
+        True
+    """
     versions = {}
     for name in _DISTRIBUTIONS:
         try:
@@ -66,9 +100,19 @@ def installed_versions() -> Dict[str, Optional[str]]:
 
 @dataclasses.dataclass(frozen=True)
 class TpuFailure:
-    """Why the TPU could not be used: ``kind`` is ``"no_tpu_kernels"``,
-    ``"version_mismatch"``, ``"no_tpu"`` or ``"other"``; ``paragraph`` says
-    what happened and what to try."""
+    """Why the TPU could not be used, as [`diagnose_tpu_failure`][tfcustom.distribute.colab.diagnose_tpu_failure] tells it.
+
+    Attributes:
+      kind: ``"no_tpu_kernels"`` (the CPU build of TensorFlow),
+        ``"version_mismatch"`` (``tensorflow`` and ``tensorflow-tpu`` differ),
+        ``"no_tpu"`` (none attached) or ``"other"``.
+      paragraph: what happened and what to try, for a person.
+
+    Examples:
+        >>> failure = diagnose_tpu_failure(ValueError("Please provide a TPU Name to connect to."), versions={})
+        >>> failure.kind, failure.paragraph.startswith("The TPU could not be used: no TPU is attached to this runtime.")
+        ('no_tpu', True)
+    """
 
     kind: str
     paragraph: str
@@ -101,7 +145,25 @@ def _versions_text(versions: Dict[str, Optional[str]]) -> str:
 
 def diagnose_tpu_failure(error: BaseException, versions: Optional[Dict[str, Optional[str]]] = None,
                          fallback: str = "the CPU") -> TpuFailure:
-    """One paragraph explaining a failed TPU start, from the error chain and the installed packages."""
+    """One paragraph explaining a failed TPU start, from the error chain and the installed packages.
+
+    Args:
+      error: what starting the TPU raised (its ``__cause__`` / ``__context__`` chain is read too).
+      versions: ``{distribution: version or None}`` (default: [`installed_versions`][tfcustom.distribute.colab.installed_versions]).
+      fallback: what the run continues on, for the paragraph.
+
+    Returns:
+      A [`TpuFailure`][tfcustom.distribute.colab.TpuFailure].
+
+    Examples:
+        >>> error = RuntimeError("No OpKernel was registered to support Op 'ConfigureDistributedTPU' ... "
+        ...                      "Registered devices: [CPU]")
+        >>> failure = diagnose_tpu_failure(error, versions={"tensorflow": "2.20.0", "tensorflow-tpu": None})
+        >>> failure.kind, "Installed: tensorflow 2.20.0, tensorflow-tpu not installed." in failure.paragraph
+        ('no_tpu_kernels', True)
+        >>> diagnose_tpu_failure(RuntimeError("..."), versions={"tensorflow": "2.19.0", "tensorflow-tpu": "2.20.0"}).kind
+        'version_mismatch'
+    """
     versions = installed_versions() if versions is None else versions
     text = _error_text(error)
     root = _root_message(error)
@@ -139,8 +201,19 @@ def diagnose_tpu_failure(error: BaseException, versions: Optional[Dict[str, Opti
 
 @dataclasses.dataclass
 class StrategyChoice:
-    """What [`select_strategy`][tfcustom.distribute.colab.select_strategy] picked: the strategy, ``"TPU"``/``"GPU"``/``"CPU"``,
-    and the [`TpuFailure`][tfcustom.distribute.colab.TpuFailure] that made it fall back (None if it did not)."""
+    """What [`select_strategy`][tfcustom.distribute.colab.select_strategy] picked.
+
+    Attributes:
+      strategy: the ``tf.distribute`` strategy to build the model under.
+      device: ``"TPU"``, ``"GPU"`` or ``"CPU"``.
+      failure: the [`TpuFailure`][tfcustom.distribute.colab.TpuFailure] that made it fall back
+        (None if it did not; ``fell_back`` says the same).
+
+    Examples:
+        >>> choice = select_strategy(num_cpu_replicas=0, try_tpu=False)
+        >>> choice.device, choice.strategy.num_replicas_in_sync, choice.fell_back
+        ('CPU', 1, False)
+    """
 
     strategy: object
     device: str
@@ -166,6 +239,17 @@ def select_strategy(num_cpu_replicas: int = 8, tpu: Optional[str] = None, try_tp
       tpu: passed to ``tfcustom.distribute.strategy.select("tpu", tpu=...)``.
       try_tpu: try the TPU (default: when [`tpu_runtime`][tfcustom.distribute.colab.tpu_runtime] or ``tpu`` says so).
       echo: where the explanation of a TPU failure goes (default: print, wrapped).
+
+    Returns:
+      A [`StrategyChoice`][tfcustom.distribute.colab.StrategyChoice].
+
+    Examples:
+        On a machine without a TPU, trying one falls back and says why:
+
+        >>> told = []
+        >>> choice = select_strategy(num_cpu_replicas=0, try_tpu=True, echo=told.append)
+        >>> choice.device, choice.fell_back, told[0].startswith("The TPU could not be used:")
+        ('CPU', True, True)
     """
     import tensorflow as tf
 
@@ -194,7 +278,27 @@ def select_strategy(num_cpu_replicas: int = 8, tpu: Optional[str] = None, try_tp
 def load_fashion_mnist(data_dir: Optional[str] = None):
     """Fashion-MNIST as a [`tfcustom.data.Dataset`][tfcustom.data.Dataset]: the IDX files from
     ``data_dir`` / ``$TFCUSTOM_DATA_DIR`` / the Debian path when that directory
-    exists, else downloaded by ``keras.datasets.fashion_mnist`` (needs a network)."""
+    exists, else downloaded by ``keras.datasets.fashion_mnist`` (needs a network).
+
+    Args:
+      data_dir: the directory of the four IDX files (default:
+        ``$TFCUSTOM_DATA_DIR``, then ``/usr/share/datasets/fashion-mnist``).
+
+    Returns:
+      The [`Dataset`][tfcustom.data.Dataset] (uint8 images ``(N, 28, 28, 1)``, 10 classes).
+
+    Examples:
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from tfcustom.data import write_idx
+        >>> d = tempfile.mkdtemp()
+        >>> for split, n in (("train", 3), ("t10k", 2)):
+        ...     write_idx(os.path.join(d, f"{split}-images-idx3-ubyte.gz"), np.zeros((n, 28, 28), np.uint8))
+        ...     write_idx(os.path.join(d, f"{split}-labels-idx1-ubyte.gz"), np.array([9, 0, 1][:n], np.uint8))
+        >>> ds = load_fashion_mnist(d)
+        >>> len(ds.train), [ds.class_names[i] for i in ds.test.y]
+        (3, ['Ankle boot', 'T-shirt/top'])
+    """
     from tfcustom.data import sources
 
     if os.path.isdir(sources.resolve_data_dir("fashion_mnist", data_dir)):

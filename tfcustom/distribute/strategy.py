@@ -47,16 +47,16 @@ import tensorflow as tf
 from absl import logging
 
 from tfcustom.errors import TfcustomError, check, check_one_of, config_error
+from tfcustom.distribute.precision import PRECISIONS, device_type, resolve_precision, set_precision, visible_gpus, wrap_optimizer
 from tfcustom.distribute.tpu import TPU_PROBE_TIMEOUT_S, tpu_hinted, tpu_strategy
 
 __all__ = [
     "STRATEGY_NAMES", "PRECISIONS", "select", "configure_cpu_replicas", "parse_tf_config",
     "device_type", "resolve_precision", "set_precision", "wrap_optimizer", "describe",
-    "TPU_PROBE_TIMEOUT_S",  # from tfcustom.distribute.tpu
+    "TPU_PROBE_TIMEOUT_S",  # from tfcustom.distribute.tpu; the precision functions from tfcustom.distribute.precision
 ]
 
 STRATEGY_NAMES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu")
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 
 # ---------------------------------------------------------------------------
@@ -75,12 +75,6 @@ def devices_initialised() -> bool:
     from tensorflow.python.eager import context  # no public API answers this without initialising
 
     return context.context()._context_handle is not None
-
-
-def _visible_gpus() -> list:
-    """The visible GPUs, without initialising TensorFlow's devices (unlike
-    ``tf.config.list_logical_devices``)."""
-    return tf.config.get_visible_devices("GPU")
 
 
 def configure_cpu_replicas(n: int) -> None:
@@ -133,7 +127,7 @@ def _single_device(hide_gpus: bool = False) -> tf.distribute.Strategy:
         try:
             tf.config.set_visible_devices([], "GPU")
         except RuntimeError:
-            check(not _visible_gpus(), "strategy 'cpu' asked for after TF placed work on a GPU",
+            check(not visible_gpus(), "strategy 'cpu' asked for after TF placed work on a GPU",
                   "GPU initialised", "call tfcustom.distribute.strategy.select('cpu') before building models")
     return tf.distribute.get_strategy()
 
@@ -190,6 +184,25 @@ def parse_tf_config(text: Optional[str] = None) -> Dict[str, Any]:
     JSON, a ``cluster`` with ``worker`` (and/or ``chief``) lists of
     ``host:port`` addresses, a ``task`` with a ``type`` of the cluster and an
     ``index`` within its list.
+
+    Args:
+      text: the JSON text (default: ``$TF_CONFIG``).
+
+    Returns:
+      The parsed ``TF_CONFIG``, checked.
+
+    Raises:
+      ConfigError: what is wrong with it, and a ``TF_CONFIG`` that works.
+
+    Examples:
+        >>> config = parse_tf_config('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+        ...                          '"task": {"type": "worker", "index": 1}}')
+        >>> config["task"], len(config["cluster"]["worker"])
+        ({'type': 'worker', 'index': 1}, 2)
+        >>> parse_tf_config('{"cluster": {"worker": ["host1:12345"]}, "task": {"type": "worker", "index": 1}}')
+        Traceback (most recent call last):
+        ...
+        tfcustom.errors.ConfigError: TF_CONFIG task index is out of range for the 1 'worker' address(es) of the cluster (received: 1). Use an index in 0..0.
     """
     example = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
                '"task": {"type": "worker", "index": 0}}\' (index 1 on the second host)')
@@ -253,9 +266,23 @@ def _multi_worker(cluster_timeout: float) -> tf.distribute.Strategy:
 
 
 def describe(strategy: tf.distribute.Strategy) -> str:
-    """``"MirroredStrategy, 2 replica(s) on /cpu:0, /cpu:1"``."""
+    """One line for the logs: the strategy's kind, replica count and devices.
+
+    For instance ``"MirroredStrategy, 2 replica(s) on /job:localhost/replica:0/task:0/device:CPU:0, ..."``.
+    The default strategy is described without initialising TensorFlow's devices.
+
+    Args:
+      strategy: any ``tf.distribute`` strategy.
+
+    Returns:
+      The description.
+
+    Examples:
+        >>> describe(tf.distribute.get_strategy())
+        'default strategy, 1 replica(s) on /device:CPU:0'
+    """
     if not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy():
-        gpus = _visible_gpus()  # not list_logical_devices: that would initialise the devices
+        gpus = visible_gpus()  # not list_logical_devices: that would initialise the devices
         return f"default strategy, 1 replica(s) on {'/device:GPU:0' if gpus else '/device:CPU:0'}"
     try:
         devices = ", ".join(strategy.extended.worker_devices)
@@ -332,55 +359,3 @@ def select(
         _initialised_by = (f"an earlier tfcustom.distribute.strategy.select({name!r}) in this process created the "
                            f"{describe(strategy)} and so initialised them")
     return strategy
-
-
-# ---------------------------------------------------------------------------
-# Precision
-# ---------------------------------------------------------------------------
-
-
-def device_type(strategy: Optional[tf.distribute.Strategy] = None) -> str:
-    """``"TPU"``, ``"GPU"`` or ``"CPU"``: where ``strategy``'s replicas compute."""
-    strategy = strategy or tf.distribute.get_strategy()
-    if isinstance(strategy, tf.distribute.TPUStrategy):
-        return "TPU"
-    try:
-        devices = list(strategy.extended.worker_devices)
-    except (RuntimeError, AttributeError, NotImplementedError):  # the default strategy
-        return "GPU" if _visible_gpus() else "CPU"
-    if any("GPU" in d.upper().rsplit("/", 1)[-1] for d in devices):
-        return "GPU"
-    return "CPU"
-
-
-def resolve_precision(precision: str, strategy: Optional[tf.distribute.Strategy] = None) -> str:
-    """The Keras policy name for ``precision``: ``auto`` is ``mixed_bfloat16`` on
-    TPU, ``mixed_float16`` on GPU and ``float32`` on CPU."""
-    check_one_of("precision", precision, PRECISIONS)
-    if precision != "auto":
-        return precision
-    return {"TPU": "mixed_bfloat16", "GPU": "mixed_float16"}.get(device_type(strategy), "float32")
-
-
-def set_precision(precision: str, strategy: Optional[tf.distribute.Strategy] = None) -> str:
-    """Set Keras' global dtype policy from ``precision``; return the policy name.
-
-    Build the model after this call (layers read the policy when created).
-    With ``mixed_float16``, wrap the optimizer with [`wrap_optimizer`][tfcustom.distribute.strategy.wrap_optimizer].
-    """
-    import keras
-
-    policy = resolve_precision(precision, strategy)
-    keras.mixed_precision.set_global_policy(policy)
-    logging.info("Precision %r: Keras dtype policy %s (%s)", precision, policy, device_type(strategy))
-    return policy
-
-
-def wrap_optimizer(optimizer, policy: str):
-    """``optimizer`` wrapped in ``keras.optimizers.LossScaleOptimizer`` for
-    ``mixed_float16`` (dynamic loss scaling); unchanged otherwise."""
-    import keras
-
-    if policy == "mixed_float16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        return keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer

@@ -39,7 +39,19 @@ def check(model_fn: Callable, loss, optimizer_fn: Callable, data, *, metrics: Se
       trainer_cls: a ``tfcustom.Trainer`` subclass (your own step) to check instead of the Trainer.
       checks: names of `CHECKS` to run (default: all).
 
-    Returns a [`Report`][tfcustom.doctor.Report] (``report.passed``, ``report.table()``).
+    Returns:
+      A [`Report`][tfcustom.doctor.Report] (``report.passed``, ``report.table()``).
+
+    Examples:
+        The checkpoint check needs one device (the multi-replica ones need 4 logical CPUs):
+
+        >>> import keras, numpy as np
+        >>> x, y = np.random.default_rng(0).normal(size=(24, 4)).astype("float32"), np.arange(24) % 3
+        >>> report = check(lambda: keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]),
+        ...                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        ...                lambda: keras.optimizers.SGD(0.1), (x, y), checks=["checkpoint coverage"])
+        >>> report.passed, report["checkpoint coverage"].measured
+        (True, '2 of 2 weights saved; restored predictions differ by 0')
     """
     from tfcustom.training.trainer import Trainer
 

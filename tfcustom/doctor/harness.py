@@ -16,7 +16,34 @@ from tfcustom.training.trainer import Trainer
 
 @dataclasses.dataclass
 class Setup:
-    """The user's model and objective, and the doctor's budget (``steps`` train steps of ``batch_size``)."""
+    """The user's model and objective, and the doctor's budget (``steps`` train steps of ``batch_size``).
+
+    Built by [`check`][tfcustom.doctor.check], which documents the fields;
+    validated up front.
+
+    Attributes:
+      model_fn: builds a fresh ``keras.Model``.
+      loss: the loss, as ``tfcustom.Trainer`` takes it.
+      optimizer_fn: builds a fresh optimizer.
+      x: the inputs (NumPy).
+      y: the targets (NumPy).
+      metrics: metrics as the Trainer takes them, or a function returning them.
+      batch_size: the global batch, divisible by 4 (1, 2 and 4 replicas).
+      steps: train steps per check.
+      seed: seeds the models' initial weights.
+      trainer_cls: the Trainer (subclass) to check.
+      tolerance: largest difference accepted where the result is not bitwise.
+      trained: the Trainers after training, by replica count (shared by the checks).
+
+    Examples:
+        >>> setup = Setup(lambda: None, "mse", lambda: None, np.zeros((10, 2)), np.zeros(10), batch_size=4, steps=2)
+        >>> [a.shape for a in setup.train_data()]  # the first batch_size * steps examples
+        [(8, 2), (8,)]
+        >>> Setup(lambda: None, "mse", lambda: None, np.zeros((10, 2)), np.zeros(10), batch_size=6)
+        Traceback (most recent call last):
+        ...
+        tfcustom.errors.ConfigError: batch_size must be divisible by 4 (the doctor splits it over 1, 2 and 4 replicas) (received: 6). Pass e.g. batch_size=8.
+    """
 
     model_fn: Callable[[], keras.Model]
     loss: Any

@@ -8,7 +8,18 @@ from typing import List
 
 @dataclasses.dataclass
 class CheckResult:
-    """``name`` passed or not; ``measured``: the number behind the verdict; ``fix``: what to do when it fails."""
+    """One check's verdict, with the number behind it.
+
+    Attributes:
+      name: the check, a key of ``tfcustom.doctor.CHECKS``.
+      passed: the verdict.
+      measured: what was measured, for a person (the number behind the verdict).
+      fix: what to do when it fails.
+
+    Examples:
+        >>> print(CheckResult("retracing", False, "traced 3 times", "pass tensors, not Python numbers").line())
+        retracing            FAIL  traced 3 times  -> fix: pass tensors, not Python numbers
+    """
 
     name: str
     passed: bool
@@ -23,7 +34,22 @@ class CheckResult:
 
 @dataclasses.dataclass
 class Report:
-    """Every check's [`CheckResult`][tfcustom.doctor.result.CheckResult]; ``passed`` when all passed."""
+    """Every check's [`CheckResult`][tfcustom.doctor.CheckResult]; ``passed`` when all passed.
+
+    Attributes:
+      results: the results, in the order the checks ran; ``report[name]`` finds one.
+
+    Examples:
+        >>> report = Report([CheckResult("xla", True, "compiles"),
+        ...                  CheckResult("retracing", False, "traced 3 times", "pass tensors")])
+        >>> report.passed, report.failed(), report["xla"].measured
+        (False, ['retracing'], 'compiles')
+        >>> print(report.table())
+        check     result measured
+        xla       pass  compiles
+        retracing FAIL  traced 3 times  -> fix: pass tensors
+        1 check(s) failed: retracing
+    """
 
     results: List[CheckResult]
 

@@ -28,10 +28,11 @@ from tfcustom.errors import ConfigError, check, check_one_of, check_positive_int
 from tfcustom.experiment import user_model
 from tfcustom.experiment.export_formats import FORMATS, require_runtime
 from tfcustom.run_json import damaged, read_json
+from tfcustom.training.rollback import Rollback
 from tfcustom.training.sam import split_sam_name
 
-LR_SCHEDULES = ("constant", "cosine", "exponential", "step")
-NONFINITE_POLICIES = ("stop", "skip")
+LR_SCHEDULES = tuple(optimizers.schedule_names())  # declared once, by tfcustom.optimizers.make_schedule
+NONFINITE_POLICIES = ("stop", "skip", "rollback")
 # The --help groups, in order; every setting names one.
 DATA, MODEL, OPTIMIZATION, EXECUTION, DISTRIBUTION, OUTPUT = (
     "data", "model", "optimization", "execution", "distribution", "checkpoints and output")
@@ -158,8 +159,19 @@ class TrainConfig:
     autotune_from: Optional[str] = setting(None, "Replay another run's autotune choices exactly: its run directory or "
                                            "autotune.json.", group=EXECUTION)
     steps_per_execution: int = setting(1, "Train steps per tf.function call.", group=EXECUTION, rule=positive_int(10))
-    on_nonfinite: str = setting("stop", "What to do on a NaN/Inf loss: stop or skip.", group=EXECUTION,
-                                rule=Rule(lambda v: v in NONFINITE_POLICIES, "must be stop or skip", "skip"))
+    on_nonfinite: str = setting("stop", "What to do on a NaN/Inf loss: stop, skip (that update), or rollback (restore the "
+                                "last checkpoint and skip that batch from then on; docs/guides/rollback.md).", group=EXECUTION,
+                                rule=Rule(lambda v: v in NONFINITE_POLICIES, "must be stop, skip or rollback", "skip"))
+    max_rollbacks: int = setting(3, "With --on_nonfinite=rollback: roll back at most N times; the next divergence stops "
+                                 "training (exit code 3, the last checkpoint intact).", group=EXECUTION,
+                                 rule=Rule(lambda v: _is_int(v) and 1 <= v <= 64, "must be an integer from 1 to 64", "3"))
+    rollback_lr_factor: float = setting(1.0, "With --on_nonfinite=rollback: multiply the learning rate (or the schedule's "
+                                        "output) by F after each rollback; 1: unchanged.", group=EXECUTION,
+                                        rule=Rule(lambda v: _is_number(v) and 0 < v <= 1, "must be in (0, 1]", "0.5"))
+    rollback_loss_spike: Optional[float] = setting(None, "With --on_nonfinite=rollback: a step whose loss exceeds K times "
+                                                   "the running mean of the last 10 applied steps' losses diverged too "
+                                                   "(e.g. 5); unset: only NaN/Inf.", group=EXECUTION,
+                                                   rule=Rule(lambda v: _is_number(v) and v > 1, "must be a number > 1", "5"))
     eval_batch_size: int = setting(500, "Batch size for validation and test.", group=EXECUTION, rule=positive_int(500))
     verbose: int = setting(1, "1: progress bar per epoch; 0: log lines only.", group=OUTPUT)
     strategy: str = setting("auto", "tf.distribute strategy (see tfcustom.strategy.select): auto = TPU if reachable, else "
@@ -206,7 +218,7 @@ class TrainConfig:
         "epochs", "verbose", "data_dir", "eval_batch_size", "checkpoint_every_steps", "keep_checkpoints",
         "early_stopping_patience", "jit_compile", "export_best", "export_formats", "steps_per_execution", "strategy", "num_cpu_replicas", "tpu_address",
         "log_replica_losses", "verify_shards", "tensorboard", "log_every_steps", "histograms_every_epochs", "profile_steps", "target_accuracy", "target_accuracy_test",
-        "cluster_timeout",
+        "cluster_timeout", "max_rollbacks",
     })
 
     def differences(self, other: "TrainConfig") -> Dict[str, Tuple[Any, Any]]:
@@ -283,6 +295,7 @@ class TrainConfig:
         the config, with ``augment`` and ``export_formats`` as tuples: ``self`` when they are
         already, else a normalized copy (the config itself is never changed)."""
         self._validate_settings()
+        Rollback.from_config(self)  # the rollback settings need --on_nonfinite=rollback
         check(
             self.dataset in DATASET_NAMES[:-1] or self.dataset.startswith("tfds:") or self.dataset.startswith("tfrecord:"),
             "unknown dataset", self.dataset,

@@ -17,6 +17,7 @@ from tfcustom.errors import check, check_one_of, config_error, data_error
 from tfcustom.training import steps as steps_lib
 from tfcustom.training.checkpoint import listed_checkpoints, model_checkpoint
 from tfcustom.training.compile_args import metric_from_spec
+from tfcustom.training.metric_state import scalar_results  # a metric's result as scalars (vector results per element)
 from tfcustom.run_json import read_json
 from tfcustom.experiment.builders import build_loss, model_from_config
 from tfcustom.experiment.config import TrainConfig
@@ -154,8 +155,6 @@ class RunEvaluation:
     """
 
     def __init__(self, run_dir: str, data_dir: Optional[str] = None, split: str = "test", *, dataset=None):
-        from tfcustom.training.trainer import _scalar_results
-
         check_one_of("split", split, SPLITS)
         self.run_dir, self.split = run_dir, split
         self.config = config = read_run_config(run_dir)
@@ -172,7 +171,6 @@ class RunEvaluation:
         self.dataset, self.examples = dataset, examples
         self.loss = build_loss(config)
         self.metrics = [metric_from_spec(m, dataset.num_classes) for m in config.metrics]
-        self._scalar_results = _scalar_results  # a metric's result as scalars (vector results per element)
         self.tracker = keras.metrics.Mean(name="loss")
         self._model, self._test_loop = None, None
 
@@ -184,7 +182,7 @@ class RunEvaluation:
         """The keys [`evaluate`][tfcustom.experiment.run_dir.RunEvaluation.evaluate] returns besides ``examples``."""
         names = ["loss"]
         for m in self.metrics:
-            names.extend(self._scalar_results(m))
+            names.extend(scalar_results(m))
         return names
 
     def evaluate(self, model: keras.Model) -> Dict[str, float]:
@@ -203,7 +201,7 @@ class RunEvaluation:
         self._test_loop(iter(pipe.dataset()))
         logs = {"loss": float(self.tracker.result())}
         for m in self.metrics:
-            logs.update(self._scalar_results(m))
+            logs.update(scalar_results(m))
         logs["examples"] = len(self.examples)
         return logs
 

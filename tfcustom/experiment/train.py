@@ -52,6 +52,7 @@ from tfcustom.experiment.run_files import (  # noqa: F401
     CONFIG_FILE, KERAS_FILE, RESULTS_FILE, SAVED_MODEL_DIR, TENSORBOARD_DIR, claimed_run_dir, prepare_output_dir,
 )
 from tfcustom.run_json import write_json
+from tfcustom.training.rollback import Rollback
 from tfcustom.training.trainer import Trainer
 
 
@@ -117,7 +118,7 @@ def train_and_evaluate(
             on_nonfinite=config.on_nonfinite, gradient_fn=build_gradient_fn(config),
             output_dir=workdir if chief else None, verbose=config.verbose if chief else 0,
             log_replica_losses=config.log_replica_losses,
-            summary_writer=summary_writer, weight_averaging=averages_from_config(config),
+            summary_writer=summary_writer, weight_averaging=averages_from_config(config), rollback=Rollback.from_config(config),
         )
         early_stopping = _early_stopping(config, val is not None, strategy)
         checkpoints = RunCheckpoints(trainer, early_stopping, workdir, strategy, config.keep_checkpoints)

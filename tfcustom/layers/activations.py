@@ -58,7 +58,27 @@ def get_activation(identifier):
 
 
 def serialize_activation(fn):
-    """The config form of an activation function (its name for Keras'
-    built-ins, e.g. ``"relu"``; Keras' serialized form for registered
-    functions): what [`get_activation`][tfcustom.layers.activations.get_activation] turns back into ``fn``."""
+    """The config form of an activation function.
+
+    Its name for Keras' built-ins, e.g. ``"relu"``; Keras' serialized form for
+    registered functions: what [`get_activation`][tfcustom.layers.activations.get_activation] turns back into ``fn``.
+
+    Args:
+      fn: an activation function (a Keras built-in, or one registered with
+        ``keras.saving.register_keras_serializable``).
+
+    Returns:
+      A string or a JSON-able dict, for a layer's ``get_config``.
+
+    Examples:
+        >>> import keras
+        >>> serialize_activation(keras.activations.gelu)
+        'gelu'
+        >>> @keras.saving.register_keras_serializable(package="docs")
+        ... def relu6(x):
+        ...     return keras.ops.minimum(keras.activations.relu(x), 6.0)
+        >>> config = serialize_activation(relu6)
+        >>> config["config"], get_activation(config) is relu6
+        ('docs>relu6', True)
+    """
     return keras.activations.serialize(fn)

@@ -44,7 +44,23 @@ _REPLICA_STRIDE = 0x5851F42D4C957F2D
 
 
 def check_rate(name, rate):
-    """A dropout rate: a number in [0, 1) (one error line otherwise); returns it as a float."""
+    """A dropout rate: a number in [0, 1) (one error line otherwise); returns it as a float.
+
+    Args:
+      name: the argument's name, for the message (e.g. ``"rate"``).
+      rate: the value to check (a ``bool`` is refused).
+
+    Returns:
+      ``rate`` as a float.
+
+    Examples:
+        >>> check_rate("rate", 0)
+        0.0
+        >>> check_rate("dropout", 1.0)
+        Traceback (most recent call last):
+        ...
+        tfcustom.errors.ConfigError: dropout must be a number in [0, 1) (received: 1.0). Pass 0 to disable dropout or a value such as 0.3.
+    """
     check(
         isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0.0 <= rate < 1.0,
         f"{name} must be a number in [0, 1)",

@@ -42,7 +42,19 @@ INDEX_FILE = "checkpoint"  # tf.train.CheckpointManager's index of a checkpoint 
 
 
 class CheckpointError(TfcustomError, RuntimeError):
-    """No checkpoint could be restored, or one does not fit the model."""
+    """No checkpoint could be restored, or one does not fit the model.
+
+    Examples:
+        >>> import tempfile, keras
+        >>> small = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+        >>> manager = tf.train.CheckpointManager(model_checkpoint(small), tempfile.mkdtemp(), max_to_keep=1)
+        >>> _ = manager.save()
+        >>> big = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+        >>> restore_latest(model_checkpoint(big), manager)
+        Traceback (most recent call last):
+        ...
+        tfcustom.training.checkpoint.CheckpointError: checkpoint ...ckpt-1 does not fit this model ...
+    """
 
 
 def _tf_variables(keras_variables):
@@ -57,6 +69,20 @@ def model_variables(model) -> list:
     ``tf.train.Checkpoint(model=model)``; this explicit list is. It is keyed by
     position, not by name, because Keras' automatic names (``dense_1``,
     ``seed_generator_2``) depend on what else the process has built.
+
+    Args:
+      model: a built ``keras.Model``.
+
+    Returns:
+      Its variables as ``tf.Variable`` objects, trainable or not.
+
+    Examples:
+        >>> import keras
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.BatchNormalization()])
+        >>> [tuple(v.shape) for v in model_variables(model)]  # kernel, bias; gamma, beta, moving mean and variance
+        [(3, 2), (2,), (2,), (2,), (2,), (2,)]
+        >>> all(isinstance(v, tf.Variable) for v in model_variables(model))
+        True
     """
     return _tf_variables(model.variables)
 
@@ -78,6 +104,14 @@ class ReplicaState(tf.train.experimental.PythonState):
     ``values`` maps a group name to one array per variable, shape
     ``[replicas, *variable.shape]``; a resumed run with the same number of
     replicas gives each replica back its own copy.
+
+    Examples:
+        >>> state = ReplicaState()
+        >>> state.values = {"metrics": [np.array([[1.0], [2.0]])]}  # one variable, 2 replicas
+        >>> restored = ReplicaState()
+        >>> restored.deserialize(state.serialize())
+        >>> restored.values["metrics"][0].tolist()
+        [[1.0], [2.0]]
     """
 
     def __init__(self):
@@ -102,7 +136,36 @@ class ReplicaState(tf.train.experimental.PythonState):
 
 
 def training_checkpoint(trainer, early_stopping=None) -> tf.train.Checkpoint:
-    """The checkpoint of a [`tfcustom.Trainer`][tfcustom.Trainer]'s full training state."""
+    """The checkpoint of a [`tfcustom.Trainer`][tfcustom.Trainer]'s full training state.
+
+    Model and optimizer variables, global step, epoch and step in the epoch,
+    the running train metrics, per-replica state, callback state, weight
+    averages, rollback state and (given) early stopping.
+
+    Args:
+      trainer: the [`Trainer`][tfcustom.Trainer].
+      early_stopping: an [`EarlyStopping`][tfcustom.EarlyStopping] to save too.
+
+    Returns:
+      A ``tf.train.Checkpoint``, for a ``tf.train.CheckpointManager``.
+
+    Examples:
+        >>> import tempfile, keras, tfcustom
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+        >>> trainer = tfcustom.Trainer(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        ...                            "sgd", verbose=0)
+        >>> ckpt = training_checkpoint(trainer)
+        >>> manager = tf.train.CheckpointManager(ckpt, tempfile.mkdtemp(), max_to_keep=1)
+        >>> _ = trainer.fit((np.ones((4, 2), "float32"), np.zeros(4, "int64")), epochs=1, batch_size=2,
+        ...                 checkpoint_manager=manager)
+        >>> model2 = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])  # a resumed run
+        >>> trainer2 = tfcustom.Trainer(model2, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        ...                             "sgd", verbose=0)
+        >>> restore_latest(training_checkpoint(trainer2), manager) is not None, int(trainer2.global_step)
+        (True, 2)
+        >>> all(np.array_equal(u, v) for u, v in zip(model.get_weights(), model2.get_weights()))
+        True
+    """
     metric_vars = []
     for m in trainer.train_metrics:
         check(getattr(m, "num_classes", 0) is not None, "a metric has no state yet to checkpoint (its num_classes is not known)",
@@ -134,6 +197,20 @@ def model_checkpoint(model) -> tf.train.Checkpoint:
     """A checkpoint of the model alone (the "best" checkpoint, evaluation).
 
     Restores from a [`training_checkpoint`][tfcustom.training.checkpoint.training_checkpoint] too (use ``.expect_partial()``).
+
+    Args:
+      model: a built ``keras.Model``.
+
+    Returns:
+      A ``tf.train.Checkpoint`` of [`model_variables`][tfcustom.training.checkpoint.model_variables].
+
+    Examples:
+        >>> import os, tempfile, keras
+        >>> a, b = (keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)]) for _ in range(2))
+        >>> path = model_checkpoint(a).save(os.path.join(tempfile.mkdtemp(), "best"))
+        >>> _ = model_checkpoint(b).restore(path)
+        >>> all(np.array_equal(u, v) for u, v in zip(a.get_weights(), b.get_weights()))
+        True
     """
     return tf.train.Checkpoint(model_variables=model_variables(model))
 
@@ -275,6 +352,23 @@ def restore_latest(checkpoint: tf.train.Checkpoint, manager: tf.train.Checkpoint
     checkpoints exist but none can be restored, raises [`CheckpointError`][tfcustom.training.checkpoint.CheckpointError].
     A checkpoint of a different model raises [`CheckpointError`][tfcustom.training.checkpoint.CheckpointError] naming
     the mismatch, and a damaged index file (see [`check_index`][tfcustom.training.checkpoint.check_index]) too.
+
+    Args:
+      checkpoint: e.g. [`training_checkpoint`][tfcustom.training.checkpoint.training_checkpoint]'s.
+      manager: the ``tf.train.CheckpointManager`` over the run's directory.
+
+    Returns:
+      The restored checkpoint's path, or None when there is none.
+
+    Examples:
+        >>> import tempfile
+        >>> step = tf.Variable(0)
+        >>> manager = tf.train.CheckpointManager(tf.train.Checkpoint(step=step), tempfile.mkdtemp(), max_to_keep=2)
+        >>> print(restore_latest(tf.train.Checkpoint(step=step), manager))
+        None
+        >>> _ = step.assign(7), manager.save(), step.assign(0)
+        >>> restore_latest(tf.train.Checkpoint(step=step), manager).endswith("ckpt-1"), int(step)
+        (True, 7)
     """
     check_index(manager.directory)
     paths = list(reversed(manager.checkpoints))

@@ -21,7 +21,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfcustom.callbacks import (Checkpointing, EarlyStoppingCallback, EpochLog, FitRun, HistoryFiles, LoopCallback, LoopCallbacks,
-                                NonFiniteSteps, Profiler, ProgressBar, ReplicaLossLog, Step, StepTiming, StopOnSignals, Summaries,
+                                NonFiniteSteps, Profiler, ProgressBar, ReplicaLossLog, RollbackOnDivergence, Step, StepTiming, StopOnSignals, Summaries,
                                 check_learning_rate_settable, epoch_logs_for_callbacks, replace_builtins)
 from tfcustom.callbacks.callback_list import with_averages
 from tfcustom.callbacks.loop_callback import learning_rate
@@ -75,6 +75,7 @@ class FitLoop:
         timing = StepTiming(*batch_and_size(train))
         return [
             NonFiniteSteps(self.on_nonfinite),  # first: decides how many steps ran
+            *([] if self.rollback is None else [RollbackOnDivergence(self.rollback, checkpoint_manager, train, preemption)]),
             Profiler(self.summary_writer),
             EpochLog(),
             timing,
@@ -147,7 +148,8 @@ class FitLoop:
             run.callbacks.on_epoch_begin(epoch)
             iterator = iter(self._distribute(train, epoch, skip))
             builtins.on_steps_begin(epoch, skip, iterator)
-            self._train_epoch_steps(iterator, run, builtins, epoch, skip)
+            if self._train_epoch_steps(iterator, run, builtins, epoch, skip):
+                continue  # rolled back: the epoch starts again at the restored position
             logs = self._epoch_logs(epoch, start, validation_data, run.callbacks, epoch_evaluations)
             callback_logs = epoch_logs_for_callbacks(logs)
             run.callbacks.on_epoch_end(epoch, callback_logs)
@@ -161,8 +163,9 @@ class FitLoop:
                 logging.info("%s", run.stop)
                 break
 
-    def _train_epoch_steps(self, iterator, run: FitRun, builtins: LoopCallbacks, epoch: int, done: int) -> None:
-        """The steps of epoch ``epoch`` from batch ``done``: the built-ins around each compiled call, the user's callbacks between."""
+    def _train_epoch_steps(self, iterator, run: FitRun, builtins: LoopCallbacks, epoch: int, done: int) -> bool:
+        """The steps of epoch ``epoch`` from batch ``done``: the built-ins around each compiled call, the user's callbacks between.
+        True: rolled back (``on_nonfinite="rollback"``), the epoch's input must start again."""
         while done < run.steps:
             n = min(self.steps_per_execution, run.steps - done)
             builtins.on_step_begin(done, n)
@@ -170,19 +173,23 @@ class FitLoop:
             out = self.train_step(iterator, tf.constant(n, dtype=tf.int32))
             self._last_saved_step = None  # a save below, then a stop, writes this step once
             step = Step(out, epoch, done, logs=lambda: results(self.train_loss, self.train_metrics))
-            builtins.check_step(step)  # the non-finite policy: counts skipped steps, ends the epoch, or raises
+            builtins.check_step(step)  # the non-finite policy: counts skipped steps, ends the epoch, rolls back or raises
+            if step.restart:
+                self._restore_replica_copies()  # the restored checkpoint's per-replica state
+                return True
             done += step.ran
             self.global_step.assign_add(step.ran)
             self.step_in_epoch.assign(done)
             if step.end_epoch:
-                return
+                return False
             step.done, step.global_step = done, int(self.global_step.numpy())
             builtins.on_step_end(step)  # profiler, timing, summaries, replica losses, progress bar
             if run.callbacks:
                 run.callbacks.on_train_batch_end(done - 1, dict(step.logs))
                 if run.callbacks.stop_training:
-                    return  # as fit: the epoch ends here (its logs, on_epoch_end), then training
+                    return False  # as fit: the epoch ends here (its logs, on_epoch_end), then training
             builtins.after_step(step)  # periodic checkpoints, stop signals
+        return False
 
     def _epoch_logs(self, epoch, start, validation_data, callbacks, epoch_evaluations) -> Dict[str, float]:
         """The epoch's logs: train loss and metrics, validation, learning rate, time, extra evaluations."""

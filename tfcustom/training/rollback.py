@@ -108,8 +108,11 @@ class Rollback:
     @classmethod
     def from_config(cls, config) -> Optional["Rollback"]:
         """The ``Rollback`` of a [`tfcustom.TrainConfig`][tfcustom.TrainConfig]'s ``max_rollbacks``, ``rollback_lr_factor``
-        and ``rollback_loss_spike`` (None unless ``on_nonfinite == "rollback"``)."""
+        and ``rollback_loss_spike`` (None unless ``on_nonfinite == "rollback"``; the last two are refused with another policy)."""
         if config.on_nonfinite != "rollback":
+            check(config.rollback_lr_factor == 1.0 and config.rollback_loss_spike is None,
+                  "rollback_lr_factor and rollback_loss_spike apply to on_nonfinite=rollback", f"on_nonfinite={config.on_nonfinite}",
+                  "pass --on_nonfinite=rollback too, or drop --rollback_lr_factor / --rollback_loss_spike")
             return None
         return cls(config.max_rollbacks, config.rollback_lr_factor, config.rollback_loss_spike)
 

@@ -185,10 +185,22 @@ def split_sam_name(name: str) -> tuple:
 
     The base name must be one of [`tfcustom.optimizers.names`][tfcustom.optimizers.names].
 
-    >>> split_sam_name("sam_nesterov")
-    ('nesterov', True)
-    >>> split_sam_name("adam")
-    ('adam', False)
+    Args:
+      name: an optimizer name, with or without the ``sam_`` prefix (any case).
+
+    Returns:
+      ``(base optimizer name, whether SAM wraps it)``, lower-cased.
+
+    Examples:
+        >>> split_sam_name("sam_nesterov")
+        ('nesterov', True)
+        >>> split_sam_name("Adam")
+        ('adam', False)
+        >>> try:
+        ...     split_sam_name("sam_adan")
+        ... except ValueError as e:  # a ConfigError, which is a ValueError
+        ...     print(type(e).__name__, str(e).split(". ")[0])
+        ConfigError unknown optimizer (received: 'sam_adan')
     """
     check(
         isinstance(name, str),
@@ -209,5 +221,13 @@ def split_sam_name(name: str) -> tuple:
 
 
 def names() -> list:
-    """The ``sam_<optimizer>`` names, one per [`tfcustom.optimizers.names`][tfcustom.optimizers.names]."""
+    """The ``sam_<optimizer>`` names, one per [`tfcustom.optimizers.names`][tfcustom.optimizers.names].
+
+    Returns:
+      The names, in the order of ``tfcustom.optimizers.names()``.
+
+    Examples:
+        >>> "sam_sgd" in names(), len(names()) == len(optimizers.names())
+        (True, True)
+    """
     return [SAM_PREFIX + n for n in optimizers.names()]

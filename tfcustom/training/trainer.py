@@ -50,6 +50,7 @@ from tfcustom.errors import check, check_positive_int
 from tfcustom.training.history import History
 from tfcustom.training.loop import FitLoop
 from tfcustom.training.metric_state import restore_training_state, results as metric_results, scalar_results, show_evaluation
+from tfcustom.training.rollback import Rollback
 from tfcustom.training.replica_sync import ReplicaStateSync
 from tfcustom.training.scope_checks import check_metrics_in_scope, check_model_in_scope, check_optimizer_in_scope
 from tfcustom.distribute.preemption import PREEMPTED_EXIT_CODE, ClusterPreemption, TrainingInterrupted
@@ -85,7 +86,9 @@ class Trainer(ReplicaStateSync, FitLoop):
       jit_compile: XLA-compile each replica's forward and backward pass.
       steps_per_execution: train steps run inside one ``tf.function`` call.
       on_nonfinite: ``"stop"`` (raise [`NonFiniteLossError`][tfcustom.NonFiniteLossError], variables
-        untouched by the bad step) or ``"skip"`` (skip that update and count it).
+        untouched by the bad step), ``"skip"`` (skip that update and count it) or ``"rollback"``
+        (restore the last checkpoint and skip that step from then on: `tfcustom.training.rollback`;
+        ``fit`` needs a ``checkpoint_manager``).
       gradient_fn: replaces [`tfcustom.training.steps.compute_loss_and_gradients`][tfcustom.training.steps.compute_loss_and_gradients]
         (e.g. [`tfcustom.training.sam.SAM`][tfcustom.training.sam.SAM]).
       output_dir: where ``history.json`` / ``history.csv`` are written each epoch.
@@ -103,6 +106,8 @@ class Trainer(ReplicaStateSync, FitLoop):
         step; [`tfcustom.callbacks.StochasticWeightAveraging`][tfcustom.callbacks.StochasticWeightAveraging], at epoch ends),
         one object or a list; built here, run as callbacks of every ``fit``
         (after the ones given to it) and saved in the training checkpoint.
+      rollback: with ``on_nonfinite="rollback"``, a [`tfcustom.Rollback`][tfcustom.training.rollback.Rollback]
+        (the most rollbacks, a learning-rate factor, a loss-spike rule; default ``Rollback()``).
       weighted_metrics: not supported yet: anything but None is refused in one line (the
         sample-weighted metrics of ``compile``).
 
@@ -140,7 +145,7 @@ class Trainer(ReplicaStateSync, FitLoop):
         summary_writer=None,
         loss_weights=None,
         weight_averaging=None,
-        weighted_metrics=None,
+        weighted_metrics=None, rollback: Optional[Rollback] = None,
     ):
         check(isinstance(model, keras.Model), "model must be a keras.Model", type(model).__name__, "pass a keras.Model instance")
         check(weighted_metrics is None, "the Trainer does not take compile's weighted_metrics yet", weighted_metrics,
@@ -162,6 +167,7 @@ class Trainer(ReplicaStateSync, FitLoop):
         self._retracing = RetracingCheck()  # the retracing check of every fit (tfcustom.callbacks.timing)
         self._build_state(metrics, num_classes)
         self.weight_averaging = build_averages(weight_averaging, model, self.strategy, optimizer)
+        self.rollback = Rollback.for_policy(on_nonfinite, rollback, self.global_step, optimizer, self.strategy)
         self.train_step = self.make_train_step()
         self.test_step = self.make_test_step()
         self.predict_step = steps_lib.make_predict_step(model)
@@ -169,8 +175,7 @@ class Trainer(ReplicaStateSync, FitLoop):
         self.replica_state = ReplicaState()  # per-replica copies of metrics and BatchNorm statistics, for checkpoints
         self.callback_state = CallbackState()  # the state of fit's callbacks, for checkpoints
         self._replica_fns = self._last_saved_step = None
-        self._outputs_checked = False
-        self._train_state_backup = None  # the training state of the metric objects while they show an evaluation
+        self._outputs_checked, self._train_state_backup = False, None  # the metric objects' training state while they show an evaluation
 
     def _build_state(self, metrics, num_classes) -> None:
         """Under the scope: the optimizer's slots, the loss trackers and metrics, the loop position."""
@@ -195,7 +200,7 @@ class Trainer(ReplicaStateSync, FitLoop):
         return steps_lib.make_train_step(
             self.model, self.loss, self.optimizer, self.train_metrics, loss_tracker=self.train_loss, strategy=self.strategy,
             clip_global_norm=self.clip_global_norm, jit_compile=self.jit_compile, on_nonfinite=self.on_nonfinite,
-            gradient_fn=self.gradient_fn, after_update=step_updates(self.weight_averaging))
+            gradient_fn=self.gradient_fn, after_update=step_updates(self.weight_averaging), divergence=self.rollback)
 
     def make_test_step(self) -> Callable:
         """The compiled ``test_loop(iterator)``; see [`tfcustom.training.steps.make_test_step`][tfcustom.training.steps.make_test_step]."""
