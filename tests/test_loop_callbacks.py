@@ -122,4 +122,5 @@ def test_the_guide_lists_the_built_ins_in_the_order_they_run():
     built = [type(c).__name__ for c in _trainer().loop_callbacks(tfcustom.training.fit_inputs.as_pipeline((x, y), BATCH, training=True))]
     guide = open(os.path.join(os.path.dirname(__file__), "..", "docs", "guides", "callbacks.md")).read()
     listed = re.findall(r"^\| `(\w+)` \| `\w+` \|", guide, re.M)
-    assert listed == built
+    assert listed[1] == "RollbackOnDivergence"  # built only with on_nonfinite="rollback", right after NonFiniteSteps
+    assert listed[:1] + listed[2:] == built
