@@ -23,6 +23,9 @@ class Checkpointing(LoopCallback):
     manager it saves nothing. A periodic save is not made at an epoch's last
     step (the end-of-epoch save follows), nor after a callback stopped training.
 
+    To save at other steps, subclass it (override ``after_step`` / ``on_epoch_end``, save with
+    ``self.run.save(self.manager, reason)``) and pass an instance in ``fit(callbacks=[...])``: it replaces this one.
+
     Args:
       manager: a ``tf.train.CheckpointManager`` of the training checkpoint (or None).
       every_steps: save when the global step crosses a multiple of it (None: only at epoch ends).

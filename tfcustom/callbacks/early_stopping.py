@@ -131,6 +131,8 @@ class EarlyStoppingCallback(LoopCallback):
     ``restore_best``) and ends training when patience runs out. After the last
     epoch it restores the best weights when ``restore_best`` asks for it.
 
+    A subclass passed in ``fit(callbacks=[...])`` replaces it (give it the same ``early_stopping`` and managers).
+
     Args:
       early_stopping: the ``EarlyStopping`` state (in the training checkpoint), or None: nothing.
       best_manager: a ``tf.train.CheckpointManager`` of the model's "best" checkpoint, or None.

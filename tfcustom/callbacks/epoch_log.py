@@ -17,6 +17,8 @@ from tfcustom.callbacks.loop_callback import LoopCallback
 class EpochLog(LoopCallback):
     """Log (absl INFO) ``epoch i/n: loss=..., accuracy=..., ...`` at each epoch's end.
 
+    A subclass passed in ``fit(callbacks=[...])`` (overriding ``on_epoch_end``) replaces it.
+
     Examples:
         >>> EpochLog().run is None
         True

@@ -25,6 +25,8 @@ class StopOnSignals(LoopCallback):
     Built from ``fit(checkpoint_manager=, preemption=)``; the signal handlers
     are installed for the length of the ``fit`` (from the main thread).
 
+    A subclass passed in ``fit(callbacks=[...])`` replaces it (e.g. to stop at epoch ends only).
+
     Args:
       manager: the training checkpoint's ``tf.train.CheckpointManager`` (None: stop without saving).
       preemption: a [`ClusterPreemption`][tfcustom.distribute.preemption.ClusterPreemption] on a multi-worker cluster, else None.

@@ -279,6 +279,9 @@ class Summaries(LoopCallback):
     record, timing and weight histograms at each epoch's end. The profiler
     trace is `tfcustom.callbacks.profiling.Profiler`'s.
 
+    To write other values, subclass it and pass an instance (with the writer) in ``fit(callbacks=[...])``: it
+    replaces this one.
+
     Args:
       writer: the started ``SummaryWriter`` (None: nothing is written).
       timing: the loop's [`StepTiming`][tfcustom.callbacks.timing.StepTiming], whose timer gives the rates (None: none written).

@@ -118,6 +118,8 @@ class StepTiming(LoopCallback):
     ``timer`` is the current epoch's [`StepTimer`][tfcustom.callbacks.timing.StepTimer] (the TensorBoard summaries read
     their ``examples_per_second`` and ``input_wait_share`` from it).
 
+    A subclass passed in ``fit(callbacks=[...])`` replaces it (the summaries then read its ``timer``).
+
     Args:
       batch_size: the global batch size of the training data (None if unknown).
       num_examples: examples per epoch (None: unknown).
