@@ -28,11 +28,11 @@ from tfcustom.errors import ConfigError, check, check_one_of, check_positive_int
 from tfcustom.experiment import user_model
 from tfcustom.experiment.export_formats import FORMATS, require_runtime
 from tfcustom.run_json import damaged, read_json
+from tfcustom.training.checked_step import NONFINITE_POLICIES
 from tfcustom.training.rollback import Rollback
 from tfcustom.training.sam import split_sam_name
 
 LR_SCHEDULES = tuple(optimizers.schedule_names())  # declared once, by tfcustom.optimizers.make_schedule
-NONFINITE_POLICIES = ("stop", "skip", "rollback")
 # The --help groups, in order; every setting names one.
 DATA, MODEL, OPTIMIZATION, EXECUTION, DISTRIBUTION, OUTPUT = (
     "data", "model", "optimization", "execution", "distribution", "checkpoints and output")

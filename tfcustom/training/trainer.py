@@ -49,7 +49,7 @@ from tfcustom.callbacks.early_stopping import EarlyStopping
 from tfcustom.errors import check, check_positive_int
 from tfcustom.training.history import History
 from tfcustom.training.loop import FitLoop
-from tfcustom.training.metric_state import restore_training_state, results as metric_results, scalar_results, show_evaluation
+from tfcustom.training.metric_state import restore_training_state, results as metric_results, show_evaluation
 from tfcustom.training.rollback import Rollback
 from tfcustom.training.replica_sync import ReplicaStateSync
 from tfcustom.training.scope_checks import check_metrics_in_scope, check_model_in_scope, check_optimizer_in_scope
@@ -61,7 +61,6 @@ __all__ = ["Trainer", "DataLike", "InputPipeline", "PREEMPTED_EXIT_CODE", "Train
 DataLike = Union[EpochInput, tf.data.Dataset, tuple]  # EpochInput: InputPipeline or StreamingPipeline; tuple: NumPy (x, y[, w])
 
 _metric_from_spec = metric_from_spec  # a name -> a new metric (used by tfcustom.experiment.export too)
-_scalar_results = scalar_results  # a metric's scalar result (used by tfcustom.experiment.run_dir too)
 
 
 class Trainer(ReplicaStateSync, FitLoop):
