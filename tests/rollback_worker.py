@@ -23,9 +23,6 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-tf.config.experimental.enable_op_determinism()
-
 import keras  # noqa: E402
 
 from tfcustom import Trainer  # noqa: E402
@@ -115,7 +112,9 @@ def runs(strategy, replicas):
     return out
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # here, not at import: tests/test_rollback.py imports this module for its constants
+    tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+    tf.config.experimental.enable_op_determinism()
     result = {"1": runs(tf.distribute.get_strategy(), 1), "2": runs(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), 2)}
     sys.stdout.flush()
     print("RESULT " + json.dumps(result))
