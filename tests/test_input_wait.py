@@ -44,34 +44,16 @@ def test_the_cli_path_reports_the_wait_of_next_not_of_the_step(no_op_determinism
     timestamp was built after the step's ops, and automatic control dependencies (tf.timestamp
     is stateful) ordered it after some of them: this run logged 29-31 % waiting (the main job
     36-40 %) at the same speed as one cached batch (~1-2 %); now ~10 % (load-dependent)."""
-    import logging as py_logging
     import re
 
-    from absl import logging as absl_logging
+    from log_helpers import absl_info_messages
 
     from tfcustom import TrainConfig, train_and_evaluate
-
-    class Records(py_logging.Handler):
-        def __init__(self):
-            super().__init__()
-            self.messages = []
-
-        def emit(self, record):
-            self.messages.append(record.getMessage())
 
     config = TrainConfig(model="cnn", model_kwargs={"filters": [16, 32], "dense_units": 64, "batch_norm": True, "dropout": 0.3},
                          epochs=3, batch_size=32, steps_per_execution=10, validation_size=200, test_subset=100,
                          checkpoint_every_steps=20, data_dir=small_idx_dir, verbose=0)
-    records, absl_logger = Records(), py_logging.getLogger("absl")
-    level, verbosity = absl_logger.level, absl_logging.get_verbosity()
-    absl_logger.addHandler(records)
-    absl_logger.setLevel(py_logging.INFO)
-    absl_logging.set_verbosity(absl_logging.INFO)
-    try:
+    with absl_info_messages() as messages:
         train_and_evaluate(config, str(tmp_path / "run"))
-    finally:
-        absl_logger.removeHandler(records)
-        absl_logger.setLevel(level)
-        absl_logging.set_verbosity(verbosity)
-    shares = [float(re.search(r"([\d.]+)% of the step time waiting", m).group(1)) for m in records.messages if " timing: " in m]
+    shares = [float(re.search(r"([\d.]+)% of the step time waiting", m).group(1)) for m in messages if " timing: " in m]
     assert len(shares) == 3 and max(shares[1:]) < 20.0, shares  # epoch 1 includes tracing

@@ -18,6 +18,7 @@ import urllib.request
 import numpy as np
 import pytest
 import tensorflow as tf
+from log_helpers import absl_info_messages
 from process_helpers import free_ports
 from tensorflow.python.framework import config as framework_config
 from tfcustom.training.steps import op_determinism_enabled
@@ -39,38 +40,18 @@ def load_events(logdir):
     return out
 
 
-class Records(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, small_idx_dir):
     """One short run with summaries on (2 epochs of 32 steps, step summaries every 5 steps)."""
-    from absl import logging as absl_logging
-
     from tfcustom import TrainConfig, train_and_evaluate
 
     out = tmp_path_factory.mktemp("summaries") / "run"
     config = TrainConfig(model="mlp", model_kwargs={"hidden_units": [32]}, epochs=2, batch_size=32, validation_size=200,
                          data_dir=small_idx_dir, verbose=0, metrics=("accuracy", "ece"), log_every_steps=LOG_EVERY,
                          histograms_every_epochs=2, profile_steps=(3, 4))
-    records, absl_logger = Records(), logging.getLogger("absl")
-    level, verbosity = absl_logger.level, absl_logging.get_verbosity()
-    absl_logger.addHandler(records)
-    absl_logger.setLevel(logging.INFO)
-    absl_logging.set_verbosity(absl_logging.INFO)
-    try:
+    with absl_info_messages() as messages:
         results = train_and_evaluate(config, str(out))
-    finally:
-        absl_logger.removeHandler(records)
-        absl_logger.setLevel(level)
-        absl_logging.set_verbosity(verbosity)
-    return out, results, records.messages, load_events(out / "tensorboard")
+    return out, results, messages, load_events(out / "tensorboard")
 
 
 def test_epoch_scalars_equal_history(trained):
