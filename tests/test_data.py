@@ -119,3 +119,13 @@ def test_tfds_unknown_name():
 
     with pytest.raises(ConfigError, match="unknown TFDS dataset"):
         load("tfds:no_such_dataset_xyz")
+
+
+def test_the_pipeline_starts_no_autotuning_thread():
+    """tf.data's autotuning thread loses its cancellation wake-up: deleting an autotuned
+    iterator (the end of every epoch and evaluation) waited up to the iterator's age, 60 s at
+    most (an epoch of 3 s: 2.1 s). The pipeline runs without one; its batches are unchanged
+    (the tests above)."""
+    pipe = InputPipeline(Split(np.zeros((8, 2, 2), np.uint8), np.arange(8)), batch_size=4)
+    assert pipe.dataset().options().autotune.enabled is False
+    assert [b[1].numpy().tolist() for b in pipe.dataset()] == [[0, 1, 2, 3], [4, 5, 6, 7]]

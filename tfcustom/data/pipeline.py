@@ -247,4 +247,9 @@ class InputPipeline(EpochInput):
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         options.deterministic = True
+        # No autotuning model thread: TensorFlow's deletion of an autotuned iterator (each epoch's,
+        # each evaluation's) waits for the thread's next optimization, up to the iterator's age
+        # (60 s at most): its cancellation wake-up is lost. Without it the map runs min(16, CPUs)
+        # calls at once (tf.data's starting value) and the prefetch buffer keeps its own sizing.
+        options.autotune.enabled = False
         return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
