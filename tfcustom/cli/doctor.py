@@ -4,7 +4,8 @@
 
 Splits the CPU into 4 logical devices at start (before TensorFlow initialises),
 trains the model a few steps on synthetic data (seeded; inputs N(0, 1), labels
-uniform) and prints one line per check of [`tfcustom.doctor`][tfcustom.doctor]. Exit codes:
+uniform) and prints one line per check of [`tfcustom.doctor`][tfcustom.doctor], then the time
+the checks took (total and per check). Exit codes:
 0 every check passed, 1 some failed, 2 bad flags or a model that cannot be built.
 """
 
@@ -93,6 +94,7 @@ def main(argv):
     except (TfcustomError, ValueError) as e:  # keras.losses/optimizers.get raise ValueError for unknown names
         return report_error(e) if isinstance(e, TfcustomError) else (print(f"error: {str(e).splitlines()[0]}", file=sys.stderr) or 2)
     print(report.table())
+    print(report.timing())
     return 0 if report.passed else 1
 
 
