@@ -71,18 +71,20 @@ def test_planted_bug_fails_naming_defect_and_fix(reports, scenario, check, measu
     assert not passed and measured in text and fix
 
 
-def test_cli_passes_a_shipped_model_and_prints_the_table():
+def test_cli_passes_a_shipped_model_prints_the_table_and_the_time_and_writes_json(tmp_path):
+    checks = ["replica agreement", "exact metrics", "checkpoint coverage", "nan batch"]
     proc = subprocess.run([sys.executable, "-m", "tfcustom.cli.doctor", "--model=logistic_regression", "--input_shape=4,4,1",
-                           "--num_classes=3", "--checks=replica agreement,exact metrics,checkpoint coverage,nan batch"],
+                           "--num_classes=3", f"--checks={','.join(checks)}", f"--json_out={tmp_path / 'doctor.json'}"],
                           capture_output=True, text=True, timeout=600, env=ENV, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     assert all(" pass " in l for l in lines[1:-2]) and len(lines) == 7
     assert lines[-2] == "all checks passed"
-    total, per_check = lines[-1].removeprefix("time: ").split(" s (", 1)
-    seconds = {part.rsplit(" ", 2)[0]: float(part.rsplit(" ", 2)[1]) for part in per_check.rstrip(")").split(", ")}
-    assert sorted(seconds) == sorted(["replica agreement", "exact metrics", "checkpoint coverage", "nan batch"])
-    assert abs(sum(seconds.values()) - float(total)) <= 0.25
+    report = json.loads((tmp_path / "doctor.json").read_text())
+    assert report["passed"] and [c["name"] for c in report["checks"]] == checks and all(c["passed"] for c in report["checks"])
+    assert abs(sum(c["seconds"] for c in report["checks"]) - report["seconds"]) < 1e-9
+    slowest = max(report["checks"], key=lambda c: c["seconds"])
+    assert lines[-1].startswith(f"time: {report['seconds']:.1f} s ({slowest['name']} {slowest['seconds']:.1f} s, ")
 
 
 def test_cli_bad_model_is_one_line_exit_2():

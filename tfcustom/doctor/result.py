@@ -81,5 +81,15 @@ class Report:
         parts = ", ".join(f"{r.name} {r.seconds:.1f} s" for r in timed)
         return f"time: {sum(r.seconds for r in timed):.1f} s ({parts})"
 
+    def as_dict(self) -> dict:
+        """``passed``, the total ``seconds`` and every check's fields (``checks``), for JSON.
+
+        Examples:
+            >>> Report([CheckResult("xla", True, "compiles", seconds=2.0)]).as_dict()
+            {'passed': True, 'seconds': 2.0, 'checks': [{'name': 'xla', 'passed': True, 'measured': 'compiles', 'fix': '', 'seconds': 2.0}]}
+        """
+        checks = [dataclasses.asdict(r) for r in self.results]
+        return {"passed": self.passed, "seconds": sum(r.seconds or 0.0 for r in self.results), "checks": checks}
+
     def __getitem__(self, name: str) -> CheckResult:
         return next(r for r in self.results if r.name == name)
