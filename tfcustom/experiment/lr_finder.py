@@ -261,7 +261,7 @@ def plot(result: LRFinderResult, path: str) -> str:
         >>> result = LRFinderResult(0.01, "min_div_10", [1e-3, 1e-2, 0.1], [2.0, 1.0, 3.0], [2.0, 1.5, 2.0], 0.01, 0.01)
         >>> path = plot(result, os.path.join(tempfile.mkdtemp(), PLOT_FILE))
         >>> open(path, "rb").read(4)
-        b'\x89PNG'
+        b'\\x89PNG'
     """
     import matplotlib
 
