@@ -51,14 +51,6 @@ KNOWN_GAPS = {
     "tfcustom.experiment.export.read_png_images": ['Args', 'Returns', 'Examples'],
     "tfcustom.experiment.export.restore_checkpoint": ['Args', 'Examples'],
     "tfcustom.experiment.export.write_saved_model": ['Args', 'Examples'],
-    "tfcustom.experiment.transfer.freeze": ['Args', 'Returns', 'Examples'],
-    "tfcustom.experiment.transfer.layer_names": ['Args', 'Returns', 'Examples'],
-    "tfcustom.experiment.transfer.match_layers": ['Args', 'Returns', 'Examples'],
-    "tfcustom.experiment.transfer.restore_backbone": ['Examples'],
-    "tfcustom.experiment.transfer.subset_classes": ['Args', 'Returns', 'Examples'],
-    "tfcustom.experiment.transfer.transfer_experiment": ['Args', 'Examples'],
-    "tfcustom.experiment.transfer.unfreeze": ['Args', 'Returns', 'Examples'],
-    "tfcustom.experiment.transfer.variable_layer_name": ['Args', 'Returns', 'Examples'],
 }
 
 
