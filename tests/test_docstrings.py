@@ -38,19 +38,6 @@ KNOWN_GAPS = {
     "tfcustom.experiment.autotune.pick_faster": ['Args', 'Returns', 'Examples'],
     "tfcustom.experiment.autotune.save": ['summary', 'Args', 'Examples'],
     "tfcustom.experiment.autotune.tune": ['Returns', 'Examples'],
-    "tfcustom.experiment.export.Predictor": ['Args', 'Examples'],
-    "tfcustom.experiment.export.build_run_model": ['Args', 'Returns', 'Examples'],
-    "tfcustom.experiment.export.class_names_for": ['Args', 'Returns', 'Examples'],
-    "tfcustom.experiment.export.evaluate_run": ['Examples'],
-    "tfcustom.experiment.export.export_model": ['Examples'],
-    "tfcustom.experiment.export.find_checkpoint": ['Args', 'Returns', 'Examples'],
-    "tfcustom.experiment.export.load_predictor": ['Args', 'Returns', 'Examples'],
-    "tfcustom.experiment.export.load_run_model": ['Args', 'Returns', 'Examples'],
-    "tfcustom.experiment.export.predict": ['Args', 'Returns', 'Examples'],
-    "tfcustom.experiment.export.read_idx_images": ['Args', 'Returns', 'Examples'],
-    "tfcustom.experiment.export.read_png_images": ['Args', 'Returns', 'Examples'],
-    "tfcustom.experiment.export.restore_checkpoint": ['Args', 'Examples'],
-    "tfcustom.experiment.export.write_saved_model": ['Args', 'Examples'],
 }
 
 
