@@ -53,9 +53,6 @@ from tfcustom.experiment import builders  # noqa: E402
 from tfcustom.run_json import write_json  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("output_dir", "runs/fit_recipe", "Where results.json is written.")
-flags.DEFINE_boolean("overwrite", False, "Replace an existing results.json in --output_dir.")
-define_flags()  # tfcustom-train's flags, from TrainConfig
 
 # Settings that change what tfcustom trains and that this plain-fit recipe does not reproduce: (setting, reproduced when).
 NOT_REPRODUCED = (
@@ -158,7 +155,7 @@ def results(config, model: keras.Model, records, steps_per_epoch: int, lr_step0:
         "precision": keras.mixed_precision.global_policy().name,
         "parameters": int(model.count_params()),
         "model_config": model.get_config(),
-        "loss": type(model.loss).__name__,
+        "loss": {"class": type(model.loss).__name__, "label_smoothing": float(getattr(model.loss, "label_smoothing", 0.0))},
         "optimizer": {"class": type(optimizer).__name__, "iterations": int(optimizer.iterations.numpy()),
                       "learning_rate_step0": lr_step0,
                       "variable_shapes": [list(v.shape) for v in optimizer.variables]},
@@ -193,5 +190,14 @@ def main(argv):
     return 0
 
 
+def define_script_flags() -> None:
+    """tfcustom-train's flags (from TrainConfig), ``--output_dir`` and ``--overwrite``: defined when run as a
+    script only, so that importing this module (the tests do) leaves absl's flags alone."""
+    define_flags()
+    flags.DEFINE_string("output_dir", "runs/fit_recipe", "Where results.json is written.")
+    flags.DEFINE_boolean("overwrite", False, "Replace an existing results.json in --output_dir.")
+
+
 if __name__ == "__main__":
+    define_script_flags()
     app.run(main)

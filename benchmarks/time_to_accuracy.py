@@ -101,7 +101,7 @@ def _ratio_cell(ours, fits, threshold: float) -> str:
     if not both:
         return "—"
     ratio = statistics.mean(a[s] for s in both) / statistics.mean(b[s] for s in both)
-    return f"**{ratio:.2f}**" + ("" if len(both) == len(ours) == len(fits) else f" ({len(both)} seeds)")
+    return f"**{ratio:.2f}**" + ("" if len(both) == len(ours) == len(fits) else f" ({len(both)} seed{'s' if len(both) != 1 else ''})")
 
 
 def _row(label: str, runs, base: float) -> str:
