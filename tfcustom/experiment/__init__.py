@@ -8,5 +8,5 @@
 - `measured_settings`: the settings measured before a run (autotune, finders);
 - `export`, `export_formats`: ``model.keras``, SavedModel, LiteRT, ONNX; evaluating a run without training;
 - `autotune`, `finders`, `lr_finder`, `batch_finder`: settings measured on the machine;
-- `sweep`, `transfer`, `user_model`, `plots`, `time_to_accuracy`.
+- `sweep`, `transfer` (`backbone`: restoring one), `user_model`, `plots`, `time_to_accuracy`.
 """
