@@ -99,11 +99,7 @@ def test_fit_results_hold_test_accuracy_per_epoch_outside_the_timed_span(both_ru
 def test_fit_input_shuffles_and_flips_anew_each_epoch():
     import tensorflow as tf
 
-    sys.path.insert(0, BENCHMARKS)
-    try:
-        import fit_recipe
-    finally:
-        sys.path.remove(BENCHMARKS)
+    fit_recipe = _benchmark_module("fit_recipe")
     from tfcustom.data import InputPipeline, Split
 
     n = 64
@@ -117,3 +113,32 @@ def test_fit_input_shuffles_and_flips_anew_each_epoch():
     assert [i for i, _ in epochs[0]] != [i for i, _ in epochs[1]]  # a new order each epoch
     assert dict(epochs[0]) != dict(epochs[1])  # and new flips
     assert tf.reduce_max(next(iter(dataset))[0]).numpy() == pytest.approx(3 / 255)  # normalised as tfcustom's input
+
+
+def _benchmark_module(name):
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(BENCHMARKS)
+
+
+def _run(variant, seed, train_s, reached_at):
+    reached = {f"{t:g}": {"reached": False} for t in (0.91, 0.92, 0.93, 0.935, 0.94)}
+    if reached_at is not None:
+        reached["0.935"] = {"reached": True, "time_s": reached_at}
+    return {"config": "c.flags", "variant": variant, "seed": seed, "train_s": train_s, "test_accuracy": 0.935, "reached": reached}
+
+
+def test_table_has_fit_rows_and_ratios_over_the_seeds_both_reached(tmp_path):
+    tta = _benchmark_module("time_to_accuracy")
+    runs = [_run("tfcustom", 0, 100, 40), _run("fit", 0, 125, 50), _run("fit", 1, 125, None), _run("tfcustom", 1, 100, 60)]
+    rows = tta.table(runs).splitlines()
+    assert rows[0].startswith("| config | variant | time to 91 % |")
+    assert rows[2].startswith("| `c.flags` | tfcustom | not reached |") and "| 50 s |" in rows[2]  # mean of 40 and 60
+    assert rows[3].startswith("|  | `fit` |") and "| 50 s (1/2 seeds) |" in rows[3]
+    assert rows[4] == "|  | tfcustom / `fit` | — | — | — | **0.80** (1 seed) | — |  | **0.80** |"  # 40/50 on seed 0; 200/250
+    page = tmp_path / "page.md"
+    page.write_text("before\n<!-- time_to_accuracy:begin -->\nold\n<!-- time_to_accuracy:end -->\nafter\n")
+    _benchmark_module("doc_table").replace_between(str(page), "time_to_accuracy", "new")
+    assert page.read_text() == "before\n<!-- time_to_accuracy:begin -->\nnew\n<!-- time_to_accuracy:end -->\nafter\n"
