@@ -8,6 +8,6 @@
 - `measured_settings`: the settings measured before a run (autotune, finders);
 - `export`, `export_formats`, `prediction`: ``model.keras``, SavedModel, LiteRT, ONNX; evaluating a run without training;
   classifying images with an exported model;
-- `autotune`, `finders`, `lr_finder`, `batch_finder`: settings measured on the machine;
+- `autotune` (`autotune_decision`: its pure decision), `finders`, `lr_finder`, `batch_finder`: settings measured on the machine;
 - `sweep`, `transfer` (`backbone`: restoring one), `user_model`, `plots`, `time_to_accuracy`.
 """
