@@ -55,11 +55,11 @@ def test_replica_dependent_layers_are_compared_neutralised_and_their_as_built_di
 
 def test_a_loss_averaged_per_replica_fails_replica_agreement_far_beyond_rounding(reports):
     passed, measured, _ = reports["replica_mean_loss"]["replica agreement"]
-    assert not passed and float(measured.split("4 replicas ")[1].split()[0]) > 1e-2  # gradients 4x too large
+    assert not passed and float(measured.split("4 replicas ")[1].split()[0]) > 1e-3  # 100x the tolerance: gradients 4x too large
 
 
 @pytest.mark.parametrize("scenario, check, measured", [
-    ("replica_mean_loss", "replica agreement", "after 3 steps of SGD(0.1)"),
+    ("replica_mean_loss", "replica agreement", "after 3 steps of SGD(0.001)"),
     ("late_weight", "variables in scope", "the first step raised"),
     ("dict_layers", "checkpoint coverage", "restored predictions differ by"),
     ("one_replica_metric", "exact metrics", "first_replica_accuracy"),
