@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import subprocess
-import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags
+
+from train_runs import train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "/usr/share/datasets/fashion-mnist", "Fashion-MNIST IDX directory.")
@@ -36,16 +35,13 @@ flags.DEFINE_integer("rounds", 2, "Interleaved Trainer rounds.")
 flags.DEFINE_string("json_out", None, "Also write the results as JSON here.")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMING = re.compile(r"epoch (\d+) timing: ([\d.]+) examples/s, ([\d.]+)% of the step time waiting for input")
 
 
 def main_job(epochs: int, data_dir: str):
     """The CLI main job's logged (examples/s, wait %) per epoch."""
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, "-m", "tfcustom.cli.train", f"--flagfile={ROOT}/configs/fashion_mnist_cnn.flags",
-               f"--epochs={epochs}", f"--data_dir={data_dir}", f"--output_dir={out}/run", "--alsologtostderr"]
-        log = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT).stderr
-    return [{"epoch": int(e), "examples_per_s": float(r), "wait_percent": float(w)} for e, r, w in TIMING.findall(log)]
+        return train(f"{out}/run", f"--flagfile={ROOT}/configs/fashion_mnist_cnn.flags", f"--epochs={epochs}",
+                     f"--data_dir={data_dir}")["epochs"]
 
 
 def trainer_rounds(data_dir: str, steps: int, rounds: int):

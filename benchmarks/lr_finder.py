@@ -11,22 +11,17 @@ so accuracy differences come from the learning rate alone.
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
+
+from train_runs import train
 
 CONFIGS = ("configs/fashion_mnist_cnn.flags", "configs/fashion_mnist_fast.flags")
 
 
 def run(flagfile, seed, learning_rate, epochs, workdir):
     out = os.path.join(workdir, f"{os.path.basename(flagfile)}-{seed}-{learning_rate}")
-    cmd = [sys.executable, "-m", "tfcustom.cli.train", f"--flagfile={flagfile}", f"--seed={seed}", f"--epochs={epochs}",
-           f"--output_dir={out}", "--nojit_compile", "--precision=float32", "--verbose=0", "--overwrite"]
-    if learning_rate == "find":
-        cmd.append("--learning_rate=find")
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    with open(os.path.join(out, "results.json")) as f:
-        results = json.load(f)
+    flags = [f"--flagfile={flagfile}", f"--seed={seed}", f"--epochs={epochs}", "--nojit_compile", "--precision=float32"]
+    results = train(out, *flags, *(["--learning_rate=find"] if learning_rate == "find" else []))["results"]
     found = results["autotune"].get("finders", {}).get("learning_rate")
     return {"config": flagfile, "seed": seed, "variant": learning_rate, "learning_rate": found,
             "test_accuracy": results["test"]["accuracy"], "train_time_s": results["train_time_s"]}

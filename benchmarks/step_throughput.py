@@ -38,6 +38,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags
 
+from doc_table import replace_between
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["mlp", "mlp_dropout", "cnn", "resnet"], "mlp (no dropout), mlp_dropout (0.2), cnn (default config), resnet.")
 flags.DEFINE_integer("steps", 50, "Timed steps per variant and round.")
@@ -56,7 +58,6 @@ MODELS = {
     "cnn": ("CNN (default config)", "cnn", {"filters": [32, 64], "dense_units": 128, "dropout": 0.3, "batch_norm": True}),
     "resnet": ("ResNet (tfcustom default)", "resnet", {}),
 }
-BEGIN, END = "<!-- step_throughput:begin -->", "<!-- step_throughput:end -->"
 
 
 def matmul_gflops(n=1024, reps=20):
@@ -247,14 +248,6 @@ def table(results) -> str:
     return "\n".join(lines)
 
 
-def update_readme(path: str, text: str) -> None:
-    with open(path) as f:
-        readme = f.read()
-    start, end = readme.index(BEGIN) + len(BEGIN), readme.index(END)
-    with open(path, "w") as f:
-        f.write(readme[:start] + "\n" + text + "\n" + readme[end:])
-
-
 def main(argv):
     from absl import logging
 
@@ -267,7 +260,7 @@ def main(argv):
     text = table(results)
     print(text)
     if FLAGS.update_readme:
-        update_readme(FLAGS.update_readme, text)
+        replace_between(FLAGS.update_readme, "step_throughput", text)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfcustom.training import steps
 from tfcustom.training.trainer import Trainer
 
 
@@ -73,6 +74,18 @@ class RetracingTrainer(Trainer):
     def make_train_step(self):
         build = super().make_train_step
         return lambda iterator, num_steps: build()(iterator, num_steps)
+
+
+def _replica_mean_gradients(model, loss, x, y, sample_weight, global_examples, num_replicas, loss_scale=None):
+    local = tf.cast(tf.shape(y)[0], tf.float32)  # the bug: the replica's own batch, not the global one
+    return steps.compute_loss_and_gradients(model, loss, x, y, sample_weight, local, num_replicas, loss_scale)
+
+
+class ReplicaMeanLossTrainer(Trainer):
+    """A step that averages the loss over the replica's batch: on N replicas the summed gradients are N times too large."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, gradient_fn=_replica_mean_gradients, **kwargs)
 
 
 def with_layer(layer):

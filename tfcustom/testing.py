@@ -180,11 +180,17 @@ def check_gradients(fn_or_layer, inputs, *, epsilon: float = 1e-6, variables=Non
     Returns:
         The max relative error (a Python float).
 
-    >>> import numpy as np, keras
-    >>> layer = keras.layers.Dense(3, activation="tanh")
-    >>> x = np.random.default_rng(0).normal(size=(4, 5)).astype("float32")
-    >>> check_gradients(layer, x) < 1e-6
-    True
+    Examples:
+        >>> import numpy as np, keras
+        >>> layer = keras.layers.Dense(3, activation="tanh")
+        >>> x = np.random.default_rng(0).normal(size=(4, 5)).astype("float32")
+        >>> check_gradients(layer, x) < 1e-6
+        True
+        >>> @tf.custom_gradient
+        ... def wrong_square(x):
+        ...     return x * x, lambda dy: dy * x   # the gradient is 2 * x: half of it is missing
+        >>> round(check_gradients(wrong_square, np.array([1.0, 2.0])), 6)
+        0.5
     """
     check(
         isinstance(epsilon, (int, float)) and not isinstance(epsilon, bool) and epsilon > 0,

@@ -66,7 +66,21 @@ def epoch_logs_for_callbacks(record: Dict[str, float]) -> Dict[str, float]:
 
 
 def check_callbacks(callbacks: Sequence) -> None:
-    """Refuse, in one line, what is not a ``keras.callbacks.Callback`` and ``BackupAndRestore``."""
+    """Refuse, in one line, what is not a ``keras.callbacks.Callback`` and ``BackupAndRestore``.
+
+    Args:
+      callbacks: the callbacks given to ``fit``, ``evaluate`` or ``predict``.
+
+    Raises:
+      ConfigError: one line naming the offending callback's class and the fix.
+
+    Examples:
+        >>> check_callbacks([keras.callbacks.EarlyStopping()])   # accepted: nothing happens
+        >>> check_callbacks([lambda epoch, logs: None])
+        Traceback (most recent call last):
+        ...
+        tfcustom.errors.ConfigError: callbacks must be keras.callbacks.Callback instances (received: 'function'). ...
+    """
     for c in callbacks:
         check(isinstance(c, keras.callbacks.Callback), "callbacks must be keras.callbacks.Callback instances",
               type(c).__name__, "subclass keras.callbacks.Callback (or use keras.callbacks.LambdaCallback)")
@@ -101,6 +115,16 @@ class CallbackList(keras.callbacks.CallbackList):
       optimizer: the Trainer's optimizer, shown as ``model.optimizer`` while attached.
       metrics: the Trainer's metric objects (resolve ``mode="auto"`` of monitors).
       **params: given to ``set_params`` (``epochs``, ``steps``, ``verbose``), as ``fit`` does.
+
+    Examples:
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> seen = []
+        >>> log = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append((epoch, logs)))
+        >>> callbacks = CallbackList([log], model=model, optimizer=keras.optimizers.SGD(0.1), epochs=1)
+        >>> with callbacks.attached():   # model.optimizer and model.stop_training while the loop runs
+        ...     callbacks.on_epoch_end(0, {"loss": 0.5})
+        >>> seen, callbacks.stop_training, callbacks.params["epochs"]
+        ([(0, {'loss': 0.5})], False, 1)
     """
 
     def __init__(self, callbacks=None, *, model, optimizer, metrics: Sequence = (), **params):

@@ -75,6 +75,14 @@ def check_learning_rate_settable(callbacks: Sequence, optimizer) -> None:
 
     Raises:
       ConfigError: one line naming the callbacks and the fix.
+
+    Examples:
+        >>> plateau = [keras.callbacks.ReduceLROnPlateau()]
+        >>> check_learning_rate_settable(plateau, keras.optimizers.SGD(0.1))   # a float rate: it can be set
+        >>> check_learning_rate_settable(plateau, keras.optimizers.SGD(keras.optimizers.schedules.ExponentialDecay(0.1, 100, 0.5)))
+        Traceback (most recent call last):
+        ...
+        tfcustom.errors.ConfigError: a callback sets the learning rate but the optimizer's learning rate is a schedule (received: 'ReduceLROnPlateau'). ...
     """
     setters = [type(c).__name__ for c in callbacks if isinstance(c, SETS_LEARNING_RATE)]
     check(not (setters and has_schedule(optimizer)),

@@ -144,6 +144,18 @@ class CallbackState(tf.train.experimental.PythonState):
     ``Trainer.callback_state`` is one; [`tfcustom.training.checkpoint.training_checkpoint`][tfcustom.training.checkpoint.training_checkpoint]
     tracks it as ``callbacks``. Callbacks are matched by position and class name,
     so pass the same callbacks in the same order when resuming.
+
+    Examples:
+        >>> plateau = keras.callbacks.ReduceLROnPlateau(patience=3)
+        >>> plateau.wait = 2                    # two epochs without improvement so far
+        >>> state = CallbackState()
+        >>> state.attach([plateau])
+        >>> saved = state.serialize()           # what the checkpoint holds
+        >>> restored, fresh = CallbackState(), keras.callbacks.ReduceLROnPlateau(patience=3)
+        >>> restored.deserialize(saved)         # at the restore: kept until the next fit attaches
+        >>> restored.attach([fresh])
+        >>> fresh.wait
+        2
     """
 
     def __init__(self):

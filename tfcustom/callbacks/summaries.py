@@ -106,8 +106,29 @@ def discard_after(logdir: str, global_step: int, epochs_done: int) -> int:
     ``epochs_done`` finished epochs, and deletes the ``test`` directory
     (end-of-run summaries are written again). Each file is rewritten to a
     temporary sibling and renamed over the original; a file whose last record
-    was cut short (a full disk) keeps its complete records. Returns the number
-    of events removed.
+    was cut short (a full disk) keeps its complete records.
+
+    Args:
+      logdir: the run's TensorBoard directory.
+      global_step: the checkpoint's global step: step summaries after it go.
+      epochs_done: the checkpoint's finished epochs: epoch summaries of later epochs go.
+
+    Returns:
+      The number of events removed.
+
+    Examples:
+        >>> import tempfile
+        >>> writer = SummaryWriter(os.path.join(tempfile.mkdtemp(), "tensorboard"), log_every_steps=1)
+        >>> writer.start(global_step=0, epochs_done=0)
+        >>> for step in range(1, 5):
+        ...     writer.write_step(step, {"loss": 1.0 / step})
+        >>> writer.write_epoch(1, {"epoch": 1, "loss": 0.6, "val_loss": 0.7})
+        >>> writer.write_epoch(2, {"epoch": 2, "loss": 0.3, "val_loss": 0.4})
+        >>> writer.close()
+        >>> discard_after(writer.logdir, global_step=2, epochs_done=1)   # steps 3 and 4, epoch 2's train and val
+        4
+        >>> discard_after(writer.logdir, global_step=2, epochs_done=1)
+        0
     """
     from tensorboard.compat.proto import event_pb2
 
@@ -143,6 +164,18 @@ class SummaryWriter:
       chief: False on the other workers of a cluster: they write nothing, but
         pass a writer to their Trainer all the same, so that every worker
         reads the (cross-worker) metric values at the same steps.
+
+    Examples:
+        >>> import tempfile
+        >>> writer = SummaryWriter(os.path.join(tempfile.mkdtemp(), "tensorboard"), log_every_steps=2)
+        >>> writer.start(global_step=0, epochs_done=0, config={"model": "mlp"})
+        >>> [step for step in range(1, 6) if writer.due(step, steps_ran=1)]
+        [2, 4]
+        >>> writer.write_step(2, {"loss": 0.5})
+        >>> writer.write_epoch(1, {"epoch": 1, "loss": 0.4, "val_loss": 0.45})
+        >>> writer.close()
+        >>> sorted(os.listdir(writer.logdir))[-2:]   # the hparams' events at the top, then the curves
+        ['train', 'validation']
     """
 
     def __init__(self, logdir: str, log_every_steps: int = 100, *, histograms_every_epochs: int = 0,

@@ -38,6 +38,14 @@ class StepTimer:
       batch_size: global batch size (None if unknown: rates are then in steps).
       num_examples: examples per epoch, to count the last partial batch exactly
         (None: every batch counts ``batch_size``).
+
+    Examples:
+        >>> timer = StepTimer(batch_size=128, num_examples=300)
+        >>> timer.start(done=0)
+        >>> timer.record(steps=3, input_wait_s=None)   # 3 batches: 128 + 128 + the last 44
+        >>> s = timer.epoch_summary()
+        >>> round(s["examples_per_second"] * s["train_seconds"]), "input_wait_share" in s
+        (300, False)
     """
 
     def __init__(self, batch_size: Optional[int], num_examples: Optional[int] = None):
@@ -91,7 +99,23 @@ class StepTimer:
 
 
 def tracing_count(fn) -> Optional[int]:
-    """How many times the ``tf.function`` ``fn`` was traced (None if it is not one)."""
+    """How many times the ``tf.function`` ``fn`` was traced (None if it is not one).
+
+    Args:
+      fn: a ``tf.function``, or anything else.
+
+    Returns:
+      Its ``experimental_get_tracing_count()``, or None.
+
+    Examples:
+        >>> import tensorflow as tf
+        >>> f = tf.function(lambda x: x + 1)
+        >>> tracing_count(f), tracing_count(len)
+        (0, None)
+        >>> _ = f(tf.constant(1.0)), f(tf.constant(2.0)), f(3.0)   # a Python float: a trace of its own
+        >>> tracing_count(f)
+        2
+    """
     get = getattr(fn, "experimental_get_tracing_count", None)
     return int(get()) if callable(get) else None
 
@@ -99,7 +123,26 @@ def tracing_count(fn) -> Optional[int]:
 def check_retracing(fn, num_signatures: int, name: str = "train step", warned_at: int = 0) -> int:
     """Warn (absl WARNING) if ``fn`` was traced more than once per input
     signature it was called with, and more often than when it last warned
-    (``warned_at``). Returns the trace count it warned at (else ``warned_at``)."""
+    (``warned_at``).
+
+    Args:
+      fn: the ``tf.function`` (anything else is never warned about).
+      num_signatures: the distinct input signatures it was called with.
+      name: what it is, in the warning.
+      warned_at: the trace count of the previous warning (0: none yet).
+
+    Returns:
+      The trace count it warned at, else ``warned_at``.
+
+    Examples:
+        >>> import tensorflow as tf
+        >>> f = tf.function(lambda x: x + 1)
+        >>> _ = f(1.0), f(2.0)                      # two traces for one signature (a float)
+        >>> check_retracing(f, num_signatures=1)    # warns
+        2
+        >>> check_retracing(f, num_signatures=1, warned_at=2), check_retracing(f, num_signatures=2)   # quiet
+        (2, 0)
+    """
     traces = tracing_count(fn)
     if traces is None or traces <= max(num_signatures, warned_at):
         return warned_at

@@ -4,7 +4,8 @@
 
 Splits the CPU into 4 logical devices at start (before TensorFlow initialises),
 trains the model a few steps on synthetic data (seeded; inputs N(0, 1), labels
-uniform) and prints one line per check of [`tfcustom.doctor`][tfcustom.doctor]. Exit codes:
+uniform) and prints one line per check of [`tfcustom.doctor`][tfcustom.doctor], then the time
+the checks took (total and per check). Exit codes:
 0 every check passed, 1 some failed, 2 bad flags or a model that cannot be built.
 """
 
@@ -32,6 +33,7 @@ flags.DEFINE_float("learning_rate", 1e-3, "Learning rate of the optimizer.")
 flags.DEFINE_integer("batch_size", 8, "Global batch size (divisible by 4).")
 flags.DEFINE_integer("steps", 3, "Train steps per check.")
 flags.DEFINE_list("checks", None, "Run only these checks (default: all), e.g. 'replica agreement,retracing'.")
+flags.DEFINE_string("json_out", None, "Also write the report (verdicts, measurements, seconds per check) to this JSON file.")
 
 USAGE = """Usage: tfcustom-doctor --model=package.module:function [--input_shape=28,28,1 --num_classes=10 ...]
 
@@ -93,6 +95,10 @@ def main(argv):
     except (TfcustomError, ValueError) as e:  # keras.losses/optimizers.get raise ValueError for unknown names
         return report_error(e) if isinstance(e, TfcustomError) else (print(f"error: {str(e).splitlines()[0]}", file=sys.stderr) or 2)
     print(report.table())
+    print(report.timing())
+    if FLAGS.json_out:
+        with open(FLAGS.json_out, "w") as f:
+            json.dump(report.as_dict(), f, indent=1)
     return 0 if report.passed else 1
 
 

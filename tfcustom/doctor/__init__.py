@@ -12,6 +12,7 @@ checks need 4 logical CPU devices, configured before TensorFlow initialises
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Optional, Sequence
 
 from tfcustom.doctor import checkpoint, metrics, nonfinite, replica_state, replicas, retracing, variables, xla
@@ -40,7 +41,7 @@ def check(model_fn: Callable, loss, optimizer_fn: Callable, data, *, metrics: Se
       checks: names of `CHECKS` to run (default: all).
 
     Returns:
-      A [`Report`][tfcustom.doctor.Report] (``report.passed``, ``report.table()``).
+      A [`Report`][tfcustom.doctor.Report] (``report.passed``, ``report.table()``, ``report.timing()``).
 
     Examples:
         The checkpoint check needs one device (the multi-replica ones need 4 logical CPUs):
@@ -61,4 +62,9 @@ def check(model_fn: Callable, loss, optimizer_fn: Callable, data, *, metrics: Se
     x, y = data
     setup = Setup(model_fn, loss, optimizer_fn, x, y, metrics=metrics, batch_size=batch_size, steps=steps, seed=seed,
                   trainer_cls=trainer_cls or Trainer, tolerance=tolerance)
-    return Report([CHECKS[name](setup) for name in names])
+    results = []
+    for name in names:
+        start = time.perf_counter()
+        results.append(CHECKS[name](setup))
+        results[-1].seconds = time.perf_counter() - start
+    return Report(results)

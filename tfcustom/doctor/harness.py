@@ -34,6 +34,8 @@ class Setup:
       trainer_cls: the Trainer (subclass) to check.
       tolerance: largest difference accepted where the result is not bitwise.
       trained: the Trainers after training, by replica count (shared by the checks).
+      variables_before: by replica count, the ids of the model's and optimizer's variables
+        before that shared Trainer's first step.
 
     Examples:
         >>> setup = Setup(lambda: None, "mse", lambda: None, np.zeros((10, 2)), np.zeros(10), batch_size=4, steps=2)
@@ -57,6 +59,7 @@ class Setup:
     trainer_cls: Type[Trainer] = Trainer
     tolerance: float = 1e-5
     trained: dict = dataclasses.field(default_factory=dict, repr=False)  # replicas -> Trainer after train(); shared by checks
+    variables_before: dict = dataclasses.field(default_factory=dict, repr=False)  # replicas -> variable ids before fit
 
     def __post_init__(self):
         check(callable(self.model_fn), "model_fn must be callable", type(self.model_fn).__name__, "pass a function returning a keras.Model")
@@ -112,10 +115,17 @@ def train(setup: Setup, replicas: int, **trainer_kwargs) -> Trainer:
     if not trainer_kwargs and replicas in setup.trained:
         return setup.trained[replicas]
     trainer = build(setup, strategy(replicas), **trainer_kwargs)
+    if not trainer_kwargs:
+        setup.variables_before[replicas] = {id(v) for v in all_variables(trainer)}
     trainer.fit(setup.train_data(), epochs=1, batch_size=setup.batch_size)
     if not trainer_kwargs:
         setup.trained[replicas] = trainer
     return trainer
+
+
+def all_variables(trainer: Trainer) -> list:
+    """The model's and the optimizer's variables."""
+    return trainer.model.variables + list(trainer.optimizer.variables)
 
 
 def max_difference(a, b) -> float:

@@ -35,13 +35,11 @@ Examples:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional
 
 import keras
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -49,6 +47,14 @@ from tfcustom.distribute.strategy import device_type, resolve_precision
 from tfcustom.errors import check
 from tfcustom.training import steps as steps_lib
 from tfcustom.run_json import damaged, read_json, write_json
+from tfcustom.experiment.autotune_decision import (  # the decision from the measurements, re-exported
+    AutotuneResult, Measurement, candidates, decide, losses_agree, pick_faster,
+)
+
+__all__ = [
+    "AUTOTUNE_FILE", "BF16_CPU_FLAGS", "MIN_TRAIN_STEPS", "Measurement", "AutotuneResult", "cpu_has_bf16", "pick_faster",
+    "losses_agree", "measure", "candidates", "decide", "tune", "log", "load", "load_from", "save",
+]
 
 AUTOTUNE_FILE = "autotune.json"
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -56,39 +62,22 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 MIN_TRAIN_STEPS = 1000
 
 
-@dataclasses.dataclass
-class Measurement:
-    """One candidate's timing: ``step_s`` (best round, seconds per step),
-    ``compile_s`` (first call, excluded), ``losses`` (its first steps'),
-    ``rounds`` (every round's seconds per step: the spread of the timing)."""
-
-    step_s: float
-    compile_s: float
-    losses: Sequence[float] = ()
-    rounds: Sequence[float] = ()
-
-
-@dataclasses.dataclass
-class AutotuneResult:
-    """The settings chosen and why; ``to_dict()`` goes into results.json."""
-
-    jit_compile: bool
-    precision: str
-    measurements: Dict[str, Dict[str, float]] = dataclasses.field(default_factory=dict)
-    reasons: Dict[str, str] = dataclasses.field(default_factory=dict)
-    #: ``--batch_size=find`` / ``--learning_rate=find`` (tfcustom.experiment.finders): the values found and their curves.
-    finders: Dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "AutotuneResult":
-        return cls(**d)
-
-
 def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """True if the CPU lists bfloat16 instructions (``avx512_bf16``/``amx_bf16``)."""
+    """True if the CPU lists bfloat16 instructions (``avx512_bf16``/``amx_bf16``).
+
+    Args:
+      cpuinfo: a file in ``/proc/cpuinfo``'s format (its ``flags`` lines are read).
+
+    Returns:
+      Whether a ``flags`` line names one of `BF16_CPU_FLAGS`; False if the file cannot be read.
+
+    Examples:
+        >>> import tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "cpuinfo")
+        >>> _ = open(path, "w").write("processor\\t: 0\\nflags\\t\\t: fpu sse2 avx512f avx512_bf16\\n")
+        >>> cpu_has_bf16(path), cpu_has_bf16("/no/such/file")
+        (True, False)
+    """
     try:
         with open(cpuinfo) as f:
             flags = set(" ".join(line.split(":", 1)[1] for line in f if line.startswith("flags")).split())
@@ -97,23 +86,29 @@ def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return any(flag in flags for flag in BF16_CPU_FLAGS)
 
 
-def pick_faster(default: str, candidate: str, times: Dict[str, Measurement], margin: float = 0.05) -> str:
-    """``candidate`` if its step time is below ``default``'s by more than
-    ``margin`` (a fraction), else ``default``."""
-    return candidate if times[candidate].step_s < (1.0 - margin) * times[default].step_s else default
-
-
-def losses_agree(reference: Sequence[float], other: Sequence[float], rtol: float) -> bool:
-    """Every step's loss within ``rtol`` (relative) of the reference's, all finite."""
-    ref, oth = np.asarray(reference, np.float64), np.asarray(other, np.float64)
-    return bool(ref.shape == oth.shape and np.all(np.isfinite(oth)) and np.all(np.abs(oth - ref) <= rtol * np.abs(ref)))
-
-
 def measure(train_step, make_iterator: Callable[[], Iterable], *, steps: int, loss_steps: int = 1,
             timer: Callable[[], float] = time.perf_counter):
-    """Returns ``(compile_s, losses, run)``: the first call's time (tracing
-    and compilation, one step), the losses of the first ``loss_steps`` steps,
-    and ``run()`` timing ``steps`` more steps (seconds per step)."""
+    """Time a train step: its first call, its first losses, and a timer of later calls.
+
+    Args:
+      train_step: ``train_step(iterator, num_steps) -> {"loss": ...}``, e.g. from `make_train_step`.
+      make_iterator: returns the batches' iterator (or an iterable).
+      steps: the steps each ``run()`` call times.
+      loss_steps: the first steps whose losses are recorded (at least the first call's).
+      timer: a clock in seconds.
+
+    Returns:
+      ``(compile_s, losses, run)``: the first call's time (tracing
+      and compilation, one step), the losses of the first ``loss_steps`` steps,
+      and ``run()`` timing ``steps`` more steps (seconds per step).
+
+    Examples:
+        >>> step = lambda iterator, num_steps: {"loss": next(iterator)}   # a fake step: the "batches" are losses
+        >>> clock = iter([0.0, 2.5, 10.0, 10.4]).__next__                  # a fake clock
+        >>> compile_s, losses, run = measure(step, lambda: [3.0, 2.0, 1.0], steps=4, loss_steps=2, timer=clock)
+        >>> compile_s, losses, round(run(), 6)   # 2.5 s for the first call; 0.4 s for 4 steps
+        (2.5, [3.0, 2.0], 0.1)
+    """
     iterator = iter(make_iterator())
     start = timer()
     losses = [float(train_step(iterator, tf.constant(1))["loss"])]
@@ -148,55 +143,6 @@ def _measure_candidates(build, make_iterator, strategy, settings, steps, rounds,
         for name, run in runs.items():
             timed[name].append(run())
     return {name: Measurement(min(timed[name]), first[name][0], first[name][1], timed[name]) for name in runs}
-
-
-def candidates(jit_compile="auto", precision="auto") -> Dict[str, tuple]:
-    """``name -> (policy, jit)`` to measure, the default (no XLA, float32) first.
-    ``precision`` is ``"auto"`` only where bfloat16 is to be tried (see [`tune`][tfcustom.experiment.autotune.tune])."""
-    jits = [False, True] if jit_compile == "auto" else [bool(jit_compile)]
-    policies = ["float32", "mixed_bfloat16"] if precision == "auto" else [precision]
-    return {f"{policy}/jit={jit}": (policy, jit) for policy in policies for jit in jits}
-
-
-def decide(times: Dict[str, Measurement], jit_compile="auto", precision="auto", *, loss_rtol: float = 0.05,
-           margin: float = 0.05, reasons: Optional[Dict[str, str]] = None) -> AutotuneResult:
-    """The decision from the measurements of [`candidates`][tfcustom.experiment.autotune.candidates]' settings (a pure function).
-
-    The fastest candidate wins if it beats the default by more than
-    ``margin``; a bfloat16 candidate takes part only if its first losses agree
-    with float32's (same ``jit``) to ``loss_rtol``.
-    """
-    settings = candidates(jit_compile, precision)
-    default = next(iter(settings))
-    reasons = dict(reasons or {})
-    measured, eligible = {}, []
-    for name, (policy, jit) in settings.items():
-        measured[name] = {"step_s": times[name].step_s, "compile_s": times[name].compile_s}
-        if times[name].rounds:  # spread of the rounds, relative to the best: how far to trust the margin
-            measured[name]["step_s_rounds"] = [float(t) for t in times[name].rounds]
-            measured[name]["spread"] = float(max(times[name].rounds) / times[name].step_s - 1.0)
-        if policy == "mixed_bfloat16" and precision == "auto":
-            ref = np.asarray(times[f"float32/jit={jit}"].losses, np.float64)
-            oth = np.asarray(times[name].losses, np.float64)
-            measured[name]["losses_agree"] = losses_agree(ref, oth, loss_rtol)
-            if ref.shape == oth.shape and ref.size:
-                measured[name]["max_loss_rel_diff"] = float(np.max(np.abs(oth - ref) / np.abs(ref)))
-            if not measured[name]["losses_agree"]:
-                continue
-        eligible.append(name)
-    fastest = min(eligible, key=lambda name: times[name].step_s)
-    chosen = pick_faster(default, fastest, times, margin)
-    policy, jit = settings[chosen]
-    summary = ", ".join(f"{name} {times[name].step_s * 1e3:.2f} ms/step (compile {times[name].compile_s:.1f} s)"
-                        + ("" if measured[name].get("losses_agree", True) else " [losses differ]") for name in settings)
-    summary = f"measured: {summary}; chose {chosen} (a candidate must beat {default} by {margin:.0%}"
-    if precision == "auto":
-        summary += f"; bfloat16 only if its first losses agree within {loss_rtol:g})"
-    else:
-        summary += ")"
-    for key in ("jit_compile", "precision"):
-        reasons.setdefault(key, summary)
-    return AutotuneResult(bool(jit), policy, measured, reasons)
 
 
 def tune(
@@ -241,6 +187,16 @@ def tune(
       deterministic: nothing is measured either ("auto" as for a short
         training): a timing-based choice of XLA or bfloat16 changes the
         numerics, so two runs of one command could train different models.
+
+    Returns:
+      The [`AutotuneResult`][tfcustom.experiment.autotune.AutotuneResult] (logged in one line).
+
+    Examples:
+        >>> result = tune(None, None, jit_compile=False, precision="float32")   # both given: nothing built or measured
+        >>> result.jit_compile, result.precision, result.reasons
+        (False, 'float32', {'precision': 'given: float32', 'jit_compile': 'given: False'})
+        >>> tune(None, None, precision="float32", train_steps=100).reasons["jit_compile"]   # too short to repay it
+        'not measured: 100 training steps < 1000'
     """
     check(jit_compile in ("auto", True, False), "jit_compile must be 'auto', True or False", jit_compile,
           "pass jit_compile='auto' to measure, or a bool")
@@ -285,14 +241,45 @@ def tune(
 
 
 def log(result: AutotuneResult) -> None:
-    """One log line: the choice and why."""
+    """One log line (absl INFO): the choice and why.
+
+    Args:
+      result: the [`AutotuneResult`][tfcustom.experiment.autotune.AutotuneResult].
+
+    Examples:
+        >>> import logging as py_logging
+        >>> records, handler = [], py_logging.Handler()
+        >>> handler.emit = records.append
+        >>> py_logging.getLogger("absl").addHandler(handler)
+        >>> was = logging.get_verbosity(); logging.set_verbosity(logging.INFO)
+        >>> log(AutotuneResult(True, "float32", reasons={"jit_compile": "TPU: always compiled", "precision": "given: float32"}))
+        >>> logging.set_verbosity(was); py_logging.getLogger("absl").removeHandler(handler)
+        >>> [r.getMessage() for r in records]
+        ['Autotune: jit_compile=True, precision=float32 (TPU: always compiled; given: float32)']
+    """
     why = sorted(set(result.reasons.values()))
     logging.info("Autotune: jit_compile=%s, precision=%s (%s)", result.jit_compile, result.precision, "; ".join(why))
 
 
 def load(workdir: Optional[str]) -> Optional[AutotuneResult]:
-    """The decision recorded in ``workdir/autotune.json`` (a resumed run keeps
-    its numerics), or None."""
+    """The decision recorded in ``workdir/autotune.json`` (a resumed run keeps its numerics).
+
+    Args:
+      workdir: the run directory (None: nothing recorded).
+
+    Returns:
+      The recorded [`AutotuneResult`][tfcustom.experiment.autotune.AutotuneResult], or None when there is no file;
+      a damaged file is one clear error.
+
+    Examples:
+        >>> import tempfile
+        >>> workdir = tempfile.mkdtemp()
+        >>> load(workdir), load(None)
+        (None, None)
+        >>> save(AutotuneResult(False, "mixed_bfloat16"), workdir)
+        >>> load(workdir).precision
+        'mixed_bfloat16'
+    """
     path = os.path.join(workdir, AUTOTUNE_FILE) if workdir else None
     if not path or not os.path.exists(path):
         return None
@@ -302,8 +289,22 @@ def load(workdir: Optional[str]) -> Optional[AutotuneResult]:
 
 
 def load_from(path: str) -> AutotuneResult:
-    """Another run's decision, to replay exactly (``--autotune_from``): ``path``
-    is a run directory, its ``autotune.json``, or its ``results.json``."""
+    """Another run's decision, to replay exactly (``--autotune_from``).
+
+    Args:
+      path: a run directory, its ``autotune.json``, or its ``results.json`` (its ``"autotune"`` entry).
+
+    Returns:
+      The [`AutotuneResult`][tfcustom.experiment.autotune.AutotuneResult], its reasons saying where it was replayed from.
+
+    Examples:
+        >>> import tempfile
+        >>> run = tempfile.mkdtemp()
+        >>> save(AutotuneResult(True, "float32", reasons={"jit_compile": "measured: ..."}), run)
+        >>> replayed = load_from(run)
+        >>> replayed.jit_compile, replayed.reasons["jit_compile"] == f"replayed from {os.path.join(run, AUTOTUNE_FILE)}"
+        (True, True)
+    """
     if os.path.isdir(path):
         path = os.path.join(path, AUTOTUNE_FILE)
     check(os.path.isfile(path), "no autotune decision to replay", path,
@@ -327,4 +328,17 @@ def _from_file(path: str, data: dict, fix: str) -> AutotuneResult:
 
 
 def save(result: AutotuneResult, workdir: str) -> None:
+    """Write ``result`` to ``workdir/autotune.json``, for a resumed run to read back with `load`.
+
+    Args:
+      result: the [`AutotuneResult`][tfcustom.experiment.autotune.AutotuneResult].
+      workdir: the run directory.
+
+    Examples:
+        >>> import json, tempfile
+        >>> workdir = tempfile.mkdtemp()
+        >>> save(AutotuneResult(False, "float32"), workdir)
+        >>> json.load(open(os.path.join(workdir, AUTOTUNE_FILE)))["precision"]
+        'float32'
+    """
     write_json(os.path.join(workdir, AUTOTUNE_FILE), result.to_dict())

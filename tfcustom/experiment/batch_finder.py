@@ -46,7 +46,22 @@ STEPS_PER_EXECUTION_CANDIDATES = (1, 4, 16, 64)
 
 @dataclasses.dataclass
 class BatchFinderResult:
-    """The batch size and ``steps_per_execution`` found, and what was tried."""
+    """The batch size and ``steps_per_execution`` found, and what was tried.
+
+    Attributes:
+      batch_size: the global batch size found.
+      steps_per_execution: the fastest steps per call at that size.
+      tried: ``str(batch size) -> fitted``, every size tried.
+      step_s: ``str(steps_per_execution) -> seconds per step`` (best round).
+      reason: one line: the cap and the candidates.
+
+    ``to_dict()`` and ``from_dict()`` carry it through ``autotune.json``.
+
+    Examples:
+        >>> result = BatchFinderResult(256, 4, {"128": True, "256": True, "512": False}, {"1": 2e-3, "4": 1e-3}, "...")
+        >>> BatchFinderResult.from_dict(result.to_dict()) == result, result.to_dict()["batch_size"]
+        (True, 256)
+    """
 
     batch_size: int
     steps_per_execution: int
@@ -92,6 +107,16 @@ def largest_batch_size(try_batch: Callable[[int], None], *, start: int = 32, max
 
     Returns:
       The batch size.
+
+    Examples:
+        >>> def try_batch(batch_size):  # a device that holds at most 100 examples
+        ...     if batch_size > 100:
+        ...         raise tf.errors.ResourceExhaustedError(None, None, "OOM")
+        >>> tried = {}
+        >>> largest_batch_size(try_batch, start=32, max_batch_size=1024, multiple_of=16, tried=tried)
+        96
+        >>> tried   # doubled to 128, then bisected: 96 fits, 112 does not
+        {'32': True, '64': True, '128': False, '96': True, '112': False}
     """
     tried = {} if tried is None else tried
     check(1 <= start <= max_batch_size and multiple_of >= 1, "batch finder bounds out of order",
@@ -121,8 +146,22 @@ def largest_batch_size(try_batch: Callable[[int], None], *, start: int = 32, max
 
 def fastest_steps_per_execution(run: Callable[[int], float], candidates: Sequence[int], *, rounds: int = 3,
                                 margin: float = 0.05) -> tuple:
-    """``(best, seconds_per_step)``: ``run(k)`` returns seconds per step when
-    ``k`` steps run per call; a larger ``k`` must beat the smaller by ``margin``."""
+    """The fastest ``steps_per_execution``: a larger one must beat the one kept by ``margin``.
+
+    Args:
+      run: ``run(k)`` runs ``k`` steps in one call and returns the seconds per step.
+      candidates: the counts to time, smallest first.
+      rounds: each candidate is timed ``rounds`` times, interleaved; its best counts.
+      margin: the fraction by which a larger count must be faster.
+
+    Returns:
+      ``(best, seconds_per_step)``: the count chosen, and ``str(k) -> best seconds per step``.
+
+    Examples:
+        >>> seconds = {1: 1.0e-3, 4: 0.6e-3, 16: 0.58e-3}   # 16 is within 5 % of 4
+        >>> fastest_steps_per_execution(lambda k: seconds[k], [1, 4, 16])
+        (4, {'1': 0.001, '4': 0.0006, '16': 0.00058})
+    """
     times: Dict[int, List[float]] = {k: [] for k in candidates}
     for _ in range(rounds):
         for k in candidates:
@@ -157,6 +196,18 @@ def find_batch_size(build: Callable[[], tuple], make_batches: Callable[[int], It
 
     Returns:
       A `BatchFinderResult`.
+
+    Examples:
+        >>> import keras, numpy as np
+        >>> x = np.random.default_rng(0).normal(size=(1024, 4)).astype("float32")
+        >>> def build():
+        ...     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        ...     return model, keras.losses.MeanSquaredError(), keras.optimizers.SGD(0.01)
+        >>> make = lambda b: tf.data.Dataset.from_tensor_slices((x, x[:, :1])).batch(b, drop_remainder=True).repeat()
+        >>> result = find_batch_size(build, make, train_examples=512, start=16, max_batch_size=1024,
+        ...                          steps_per_execution=(1,))
+        >>> result.batch_size, result.tried   # the cap: 512 examples / 16, so an epoch keeps 16 steps
+        (32, {'16': True, '32': True})
     """
     strategy = strategy or tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync

@@ -30,12 +30,40 @@ FIND = "find"
 
 
 def wanted(config) -> bool:
-    """True if the config asks for a finder."""
+    """True if the config asks for a finder.
+
+    Args:
+      config: a `tfcustom.TrainConfig` (its ``batch_size`` and ``learning_rate``).
+
+    Returns:
+      Whether either of them is ``"find"``.
+
+    Examples:
+        >>> from tfcustom import TrainConfig
+        >>> wanted(TrainConfig(batch_size="find")), wanted(TrainConfig(batch_size=64))
+        (True, False)
+    """
     return FIND in (config.batch_size, config.learning_rate)
 
 
 def recorded(workdir: str, resume: bool, autotune_from: Optional[str]) -> Optional[Dict[str, Any]]:
-    """The finders' values of the run being resumed (or of ``--autotune_from``), if recorded."""
+    """The finders' values of the run being resumed (or of ``--autotune_from``), if recorded.
+
+    Args:
+      workdir: the run directory; its ``autotune.json`` is read when ``resume``.
+      resume: the run resumes.
+      autotune_from: ``--autotune_from``'s path (a run directory or its json), read when the run has none.
+
+    Returns:
+      The recorded ``finders`` dict, or None when nothing (or an empty dict) was recorded.
+
+    Examples:
+        >>> import tempfile
+        >>> workdir = tempfile.mkdtemp()
+        >>> autotune.save(autotune.AutotuneResult(False, "float32", finders={"batch_size": 256}), workdir)
+        >>> recorded(workdir, True, None), recorded(workdir, False, None)
+        ({'batch_size': 256}, None)
+    """
     previous = autotune.load(workdir) if resume else None
     if previous is None and autotune_from:
         previous = autotune.load_from(autotune_from)
@@ -57,6 +85,18 @@ def resolve(config, workdir: str, *, resume: bool, multi_worker: bool, build: Ca
       train_examples: the training split's size.
       strategy: the run's strategy.
       chief: only the chief writes ``lr_finder.png``.
+
+    Returns:
+      ``(config, found)``: ``config`` with ``batch_size``, ``steps_per_execution`` and
+      ``learning_rate`` replaced by the values found, and ``found`` (those values and the
+      finders' reports, as ``autotune.json`` records them; ``{}`` when nothing is to be found).
+
+    Examples:
+        >>> from tfcustom import TrainConfig
+        >>> config = TrainConfig(batch_size=64)   # nothing to find: nothing is built or measured
+        >>> resolve(config, "unused", resume=False, multi_worker=False, build=None, make_batches=None,
+        ...         train_examples=0) == (config, {})
+        True
     """
     if not wanted(config):
         return config, {}

@@ -53,7 +53,24 @@ PLOT_FILE = "lr_finder.png"
 
 @dataclasses.dataclass
 class LRFinderResult:
-    """The learning rate chosen, by which rule, and the curve it was read from."""
+    """The learning rate chosen, by which rule, and the curve it was read from.
+
+    Attributes:
+      learning_rate: the rate chosen (``steepest`` or ``min_div_10``, as ``rule`` says).
+      rule: ``"steepest"`` or ``"min_div_10"``.
+      learning_rates: the rates of the steps run (the sweep stops at divergence).
+      losses: each step's training loss.
+      smoothed: ``losses`` smoothed by `smooth`.
+      steepest: where the smoothed loss falls fastest.
+      min_div_10: a tenth of the rate at the smoothed loss' minimum.
+
+    ``to_dict()`` and ``from_dict()`` carry it through ``autotune.json``.
+
+    Examples:
+        >>> result = LRFinderResult(0.01, "min_div_10", [1e-3, 1e-2, 0.1], [2.0, 1.0, 3.0], [2.0, 1.5, 2.0], 0.01, 0.001)
+        >>> LRFinderResult.from_dict(result.to_dict()) == result, result.to_dict()["rule"]
+        (True, 'min_div_10')
+    """
 
     learning_rate: float
     rule: str
@@ -72,12 +89,40 @@ class LRFinderResult:
 
 
 def exponential_rates(min_lr: float, max_lr: float, steps: int) -> np.ndarray:
-    """``steps`` learning rates growing geometrically from ``min_lr`` to ``max_lr``."""
+    """``steps`` learning rates growing geometrically from ``min_lr`` to ``max_lr``.
+
+    Args:
+      min_lr: the first rate (> 0).
+      max_lr: the last rate.
+      steps: how many rates.
+
+    Returns:
+      A float array of ``steps`` rates, both ends included.
+
+    Examples:
+        >>> exponential_rates(1e-3, 10.0, 5).tolist()
+        [0.001, 0.01, 0.1, 1.0, 10.0]
+    """
     return np.geomspace(min_lr, max_lr, steps)
 
 
 def smooth(losses, beta: float = 0.98) -> np.ndarray:
-    """Exponential moving average with bias correction (fastai's smoothing)."""
+    """Exponential moving average with bias correction (fastai's smoothing).
+
+    Args:
+      losses: the losses, in step order.
+      beta: the weight of the past (0 <= beta < 1).
+
+    Returns:
+      A float array as long as ``losses``: ``avg_i / (1 - beta**i)`` with
+      ``avg_i = beta * avg_(i-1) + (1 - beta) * loss_i``.
+
+    Examples:
+        >>> smooth([1.0, 2.0, 3.0], beta=0.5).round(4).tolist()   # 0.5 / 0.5, 1.25 / 0.75, 2.125 / 0.875
+        [1.0, 1.6667, 2.4286]
+        >>> smooth([2.0, 2.0]).round(6).tolist()   # a constant stays constant: no bias toward 0
+        [2.0, 2.0]
+    """
     avg, out = 0.0, []
     for i, value in enumerate(losses, start=1):
         avg = beta * avg + (1 - beta) * float(value)
@@ -91,6 +136,20 @@ def suggest(learning_rates, smoothed) -> tuple:
     The steepest point is searched before the minimum only: past it the loss
     rises, and the first points are dominated by the smoothing's warm-up, so
     the first tenth of the curve is skipped.
+
+    Args:
+      learning_rates: the rates, increasing (at least 5).
+      smoothed: the smoothed loss at each rate (see `smooth`).
+
+    Returns:
+      ``(steepest, min_div_10)``: the rate where the smoothed loss falls fastest
+      against ``log(lr)``, and a tenth of the rate at its minimum.
+
+    Examples:
+        >>> rates = exponential_rates(1e-4, 1.0, 9)   # 1e-4, 3.2e-4, ..., 1
+        >>> steepest, min_div_10 = suggest(rates, [5, 5, 4.9, 4, 1.5, 1, 0.5, 2, 8])
+        >>> round(steepest, 5), min_div_10   # the fall 4.9 -> 1.5 around 10**-2.5; the minimum at 0.1
+        (0.00316, 0.01)
     """
     lrs, s = np.asarray(learning_rates, np.float64), np.asarray(smoothed, np.float64)
     check(lrs.size >= 5 and lrs.size == s.size, "too few points for a learning-rate curve", lrs.size,
@@ -140,6 +199,19 @@ def find_learning_rate(
 
     Returns:
       An `LRFinderResult` (both rules' values, the curve).
+
+    Examples:
+        >>> import keras
+        >>> x = np.random.default_rng(0).normal(size=(256, 4)).astype("float32")
+        >>> def build():
+        ...     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        ...     return model, keras.losses.MeanSquaredError(), keras.optimizers.SGD(1e-3)
+        >>> batches = tf.data.Dataset.from_tensor_slices((x, x.sum(1, keepdims=True))).batch(32).repeat()
+        >>> found = find_learning_rate(build, batches, steps=20, min_lr=1e-4, max_lr=10.0)
+        >>> found.learning_rate == found.min_div_10, found.learning_rates[0]
+        (True, 0.0001)
+        >>> 1e-3 < found.learning_rate < 0.93   # SGD is stable here below 2 / (the Hessian's largest eigenvalue) = 0.93
+        True
     """
     check(0 < min_lr < max_lr, "min_lr must be positive and below max_lr", (min_lr, max_lr), "pass e.g. 1e-7 and 10")
     check(isinstance(steps, int) and steps >= 5, "steps must be an integer of at least 5", steps, "pass e.g. steps=100")
@@ -175,7 +247,22 @@ def find_learning_rate(
 
 
 def plot(result: LRFinderResult, path: str) -> str:
-    """The loss against the learning rate (log axis), both suggestions marked."""
+    """The loss against the learning rate (log axis), both suggestions marked.
+
+    Args:
+      result: an `LRFinderResult`.
+      path: the picture's file; its extension names the format (``png`` if none).
+
+    Returns:
+      ``path``, written atomically.
+
+    Examples:
+        >>> import tempfile
+        >>> result = LRFinderResult(0.01, "min_div_10", [1e-3, 1e-2, 0.1], [2.0, 1.0, 3.0], [2.0, 1.5, 2.0], 0.01, 0.01)
+        >>> path = plot(result, os.path.join(tempfile.mkdtemp(), PLOT_FILE))
+        >>> open(path, "rb").read(4)
+        b'\\x89PNG'
+    """
     import matplotlib
 
     matplotlib.use("Agg")

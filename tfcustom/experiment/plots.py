@@ -47,14 +47,43 @@ def _save(fig, path: Optional[str]):
 
 
 def confusion_counts(labels, predictions, num_classes: int) -> np.ndarray:
-    """``counts[true, predicted]``: how many examples of each true class got each prediction."""
+    """``counts[true, predicted]``: how many examples of each true class got each prediction.
+
+    Args:
+      labels: the true classes (integers, any shape).
+      predictions: the predicted classes, as many.
+      num_classes: the matrix's size.
+
+    Returns:
+      An int64 ``(num_classes, num_classes)`` array; rows are true classes.
+
+    Examples:
+        >>> confusion_counts([0, 0, 1, 1, 1], [0, 1, 1, 1, 0], 2).tolist()
+        [[1, 1], [1, 2]]
+    """
     labels, predictions = np.asarray(labels, np.int64).ravel(), np.asarray(predictions, np.int64).ravel()
     return np.bincount(labels * num_classes + predictions, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
 def plot_confusion_matrix(counts, class_names: Sequence[str], path: Optional[str] = None):
     """Counts (left) and row-normalised rates (right: each true class sums to 1),
-    rows = true class, columns = predicted class."""
+    rows = true class, columns = predicted class.
+
+    Args:
+      counts: a square matrix, as `confusion_counts` returns.
+      class_names: one name per row.
+      path: where to write the PNG too (None: nowhere).
+
+    Returns:
+      The ``matplotlib.figure.Figure``.
+
+    Examples:
+        >>> fig = plot_confusion_matrix([[5, 1], [2, 7]], ["cat", "dog"])
+        >>> fig.get_suptitle()
+        'Confusion matrix (15 examples, accuracy 0.800)'
+        >>> len(fig.axes)   # counts and rates, each with its colour bar
+        4
+    """
     counts = np.asarray(counts)
     n = len(class_names)
     check(counts.shape == (n, n), "counts must be a square matrix with one row per class name", counts.shape, f"pass a {n}x{n} matrix of counts")
@@ -81,7 +110,27 @@ def plot_confusion_matrix(counts, class_names: Sequence[str], path: Optional[str
 
 def plot_misclassified(images, labels, probabilities, class_names: Sequence[str], path: Optional[str] = None, num: int = 16):
     """A grid of the ``num`` misclassified images the model was most sure of,
-    titled with the true class, the predicted class and its probability."""
+    titled with the true class, the predicted class and its probability.
+
+    Args:
+      images: the examples' images, ``(N, H, W)`` or ``(N, H, W, C)``.
+      labels: their true classes, ``(N,)``.
+      probabilities: the model's class probabilities, ``(N, classes)``.
+      class_names: the classes' names.
+      path: where to write the PNG too (None: nowhere).
+      num: at most this many images.
+
+    Returns:
+      The ``matplotlib.figure.Figure``.
+
+    Examples:
+        >>> probabilities = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.8, 0.2]])
+        >>> fig = plot_misclassified(np.zeros((4, 2, 2)), [0, 1, 1, 1], probabilities, ["cat", "dog"])
+        >>> fig.get_suptitle()
+        'Most confidently wrong (2 of 2 errors in 4 examples)'
+        >>> fig.axes[0].get_title()   # the surest mistake first
+        'true: dog\\npred: cat (0.80)'
+    """
     check_positive_int("num", num)
     images, labels, probabilities = np.asarray(images), np.asarray(labels).ravel(), np.asarray(probabilities)
     check(len(images) == len(labels) == len(probabilities), "images, labels and probabilities must have one entry per example",
@@ -106,7 +155,24 @@ def plot_misclassified(images, labels, probabilities, class_names: Sequence[str]
 
 def reliability_bins(probabilities, labels, num_bins: int = 15) -> Dict[str, np.ndarray]:
     """Per confidence bin ``((b-1)/num_bins, b/num_bins]``: ``count``, ``accuracy``,
-    ``confidence`` (NaN for empty bins), and the expected calibration error ``ece``."""
+    ``confidence`` (NaN for empty bins), and the expected calibration error ``ece``.
+
+    Args:
+      probabilities: class probabilities, ``(N, classes)``; the confidence is their maximum.
+      labels: the true classes, ``(N,)``.
+      num_bins: equal-width confidence bins over [0, 1].
+
+    Returns:
+      ``{"count", "accuracy", "confidence"}`` arrays of ``num_bins`` values, and
+      ``"ece"``: the count-weighted mean of ``|accuracy - confidence|``.
+
+    Examples:
+        >>> r = reliability_bins([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], [0, 1, 1], num_bins=2)
+        >>> r["count"].tolist(), round(float(r["accuracy"][1]), 4), round(float(r["confidence"][1]), 4)   # all in (0.5, 1]
+        ([0.0, 3.0], 0.6667, 0.7667)
+        >>> round(r["ece"], 4)
+        0.1
+    """
     probabilities, labels = np.asarray(probabilities, np.float64), np.asarray(labels).ravel()
     confidence = probabilities.max(axis=-1)
     correct = (probabilities.argmax(axis=-1) == labels).astype(np.float64)
@@ -122,7 +188,22 @@ def reliability_bins(probabilities, labels, num_bins: int = 15) -> Dict[str, np.
 def plot_reliability(probabilities, labels, path: Optional[str] = None, num_bins: int = 15):
     """Reliability diagram: accuracy per confidence bin against the diagonal of
     perfect calibration (bars below it: over-confident), with the ECE and
-    the share of examples per bin."""
+    the share of examples per bin.
+
+    Args:
+      probabilities: class probabilities, ``(N, classes)``.
+      labels: the true classes, ``(N,)``.
+      path: where to write the PNG too (None: nowhere).
+      num_bins: confidence bins (see `reliability_bins`).
+
+    Returns:
+      The ``matplotlib.figure.Figure``.
+
+    Examples:
+        >>> fig = plot_reliability(np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]), np.array([0, 1, 1]), num_bins=2)
+        >>> fig.axes[0].get_title()
+        'Reliability diagram (ECE 0.1000, 2 bins)'
+    """
     check_positive_int("num_bins", num_bins)
     r = reliability_bins(probabilities, labels, num_bins)
     edges = np.linspace(0, 1, num_bins + 1)
@@ -143,6 +224,18 @@ def plot_reliability(probabilities, labels, path: Optional[str] = None, num_bins
 
 
 def softmax(logits) -> np.ndarray:
+    """Probabilities from logits along the last axis, in float64 (stable: the maximum is subtracted first).
+
+    Args:
+      logits: an array of logits, ``(..., classes)``.
+
+    Returns:
+      A float64 array of the same shape; each row sums to 1.
+
+    Examples:
+        >>> softmax([[0.0, np.log(3.0)], [1000.0, 1000.0]]).round(6).tolist()
+        [[0.25, 0.75], [0.5, 0.5]]
+    """
     z = np.asarray(logits, np.float64)
     z = np.exp(z - z.max(axis=-1, keepdims=True))
     return z / z.sum(axis=-1, keepdims=True)
@@ -150,7 +243,27 @@ def softmax(logits) -> np.ndarray:
 
 def write_run_pictures(run_dir: str, images, labels, probabilities, class_names: Sequence[str], reliability: bool = False) -> Dict[str, object]:
     """Write ``confusion_matrix.png``, ``misclassified.png`` and (``reliability``)
-    ``reliability.png`` into ``run_dir``; returns their paths and the counts."""
+    ``reliability.png`` into ``run_dir``.
+
+    Args:
+      run_dir: the directory to write into.
+      images: the test images, ``(N, H, W[, C])``.
+      labels: their true classes, ``(N,)``.
+      probabilities: the model's class probabilities, ``(N, classes)``.
+      class_names: the classes' names.
+      reliability: draw the reliability diagram too.
+
+    Returns:
+      ``{"counts": the confusion counts, "confusion_matrix": path, "misclassified": path}``,
+      and ``"reliability": path`` with ``reliability``.
+
+    Examples:
+        >>> import tempfile
+        >>> run_dir = tempfile.mkdtemp()
+        >>> out = write_run_pictures(run_dir, np.zeros((3, 2, 2)), [0, 1, 1], [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], ["a", "b"])
+        >>> out["counts"].tolist(), sorted(os.listdir(run_dir))
+        ([[1, 0], [1, 1]], ['confusion_matrix.png', 'misclassified.png'])
+    """
     probabilities = np.asarray(probabilities)
     counts = confusion_counts(labels, probabilities.argmax(axis=-1), len(class_names))
     out = {"counts": counts, "confusion_matrix": os.path.join(run_dir, CONFUSION_FILE), "misclassified": os.path.join(run_dir, MISCLASSIFIED_FILE)}
@@ -164,7 +277,31 @@ def write_run_pictures(run_dir: str, images, labels, probabilities, class_names:
 
 def redraw_run_pictures(run_dir: str, which: str = "final", data_dir: Optional[str] = None) -> Dict[str, object]:
     """Draw a finished run's pictures again from its model and test split
-    (``which`` as in [`tfcustom.experiment.export.load_run_model`][tfcustom.experiment.export.load_run_model])."""
+    (``which`` as in [`tfcustom.experiment.export.load_run_model`][tfcustom.experiment.export.load_run_model]).
+
+    Args:
+      run_dir: a run directory (its ``config.json``, and the model ``which`` names).
+      which: ``"final"``, ``"latest"``, ``"best"`` or ``"ckpt-N"``.
+      data_dir: where the run's dataset is (default: the run's ``data_dir``).
+
+    Returns:
+      What `write_run_pictures` returns (reliability drawn if the run's metrics have ``ece``).
+
+    Examples:
+        >>> import tempfile
+        >>> from tfcustom import TrainConfig
+        >>> from tfcustom.data.idx import write_idx
+        >>> from tfcustom.experiment.run_dir import build_run_model
+        >>> run_dir = tempfile.mkdtemp()
+        >>> for split, n in (("train", 4), ("t10k", 6)):
+        ...     write_idx(os.path.join(run_dir, f"{split}-images-idx3-ubyte.gz"), np.zeros((n, 28, 28), np.uint8))
+        ...     write_idx(os.path.join(run_dir, f"{split}-labels-idx1-ubyte.gz"), np.arange(n, dtype=np.uint8))
+        >>> config = TrainConfig(dataset="mnist", data_dir=run_dir, model="logistic_regression")
+        >>> _ = open(os.path.join(run_dir, "config.json"), "w").write(config.to_json())
+        >>> build_run_model(config, 10).save(os.path.join(run_dir, "model.keras"))
+        >>> int(redraw_run_pictures(run_dir)["counts"].sum())   # the 6 test images
+        6
+    """
     config = read_run_config(run_dir)
     dataset = data_lib.load(config.dataset, data_dir or config.data_dir)
     model = load_run_model(run_dir, which, num_classes=dataset.num_classes, input_shape=dataset.input_shape)

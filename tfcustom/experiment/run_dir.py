@@ -46,6 +46,27 @@ def find_checkpoint(run_dir: str, which: str) -> str:
     (``tf.train.latest_checkpoint``), ``best`` the newest of
     ``<run_dir>/checkpoints/best``, ``ckpt-N`` the checkpoint of that name
     in ``<run_dir>/checkpoints`` if its index lists it (it is complete).
+
+    Args:
+      run_dir: a training run's output directory.
+      which: ``"latest"``, ``"best"`` or ``"ckpt-N"``.
+
+    Returns:
+      The checkpoint's path prefix (e.g. ``<run_dir>/checkpoints/ckpt-12``).
+
+    Examples:
+        >>> import tempfile
+        >>> from tfcustom.training.checkpoint import model_checkpoint
+        >>> run = tempfile.mkdtemp()
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> manager = tf.train.CheckpointManager(model_checkpoint(model), os.path.join(run, "checkpoints"), max_to_keep=3)
+        >>> _ = manager.save(), manager.save()
+        >>> os.path.basename(find_checkpoint(run, "latest")), os.path.basename(find_checkpoint(run, "ckpt-1"))
+        ('ckpt-2', 'ckpt-1')
+        >>> find_checkpoint(run, "best")
+        Traceback (most recent call last):
+        ...
+        tfcustom.errors.ConfigError: run has no best checkpoint ...
     """
     _check_which(which, ("latest", "best"))
     directory = os.path.join(run_dir, CHECKPOINT_DIR)
@@ -77,6 +98,23 @@ def restore_checkpoint(model: keras.Model, path: str) -> None:
     ignored. Raises [`ConfigError`][tfcustom.ConfigError] if the checkpoint does not hold this
     model, or if some of the model's weights are invisible to
     ``tf.train.Checkpoint`` (they would silently keep their initial values).
+
+    Args:
+      model: the built model to restore into.
+      path: a checkpoint path prefix (e.g. from [`find_checkpoint`][tfcustom.experiment.run_dir.find_checkpoint]).
+
+    Examples:
+        >>> import tempfile
+        >>> from tfcustom.training.checkpoint import model_checkpoint
+        >>> trained, fresh = (keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]) for _ in range(2))
+        >>> path = model_checkpoint(trained).save(os.path.join(tempfile.mkdtemp(), "ckpt"))
+        >>> restore_checkpoint(fresh, path)
+        >>> bool((fresh.layers[0].kernel.numpy() == trained.layers[0].kernel.numpy()).all())
+        True
+        >>> restore_checkpoint(keras.Sequential([keras.Input((2,)), keras.layers.Dense(5)]), path)
+        Traceback (most recent call last):
+        ...
+        tfcustom.errors.ConfigError: checkpoint does not hold this run's model ...
     """
     checkpoint = model_checkpoint(model)  # the run's own layout: the model plus an explicit map of its variables
     untracked = _untracked_weights(model, checkpoint)
@@ -102,6 +140,30 @@ def load_run_model(run_dir: str, which: str = "final", *, num_classes: Optional[
     [`find_checkpoint`][tfcustom.experiment.run_dir.find_checkpoint]). ``num_classes`` and ``input_shape`` (per
     example) build it; by default from the run's results.json (class count)
     and (28, 28, 1).
+
+    Args:
+      run_dir: a training run's output directory (has ``config.json``).
+      which: ``"final"``, ``"latest"``, ``"best"`` or ``"ckpt-N"``.
+      num_classes: the classes of a model rebuilt for a checkpoint (default: from results.json, else 10).
+      input_shape: its per-example input shape (default: (28, 28, 1)).
+
+    Returns:
+      The ``keras.Model``.
+
+    Examples:
+        >>> import tempfile
+        >>> from tfcustom import TrainConfig
+        >>> from tfcustom.training.checkpoint import model_checkpoint
+        >>> run, config = tempfile.mkdtemp(), TrainConfig(model="logistic_regression")
+        >>> _ = open(os.path.join(run, "config.json"), "w").write(config.to_json())
+        >>> trained = build_run_model(config, 10)
+        >>> trained.save(os.path.join(run, "model.keras"))
+        >>> _ = model_checkpoint(trained).save(os.path.join(run, "checkpoints", "ckpt"))
+        >>> for which in ("final", "latest"):
+        ...     model = load_run_model(run, which)
+        ...     print(which, all(bool((a.numpy() == b.numpy()).all()) for a, b in zip(model.weights, trained.weights)))
+        final True
+        latest True
     """
     _check_which(which)
     config = read_run_config(run_dir)
@@ -121,7 +183,23 @@ def load_run_model(run_dir: str, which: str = "final", *, num_classes: Optional[
 
 def build_run_model(config, num_classes: int, input_shape=(28, 28, 1)) -> keras.Model:
     """The run's model, freshly built from its config (named as in a fresh
-    training process, whatever models this process built before)."""
+    training process, whatever models this process built before).
+
+    Args:
+      config: the run's `tfcustom.TrainConfig` (its model and ``model_kwargs``).
+      num_classes: the model's output classes.
+      input_shape: the per-example input shape it is built on.
+
+    Returns:
+      A new, built ``keras.Model``.
+
+    Examples:
+        >>> from tfcustom import TrainConfig
+        >>> config = TrainConfig(model="mlp", model_kwargs={"hidden_units": [8]})
+        >>> first, second = build_run_model(config, 3, (4, 4, 1)), build_run_model(config, 3, (4, 4, 1))
+        >>> first.name == second.name, first.count_params()   # 16 * 8 + 8, 8 * 3 + 3
+        (True, 163)
+    """
     return model_from_config(config, num_classes, input_shape, fresh_name=True)
 
 
@@ -224,6 +302,21 @@ def evaluate_run(run_dir: str, which: str = "final", data_dir: Optional[str] = N
     Returns:
       ``{"loss": ..., <metric>: ...}`` with the run's loss and metrics, over
       every example of the split; also ``"examples"`` (the count).
+
+    Examples:
+        >>> import numpy as np, tempfile
+        >>> from tfcustom import TrainConfig
+        >>> run, config = tempfile.mkdtemp(), TrainConfig(model="logistic_regression")
+        >>> _ = open(os.path.join(run, "config.json"), "w").write(config.to_json())
+        >>> model = build_run_model(config, 10)
+        >>> for w in model.weights:
+        ...     _ = w.assign(np.zeros(w.shape, "float32"))   # logits all 0: loss ln 10, every prediction class 0
+        >>> model.save(os.path.join(run, "model.keras"))
+        >>> x = np.zeros((4, 28, 28, 1), np.uint8)
+        >>> dataset = data_lib.from_numpy(x, [0, 1, 2, 3], x, [0, 0, 5, 9], num_classes=10)
+        >>> logs = evaluate_run(run, dataset=dataset)
+        >>> round(logs["loss"], 4), logs["accuracy"], logs["examples"]
+        (2.3026, 0.5, 4)
     """
     check_one_of("split", split, SPLITS)
     _check_which(which)

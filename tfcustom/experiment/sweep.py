@@ -43,7 +43,21 @@ Grid = Union[Dict[str, Sequence[Any]], Sequence[Dict[str, Any]]]
 
 
 def expand_grid(grid: Grid) -> List[Dict[str, Any]]:
-    """The runs' settings: every combination of a dict of lists, or a list of dicts as given."""
+    """The runs' settings: every combination of a dict of lists, or a list of dicts as given.
+
+    Args:
+      grid: ``{field: [values]}`` (every combination, in key order) or ``[{field: value}, ...]`` (one run each).
+
+    Returns:
+      One ``{field: value}`` dict per run.
+
+    Examples:
+        >>> expand_grid({"model": ["mlp", "cnn"], "learning_rate": [1e-3, 3e-3]})   # doctest: +NORMALIZE_WHITESPACE
+        [{'model': 'mlp', 'learning_rate': 0.001}, {'model': 'mlp', 'learning_rate': 0.003},
+         {'model': 'cnn', 'learning_rate': 0.001}, {'model': 'cnn', 'learning_rate': 0.003}]
+        >>> expand_grid([{"model": "mlp"}, {"model": "cnn", "epochs": 3}])
+        [{'model': 'mlp'}, {'model': 'cnn', 'epochs': 3}]
+    """
     if isinstance(grid, dict):
         check(grid, "the grid is empty", grid, 'pass e.g. {"learning_rate": [1e-3, 3e-3]}')
         for key, values in grid.items():
@@ -56,7 +70,21 @@ def expand_grid(grid: Grid) -> List[Dict[str, Any]]:
 
 
 def apply_settings(base: TrainConfig, settings: Dict[str, Any]) -> TrainConfig:
-    """``base`` with ``settings`` applied (dotted keys set entries of dict fields); validated."""
+    """``base`` with ``settings`` applied (dotted keys set entries of dict fields); validated.
+
+    Args:
+      base: the sweep's base config.
+      settings: one run's ``{field or "field.key": value}``.
+
+    Returns:
+      A new, validated `tfcustom.TrainConfig`; ``base`` is unchanged.
+
+    Examples:
+        >>> base = TrainConfig(model="mlp", model_kwargs={"dropout": 0.1})
+        >>> config = apply_settings(base, {"model_kwargs.hidden_units": [64], "learning_rate": 0.01})
+        >>> config.model_kwargs, config.learning_rate, base.model_kwargs
+        ({'dropout': 0.1, 'hidden_units': [64]}, 0.01, {'dropout': 0.1})
+    """
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     changes: Dict[str, Any] = {}
     for key, value in settings.items():
@@ -80,7 +108,20 @@ def _format(value: Any) -> str:
 
 
 def run_name(settings: Dict[str, Any]) -> str:
-    """A directory name from the settings, e.g. ``model=mlp,hidden_units=128x64,learning_rate=0.001``."""
+    """A directory name from the settings, e.g. ``model=mlp,hidden_units=128x64,learning_rate=0.001``.
+
+    Args:
+      settings: one run's settings; a dotted key is shortened to its last part when that is unique.
+
+    Returns:
+      ``key=value`` pairs joined by commas, characters unsafe in a file name replaced by ``_``.
+
+    Examples:
+        >>> run_name({"model": "mlp", "model_kwargs.hidden_units": [128, 64], "learning_rate": 1e-3})
+        'model=mlp,hidden_units=128x64,learning_rate=0.001'
+        >>> run_name({"dataset": "tfds:cifar10"})
+        'dataset=tfds_cifar10'
+    """
     shorts = [k.rsplit(".", 1)[-1] for k in settings]
     keys = [s if shorts.count(s) == 1 else k for s, k in zip(shorts, settings)]
     name = ",".join(f"{k}={_format(v)}" for k, v in zip(keys, settings.values()))
@@ -119,7 +160,33 @@ def run_sweep(base_config: TrainConfig, grid: Grid, output_dir: str, *, strategy
     Every combination is validated before the first run trains. An
     interruption ([`tfcustom.distribute.preemption.TrainingInterrupted`][tfcustom.distribute.preemption.TrainingInterrupted]) leaves
     the finished runs and the interrupted run's checkpoint: call again to
-    finish. Returns the rows of ``sweep.csv`` (dicts).
+    finish.
+
+    Args:
+      base_config: the settings every run starts from.
+      grid: the runs (see `expand_grid`; dotted keys as in `apply_settings`).
+      output_dir: one subdirectory per run (named by `run_name`), and ``sweep.csv``, ``sweep.png``.
+      strategy: passed to each run's `tfcustom.train_and_evaluate`.
+      dataset: passed to each run's `tfcustom.train_and_evaluate` (default: the config's).
+
+    Returns:
+      The rows of ``sweep.csv``: one dict per run (its name, settings, parameters,
+      best validation and test accuracy, test loss, epochs run, training time).
+
+    Examples:
+        >>> import tempfile
+        >>> out, base = tempfile.mkdtemp(), TrainConfig(model="mlp", epochs=1)
+        >>> run = os.path.join(out, run_name({"learning_rate": 0.01}))   # a run finished before:
+        >>> os.makedirs(run)
+        >>> _ = open(os.path.join(run, CONFIG_FILE), "w").write(apply_settings(base, {"learning_rate": 0.01}).to_json())
+        >>> results = {"history": [{"epoch": 1, "val_accuracy": 0.8, "time_s": 2.0}], "test": {"loss": 0.5, "accuracy": 0.79},
+        ...            "epochs_run": 1}
+        >>> _ = open(os.path.join(run, RESULTS_FILE), "w").write(json.dumps(results))
+        >>> rows = run_sweep(base, {"learning_rate": [0.01]}, out)   # read back, not trained again
+        >>> rows[0]["run"], rows[0]["best_val_accuracy"], rows[0]["test_accuracy"], rows[0]["train_time_s"]
+        ('learning_rate=0.01', 0.8, 0.79, 2.0)
+        >>> sorted(os.listdir(out))
+        ['learning_rate=0.01', 'sweep.csv', 'sweep.png']
     """
     runs = [(run_name(s), s, apply_settings(base_config, s)) for s in expand_grid(grid)]
     names = [name for name, _, _ in runs]
@@ -144,6 +211,19 @@ def run_sweep(base_config: TrainConfig, grid: Grid, output_dir: str, *, strategy
 
 
 def write_csv(rows: List[Dict[str, Any]], path: str) -> None:
+    """Write ``rows`` as a CSV file (atomically: a ``.tmp`` file, then renamed).
+
+    Args:
+      rows: one dict per row; the columns are every key, in order of first appearance.
+      path: the file to write (replaced if it exists).
+
+    Examples:
+        >>> import tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), CSV_FILE)
+        >>> write_csv([{"run": "a", "test_accuracy": 0.9}, {"run": "b", "epochs_run": 2}], path)
+        >>> open(path).read().splitlines()
+        ['run,test_accuracy,epochs_run', 'a,0.9,', 'b,,2']
+    """
     keys: List[str] = []
     for r in rows:
         keys.extend(k for k in r if k not in keys)
@@ -156,7 +236,18 @@ def write_csv(rows: List[Dict[str, Any]], path: str) -> None:
 
 def pareto_front(points: Sequence[tuple]) -> List[int]:
     """Indices of the (time, accuracy) points no other point beats: none is at
-    least as fast and as accurate, and better in one. Sorted by time."""
+    least as fast and as accurate, and better in one. Sorted by time.
+
+    Args:
+      points: ``(training time, accuracy)`` pairs.
+
+    Returns:
+      The indices of the points on the front, fastest first.
+
+    Examples:
+        >>> pareto_front([(10, 0.90), (5, 0.85), (12, 0.89), (20, 0.93), (5, 0.80)])   # 2 and 4 are beaten
+        [1, 0, 3]
+    """
     front = [i for i, (t, a) in enumerate(points)
              if not any(t2 <= t and a2 >= a and (t2 < t or a2 > a) for t2, a2 in points)]
     return sorted(front, key=lambda i: points[i][0])
@@ -164,8 +255,23 @@ def pareto_front(points: Sequence[tuple]) -> List[int]:
 
 def plot_sweep(rows: List[Dict[str, Any]], path: Optional[str] = None):
     """Validation accuracy per epoch of every run (left), and test accuracy
-    against training time with the Pareto front (right). ``rows`` need a
-    ``history``; returns the matplotlib Figure."""
+    against training time with the Pareto front (right).
+
+    Args:
+      rows: `run_sweep`'s rows, each with its ``history`` (the epochs' logs) too.
+      path: where to write the PNG too (None: nowhere).
+
+    Returns:
+      The ``matplotlib.figure.Figure``.
+
+    Examples:
+        >>> rows = [{"run": f"lr={lr}", "train_time_s": t, "test_accuracy": a,
+        ...          "history": [{"epoch": 1, "val_accuracy": a - 0.05}, {"epoch": 2, "val_accuracy": a}]}
+        ...         for lr, t, a in ((0.1, 10.0, 0.9), (0.01, 12.0, 0.85))]
+        >>> fig = plot_sweep(rows)
+        >>> [ax.get_title() for ax in fig.axes]
+        ['val accuracy of every run', 'accuracy vs training time']
+    """
     from tfcustom.experiment.plots import _figure, _save
 
     fig = _figure(13, 5)

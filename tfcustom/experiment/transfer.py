@@ -34,9 +34,8 @@ Examples:
 from __future__ import annotations
 
 import functools
-import os
 import time
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence
 
 import keras
 import numpy as np
@@ -47,126 +46,15 @@ from tfcustom import data as data_lib
 from tfcustom import models as models_lib
 from tfcustom.training.trainer import Trainer
 from tfcustom.optimizers.backbone_head import BackboneHeadOptimizer, variable_layer_name
-from tfcustom.errors import check, config_error
-from tfcustom.experiment import run_dir as run_dir_lib
+from tfcustom.errors import check
 from tfcustom.experiment.builders import seed_everything
 from tfcustom.models.layer_patterns import check_patterns, layer_names, match_layers
+from tfcustom.experiment.backbone import restore_backbone
 
 __all__ = [
     "BackboneHeadOptimizer", "freeze", "unfreeze", "layer_names", "match_layers",
     "restore_backbone", "variable_layer_name", "transfer_experiment", "subset_classes",
 ]
-
-
-# --------------------------------------------------------------------------
-# restore a backbone
-# --------------------------------------------------------------------------
-
-
-def _find_run_dir(path: str) -> Optional[str]:
-    d = os.path.abspath(path if os.path.isdir(path) else os.path.dirname(path))
-    for _ in range(4):
-        if os.path.isfile(os.path.join(d, run_dir_lib.CONFIG_FILE)):
-            return d
-        parent = os.path.dirname(d)
-        if parent == d:
-            break
-        d = parent
-    return None
-
-
-def _source_model(source) -> keras.Model:
-    """A keras.Model from a model, a ``.keras`` file, a run directory, or a checkpoint."""
-    if isinstance(source, keras.Model):
-        return source
-    check(isinstance(source, (str, os.PathLike)), "the pretrained source must be a keras.Model or a path", type(source).__name__,
-          "pass a model, a .keras file, a run directory or a checkpoint path")
-    path = os.fspath(source)
-    if path.endswith(".keras"):
-        check(os.path.isfile(path), "pretrained .keras file does not exist", path, "check the path")
-        return run_dir_lib.load_keras(path)
-    if os.path.isdir(path) and os.path.isfile(os.path.join(path, run_dir_lib.KERAS_FILE)):
-        return run_dir_lib.load_keras(os.path.join(path, run_dir_lib.KERAS_FILE))
-    # A checkpoint (prefix, or a directory of checkpoints) inside a run directory:
-    # rebuild the run's model from its config.json and restore it.
-    ckpt = tf.train.latest_checkpoint(path) if os.path.isdir(path) else (path if tf.io.gfile.glob(path + ".index") else None)
-    check(ckpt is not None, "pretrained source is neither a .keras file, a run directory nor a checkpoint", path,
-          "pass a model, a .keras file, a run directory (with model.keras) or a checkpoint prefix such as run/checkpoints/ckpt-100")
-    run_dir = _find_run_dir(path)
-    check(run_dir is not None, "a checkpoint can only be restored inside its run directory (config.json rebuilds the model)", path,
-          "pass the checkpoint of a tfcustom run, or the pretrained model / .keras file")
-    config = run_dir_lib.read_run_config(run_dir)
-    names = run_dir_lib.results_class_names(run_dir)
-    model = run_dir_lib.build_run_model(config, len(names) if names else 10)
-    run_dir_lib.restore_checkpoint(model, ckpt)
-    return model
-
-
-def restore_backbone(
-    model: keras.Model,
-    checkpoint_path_or_model: Union[keras.Model, str],
-    *,
-    include: Sequence[str] = ("*",),
-    exclude: Sequence[str] = (),
-) -> List[str]:
-    """Copy the weights of matching layers of a pretrained model into ``model``.
-
-    Args:
-      model: the new, **built** model (e.g. the same architecture with a new head).
-      checkpoint_path_or_model: the pretrained ``keras.Model``; or a ``.keras``
-        file; or a run directory (its ``model.keras``); or a checkpoint prefix /
-        checkpoint directory inside a run directory (the run's model is rebuilt
-        from its ``config.json`` and restored).
-      include: patterns over ``model``'s top-level layer names; every pattern
-        other than ``"*"`` must match a layer.
-      exclude: patterns of layers not to restore (e.g. the head, ``"logits"``).
-
-    Returns:
-      The names of the layers whose weights were copied. Selected layers the
-      source does not have, or that have no weights, are skipped (logged).
-
-    Raises:
-      ConfigError: nothing matches / nothing restored, or a selected layer's
-        weights differ in number or shape from the source's (naming the layer
-        and both shapes).
-    """
-    check(isinstance(model, keras.Model), "restore_backbone needs a keras.Model to restore into", type(model).__name__, "pass the new model")
-    # A model built by Keras' default build() (no build of its own) is "built" with no weights.
-    check(model.built and model.weights, "the model to restore into is not built (it has no weights yet)", model.name,
-          "call model.build(input_shape), e.g. model.build((None, 28, 28, 1)), or call it on a batch first")
-    source = _source_model(checkpoint_path_or_model)
-    check(source.built, "the pretrained model is not built", source.name, "call it on a batch first")
-    selected = match_layers(model, include, exclude, what="restoring a backbone: layer patterns")
-    src_layers = {l.name: l for l in source.layers}
-    plan = []
-    for layer in selected:
-        src = src_layers.get(layer.name)
-        if src is None:
-            logging.info("restore_backbone: the source has no layer %r; it keeps its initial weights", layer.name)
-            continue
-        dst_w, src_w = layer.weights, src.weights
-        if not dst_w and not src_w:
-            continue
-        if len(dst_w) != len(src_w):
-            raise config_error(f"restoring a backbone: layer {layer.name!r} has {len(dst_w)} weights but the source's has {len(src_w)}",
-                               {"model": [w.path for w in dst_w], "source": [w.path for w in src_w]},
-                               f"exclude it (exclude=({layer.name!r},)) or use a source of the same architecture")
-        for d, s in zip(dst_w, src_w):
-            if tuple(d.shape) != tuple(s.shape):
-                raise config_error(
-                    f"restoring a backbone: shape mismatch in layer {layer.name!r} ({d.path.split('/', 1)[-1]}: model {tuple(d.shape)} vs source {tuple(s.shape)})",
-                    {"model": tuple(d.shape), "source": tuple(s.shape)},
-                    f"exclude it (exclude=({layer.name!r},)), e.g. a head with a different number of classes",
-                )
-        plan.append((layer, src))
-    check(plan, "restoring a backbone whose layer names match nothing in the source", [l.name for l in selected],
-          f"the source's layers with weights are: {', '.join(l.name for l in source.layers if l.weights) or '(none)'}")
-    for layer, src in plan:  # copy only once every shape is known to match
-        for d, s in zip(layer.weights, src.weights):
-            d.assign(s.numpy())
-    restored = [layer.name for layer, _ in plan]
-    logging.info("Restored %d layer(s) from the pretrained model: %s", len(restored), ", ".join(restored))
-    return restored
 
 
 # --------------------------------------------------------------------------
@@ -184,14 +72,48 @@ def _set_trainable(model, patterns, trainable: bool, verb: str) -> List[str]:
 
 
 def freeze(model: keras.Model, patterns: Sequence[str]) -> List[str]:
-    """Set ``trainable = False`` on the top-level layers matching ``patterns``;
-    returns their names. Build the Trainer / optimizer afterwards."""
+    """Set ``trainable = False`` on the top-level layers matching ``patterns``.
+
+    Build the Trainer / optimizer afterwards: both capture ``model.trainable_variables``.
+
+    Args:
+      model: the model.
+      patterns: ``fnmatch`` patterns over its top-level layer names (one string or several);
+        each must match a layer.
+
+    Returns:
+      The names of the layers frozen.
+
+    Examples:
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="stage0"),
+        ...                           keras.layers.Dense(3, name="stage1"), keras.layers.Dense(2, name="logits")], name="net")
+        >>> freeze(model, ["stage*"])
+        ['stage0', 'stage1']
+        >>> [v.path for v in model.trainable_variables]
+        ['net/logits/kernel', 'net/logits/bias']
+    """
     return _set_trainable(model, patterns, False, "freeze")
 
 
 def unfreeze(model: keras.Model, patterns: Sequence[str] = ("*",)) -> List[str]:
-    """Set ``trainable = True`` on the top-level layers matching ``patterns``;
-    returns their names. Build a new Trainer / optimizer afterwards."""
+    """Set ``trainable = True`` on the top-level layers matching ``patterns``.
+
+    Build a new Trainer / optimizer afterwards.
+
+    Args:
+      model: the model.
+      patterns: ``fnmatch`` patterns over its top-level layer names (default: every layer).
+
+    Returns:
+      The names of the layers unfrozen.
+
+    Examples:
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="stage0"), keras.layers.Dense(2, name="logits")])
+        >>> freeze(model, "*")
+        ['stage0', 'logits']
+        >>> unfreeze(model, ["stage0"]), len(model.trainable_variables)
+        (['stage0'], 2)
+    """
     return _set_trainable(model, patterns, True, "unfreeze")
 
 
@@ -201,8 +123,25 @@ def unfreeze(model: keras.Model, patterns: Sequence[str] = ("*",)) -> List[str]:
 
 
 def subset_classes(split, classes: Sequence[int], per_class: Optional[int] = None, seed: int = 0):
-    """The examples of ``classes`` (labels remapped to 0..len(classes)-1), optionally
-    ``per_class`` of each, drawn with ``seed``; returns a [`tfcustom.data.Split`][tfcustom.data.Split]."""
+    """The examples of ``classes`` (labels remapped to 0..len(classes)-1), optionally ``per_class`` of each.
+
+    Args:
+      split: a [`tfcustom.data.Split`][tfcustom.data.Split].
+      classes: the labels kept; ``classes[i]`` becomes label ``i``.
+      per_class: draw this many examples of each class (None: all of them).
+      seed: the draw's seed.
+
+    Returns:
+      A new [`tfcustom.data.Split`][tfcustom.data.Split], its examples in ``split``'s order.
+
+    Examples:
+        >>> split = data_lib.Split(np.arange(6).reshape(6, 1), np.array([0, 1, 2, 1, 2, 0]))
+        >>> few = subset_classes(split, [2, 1])
+        >>> few.x.ravel().tolist(), few.y.tolist()   # class 2 is now 0, class 1 is 1
+        ([1, 2, 3, 4], [1, 0, 1, 0])
+        >>> subset_classes(split, [2, 1], per_class=1).y.tolist()
+        [1, 0]
+    """
     classes = list(classes)
     rng = np.random.default_rng(seed)
     idx = []
@@ -322,10 +261,36 @@ def transfer_experiment(
 
     Both are tested on every test image of ``target_classes``.
 
+    Args:
+      data_dir: Fashion-MNIST's directory (when ``dataset`` is None).
+      pretrain_classes: the classes pretrained on.
+      target_classes: the classes fine-tuned on (disjoint from ``pretrain_classes``).
+      shots: labelled training images per target class.
+      model_kwargs: the CNN's arguments (default ``{"filters": [16, 32]}``).
+      pretrain_epochs: epochs of pretraining.
+      head_epochs: epochs of the head alone, backbone frozen (0: none).
+      head_learning_rate: the head's learning rate then.
+      finetune_epochs: epochs of fine-tuning everything.
+      scratch_epochs: epochs of the model trained from scratch (None: ``head_epochs + finetune_epochs``).
+      learning_rate: pretraining's, the head's in fine-tuning, and from scratch.
+      backbone_learning_rate: the backbone's in fine-tuning.
+      batch_size: the batch size of fine-tuning and of training from scratch.
+      pretrain_batch_size: pretraining's batch size.
+      backbone: layer-name patterns of the backbone (restored, frozen, at its own rate).
+      seeds: one fine-tuning and one from-scratch run per seed.
+      verbose: the Trainers' verbosity.
+      dataset: a [`tfcustom.data.Dataset`][tfcustom.data.Dataset] to use instead of Fashion-MNIST.
+
     Returns:
       ``{"finetune_accuracy", "scratch_accuracy"`` (means over the seeds),
       ``"runs"`` (one dict per seed), ``"pretrain_accuracy"`` (on the pretrain
       classes' test images), ``"restored_layers"``, example counts, timings}.
+
+    Examples:
+        >>> transfer_experiment(pretrain_classes=(0, 1, 2), target_classes=(2, 3))   # checked before any data is read
+        Traceback (most recent call last):
+        ...
+        tfcustom.errors.ConfigError: pretrain and target classes overlap (received: [2]). Use disjoint class sets.
     """
     seeds = _check_lesson(pretrain_classes, target_classes, shots, seeds, head_epochs, finetune_epochs)
     model_kwargs = dict({"filters": [16, 32]} if model_kwargs is None else model_kwargs)

@@ -23,7 +23,18 @@ def check_patterns(patterns, what: str) -> tuple:
 
 
 def layer_names(model: keras.Model) -> List[str]:
-    """The names of the model's top-level layers, in order."""
+    """The names of the model's top-level layers, in order.
+
+    Args:
+      model: a Keras model.
+
+    Returns:
+      ``[layer.name for layer in model.layers]``.
+
+    Examples:
+        >>> layer_names(keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="hidden"), keras.layers.Dense(2, name="logits")]))
+        ['hidden', 'logits']
+    """
     return [layer.name for layer in model.layers]
 
 
@@ -32,6 +43,25 @@ def match_layers(model: keras.Model, include=("*",), exclude=(), *, what: str = 
 
     Every ``include`` pattern other than ``"*"`` must match at least one layer
     (a typo is an error, not a silent no-op); so must the result.
+
+    Args:
+      model: a Keras model.
+      include: ``fnmatch`` patterns (one string or several) of the layers wanted.
+      exclude: patterns of layers left out.
+      what: the errors' subject.
+
+    Returns:
+      The layers selected, in the model's order.
+
+    Examples:
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="stage0"),
+        ...                           keras.layers.Dense(3, name="stage1"), keras.layers.Dense(2, name="logits")])
+        >>> [layer.name for layer in match_layers(model, ["stage*"], exclude=["stage1"])]
+        ['stage0']
+        >>> match_layers(model, ["stag*", "head"])
+        Traceback (most recent call last):
+        ...
+        tfcustom.errors.ConfigError: layer patterns: pattern 'head' matches no layer of model ... Use patterns over its layer names: stage0, stage1, logits.
     """
     include, exclude = check_patterns(include, what), check_patterns(exclude, "exclude patterns")
     names = layer_names(model)

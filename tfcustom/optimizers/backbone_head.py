@@ -19,9 +19,22 @@ except ImportError:  # pragma: no cover
 
 
 def variable_layer_name(variable) -> str:
-    """The top-level layer a model variable belongs to: the second component of
-    its path (``"cnn/stage0_conv0/conv/kernel"`` -> ``"stage0_conv0"``); the
-    whole path for a variable outside a model."""
+    """The top-level layer a model variable belongs to.
+
+    Args:
+      variable: a Keras variable (its ``path``).
+
+    Returns:
+      The second component of its path (``"cnn/stage0_conv0/conv/kernel"`` ->
+      ``"stage0_conv0"``); the first (the whole path, if it has no ``/``) for a variable outside a model.
+
+    Examples:
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, name="head")], name="net")
+        >>> model.weights[0].path, variable_layer_name(model.weights[0])
+        ('net/head/kernel', 'head')
+        >>> variable_layer_name(keras.Variable(1.0, name="scale"))
+        'scale'
+    """
     parts = variable.path.split("/")
     return parts[1] if len(parts) >= 3 else parts[0]
 

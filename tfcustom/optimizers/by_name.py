@@ -41,11 +41,7 @@ def _is_nonneg_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
-# --------------------------------------------------------------------------
-# SGD from scratch
-# --------------------------------------------------------------------------
-
-
+# --- SGD from scratch ---
 @keras.saving.register_keras_serializable(package="tfcustom")
 class SGD(keras.optimizers.Optimizer):
     """Stochastic gradient descent, plain, with momentum, or Nesterov.
@@ -148,15 +144,20 @@ class SGD(keras.optimizers.Optimizer):
         return config
 
 
-# --------------------------------------------------------------------------
-# registry
-# --------------------------------------------------------------------------
-
+# --- registry ---
 _NAMES = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "keras_sgd")
 
 
 def names() -> list:
-    """The optimizer names [`get`][tfcustom.optimizers.get] accepts (a new list)."""
+    """The optimizer names [`get`][tfcustom.optimizers.get] accepts.
+
+    Returns:
+      A new list of the names (changing it changes nothing).
+
+    Examples:
+        >>> names()
+        ['sgd', 'momentum', 'nesterov', 'adam', 'adamw', 'rmsprop', 'keras_sgd']
+    """
     return list(_NAMES)
 
 
@@ -276,16 +277,21 @@ def get(
         ) from e
 
 
-# --------------------------------------------------------------------------
-# learning-rate schedules
-# --------------------------------------------------------------------------
-
+# --- learning-rate schedules ---
 _SCHEDULES = ("constant", "cosine", "exponential", "step")
 _STEP_FRACTIONS = (0.5, 0.75)
 
 
 def schedule_names() -> list:
-    """The schedule names [`make_schedule`][tfcustom.optimizers.make_schedule] accepts (a new list)."""
+    """The schedule names [`make_schedule`][tfcustom.optimizers.make_schedule] accepts.
+
+    Returns:
+      A new list of the names (changing it changes nothing).
+
+    Examples:
+        >>> schedule_names()
+        ['constant', 'cosine', 'exponential', 'step']
+    """
     return list(_SCHEDULES)
 
 

@@ -13,6 +13,7 @@ The loop and its inputs:
 
 The step's pieces, one concept per module, composed by `tfcustom.training.steps.make_train_step`:
 
+- `replica_step`: one replica's part: its batch, forward and backward pass, loss and metrics;
 - `gradient_reduction`: sum the replicas' gradients (one packed all-reduce, or one reduce per variable), clip, check;
 - `loss_scaling`: the dynamic loss scale of mixed float16 (Keras' ``LossScaleOptimizer``'s bookkeeping);
 - `replica_state`, `replica_sync`: the state a forward pass changes (BatchNorm statistics), kept equal across replicas;

@@ -3,7 +3,7 @@
 SAM minimizes ``max_{||e|| <= rho} L(w + e)``. Its gradient is approximated by
 two passes over the same batch:
 
-1. ``g = grad L(w)`` ([`tfcustom.training.steps.compute_loss_and_gradients`][tfcustom.training.steps.compute_loss_and_gradients]);
+1. ``g = grad L(w)`` ([`tfcustom.training.steps.compute_loss_and_gradients`][tfcustom.training.replica_step.compute_loss_and_gradients]);
 2. ``e_w = rho * g / (||g||_2 + 1e-12)`` and the returned gradient is
    ``grad L(w + e_w)``.
 
@@ -48,7 +48,7 @@ class SAM:
 
     Called as ``SAM(rho)(model, loss, x, y, sample_weight, global_examples,
     num_replicas)`` inside a replica context, it returns the same dict as
-    [`tfcustom.training.steps.compute_loss_and_gradients`][tfcustom.training.steps.compute_loss_and_gradients]:
+    [`tfcustom.training.steps.compute_loss_and_gradients`][tfcustom.training.replica_step.compute_loss_and_gradients]:
 
     * ``grads``: the gradient at the perturbed weights ``w + e_w`` (of this
       replica's share of the global-batch loss, aligned with

@@ -4,7 +4,7 @@ Read this file top to bottom to see exactly what one training step computes:
 
 1. Each replica takes its batch ``(x, y[, sample_weight])`` and the **global**
    number of examples in the step (an all-reduce of the replicas' batch sizes).
-2. [`compute_loss_and_gradients`][tfcustom.training.steps.compute_loss_and_gradients] runs the forward pass with
+2. [`compute_loss_and_gradients`][tfcustom.training.replica_step.compute_loss_and_gradients] runs the forward pass with
    ``training=True`` under a ``tf.GradientTape``; the loss is
    ``sum(per_example_loss * sample_weight) / global_examples`` plus the model's
    regularization losses divided by the replica count, so that summing the
@@ -44,78 +44,11 @@ from tfcustom.training.checked_step import NONFINITE_POLICIES, CheckedStep, chec
 from tfcustom.training import input_wait
 from tfcustom.training.gradient_reduction import GradientReduction
 from tfcustom.training.loop_fns import multi_step_loop
-from tfcustom.training.loss_scaling import LossScaling, unscale
+from tfcustom.training.loss_scaling import LossScaling
 from tfcustom.training.replica_state import ReplicaState, replica_state_variables  # noqa: F401  (public here too)
+from tfcustom.training.replica_step import (  # noqa: F401  (public here too)
+    compute_loss_and_gradients, per_example_loss, regularization_loss, unpack_batch, update_metrics)
 from tfcustom.training.rollback import NO_DIVERGENCE
-
-def unpack_batch(batch):
-    """``(x, y)`` or ``(x, y, sample_weight)`` -> ``(x, y, sample_weight or None)``."""
-    if isinstance(batch, dict):
-        return batch["x"], batch["y"], batch.get("sample_weight")
-    if len(batch) == 2:
-        return batch[0], batch[1], None
-    return batch[0], batch[1], batch[2]
-
-
-def per_example_loss(loss: keras.losses.Loss, y, y_pred, sample_weight=None):
-    """Per-example loss values (shape [batch]), weighted by ``sample_weight``.
-
-    ``loss.call`` is a Keras loss' unreduced computation; reduction is done by
-    the step so that it is over the *global* batch.
-    """
-    values = loss.call(y, y_pred)
-    values = tf.cast(values, tf.float32)
-    if values.shape.rank is not None and values.shape.rank > 1:
-        values = tf.reshape(values, [tf.shape(values)[0], -1])
-        values = tf.reduce_mean(values, axis=-1)
-    if sample_weight is not None:
-        values = values * tf.cast(tf.reshape(sample_weight, [-1]), values.dtype)
-    return values
-
-
-def regularization_loss(model: keras.Model, num_replicas):
-    """The model's ``losses`` (weight penalties etc.), divided by the replica count."""
-    if not model.losses:
-        return tf.constant(0.0)
-    total = tf.add_n([tf.cast(l, tf.float32) for l in model.losses])
-    return total / tf.cast(num_replicas, tf.float32)
-
-
-def compute_loss_and_gradients(model, loss, x, y, sample_weight, global_examples, num_replicas, loss_scale=None):
-    """Forward and backward pass of one replica.
-
-    Returns a dict with ``grads`` (list aligned with
-    ``model.trainable_variables``), ``loss`` (this replica's share of the
-    global-batch loss, i.e. what its gradients are the gradient of),
-    ``per_example`` (weighted per-example losses), ``y_pred`` and
-    ``regularization`` (the model's total regularization loss, unscaled).
-
-    ``loss_scale`` (mixed float16, given by the step when the optimizer is a
-    ``keras.optimizers.LossScaleOptimizer``): the gradient is taken of
-    ``loss * loss_scale`` so that small float16 gradients do not underflow,
-    then divided by ``loss_scale``; an overflow shows up as Inf/NaN in
-    ``grads``.
-
-    This is the default ``gradient_fn`` of [`make_train_step`][tfcustom.make_train_step]; a variant
-    (e.g. [`tfcustom.training.sam.SAM`][tfcustom.training.sam.SAM]) takes the same arguments and returns the
-    same dict.
-    """
-    with tf.GradientTape() as tape:
-        y_pred = model(x, training=True)
-        values = per_example_loss(loss, y, y_pred, sample_weight)
-        regularization = regularization_loss(model, 1)
-        replica_loss = tf.reduce_sum(values) / global_examples + regularization / tf.cast(num_replicas, tf.float32)
-        scaled_loss = replica_loss if loss_scale is None else replica_loss * tf.cast(loss_scale, tf.float32)
-    grads = tape.gradient(scaled_loss, model.trainable_variables)
-    if loss_scale is not None:
-        grads = [unscale(g, loss_scale) for g in grads]
-    return {
-        "grads": grads,
-        "loss": replica_loss,
-        "per_example": values,
-        "y_pred": y_pred,
-        "regularization": regularization,
-    }
 
 
 def _global_examples(y):
@@ -123,35 +56,6 @@ def _global_examples(y):
     local = tf.cast(tf.shape(tf.nest.flatten(y)[0])[0], tf.float32)
     ctx = tf.distribute.get_replica_context()
     return ctx.all_reduce(tf.distribute.ReduceOp.SUM, local)
-
-
-def update_metrics(metrics, loss_tracker, y, y_pred, per_example, extra_loss, sample_weight, valid=None):
-    """Update the loss tracker (mean over examples) and the metrics of one replica.
-
-    The metrics are unweighted, as ``compile(metrics=...)``'s: ``sample_weight``
-    (already in ``per_example``) weighs the loss only.
-
-    ``valid`` (a scalar bool) masks the update out, used to skip a non-finite step
-    without a Python branch.
-    """
-    values = per_example + extra_loss
-    if valid is not None:
-        values = tf.where(valid, values, tf.zeros_like(values))
-    if loss_tracker is not None:
-        # Every example counts once (sample weights are already in the values),
-        # as in Keras' loss tracker.
-        count = tf.ones_like(values)
-        if valid is not None:
-            count = count * tf.cast(valid, count.dtype)
-        loss_tracker.update_state(values, sample_weight=count)
-    # As compile(metrics=...): metrics ignore the sample weights (the loss takes them).
-    mask = None if valid is None else tf.fill(tf.shape(per_example), tf.cast(valid, tf.float32))
-    for metric in metrics:
-        if getattr(metric, "uses_sample_weight", False):  # a per-output loss (tfcustom.training.compile_loss.OutputLoss)
-            weighted = sample_weight if mask is None else (mask if sample_weight is None else mask * tf.cast(tf.reshape(sample_weight, [-1]), tf.float32))
-            metric.update_state(y, y_pred, sample_weight=weighted)
-        else:
-            metric.update_state(y, y_pred, sample_weight=mask)
 
 
 def make_train_step(
@@ -182,7 +86,7 @@ def make_train_step(
       jit_compile: XLA-compile each replica's forward and backward pass.
       on_nonfinite: ``"stop"`` or ``"skip"`` a step with a NaN/Inf loss or gradient; ``"rollback"``
         stops there too, for the caller to roll back (`tfcustom.training.rollback`).
-      gradient_fn: replaces [`compute_loss_and_gradients`][tfcustom.training.steps.compute_loss_and_gradients].
+      gradient_fn: replaces [`compute_loss_and_gradients`][tfcustom.training.replica_step.compute_loss_and_gradients].
       after_update: called (no argument, cross-replica context) in the compiled step after each update
         applied, not a skipped one: e.g. a [`tfcustom.callbacks.ExponentialMovingAverage`][tfcustom.callbacks.ExponentialMovingAverage]'s ``update``.
       divergence: a [`tfcustom.training.rollback.Rollback`][tfcustom.training.rollback.Rollback]: its loss-spike rule and skip list, per step.
@@ -291,7 +195,23 @@ def _build_optimizer(optimizer, model, strategy):
 
 
 def op_determinism_enabled() -> bool:
-    """Whether ``tf.config.experimental.enable_op_determinism()`` is in effect (no public getter)."""
+    """Whether ``tf.config.experimental.enable_op_determinism()`` is in effect (no public getter).
+
+    Returns:
+      True under op determinism (the steps then do not measure their input wait).
+
+    Examples:
+        >>> from tensorflow.python.framework import config as framework_config   # TF's private switch back
+        >>> was = op_determinism_enabled()
+        >>> tf.config.experimental.enable_op_determinism()
+        >>> op_determinism_enabled()
+        True
+        >>> framework_config.disable_op_determinism()
+        >>> op_determinism_enabled()
+        False
+        >>> if was:
+        ...     tf.config.experimental.enable_op_determinism()
+    """
     return not input_wait.measured()
 
 

@@ -23,7 +23,7 @@ loss whose ``from_logits`` does not fit the model's outputs (see
 were given none from the model's output.
 
 To change what a step computes, pass ``gradient_fn`` (see
-[`tfcustom.training.steps.compute_loss_and_gradients`][tfcustom.training.steps.compute_loss_and_gradients]) or subclass and override
+[`tfcustom.training.steps.compute_loss_and_gradients`][tfcustom.training.replica_step.compute_loss_and_gradients]) or subclass and override
 [`Trainer.make_train_step`][tfcustom.training.trainer.Trainer.make_train_step] / [`Trainer.make_test_step`][tfcustom.training.trainer.Trainer.make_test_step].
 """
 
@@ -88,7 +88,7 @@ class Trainer(ReplicaStateSync, FitLoop):
         untouched by the bad step), ``"skip"`` (skip that update and count it) or ``"rollback"``
         (restore the last checkpoint and skip that step from then on: `tfcustom.training.rollback`;
         ``fit`` needs a ``checkpoint_manager``).
-      gradient_fn: replaces [`tfcustom.training.steps.compute_loss_and_gradients`][tfcustom.training.steps.compute_loss_and_gradients]
+      gradient_fn: replaces [`tfcustom.training.steps.compute_loss_and_gradients`][tfcustom.training.replica_step.compute_loss_and_gradients]
         (e.g. [`tfcustom.training.sam.SAM`][tfcustom.training.sam.SAM]).
       output_dir: where ``history.json`` / ``history.csv`` are written each epoch.
       verbose: 1 shows a progress bar per epoch, 0 only logs.
