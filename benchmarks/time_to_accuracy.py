@@ -159,7 +159,9 @@ def main():
     parser.add_argument("--json_out", default=None)
     parser.add_argument("--table_from", default=None, help="Only print the table of this JSON (no training).")
     parser.add_argument("--update_readme", default=None,
-                        help="Replace the table between the time_to_accuracy markers of this Markdown file (docs/guides/performance.md).")
+                        help="Replace the table between the --marker markers of this Markdown file (docs/guides/performance.md).")
+    parser.add_argument("--marker", default="time_to_accuracy",
+                        help="Name of the table's markers (<!-- NAME:begin --> ... <!-- NAME:end -->): time_to_accuracy_fit for the --with_fit table.")
     args, extra = parser.parse_known_args()
     if args.table_from:
         with open(args.table_from) as f:
@@ -169,7 +171,7 @@ def main():
     text = table(runs)
     print(text)
     if args.update_readme:
-        replace_between(args.update_readme, "time_to_accuracy", text)
+        replace_between(args.update_readme, args.marker, text)
 
 
 if __name__ == "__main__":
