@@ -29,13 +29,12 @@ Results depend on the machine and its load; they are measurements, not assertion
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
-import sys
 import tempfile
 
+from runs_json import load_runs, save_runs
 from train_runs import train
 
 CONFIG = "configs/fashion_mnist_cnn.flags"
@@ -97,8 +96,7 @@ def main():
     parser.add_argument("--table_from", default=None, help="Only print the table of this JSON (no training).")
     args, extra = parser.parse_known_args()
     if args.table_from:
-        with open(args.table_from) as f:
-            print(table(json.load(f)["runs"]))
+        print(table(load_runs(args.table_from)))
         return
     runs = []
     with tempfile.TemporaryDirectory() as workdir:
@@ -111,8 +109,7 @@ def main():
                 print(f"seed {seed} {variant}: batch {r['batch_size']}, lr {r['learning_rate']:.3g}, {r['examples_per_s']:.0f} "
                       f"examples/s, {r['train_time_s']:.0f} s, {100 * r['test_accuracy']:.2f} %", flush=True)
                 if args.json_out:  # after every run: a stopped benchmark keeps what it measured
-                    with open(args.json_out, "w") as f:
-                        json.dump({"command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]), "runs": runs}, f, indent=1)
+                    save_runs(args.json_out, runs)
     print(table(runs))
 
 

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 
+from runs_json import load_runs, save_runs
 
 
 def run_one(model: str, workdir: str) -> dict:
@@ -66,8 +67,7 @@ def main():
     parser.add_argument("--table_from", default=None, help="Only print the table of this JSON (no runs).")
     args = parser.parse_args()
     if args.table_from:
-        with open(args.table_from) as f:
-            print(table(json.load(f)["runs"]))
+        print(table(load_runs(args.table_from)))
         return
     if args.models is None:
         from tfcustom.models import names
@@ -79,8 +79,7 @@ def main():
                 runs.append(run_one(model, workdir))
                 print(f"{model}: {runs[-1]['wall_s']:.0f} s, exit {runs[-1]['exit_code']}", flush=True)
                 if args.json_out:  # after every run: a stopped benchmark keeps what it measured
-                    with open(args.json_out, "w") as f:
-                        json.dump({"command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]), "runs": runs}, f, indent=1)
+                    save_runs(args.json_out, runs)
     print(table(runs))
 
 

@@ -42,6 +42,7 @@ import sys
 import time
 
 from doc_table import replace_between
+from runs_json import load_runs, save_runs
 from tfcustom.experiment.time_to_accuracy import first_reached
 
 THRESHOLDS = (0.91, 0.92, 0.93, 0.935, 0.94)
@@ -145,8 +146,7 @@ def measure(args, extra) -> list:
                 runs.append(run)
                 print(f"{config} {variant} seed {seed}: {100 * run['test_accuracy']:.2f} % after {run['train_s']:.0f} s of training", flush=True)
                 if args.json_out:  # after every run: a stopped benchmark keeps what it measured
-                    with open(args.json_out, "w") as f:
-                        json.dump({"command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]), "runs": runs}, f, indent=1)
+                    save_runs(args.json_out, runs)
     return runs
 
 
@@ -164,8 +164,7 @@ def main():
                         help="Name of the table's markers (<!-- NAME:begin --> ... <!-- NAME:end -->): time_to_accuracy_fit for the --with_fit table.")
     args, extra = parser.parse_known_args()
     if args.table_from:
-        with open(args.table_from) as f:
-            runs = json.load(f)["runs"]
+        runs = load_runs(args.table_from)
     else:
         runs = measure(args, extra)
     text = table(runs)
