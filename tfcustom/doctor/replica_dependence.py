@@ -30,6 +30,7 @@ import keras
 import tensorflow as tf
 
 from tfcustom.layers.dropout import Dropout
+from tfcustom.training.batch_norm_stats import batch_norm_layers
 
 BATCH_NORM = "per-replica BatchNorm statistics"
 NOISE = "per-replica dropout/noise masks"
@@ -48,12 +49,8 @@ def _noise_attribute(layer) -> str:
 
 
 def _dependent(model: keras.Model) -> Dict[str, List]:
-    found = {BATCH_NORM: [], NOISE: []}
-    for layer in _layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable and not layer.synchronized:
-            found[BATCH_NORM].append(layer)
-        elif _noise_attribute(layer):
-            found[NOISE].append(layer)
+    found = {BATCH_NORM: [layer for layer in batch_norm_layers(model) if not layer.synchronized],
+             NOISE: [layer for layer in _layers(model) if _noise_attribute(layer)]}
     return {kind: layers for kind, layers in found.items() if layers}
 
 
