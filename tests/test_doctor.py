@@ -92,3 +92,11 @@ def test_cli_bad_model_is_one_line_exit_2():
                           capture_output=True, text=True, timeout=300, env=ENV, cwd=ROOT)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert [l for l in proc.stderr.splitlines() if l.startswith("error:")][-1].startswith("error: cannot import the model's module")
+
+
+def test_cli_json_out_in_a_missing_directory_is_one_line_exit_2_before_any_check(tmp_path):
+    missing = tmp_path / "no_such_dir" / "doctor.json"
+    proc = subprocess.run([sys.executable, "-m", "tfcustom.cli.doctor", "--model=logistic_regression", "--input_shape=4,4,1",
+                           f"--json_out={missing}"], capture_output=True, text=True, timeout=300, env=ENV, cwd=ROOT)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stdout == ""  # refused before the table
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: --json_out's directory does not exist")

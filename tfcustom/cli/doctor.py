@@ -19,6 +19,7 @@ import sys
 from absl import app, flags
 
 from tfcustom.cli import parse_flags, report_error
+from tfcustom.run_json import write_json
 
 FLAGS = flags.FLAGS
 
@@ -82,6 +83,11 @@ def main(argv):
     from tfcustom.errors import TfcustomError
     from tfcustom.distribute.strategy import configure_cpu_replicas
 
+    report_dir = os.path.dirname(os.path.abspath(FLAGS.json_out)) if FLAGS.json_out else None
+    if report_dir is not None and not os.path.isdir(report_dir):  # before the checks run, not after
+        print(f"error: --json_out's directory does not exist (received: {FLAGS.json_out}). Create {report_dir} "
+              "or pass a path in an existing directory.", file=sys.stderr)
+        return 2
     try:
         configure_cpu_replicas(4)  # before anything initialises TensorFlow's devices
         input_shape = tuple(int(v) for v in FLAGS.input_shape)
@@ -97,8 +103,10 @@ def main(argv):
     print(report.table())
     print(report.timing())
     if FLAGS.json_out:
-        with open(FLAGS.json_out, "w") as f:
-            json.dump(report.as_dict(), f, indent=1)
+        try:
+            write_json(FLAGS.json_out, report.as_dict())  # atomic; a full disk or a refused write is one DiskError line
+        except TfcustomError as e:
+            return report_error(e)
     return 0 if report.passed else 1
 
 
