@@ -96,6 +96,17 @@ def test_fit_results_hold_test_accuracy_per_epoch_outside_the_timed_span(both_ru
     assert fit["train_time_s"] == pytest.approx(sum(r["time_s"] for r in fit["history"]))
 
 
+def test_a_setting_plain_fit_cannot_reproduce_is_refused_in_one_line():
+    fit_recipe = _benchmark_module("fit_recipe")
+    from tfcustom import TrainConfig
+
+    fit_recipe.check_reproducible(TrainConfig())  # the defaults train under fit as they are
+    with pytest.raises(SystemExit) as stop:
+        fit_recipe.check_reproducible(TrainConfig(ema_decay=0.99, clip_global_norm=1.0))
+    assert str(stop.value) == ("error: fit_recipe.py does not reproduce --clip_global_norm=1.0, --ema_decay=0.99 "
+                               "under plain keras.Model.fit; drop them")
+
+
 def test_fit_input_shuffles_and_flips_anew_each_epoch():
     import tensorflow as tf
 
