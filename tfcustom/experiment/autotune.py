@@ -15,9 +15,22 @@ candidate on real batches, and keeps the fastest:
   float32's to ``loss_rtol`` (relative). On GPU/TPU ``auto`` keeps
   [`tfcustom.distribute.strategy.resolve_precision`][tfcustom.distribute.strategy.resolve_precision]'s rule (mixed_float16 / mixed_bfloat16).
 
-A candidate must be faster by more than ``margin`` (default 5 %) to replace
-the default (no XLA, float32): within noise the simpler setting stays.
-Timing runs interleaved rounds (best of ``rounds``), a few seconds in all.
+Candidates are timed in ``rounds`` interleaved rounds (each round times every
+candidate once, ``steps`` steps each) and compared by the median of the
+*paired* per-round ratios candidate / default (round ``i`` against round
+``i``, so a slowdown of the machine common to one round cancels), the first
+round dropped when there are at least 3: it is a warm-up, 2-3x slower than
+the others. XLA must reach a ratio below ``1 - margin`` (default 0.95) to
+replace no XLA; bfloat16 changes the numerics, so it must reach ``1 -
+precision_margin`` (default 0.8) of the float32 choice: a difference within
+the round-to-round noise keeps the simpler setting, run after run.
+
+``rounds=5`` by default: 4 paired ratios after the warm-up, so one disturbed
+round shifts the median little. A round costs ``4 * steps`` (40) steps: on the
+default CNN on a 2-core CPU 1.3-1.6 s, the warm-up round about 2.2 s, and a
+whole measurement with 3 rounds, compilations included, 10-12 s (the 10 runs recorded in
+``benchmarks/autotune_stability.json``, 2026-12-04), so 5 rounds instead of 3
+add about 3 s, once per run of at least ``MIN_TRAIN_STEPS`` steps.
 
 The decision changes numerics, so a run must keep it: ``train_and_evaluate``
 writes it to ``<run>/autotune.json`` and a resumed run reads it back instead
@@ -48,12 +61,12 @@ from tfcustom.errors import check
 from tfcustom.training import steps as steps_lib
 from tfcustom.run_json import damaged, read_json, write_json
 from tfcustom.experiment.autotune_decision import (  # the decision from the measurements, re-exported
-    AutotuneResult, Measurement, candidates, decide, losses_agree, pick_faster,
+    AutotuneResult, Measurement, candidates, decide, losses_agree, paired_ratio, paired_ratios, pick_faster,
 )
 
 __all__ = [
     "AUTOTUNE_FILE", "BF16_CPU_FLAGS", "MIN_TRAIN_STEPS", "Measurement", "AutotuneResult", "cpu_has_bf16", "pick_faster",
-    "losses_agree", "measure", "candidates", "decide", "tune", "log", "load", "load_from", "save",
+    "paired_ratio", "paired_ratios", "losses_agree", "measure", "candidates", "decide", "tune", "log", "load", "load_from", "save",
 ]
 
 AUTOTUNE_FILE = "autotune.json"
@@ -153,10 +166,11 @@ def tune(
     jit_compile="auto",
     precision: str = "auto",
     steps: int = 10,
-    rounds: int = 3,
+    rounds: int = 5,
     loss_steps: int = 5,
     loss_rtol: float = 0.05,
     margin: float = 0.05,
+    precision_margin: float = 0.2,
     timer: Callable[[], float] = time.perf_counter,
     has_bf16: Optional[bool] = None,
     train_steps: Optional[int] = None,
@@ -174,10 +188,12 @@ def tune(
       jit_compile: ``"auto"``, True or False.
       precision: ``"auto"`` or a Keras policy name.
       steps: each timed call runs ``steps`` steps.
-      rounds: the candidates are timed in ``rounds`` interleaved rounds; the best counts.
+      rounds: the candidates are timed in ``rounds`` interleaved rounds; the median of
+        the paired per-round ratios counts, the first (warm-up) round dropped when >= 3.
       loss_steps: first steps whose losses float32 and bfloat16 must agree on.
       loss_rtol: that agreement, relative.
-      margin: how much faster a candidate must be to replace the default.
+      margin: how much faster (a fraction) XLA must be to replace no XLA.
+      precision_margin: how much faster (a fraction) bfloat16 must be than the float32 choice.
       timer: a clock (tests pass a fake one).
       has_bf16: override of [`cpu_has_bf16`][tfcustom.experiment.autotune.cpu_has_bf16].
       train_steps: the training's length in steps; below ``min_train_steps``
@@ -233,10 +249,9 @@ def tune(
         log(result)
         return result
     times = _measure_candidates(build, make_iterator, strategy, settings, steps, rounds, loss_steps, timer)
-    result = decide(times, jit_compile, precision, loss_rtol=loss_rtol, margin=margin, reasons=reasons)
-    log(result)
-    logging.info("Autotune: a measured choice can differ between runs of one command; --deterministic keeps "
-                 "float32 without XLA unless --precision/--jit_compile name them")
+    result = decide(times, jit_compile, precision, loss_rtol=loss_rtol, margin=margin, precision_margin=precision_margin,
+                    reasons=reasons)
+    log(result)  # its reason says that a measured choice can differ between runs, and the margins
     return result
 
 

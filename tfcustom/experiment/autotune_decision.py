@@ -1,17 +1,20 @@
-"""The autotune decision from its measurements, a pure function: the candidates, the margin, the loss agreement.
+"""The autotune decision from its measurements, a pure function: the candidates, the margins, the loss agreement.
 
 [`tfcustom.experiment.autotune.tune`][tfcustom.experiment.autotune.tune] measures the
-[`candidates`][tfcustom.experiment.autotune.candidates] and [`decide`][tfcustom.experiment.autotune.decide] chooses: the default
-(no XLA, float32) unless a candidate is faster by more than the margin
-([`pick_faster`][tfcustom.experiment.autotune.pick_faster]), bfloat16 only if its first losses agree with float32's
-([`losses_agree`][tfcustom.experiment.autotune.losses_agree]). Re-exported by
+[`candidates`][tfcustom.experiment.autotune.candidates] in interleaved rounds and
+[`decide`][tfcustom.experiment.autotune.decide] chooses on the median of the paired per-round
+ratios candidate / default ([`paired_ratio`][tfcustom.experiment.autotune.paired_ratio]; the
+first, warm-up round dropped): the default (no XLA, float32) unless XLA reaches
+``1 - margin`` (0.95) ([`pick_faster`][tfcustom.experiment.autotune.pick_faster]); bfloat16 only
+if it reaches ``1 - precision_margin`` (0.8) of the float32 choice and its first losses agree with
+float32's ([`losses_agree`][tfcustom.experiment.autotune.losses_agree]). Re-exported by
 [`tfcustom.experiment.autotune`][tfcustom.experiment.autotune].
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -21,10 +24,10 @@ class Measurement:
     """One candidate's timing.
 
     Attributes:
-      step_s: the best round's seconds per step.
+      step_s: the best round's seconds per step (recorded; the decision uses the paired ``rounds``).
       compile_s: the first call's seconds (tracing and compilation; not compared).
       losses: the losses of its first steps.
-      rounds: every round's seconds per step (the spread of the timing).
+      rounds: every round's seconds per step, in the order timed (the first is a warm-up).
 
     Examples:
         >>> m = Measurement(step_s=0.010, compile_s=2.0, losses=[2.30, 2.10], rounds=[0.011, 0.010, 0.012])
@@ -72,9 +75,52 @@ class AutotuneResult:
         return cls(**d)
 
 
+def paired_ratios(candidate: Measurement, default: Measurement) -> List[float]:
+    """Round ``i`` of ``candidate`` over round ``i`` of ``default``: the rounds are
+    interleaved, so a slowdown common to one round (the machine's load) cancels.
+
+    Args:
+      candidate: the challenger's measurement.
+      default: the measurement it is compared with.
+
+    Returns:
+      One ratio per round; ``[candidate.step_s / default.step_s]`` when the two
+      have no rounds of the same length (measurements made without rounds).
+
+    Examples:
+        >>> paired_ratios(Measurement(0.9, 0.0, rounds=[2.0, 0.9, 1.8]), Measurement(1.0, 0.0, rounds=[2.0, 1.0, 2.0]))
+        [1.0, 0.9, 0.9]
+        >>> paired_ratios(Measurement(0.9, 0.0), Measurement(1.0, 0.0))
+        [0.9]
+    """
+    if candidate.rounds and len(candidate.rounds) == len(default.rounds):
+        return [float(c) / float(d) for c, d in zip(candidate.rounds, default.rounds)]
+    return [float(candidate.step_s) / float(default.step_s)]
+
+
+def paired_ratio(candidate: Measurement, default: Measurement) -> float:
+    """The median of [`paired_ratios`][tfcustom.experiment.autotune.paired_ratios],
+    the first round dropped (a warm-up, 2-3x slower) when there are at least 3.
+
+    Args:
+      candidate: the challenger's measurement.
+      default: the measurement it is compared with.
+
+    Returns:
+      Below 1 when ``candidate`` is faster.
+
+    Examples:
+        >>> warm = Measurement(0.9, 0.0, rounds=[5.0, 0.9, 0.8, 0.9])    # a slow first round does not count
+        >>> paired_ratio(warm, Measurement(1.0, 0.0, rounds=[2.0, 1.0, 1.0, 1.0]))
+        0.9
+    """
+    ratios = paired_ratios(candidate, default)
+    return float(np.median(ratios[1:] if len(ratios) >= 3 else ratios))
+
+
 def pick_faster(default: str, candidate: str, times: Dict[str, Measurement], margin: float = 0.05) -> str:
-    """``candidate`` if its step time is below ``default``'s by more than
-    ``margin`` (a fraction), else ``default``.
+    """``candidate`` if its [`paired_ratio`][tfcustom.experiment.autotune.paired_ratio] to
+    ``default`` is below ``1 - margin``, else ``default``.
 
     Args:
       default: the name of the setting kept unless beaten.
@@ -90,7 +136,15 @@ def pick_faster(default: str, candidate: str, times: Dict[str, Measurement], mar
         >>> pick_faster("plain", "xla", times), pick_faster("plain", "fast", times)   # 3 % is within the noise
         ('plain', 'fast')
     """
-    return candidate if times[candidate].step_s < (1.0 - margin) * times[default].step_s else default
+    return candidate if paired_ratio(times[candidate], times[default]) < 1.0 - margin else default
+
+
+def _pick_fastest(baseline: str, challengers: Sequence[str], times: Dict[str, Measurement], margin: float) -> str:
+    """The challenger with the lowest paired ratio to ``baseline`` if it beats it by ``margin``, else ``baseline``."""
+    if not challengers:
+        return baseline
+    best = min(challengers, key=lambda name: paired_ratio(times[name], times[baseline]))
+    return pick_faster(baseline, best, times, margin)
 
 
 def losses_agree(reference: Sequence[float], other: Sequence[float], rtol: float) -> bool:
@@ -136,64 +190,110 @@ def candidates(jit_compile="auto", precision="auto") -> Dict[str, tuple]:
     return {f"{policy}/jit={jit}": (policy, jit) for policy in policies for jit in jits}
 
 
-def decide(times: Dict[str, Measurement], jit_compile="auto", precision="auto", *, loss_rtol: float = 0.05,
-           margin: float = 0.05, reasons: Optional[Dict[str, str]] = None) -> AutotuneResult:
-    """The decision from the measurements of [`candidates`][tfcustom.experiment.autotune.candidates]' settings (a pure function).
+def _kept_rounds(rounds: Sequence[float]) -> List[float]:
+    """The rounds the decision uses: the first (a warm-up) dropped when there are at least 3."""
+    return [float(t) for t in (rounds[1:] if len(rounds) >= 3 else rounds)]
 
-    The fastest candidate wins if it beats the default by more than
-    ``margin``; a bfloat16 candidate takes part only if its first losses agree
-    with float32's (same ``jit``) to ``loss_rtol``.
 
-    Args:
-      times: ``candidate name -> Measurement`` for every candidate of ``candidates(jit_compile, precision)``.
-      jit_compile: as given to [`candidates`][tfcustom.experiment.autotune.candidates].
-      precision: as given to [`candidates`][tfcustom.experiment.autotune.candidates].
-      loss_rtol: the relative agreement of bfloat16's first losses with float32's.
-      margin: how much faster (a fraction) a candidate must be than the default.
-      reasons: reasons decided before (kept); the others say what was measured and chosen.
-
-    Returns:
-      The [`AutotuneResult`][tfcustom.experiment.autotune.AutotuneResult], with the measurements.
-
-    Examples:
-        >>> times = {"float32/jit=False": Measurement(0.010, 1.0, [2.3]), "float32/jit=True": Measurement(0.006, 5.0, [2.3]),
-        ...          "mixed_bfloat16/jit=False": Measurement(0.004, 1.0, [2.9]),     # fastest, but its loss is off
-        ...          "mixed_bfloat16/jit=True": Measurement(0.005, 5.0, [2.31])}    # agrees within 5 %: fastest left
-        >>> result = decide(times)
-        >>> result.jit_compile, result.precision, result.measurements["mixed_bfloat16/jit=False"]["losses_agree"]
-        (True, 'mixed_bfloat16', False)
-        >>> decide(times, precision="float32").reasons["jit_compile"]   # doctest: +NORMALIZE_WHITESPACE
-        'measured: float32/jit=False 10.00 ms/step (compile 1.0 s), float32/jit=True 6.00 ms/step (compile 5.0 s);
-         chose float32/jit=True (a candidate must beat float32/jit=False by 5%)'
-    """
-    settings = candidates(jit_compile, precision)
-    default = next(iter(settings))
-    reasons = dict(reasons or {})
+def _record(times, settings, default, precision, loss_rtol):
+    """``(measured, eligible)``: what autotune.json records per candidate, and the candidates allowed to win."""
     measured, eligible = {}, []
     for name, (policy, jit) in settings.items():
-        measured[name] = {"step_s": times[name].step_s, "compile_s": times[name].compile_s}
-        if times[name].rounds:  # spread of the rounds, relative to the best: how far to trust the margin
-            measured[name]["step_s_rounds"] = [float(t) for t in times[name].rounds]
-            measured[name]["spread"] = float(max(times[name].rounds) / times[name].step_s - 1.0)
+        m = times[name]
+        measured[name] = {"step_s": m.step_s, "compile_s": m.compile_s}
+        if m.rounds:  # every round, and their spread relative to the best (the first round is a warm-up)
+            measured[name]["step_s_rounds"] = [float(t) for t in m.rounds]
+            measured[name]["spread"] = float(max(m.rounds) / m.step_s - 1.0)
+        if name != default:
+            measured[name]["ratio_rounds"] = paired_ratios(m, times[default])
+            measured[name]["ratio"] = paired_ratio(m, times[default])
         if policy == "mixed_bfloat16" and precision == "auto":
             ref = np.asarray(times[f"float32/jit={jit}"].losses, np.float64)
-            oth = np.asarray(times[name].losses, np.float64)
+            oth = np.asarray(m.losses, np.float64)
             measured[name]["losses_agree"] = losses_agree(ref, oth, loss_rtol)
             if ref.shape == oth.shape and ref.size:
                 measured[name]["max_loss_rel_diff"] = float(np.max(np.abs(oth - ref) / np.abs(ref)))
             if not measured[name]["losses_agree"]:
                 continue
         eligible.append(name)
-    fastest = min(eligible, key=lambda name: times[name].step_s)
-    chosen = pick_faster(default, fastest, times, margin)
+    return measured, eligible
+
+
+def _summary(times, measured, default, chosen, base_choice, margin, precision_margin, loss_rtol, two_policies,
+             versus: str = "") -> str:
+    """The reason logged and recorded: the median paired ratios, the margins, the choice."""
+    parts = []
+    for name, m in measured.items():
+        kept = _kept_rounds(times[name].rounds) or [times[name].step_s]
+        ratio = "" if name == default else f" x{m['ratio']:.2f}"
+        bad = "" if m.get("losses_agree", True) else " [losses differ]"
+        parts.append(f"{name} {float(np.median(kept)) * 1e3:.2f} ms/step{ratio} (compile {times[name].compile_s:.1f} s){bad}")
+    rule = f"XLA must reach x{1.0 - margin:.2f}"
+    if two_policies:
+        rule += (f", bfloat16 x{1.0 - precision_margin:.2f} of the float32 choice ({base_choice}) "
+                 f"with its first losses within {loss_rtol:g}")
+    return (f"measured: {', '.join(parts)}{versus}; x = median of the paired per-round step-time ratios to {default}, "
+            f"the first round dropped as warm-up when >= 3 rounds; {rule}; chose {chosen}; "
+            f"timing can differ between runs of one command, --deterministic does not measure")
+
+
+def decide(times: Dict[str, Measurement], jit_compile="auto", precision="auto", *, loss_rtol: float = 0.05,
+           margin: float = 0.05, precision_margin: float = 0.2, reasons: Optional[Dict[str, str]] = None) -> AutotuneResult:
+    """The decision from the measurements of [`candidates`][tfcustom.experiment.autotune.candidates]' settings (a pure function).
+
+    Candidates are compared by [`paired_ratio`][tfcustom.experiment.autotune.paired_ratio]
+    (the median of round-by-round step-time ratios, the warm-up round
+    dropped). First the default policy's settings: XLA replaces the default
+    if its ratio is below ``1 - margin``. Then the other precision (bfloat16,
+    when ``precision="auto"``), only its candidates whose first losses agree
+    with float32's (same ``jit``) to ``loss_rtol``: its best setting (XLA by
+    ``margin`` again) replaces the float32 choice only if its ratio to that
+    choice is below ``1 - precision_margin``: it changes the numerics, so it
+    must be clearly faster, not within the noise.
+
+    Args:
+      times: ``candidate name -> Measurement`` for every candidate of ``candidates(jit_compile, precision)``.
+      jit_compile: as given to [`candidates`][tfcustom.experiment.autotune.candidates].
+      precision: as given to [`candidates`][tfcustom.experiment.autotune.candidates].
+      loss_rtol: the relative agreement of bfloat16's first losses with float32's.
+      margin: how much faster (a fraction) XLA must be than no XLA.
+      precision_margin: how much faster (a fraction) bfloat16 must be than the float32 choice.
+      reasons: reasons decided before (kept); the others say what was measured and chosen.
+
+    Returns:
+      The [`AutotuneResult`][tfcustom.experiment.autotune.AutotuneResult], with the measurements
+      (per candidate also ``ratio`` and ``ratio_rounds``, to the default).
+
+    Examples:
+        >>> times = {"float32/jit=False": Measurement(0.010, 1.0, [2.3]), "float32/jit=True": Measurement(0.006, 5.0, [2.3]),
+        ...          "mixed_bfloat16/jit=False": Measurement(0.003, 1.0, [2.9]),     # fastest, but its loss is off
+        ...          "mixed_bfloat16/jit=True": Measurement(0.0045, 5.0, [2.31])}   # agrees within 5 %: x0.75 of XLA's
+        >>> result = decide(times)
+        >>> result.jit_compile, result.precision, result.measurements["mixed_bfloat16/jit=False"]["losses_agree"]
+        (True, 'mixed_bfloat16', False)
+        >>> decide(times, precision="float32").reasons["jit_compile"]   # doctest: +NORMALIZE_WHITESPACE
+        'measured: float32/jit=False 10.00 ms/step (compile 1.0 s), float32/jit=True 6.00 ms/step x0.60 (compile 5.0 s);
+         x = median of the paired per-round step-time ratios to float32/jit=False, the first round dropped as warm-up
+         when >= 3 rounds; XLA must reach x0.95; chose float32/jit=True; timing can differ between runs of one
+         command, --deterministic does not measure'
+    """
+    settings = candidates(jit_compile, precision)
+    default = next(iter(settings))
+    measured, eligible = _record(times, settings, default, precision, loss_rtol)
+    same = [name for name in eligible if settings[name][0] == settings[default][0]]
+    other = [name for name in eligible if settings[name][0] != settings[default][0]]
+    base_choice = chosen = _pick_fastest(default, [name for name in same if name != default], times, margin)
+    versus = ""
+    if other:
+        other_choice = _pick_fastest(other[0], other[1:], times, margin)
+        chosen = pick_faster(base_choice, other_choice, times, precision_margin)
+        if base_choice != default:  # the ratio the precision margin was applied to
+            versus = f"; {other_choice} x{paired_ratio(times[other_choice], times[base_choice]):.2f} of {base_choice}"
     policy, jit = settings[chosen]
-    summary = ", ".join(f"{name} {times[name].step_s * 1e3:.2f} ms/step (compile {times[name].compile_s:.1f} s)"
-                        + ("" if measured[name].get("losses_agree", True) else " [losses differ]") for name in settings)
-    summary = f"measured: {summary}; chose {chosen} (a candidate must beat {default} by {margin:.0%}"
-    if precision == "auto":
-        summary += f"; bfloat16 only if its first losses agree within {loss_rtol:g})"
-    else:
-        summary += ")"
+    two_policies = len({policy for policy, _ in settings.values()}) > 1
+    summary = _summary(times, measured, default, chosen, base_choice, margin, precision_margin, loss_rtol, two_policies,
+                       versus)
+    reasons = dict(reasons or {})
     for key in ("jit_compile", "precision"):
         reasons.setdefault(key, summary)
     return AutotuneResult(bool(jit), policy, measured, reasons)

@@ -16,7 +16,7 @@ the optimization, not only the speed: run the learning-rate range test
 Then, at that batch size, the compiled step runs ``steps_per_execution``
 steps per call for each candidate (1, 4, 16, 64, at most an epoch); the
 fastest by more than ``margin`` over the smaller value wins (interleaved
-rounds, best of each, as `tfcustom.experiment.autotune` times).
+rounds, best of each).
 
 Examples:
     >>> import tensorflow as tf

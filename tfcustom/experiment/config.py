@@ -183,7 +183,7 @@ class TrainConfig:
                                          "name (default: $COLAB_TPU_ADDR, $TPU_NAME, then local).", group=DISTRIBUTION,
                                          flag="tpu")
     precision: str = setting("auto", "Keras dtype policy; auto = mixed_bfloat16 on TPU, mixed_float16 (with loss scaling) "
-                             "on GPU; on a CPU with bfloat16 instructions mixed_bfloat16 if measured faster with matching "
+                             "on GPU; on a CPU with bfloat16 instructions mixed_bfloat16 if measured > 20 % faster with matching "
                              "first losses, else float32.", group=DISTRIBUTION,
                              choices=PRECISIONS)
     log_replica_losses: int = setting(0, "Log each replica's share of the loss every N steps and at each epoch end "
