@@ -23,8 +23,9 @@ def small_args(data_dir, out, *extra):
 
 
 def error_line(proc):
-    lines = [l for l in proc.stderr.splitlines() if l.startswith("error:") or "Flags parsing error" in l]
-    assert lines, proc.stderr[-2000:]
+    stderr = proc if isinstance(proc, str) else proc.stderr
+    lines = [l for l in stderr.splitlines() if l.startswith("error:") or "Flags parsing error" in l]
+    assert lines, stderr[-2000:]
     return lines[-1]
 
 
@@ -62,20 +63,37 @@ def test_deterministic_runs_give_identical_histories(tmp_path, small_idx_dir):
     assert histories[0] == histories[1]
 
 
-@pytest.mark.parametrize("extra, message", [
+BAD_CONFIGS = [
     (["--model=transformer9000"], "unknown model (received: 'transformer9000'). Choose one of:"),
     (["--optimizer=adamax_pro"], "unknown optimizer"),
     (["--batch_size=5000"], "batch size is larger than the dataset"),
     (["--model_kwargs={\"filterz\": 3}"], "filterz"),
     (["--metrics=accuracy,auc_roc"], "unknown metric"),
     (["--autotune_from=/nonexistent/run"], "no autotune decision to replay"),
-])
-def test_bad_config_is_one_clear_line_and_no_run_dir(tmp_path, small_idx_dir, extra, message):
-    out = tmp_path / "run"
-    proc = run_trainer(*small_args(small_idx_dir, out, *extra))
-    assert proc.returncode == 2
-    assert message in error_line(proc)
-    assert not (out / "results.json").exists()
+]
+
+
+@pytest.fixture(scope="module")
+def bad_config_runs(tmp_path_factory, small_idx_dir):
+    """Every BAD_CONFIGS case through the trainer's flag parser and main() in one subprocess
+    (tests/cli_config_errors.py; the real process's exit code is tested below): (run dirs, [[code, stderr], ...])."""
+    root = tmp_path_factory.mktemp("bad_configs")
+    cases = [[str(a) for a in small_args(small_idx_dir, root / str(i), *extra)] for i, (extra, _) in enumerate(BAD_CONFIGS)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "cli_config_errors.py"), json.dumps(cases)],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root, json.loads([l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1][len("RESULT "):])
+
+
+@pytest.mark.parametrize("extra, message", BAD_CONFIGS)
+def test_bad_config_is_one_clear_line_and_no_run_dir(bad_config_runs, extra, message):
+    root, results = bad_config_runs
+    i = BAD_CONFIGS.index((extra, message))
+    code, stderr = results[i]
+    assert code == 2, stderr[-3000:]
+    assert message in error_line(stderr)
+    assert not (root / str(i) / "results.json").exists()
 
 
 def test_a_bad_flag_value_is_one_error_line_and_exit_2(tmp_path, small_idx_dir):
