@@ -80,12 +80,18 @@ def test_fit_uses_the_optimizer_schedule_and_steps_of_the_tfcustom_run(both_runs
     trainable = [n for n in names if n.startswith("optimizer/_trainable_variables/")]
     assert len(slots) == 2 * len(trainable) and fit["optimizer"]["class"] == "Adam"  # Adam: m and v per variable
     assert sorted(s for s in fit["optimizer"]["variable_shapes"] if s) == slots
-    assert fit["optimizer"]["learning_rate_step0"] == pytest.approx(config["learning_rate"], rel=1e-6)
+    steps_per_epoch = iterations // EPOCHS
+    warmup_steps = int(config["warmup_epochs"] * steps_per_epoch)
+    assert warmup_steps > 0  # the fast config warms up linearly from 0: step 0's rate is the ramp's start, not the peak
+    step = 0
+    expected_step0 = config["learning_rate"] * step / warmup_steps  # linear warm-up: peak * step / warmup_steps
+    assert fit["optimizer"]["learning_rate_step0"] == pytest.approx(expected_step0, abs=1e-12)
     np.testing.assert_allclose([r["learning_rate"] for r in fit["history"]], [r["learning_rate"] for r in results["history"]],
                                rtol=1e-6, atol=1e-9)  # the same cosine schedule over the same number of steps
     assert fit["steps_per_execution"] == config["steps_per_execution"] == 10
     assert fit["loss"] == {"class": "CategoricalCrossentropy", "label_smoothing": pytest.approx(config["label_smoothing"])}
-    assert (fit["precision"], fit["jit_compile"]) == (results["precision"], results["jit_compile"]) == ("float32", False)
+    assert config["precision"] == "mixed_bfloat16"  # the fast config names it; fit must train in it too
+    assert (fit["precision"], fit["jit_compile"]) == (results["precision"], results["jit_compile"]) == ("mixed_bfloat16", False)
 
 
 def test_fit_results_hold_test_accuracy_per_epoch_outside_the_timed_span(both_runs):
