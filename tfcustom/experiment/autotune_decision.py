@@ -75,6 +75,11 @@ class AutotuneResult:
         return cls(**d)
 
 
+def _kept_rounds(rounds: Sequence[float]) -> List[float]:
+    """The rounds the decision uses: the first (a warm-up) dropped when there are at least 3."""
+    return [float(t) for t in (rounds[1:] if len(rounds) >= 3 else rounds)]
+
+
 def paired_ratios(candidate: Measurement, default: Measurement) -> List[float]:
     """Round ``i`` of ``candidate`` over round ``i`` of ``default``: the rounds are
     interleaved, so a slowdown common to one round (the machine's load) cancels.
@@ -114,8 +119,7 @@ def paired_ratio(candidate: Measurement, default: Measurement) -> float:
         >>> paired_ratio(warm, Measurement(1.0, 0.0, rounds=[2.0, 1.0, 1.0, 1.0]))
         0.9
     """
-    ratios = paired_ratios(candidate, default)
-    return float(np.median(ratios[1:] if len(ratios) >= 3 else ratios))
+    return float(np.median(_kept_rounds(paired_ratios(candidate, default))))
 
 
 def pick_faster(default: str, candidate: str, times: Dict[str, Measurement], margin: float = 0.05) -> str:
@@ -188,11 +192,6 @@ def candidates(jit_compile="auto", precision="auto") -> Dict[str, tuple]:
     jits = [False, True] if jit_compile == "auto" else [bool(jit_compile)]
     policies = ["float32", "mixed_bfloat16"] if precision == "auto" else [precision]
     return {f"{policy}/jit={jit}": (policy, jit) for policy in policies for jit in jits}
-
-
-def _kept_rounds(rounds: Sequence[float]) -> List[float]:
-    """The rounds the decision uses: the first (a warm-up) dropped when there are at least 3."""
-    return [float(t) for t in (rounds[1:] if len(rounds) >= 3 else rounds)]
 
 
 def _record(times, settings, default, precision, loss_rtol):
