@@ -83,9 +83,13 @@ def test_fit_uses_the_optimizer_schedule_and_steps_of_the_tfcustom_run(both_runs
     steps_per_epoch = iterations // EPOCHS
     warmup_steps = int(config["warmup_epochs"] * steps_per_epoch)
     assert warmup_steps > 0  # the fast config warms up linearly from 0: step 0's rate is the ramp's start, not the peak
-    step = 0
-    expected_step0 = config["learning_rate"] * step / warmup_steps  # linear warm-up: peak * step / warmup_steps
-    assert fit["optimizer"]["learning_rate_step0"] == pytest.approx(expected_step0, abs=1e-12)
+    # NumPy oracle of a linear warm-up to the peak, then cosine decay to 0 at the last step.
+    peak, decay_steps = config["learning_rate"], iterations - warmup_steps
+    steps = np.arange(EPOCHS + 1) * steps_per_epoch  # step 0, then each epoch end
+    expected = np.where(steps < warmup_steps, peak * steps / warmup_steps,
+                        peak * 0.5 * (1 + np.cos(np.pi * np.minimum(steps - warmup_steps, decay_steps) / decay_steps)))
+    assert fit["optimizer"]["learning_rate_step0"] == pytest.approx(expected[0], abs=1e-12)
+    np.testing.assert_allclose([r["learning_rate"] for r in fit["history"]], expected[1:], rtol=1e-5, atol=1e-9)
     np.testing.assert_allclose([r["learning_rate"] for r in fit["history"]], [r["learning_rate"] for r in results["history"]],
                                rtol=1e-6, atol=1e-9)  # the same cosine schedule over the same number of steps
     assert fit["steps_per_execution"] == config["steps_per_execution"] == 10
